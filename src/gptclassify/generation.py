@@ -1,0 +1,96 @@
+"""Text generation with a GPTModel: greedy, temperature, top-k, stop at <|endoftext|>.
+
+No KV cache: generation here is a sanity check of loaded weights (SPEC section 3), not a
+serving path, so each step reruns the (cropped) context.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gptclassify import tokenizer
+from gptclassify.config import PAD_TOKEN_ID
+from gptclassify.model import GPTModel
+
+
+@torch.inference_mode()
+def generate(
+    model: GPTModel,
+    input_ids: Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    eos_id: int | None = PAD_TOKEN_ID,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Extend `input_ids` (B, T) by up to `max_new_tokens` tokens; returns (B, T + n).
+
+    temperature 0 is greedy (argmax, deterministic). Otherwise logits are divided by the
+    temperature, optionally restricted to the `top_k` largest, and sampled. Generation stops
+    once every row has produced `eos_id`; rows that finished early are filled with it. The
+    context fed to the model is cropped on the left to the model's context length.
+    """
+    if max_new_tokens < 0:
+        raise ValueError("max_new_tokens must be >= 0")
+    if temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    if top_k is not None and top_k < 1:
+        raise ValueError("top_k must be >= 1")
+    was_training = model.training
+    model.eval()
+    ctx = model.config.context_length
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    try:
+        for _ in range(max_new_tokens):
+            logits = model(input_ids[:, -ctx:])[:, -1, :].float()  # (B, vocab)
+            if temperature == 0.0:
+                next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = torch.softmax(logits, dim=-1)
+                next_id = torch.multinomial(probs, num_samples=1, generator=generator)
+            if eos_id is not None:
+                next_id = next_id.masked_fill(finished[:, None], eos_id)
+                finished |= next_id[:, 0] == eos_id
+            input_ids = torch.cat([input_ids, next_id], dim=1)
+            if eos_id is not None and bool(finished.all()):
+                break
+    finally:
+        model.train(was_training)
+    return input_ids
+
+
+def generate_text(
+    model: GPTModel,
+    prompt: str,
+    max_new_tokens: int = 50,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+) -> str:
+    """Prompt plus continuation as text; the model's device is used for the computation."""
+    device = next(model.parameters()).device
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty")
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+    out = generate(
+        model,
+        torch.tensor([ids], device=device),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        generator=generator,
+    )
+    new = out[0, len(ids) :].tolist()
+    if PAD_TOKEN_ID in new:
+        new = new[: new.index(PAD_TOKEN_ID)]
+    # Decode prompt and continuation together: a character's bytes may span the boundary.
+    return tokenizer.decode(ids + new)

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny model configs, the shared SMS file and tokenizer cache, HF stand-ins."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptclassify.config import GPTConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+SMS_FILE = SHARED / "data" / "sms_spam_collection" / "SMSSpamCollection"
+
+# Offline tokenizer: tiktoken reads its cached GPT-2 files from here instead of the network.
+if (SHARED / "tiktoken_cache").is_dir():
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
+
+# Tests must never reach the real Hub; anything that tries fails fast.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+TINY = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2)
+
+
+@pytest.fixture
+def tiny_config() -> GPTConfig:
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def sms_file() -> Path:
+    if not SMS_FILE.is_file():
+        pytest.skip(f"real SMS Spam Collection not found at {SMS_FILE}")
+    return SMS_FILE
+
+
+def hf_gpt2_config(n_embd: int = 32, n_layer: int = 2, n_head: int = 4, n_positions: int = 64):
+    import transformers
+
+    return transformers.GPT2Config(
+        n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_positions=n_positions, vocab_size=50257
+    )
+
+
+def write_hf_model(directory: Path, seed: int = 0, lm_head: bool = True, **config) -> Path:
+    """Random GPT-2 weights saved exactly as transformers saves them (safetensors)."""
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = hf_gpt2_config(**config)
+    cls = transformers.GPT2LMHeadModel if lm_head else transformers.GPT2Model
+    model = cls(cfg)
+    # Larger weights than GPT-2's init so logits differ clearly between tokens and generation
+    # does not collapse to one repeated token: parity then checks something.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "ln_" not in name:
+                p.normal_(0.0, 0.15)
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory) -> Path:
+    return write_hf_model(tmp_path_factory.mktemp("tiny_hf"))

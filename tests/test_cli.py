@@ -1,0 +1,88 @@
+"""The command line as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+from click.testing import CliRunner
+
+from gptclassify import tokenizer
+from gptclassify.cli import cli
+
+
+def test_help_lists_commands():
+    res = CliRunner().invoke(cli, ["--help"])
+    assert res.exit_code == 0
+    assert "generate" in res.output
+
+
+def test_python_dash_m_works():
+    res = subprocess.run(
+        [sys.executable, "-m", "gptclassify", "--version"], capture_output=True, text=True
+    )
+    assert res.returncode == 0 and "gptclassify" in res.stdout
+
+
+def test_generate_greedy_prints_transformers_continuation(tiny_hf_dir):
+    import transformers
+
+    prompt = "Every effort moves you"
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tiny_hf_dir).eval()
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    ref = hf.generate(
+        ids, max_new_tokens=12, do_sample=False, pad_token_id=50256, eos_token_id=50256
+    )
+    new = [t for t in ref[0, ids.shape[1] :].tolist()]
+    if 50256 in new:
+        new = new[: new.index(50256)]
+    expected = tokenizer.decode(ids[0].tolist() + new)
+    args = [
+        "generate",
+        "--model",
+        str(tiny_hf_dir),
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert first.output == expected + "\n"
+    second = CliRunner().invoke(cli, args)
+    assert second.output == first.output
+
+
+def test_generate_sampling_depends_on_seed(tiny_hf_dir):
+    base = [
+        "generate",
+        "--model",
+        str(tiny_hf_dir),
+        "--prompt",
+        "Hello",
+        "--max-new-tokens",
+        "15",
+        "--temperature",
+        "1.0",
+        "--device",
+        "cpu",
+    ]
+    a = CliRunner().invoke(cli, [*base, "--seed", "1"]).output
+    b = CliRunner().invoke(cli, [*base, "--seed", "1"]).output
+    c = CliRunner().invoke(cli, [*base, "--seed", "2"]).output
+    assert a == b and a != c
+
+
+def test_missing_model_dir_is_a_one_line_error(tmp_path):
+    res = CliRunner().invoke(
+        cli, ["generate", "--model", str(tmp_path / "absent"), "--prompt", "hi"]
+    )
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [
+        f"Error: model directory not found: {tmp_path / 'absent'} (expected a folder with config.json and model.safetensors, or a preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl)"
+    ]

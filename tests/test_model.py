@@ -1,0 +1,116 @@
+"""GPTModel: shapes, causality, padding masks, block slicing, config validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gptclassify.config import PRESETS, GPTConfig
+from gptclassify.errors import GPTClassifyError
+from gptclassify.model import GPTModel, attention_bias
+
+
+@pytest.fixture
+def model(tiny_config):
+    torch.manual_seed(0)
+    return GPTModel(tiny_config).eval()
+
+
+def test_presets_have_the_published_parameter_counts():
+    expected = {
+        "gpt2": 124_439_808,
+        "gpt2-medium": 354_823_168,
+        "gpt2-large": 774_030_080,
+        "gpt2-xl": 1_557_611_200,
+    }
+    for name, count in expected.items():
+        with torch.device("meta"):
+            assert GPTModel(PRESETS[name]).num_parameters() == count, name
+
+
+def test_output_head_is_tied(model):
+    assert model.lm_head.weight is model.wte.weight
+
+
+def test_forward_shape_and_causality(model):
+    ids = torch.randint(0, 50257, (2, 10))
+    logits = model(ids)
+    assert logits.shape == (2, 10, 50257)
+    changed = ids.clone()
+    changed[:, 6:] = 7  # change the future
+    out = model(changed)
+    assert torch.allclose(logits[:, :6], out[:, :6], atol=1e-6)
+    assert not torch.allclose(logits[:, 6:], out[:, 6:])
+
+
+def test_right_padding_does_not_change_real_positions(model):
+    ids = torch.randint(0, 50000, (1, 7))
+    padded = torch.cat([ids, torch.full((1, 5), 50256)], dim=1)
+    mask = torch.cat([torch.ones(1, 7), torch.zeros(1, 5)], dim=1)
+    a = model(ids)
+    assert torch.allclose(model(padded)[:, :7], a, atol=1e-5)
+    assert torch.allclose(model(padded, attention_mask=mask)[:, :7], a, atol=1e-5)
+
+
+def test_padding_mask_hides_keys_without_causal_mask(model):
+    ids = torch.randint(0, 50000, (1, 6))
+    padded = torch.cat([ids, torch.full((1, 3), 50256)], dim=1)
+    mask = torch.tensor([[1] * 6 + [0] * 3])
+    alone = model.hidden_states(ids, causal=False)
+    with_mask = model.hidden_states(padded, attention_mask=mask, causal=False)
+    without_mask = model.hidden_states(padded, causal=False)
+    assert torch.allclose(with_mask[:, :6], alone, atol=1e-5)
+    assert not torch.allclose(without_mask[:, :6], alone, atol=1e-3)
+
+
+def test_attention_bias_never_leaves_an_empty_row():
+    mask = torch.tensor([[0, 0, 1, 1]])  # left padding
+    bias = attention_bias(mask, 4, causal=True)
+    assert bias.shape == (1, 1, 4, 4)
+    assert bias.any(dim=-1).all()
+    # Real queries see only real, earlier-or-same keys.
+    assert bias[0, 0, 3].tolist() == [False, False, True, True]
+    assert bias[0, 0, 2].tolist() == [False, False, True, False]
+
+
+def test_left_padding_with_mask_is_finite(model):
+    ids = torch.tensor([[50256, 50256, 10, 11, 12]])
+    out = model(ids, attention_mask=torch.tensor([[0, 0, 1, 1, 1]]))
+    assert torch.isfinite(out).all()
+
+
+def test_run_blocks_slices_compose(model):
+    ids = torch.randint(0, 50257, (3, 9))
+    x = model.embed(ids)
+    full = model.run_blocks(x)
+    split = model.run_blocks(model.run_blocks(x, 0, 1), 1, None)
+    assert torch.equal(full, split)
+    assert torch.equal(model.ln_f(full), model.hidden_states(ids))
+
+
+def test_too_long_input_is_refused(model, tiny_config):
+    with pytest.raises(ValueError, match="exceeds the model context"):
+        model(torch.zeros(1, tiny_config.context_length + 1, dtype=torch.long))
+
+
+def test_config_json_round_trip_and_errors(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps({"emb_dim": 48, "n_heads": 6, "n_layers": 3, "context_length": 32}))
+    cfg = GPTConfig.from_json(path)
+    assert (cfg.emb_dim, cfg.n_heads, cfg.n_layers, cfg.context_length) == (48, 6, 3, 32)
+    assert GPTConfig.from_dict(cfg.to_dict()) == cfg
+    path.write_text(json.dumps({"emb_dim": 50, "n_heads": 6}))
+    with pytest.raises(
+        GPTClassifyError, match="tiny.json: GPTConfig.emb_dim .50. must be divisible by n_heads"
+    ):
+        GPTConfig.from_json(path)
+    path.write_text(json.dumps({"emb_size": 48}))
+    with pytest.raises(GPTClassifyError, match="unknown GPTConfig field.*emb_size"):
+        GPTConfig.from_json(path)
+    path.write_text("{not json")
+    with pytest.raises(GPTClassifyError, match="not valid JSON"):
+        GPTConfig.from_json(path)
+    with pytest.raises(GPTClassifyError, match="unknown model preset 'gpt3'"):
+        GPTConfig.from_name("gpt3")
