@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gptclassify.errors import GPTClassifyError
 
@@ -100,3 +100,220 @@ PRESETS: dict[str, GPTConfig] = {
 
 HUB_REPOS: dict[str, str] = {name: f"openai-community/{name}" for name in PRESETS}
 """Where each preset's pretrained weights live on the Hugging Face Hub."""
+
+
+# ---- training --------------------------------------------------------------------------
+# Each field carries its CLI help in metadata["help"]; cli.py turns these dataclasses into
+# flags (--field-name), so the Python API and the command line are documented in one place.
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+PAD_CHOICES = ("batch", "longest", "context", "none")
+TRAINABLE_CHOICES = ("head", "last-block", "last-2-blocks", "last-N-blocks", "all", "lora")
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled text comes from."""
+
+    data: str = field(
+        default="sms-spam",
+        metadata=_help(
+            "'sms-spam' (downloaded and prepared as `gptclassify data sms-spam` does) or a "
+            "folder written by `gptclassify data`. Ignored when --train is given."
+        ),
+    )
+    train: str | None = field(
+        default=None, metadata=_help("Raw training file (CSV, TSV, JSONL, Parquet).")
+    )
+    validation: str | None = field(
+        default=None,
+        metadata=_help("Raw validation file; without it 10% of --train is held out (seeded)."),
+    )
+    test: str | None = field(default=None, metadata=_help("Raw test file (optional)."))
+    text_column: str | None = field(
+        default=None, metadata=_help("Text column of raw files (found by name if omitted).")
+    )
+    label_column: str | None = field(
+        default=None, metadata=_help("Label column of raw files (found by name if omitted).")
+    )
+    book_split: bool = field(
+        default=False,
+        metadata=_help("sms-spam only: reproduce the book's exact 1,045/149/300 split."),
+    )
+    balance: bool = field(
+        default=True, metadata=_help("sms-spam only: undersample ham to the spam count.")
+    )
+
+    def __post_init__(self) -> None:
+        if self.train is None and (self.validation or self.test):
+            raise GPTClassifyError(
+                "--validation/--test need --train (or use a prepared --data folder)"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """Everything `gptclassify train` does; the defaults are the book's recipe."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: str = field(
+        default="gpt2",
+        metadata=_help(
+            "gpt2, gpt2-medium, gpt2-large, gpt2-xl, a Hugging Face GPT-2 folder, or a JSON file "
+            "of GPTConfig fields (needs --weights random)."
+        ),
+    )
+    weights: Literal["pretrained", "random"] = field(
+        default="pretrained", metadata=_help("Start from pretrained weights or a random init.")
+    )
+    trainable: str = field(
+        default="last-block",
+        metadata=_help(
+            "What trains: head, last-block, last-N-blocks (e.g. last-2-blocks), all, or lora. "
+            "Blocks come with the final LayerNorm; the head always trains."
+        ),
+    )
+    pool: Literal["last-real", "last", "first", "mean"] = field(
+        default="last-real",
+        metadata=_help(
+            "Which position is classified: the last real token, the last (padded) position as "
+            "in the book, the first token, or the mean over real tokens."
+        ),
+    )
+    pad_to: str = field(
+        default="batch",
+        metadata=_help(
+            "batch: pad each batch to its longest text; longest: pad every text to the longest "
+            "training text (the book); context: to the model context; N: to N tokens; none: no "
+            "padding (needs --batch-size 1)."
+        ),
+    )
+    max_length: int | None = field(
+        default=None, metadata=_help("Cap on tokens per text (default: the model context).")
+    )
+    truncate: Literal["end", "start"] = field(
+        default="end",
+        metadata=_help(
+            "Which part of an over-long text is cut: the end (keep the start) or the start."
+        ),
+    )
+    causal_mask: bool = field(
+        default=True,
+        metadata=_help("Causal attention mask (off: every real token sees every other)."),
+    )
+    lora_rank: int = field(default=16, metadata=_help("LoRA rank (with --trainable lora)."))
+    lora_alpha: float = field(
+        default=16.0, metadata=_help("LoRA alpha; updates are scaled by alpha / rank.")
+    )
+    merge_lora: bool = field(
+        default=False, metadata=_help("Save LoRA folded into the weights (a full model).")
+    )
+    lr: float = field(default=5e-5, metadata=_help("AdamW learning rate."))
+    weight_decay: float = field(default=0.1, metadata=_help("AdamW weight decay."))
+    batch_size: int = field(default=8, metadata=_help("Examples per batch."))
+    grad_accum: int = field(
+        default=1, metadata=_help("Micro-batches per optimizer step (gradient accumulation).")
+    )
+    epochs: int = field(default=5, metadata=_help("Passes over the training data."))
+    seed: int = field(
+        default=123, metadata=_help("Seed for initialisation, data order and data preparation.")
+    )
+    eval_freq: int = field(
+        default=50, metadata=_help("Estimate train/val loss every N optimizer steps (0: never).")
+    )
+    eval_iter: int = field(
+        default=5, metadata=_help("Batches used by those estimates and by the epoch accuracies.")
+    )
+    best_by: Literal["val_loss", "val_accuracy"] = field(
+        default="val_loss", metadata=_help("Which full-validation metric picks the kept epoch.")
+    )
+    patience: int | None = field(
+        default=None, metadata=_help("Stop after N epochs without validation improvement.")
+    )
+    class_weights: Literal["none", "auto"] = field(
+        default="none",
+        metadata=_help("auto: weight the loss by inverse class frequency (for imbalanced data)."),
+    )
+    ignore_index: bool = field(
+        default=False,
+        metadata=_help(
+            "The book's padding-ignore loss variant (SPEC row 18). Has no effect for classification: "
+            "the loss reads one position per text, never a padding label."
+        ),
+    )
+    calibrate: bool = field(
+        default=False,
+        metadata=_help("Fit a softmax temperature on the validation split after training."),
+    )
+    device: str = field(
+        default="auto", metadata=_help("auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps.")
+    )
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto",
+        metadata=_help("Matmul precision; auto: bf16 where the hardware has fast bf16."),
+    )
+    compile: bool = field(default=False, metadata=_help("torch.compile the model (opt-in)."))
+    cache: Literal["auto", "off"] = field(
+        default="auto",
+        metadata=_help(
+            "auto: compute the frozen prefix of the network once per text and train on it "
+            "(exact; used when it fits --cache-gb); off: always run the whole network."
+        ),
+    )
+    cache_gb: float = field(
+        default=4.0, metadata=_help("Memory budget for the frozen-prefix cache, in GB.")
+    )
+    out: str | None = field(default=None, metadata=_help("Run folder (default: runs/<timestamp>)."))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = DataConfig(**self.data)
+        positive = ("batch_size", "grad_accum", "epochs", "eval_iter", "lora_rank")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise GPTClassifyError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+        if self.eval_freq < 0:
+            raise GPTClassifyError(f"--eval-freq must be >= 0, got {self.eval_freq}")
+        if self.lr <= 0:
+            raise GPTClassifyError(f"--lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise GPTClassifyError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.max_length is not None and self.max_length < 1:
+            raise GPTClassifyError(f"--max-length must be >= 1, got {self.max_length}")
+        if self.patience is not None and self.patience < 1:
+            raise GPTClassifyError(f"--patience must be >= 1, got {self.patience}")
+        if self.cache_gb < 0:
+            raise GPTClassifyError(f"--cache-gb must be >= 0, got {self.cache_gb}")
+        if self.pad_to not in PAD_CHOICES and not (self.pad_to.isdigit() and int(self.pad_to) > 0):
+            raise GPTClassifyError(
+                f"--pad-to: {self.pad_to!r} is not one of {', '.join(PAD_CHOICES)} or a positive integer"
+            )
+        if self.pad_to == "none" and self.batch_size != 1:
+            raise GPTClassifyError(
+                "--pad-to none needs --batch-size 1 (use --grad-accum for larger steps)"
+            )
+        for name, allowed in (
+            ("weights", ("pretrained", "random")),
+            ("pool", ("last-real", "last", "first", "mean")),
+            ("truncate", ("end", "start")),
+            ("best_by", ("val_loss", "val_accuracy")),
+            ("class_weights", ("none", "auto")),
+            ("precision", ("auto", "fp32", "bf16")),
+            ("cache", ("auto", "off")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise GPTClassifyError(
+                    f"--{_flag(name)}: {getattr(self, name)!r} is not one of {', '.join(allowed)}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")

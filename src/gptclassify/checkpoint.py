@@ -1,0 +1,162 @@
+"""The model folder: `model.safetensors` + `config.json`, never a pickle.
+
+config.json holds everything needed to rebuild the classifier with no other input: the GPT
+shape, label names in order, pooling, padding and truncation policy, tokenizer, temperature,
+base model and library versions, plus the sha256 of the weights file so a changed or
+truncated file is refused rather than silently loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gptclassify import __version__
+from gptclassify.classifier import GPTClassifier
+from gptclassify.config import GPTConfig
+from gptclassify.errors import GPTClassifyError
+from gptclassify.model import GPTModel
+
+FORMAT = "gptclassify-classifier"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    import tiktoken
+
+    return {
+        "gptclassify": __version__,
+        "torch": torch.__version__,
+        "tiktoken": tiktoken.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(directory: str | Path, model: GPTClassifier, settings: dict[str, Any]) -> Path:
+    """Write weights and config.json into `directory`; returns the config path.
+
+    `settings` is the classifier's description (labels, pool, policy, ...); this function adds
+    the model shape, format, versions and checksum.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = directory / f".{WEIGHTS}.tmp"
+    save_file(state, tmp, metadata={"format": FORMAT})
+    os.replace(tmp, directory / WEIGHTS)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.gpt.config.to_dict(),
+        **settings,
+        "weights_file": WEIGHTS,
+        "weights_sha256": sha256_file(directory / WEIGHTS),
+        "versions": versions(),
+    }
+    atomic_write_text(directory / CONFIG, json.dumps(config, indent=2) + "\n")
+    return directory / CONFIG
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / CONFIG
+    if not directory.is_dir():
+        raise GPTClassifyError(
+            f"{directory}: not a folder (expected a run folder from `gptclassify train`)"
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GPTClassifyError(
+            f"{path}: file not found (not a gptclassify model folder?)"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GPTClassifyError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise GPTClassifyError(
+            f"{path}: not a gptclassify classifier config (format field missing)"
+        )
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise GPTClassifyError(
+            f"{path}: format version {config['format_version']} is newer than this gptclassify "
+            f"({__version__}) reads; upgrade gptclassify"
+        )
+    for key in ("model", "labels", "pool", "weights_sha256"):
+        if key not in config:
+            raise GPTClassifyError(f"{path}: missing field {key!r}")
+    return config
+
+
+def load_model(
+    directory: str | Path, config: dict[str, Any] | None = None
+) -> tuple[GPTClassifier, dict[str, Any]]:
+    """Rebuild the classifier from a model folder, verifying the weights' checksum first."""
+    directory = Path(directory)
+    config = config or read_config(directory)
+    weights = directory / config.get("weights_file", WEIGHTS)
+    if not weights.is_file():
+        raise GPTClassifyError(f"{weights}: file not found")
+    if sha256_file(weights) != config["weights_sha256"]:
+        raise GPTClassifyError(
+            f"{weights}: sha256 does not match config.json (the file changed after it was saved); "
+            "refusing to load it"
+        )
+    gpt_config = GPTConfig.from_dict(config["model"], source=str(directory / CONFIG))
+    with torch.device("meta"):
+        model = GPTClassifier(
+            GPTModel(gpt_config),
+            len(config["labels"]),
+            pool=config["pool"],
+            causal=config.get("causal", True),
+        )
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as exc:
+        raise GPTClassifyError(f"{weights}: unreadable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unknown = sorted(set(state) - set(expected))
+    if missing or unknown:
+        raise GPTClassifyError(
+            f"{weights}: tensors do not match config.json"
+            + (f"; missing {', '.join(missing[:3])}" if missing else "")
+            + (f"; unexpected {', '.join(unknown[:3])}" if unknown else "")
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise GPTClassifyError(
+                f"{weights}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                f"expected {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state, assign=True)
+    return model.eval(), config

@@ -1,0 +1,159 @@
+"""The training loop: cached prefix == whole network, gradient accumulation, loss options."""
+
+from __future__ import annotations
+
+import torch
+
+from gptclassify.classifier import GPTClassifier
+from gptclassify.config import GPTConfig, TrainConfig
+from gptclassify.inputs import InputPolicy, TokenSource, build_prefix_source, encode
+from gptclassify.model import GPTModel
+from gptclassify.runtime import autocast
+from gptclassify.train import Trainer, class_weight_tensor, fit
+
+CFG = GPTConfig(vocab_size=50257, context_length=48, emb_dim=32, n_heads=4, n_layers=3)
+CPU = torch.device("cpu")
+
+TEXTS = [
+    "WINNER!! claim your free prize now, call 09061701461",
+    "ok see you at home later",
+    "URGENT: your mobile number has won £2000, text CLAIM to 80086",
+    "Sorry, I'll call later",
+    "Free entry in 2 a wkly comp to win FA Cup final tkts",
+    "Are you coming to dinner tonight?",
+    "Congratulations you have been selected for a cash reward, reply YES",
+    "I'm on the bus, be there in ten minutes",
+] * 6
+
+
+def make_model(trainable="last-block", seed=0, pool="last-real"):
+    torch.manual_seed(seed)
+    model = GPTClassifier(GPTModel(CFG), 2, pool=pool)
+    start = model.set_trainable(trainable)
+    return model, start
+
+
+def sources(pad_to="batch"):
+    labels = [i % 2 == 0 for i in range(len(TEXTS))]
+    policy = InputPolicy.resolve(pad_to, None, "end", CFG.context_length, [20])
+    train = TokenSource(encode(TEXTS[:40], policy, [int(y) for y in labels[:40]]), CPU)
+    val = TokenSource(encode(TEXTS[40:], policy, [int(y) for y in labels[40:]]), CPU)
+    return train, val
+
+
+def run_fit(model, train, val, **overrides):
+    cfg = TrainConfig(epochs=2, batch_size=8, eval_freq=2, eval_iter=2, lr=1e-3, **overrides)
+    losses = []
+    result = fit(
+        Trainer(model, CPU, torch.float32),
+        train,
+        val,
+        cfg,
+        torch.Generator().manual_seed(5),
+        on_step=lambda step, loss: losses.append(loss),
+    )
+    return result, losses
+
+
+def test_cached_prefix_gives_the_same_losses_and_weights():
+    train, val = sources()
+    plain, start = make_model()
+    cached, _ = make_model()
+    assert start == 2
+    amp = lambda: autocast(CPU, torch.float32)  # noqa: E731
+    ctrain = build_prefix_source(cached, train, start, amp)
+    cval = build_prefix_source(cached, val, start, amp)
+    assert ctrain.states.shape == (int(train.encoded.lengths.sum()), CFG.emb_dim)
+    r1, l1 = run_fit(plain, train, val)
+    r2, l2 = run_fit(cached, ctrain, cval)
+    assert len(l1) == len(l2) == 10
+    assert torch.allclose(torch.tensor(l1), torch.tensor(l2), atol=1e-5)
+    assert l1[-1] < l1[0]  # it did learn something, so equality is not trivial
+    for (n, p), (_, q) in zip(plain.named_parameters(), cached.named_parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5), n
+    assert [e["val_accuracy"] for e in r1.epochs] == [e["val_accuracy"] for e in r2.epochs]
+
+
+def test_cached_prefix_with_fixed_padding_and_book_pooling():
+    train, val = sources(pad_to="longest")
+    plain, start = make_model(pool="last")
+    cached, _ = make_model(pool="last")
+    amp = lambda: autocast(CPU, torch.float32)  # noqa: E731
+    _, l1 = run_fit(plain, train, val)
+    _, l2 = run_fit(
+        cached,
+        build_prefix_source(cached, train, start, amp),
+        build_prefix_source(cached, val, start, amp),
+    )
+    assert torch.allclose(torch.tensor(l1), torch.tensor(l2), atol=1e-5)
+
+
+def test_grad_accumulation_equals_one_big_batch():
+    train, val = sources()
+    a, _ = make_model(trainable="all")
+    b, _ = make_model(trainable="all")
+    cfg_big = TrainConfig(epochs=1, batch_size=8, grad_accum=1, eval_freq=0, lr=1e-3)
+    cfg_acc = TrainConfig(epochs=1, batch_size=2, grad_accum=4, eval_freq=0, lr=1e-3)
+    fit(Trainer(a, CPU, torch.float32), train, val, cfg_big, torch.Generator().manual_seed(9))
+    fit(Trainer(b, CPU, torch.float32), train, val, cfg_acc, torch.Generator().manual_seed(9))
+    C = CFG.emb_dim
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        if n.endswith("attn.c_attn.bias"):
+            # The key bias has an exactly-zero true gradient (softmax ignores a shift shared by
+            # all keys); Adam divides its float noise by its own tiny RMS, so skip that slice.
+            p, q = torch.cat([p[:C], p[2 * C :]]), torch.cat([q[:C], q[2 * C :]])
+        assert torch.allclose(p, q, atol=1e-5), n
+    fresh, _ = make_model(trainable="all")
+    moved = any(
+        not torch.allclose(p, q) for p, q in zip(a.parameters(), fresh.parameters(), strict=True)
+    )
+    assert moved
+
+
+def test_uneven_micro_batches_average_like_one_batch():
+    train, _ = sources()
+    idx = torch.arange(8)
+    for weights in (None, torch.tensor([0.3, 1.7])):
+        model, _ = make_model(trainable="all")
+        trainer = Trainer(model, CPU, torch.float32, weights)
+        loss, w, _ = trainer.loss_sum(train, idx)
+        (loss / w).backward()
+        full = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        parts = [idx[:3], idx[3:]]
+        total = sum(trainer.loss_sum(train, part)[1] for part in parts)
+        for part in parts:
+            trainer.loss_sum(train, part)[0].div(total).backward()
+        for g, p in zip(full, model.parameters(), strict=True):
+            assert torch.allclose(g, p.grad, atol=1e-6)
+
+
+def test_class_weights_are_inverse_frequency():
+    w = class_weight_tensor(torch.tensor([0, 0, 0, 1]), 2)
+    assert torch.allclose(w, torch.tensor([4 / 6, 4 / 2]))
+    assert torch.isclose((w * torch.tensor([3.0, 1.0])).sum() / 4, torch.tensor(1.0))
+
+
+def test_ignore_index_is_a_no_op_on_the_loss():
+    train, val = sources()
+    a, _ = make_model()
+    b, _ = make_model()
+    _, l1 = run_fit(a, train, val, ignore_index=False)
+    _, l2 = run_fit(b, train, val, ignore_index=True)
+    assert l1 == l2
+
+
+def test_best_epoch_weights_are_restored_and_patience_stops():
+    train, val = sources()
+    model, _ = make_model(trainable="all")
+    cfg = TrainConfig(epochs=6, batch_size=8, eval_freq=0, lr=3e-2, patience=1)
+    result = fit(
+        Trainer(model, CPU, torch.float32), train, val, cfg, torch.Generator().manual_seed(1)
+    )
+    val_losses = [e["full_val_loss"] for e in result.epochs]
+    best = min(range(len(val_losses)), key=val_losses.__getitem__) + 1
+    assert result.best_epoch == best
+    assert result.stopped_early == (len(result.epochs) < 6)
+    trainer = Trainer(model, CPU, torch.float32)
+    loss, _ = trainer.estimate(val, [torch.arange(len(val))])
+    assert abs(loss - val_losses[best - 1]) < 1e-5
