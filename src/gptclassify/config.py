@@ -140,6 +140,13 @@ class DataConfig:
     label_column: str | None = field(
         default=None, metadata=_help("Label column of raw files (found by name if omitted).")
     )
+    sms_source: str | None = field(
+        default=None,
+        metadata=_help(
+            "sms-spam only: a local copy (zip or SMSSpamCollection file) or another URL, "
+            "instead of downloading from UCI."
+        ),
+    )
     book_split: bool = field(
         default=False,
         metadata=_help("sms-spam only: reproduce the book's exact 1,045/149/300 split."),

@@ -256,6 +256,23 @@ def read_labelled(
     )
 
 
+def read_table(
+    path: str | Path, text_column: str | None = None, fmt: str | None = None
+) -> tuple[pd.DataFrame, str]:
+    """Every column of a CSV / TSV / JSON Lines / Parquet file, and the name of its text column.
+
+    For prediction: the other columns are kept so outputs line up with the input rows.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    _check_file(path)
+    table = _read_table(path, fmt)
+    text_col = _pick_column(table.columns, text_column, TEXT_COLUMN_NAMES, "text", path)
+    return pd.DataFrame({c: table.get(c) for c in table.columns}), text_col
+
+
 @dataclass
 class _Table:
     """Columns of a file, read lazily, with a way to name a row in messages."""

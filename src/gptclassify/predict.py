@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from gptclassify.errors import GPTClassifyError
 from gptclassify.evaluate import classification_report, softmax
 from gptclassify.inputs import Batch, InputPolicy, TokenSource, encode
 from gptclassify.runtime import autocast, resolve_device, resolve_precision
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Classifier:
@@ -46,6 +49,10 @@ class Classifier:
         self.policy = policy
         self.temperature = float(temperature)
         self.settings = dict(settings or {})
+        self.path: Path | None = None
+        """The model folder this classifier was loaded from or last saved to."""
+        self.metrics: dict[str, Any] | None = None
+        """metrics.json of the training run, when known."""
 
     # ---- persistence ------------------------------------------------------------------
 
@@ -58,7 +65,7 @@ class Classifier:
             pad_length=config.get("pad_length"),
             truncate=config.get("truncate", "end"),
         )
-        return cls(
+        classifier = cls(
             model,
             config["labels"],
             policy,
@@ -67,11 +74,22 @@ class Classifier:
             precision=precision,
             settings={k: v for k, v in config.items() if k not in _DERIVED},
         )
+        classifier.path = Path(run_dir)
+        metrics = Path(run_dir) / "metrics.json"
+        if metrics.is_file():
+            import json
+
+            try:
+                classifier.metrics = json.loads(metrics.read_text(encoding="utf-8"))
+            except ValueError:
+                classifier.metrics = None  # metrics are informative; the model loads without them
+        return classifier
 
     def save(self, directory: str | Path) -> Path:
         """Write model.safetensors + config.json into `directory`; returns the folder."""
         checkpoint.save_model(directory, self.model, self.describe())
-        return Path(directory)
+        self.path = Path(directory)
+        return self.path
 
     def describe(self) -> dict[str, Any]:
         """The settings config.json records for this classifier."""
@@ -202,32 +220,75 @@ def prob_column(label: str) -> str:
     return f"prob_{label}"
 
 
-def predict_frame(
+def predict_table(
     classifier: Classifier,
-    texts: Sequence[Any],
+    frame: pd.DataFrame,
+    text_column: str,
     batch_size: int = 32,
     threshold: float | None = None,
     k: int | None = None,
-) -> dict[str, list[Any]]:
-    """Prediction columns for a list of texts; empty texts get an error, not a crash.
+) -> pd.DataFrame:
+    """The input table plus label, prob_<class> per class, top_k (with k) and error columns.
 
-    Returns columns: label, one prob_<class> per class, top_k (when k is given) and error.
+    A row with empty or missing text gets an error and no label instead of stopping the file.
+    Input columns that clash with those names are kept as input_<name>.
     """
+    texts = frame[text_column].tolist()
     n = len(texts)
     ok = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
     probs = np.full((n, len(classifier.labels)), np.nan)
     if ok:
         probs[ok] = classifier.predict_proba([texts[i] for i in ok], batch_size)
-    chosen = decide(probs[ok], classifier.labels, threshold) if ok else []
-    columns: dict[str, list[Any]] = {"label": [None] * n, "error": ["empty text"] * n}
-    for i, label in zip(ok, chosen, strict=True):
-        columns["label"][i] = label
-        columns["error"][i] = None
+    labels: list[Any] = [None] * n
+    errors: list[Any] = ["empty text"] * n
+    for i, label in zip(ok, decide(probs[ok], classifier.labels, threshold), strict=True):
+        labels[i], errors[i] = label, None
+    added: dict[str, list[Any]] = {"label": labels}
     for j, name in enumerate(classifier.labels):
-        columns[prob_column(name)] = [None if np.isnan(p) else float(p) for p in probs[:, j]]
+        added[prob_column(name)] = [None if np.isnan(p) else float(p) for p in probs[:, j]]
     if k:
         ranked = top_k(probs[ok], classifier.labels, k) if ok else []
-        columns["top_k"] = [None] * n
+        top: list[Any] = [None] * n
         for i, row in zip(ok, ranked, strict=True):
-            columns["top_k"][i] = [name for name, _ in row]
-    return columns
+            top[i] = [name for name, _ in row]
+        added["top_k"] = top
+    added["error"] = errors
+    out = frame.rename(columns={c: f"input_{c}" for c in frame.columns if c in added})
+    for name, values in added.items():
+        out[name] = values
+    return out
+
+
+def write_predictions(frame: pd.DataFrame, path: str | Path) -> Path:
+    """CSV, TSV, JSON Lines or Parquet by extension; written atomically."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    kind = {
+        ".csv": "csv",
+        ".tsv": "tsv",
+        ".jsonl": "jsonl",
+        ".json": "jsonl",
+        ".parquet": "parquet",
+    }.get(path.suffix.lower())
+    if kind is None:
+        raise GPTClassifyError(f"--output {path}: use a .csv, .tsv, .jsonl or .parquet file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        if kind == "jsonl":
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        elif kind == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            out = frame.copy()
+            if "top_k" in out:
+                out["top_k"] = [";".join(v) if isinstance(v, list) else v for v in out["top_k"]]
+            out.to_csv(tmp, sep="\t" if kind == "tsv" else ",", index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gptclassify import tokenizer
 from gptclassify.classifier import GPTClassifier, trainable_blocks
@@ -328,7 +329,9 @@ def load_data(cfg: TrainConfig):
     if dc.data == "sms-spam":
         from gptclassify.datasets import prepare_sms_spam
 
-        return prepare_sms_spam(seed=cfg.seed, book_split=dc.book_split, balance=dc.balance)
+        return prepare_sms_spam(
+            source=dc.sms_source, seed=cfg.seed, book_split=dc.book_split, balance=dc.balance
+        )
     return data_mod.load_prepared(dc.data)
 
 
@@ -429,7 +432,6 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
             "Note: --pool last with --pad-to batch reads padding whose amount depends on the batch"
         )
 
-    total_params = model.num_parameters() if hasattr(model, "num_parameters") else None
     total_params = sum(p.numel() for p in model.parameters())
     trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
@@ -477,9 +479,11 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
     t_fit = time.perf_counter()
     n_steps = cfg.epochs * math.ceil((len(encoded["train"]) // cfg.batch_size) / cfg.grad_accum)
     bar = _progress(n_steps, progress)
-    fit_result = fit(
-        trainer, sources["train"], sources["validation"], cfg, generator, on_step=bar.update
-    )
+    # Log lines are printed above the progress bar instead of through it.
+    with logging_redirect_tqdm(loggers=[logging.getLogger("gptclassify")]):
+        fit_result = fit(
+            trainer, sources["train"], sources["validation"], cfg, generator, on_step=bar.update
+        )
     bar.close()
     fit_time = time.perf_counter() - t_fit
     log.info(
@@ -533,7 +537,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
         settings=settings,
     )
     classifier.save(run_dir)
-    metrics = {
+    metrics: dict[str, Any] = {
         **{k: v for k, v in reports.items()},
         "best_epoch": fit_result.best_epoch,
         "stopped_early": fit_result.stopped_early,
@@ -551,6 +555,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
         "calibration": calibration,
     }
     _write_metrics(run_dir, metrics)
+    classifier.metrics = metrics
     _write_history(run_dir / "history.csv", fit_result)
     from gptclassify.plots import plot_history
 
