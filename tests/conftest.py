@@ -65,3 +65,35 @@ def write_hf_model(directory: Path, seed: int = 0, lm_head: bool = True, **confi
 @pytest.fixture(scope="session")
 def tiny_hf_dir(tmp_path_factory) -> Path:
     return write_hf_model(tmp_path_factory.mktemp("tiny_hf"))
+
+
+TINY_JSON = {"emb_dim": 64, "n_heads": 4, "n_layers": 2, "context_length": 128}
+
+
+@pytest.fixture(scope="session")
+def tiny_json(tmp_path_factory) -> Path:
+    import json
+
+    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    path.write_text(json.dumps(TINY_JSON))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, sms_file, tiny_json):
+    """A tiny random-init GPT trained on the real SMS split once per test session."""
+    from gptclassify.config import DataConfig, TrainConfig
+    from gptclassify.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = TrainConfig(
+        data=DataConfig(sms_source=str(sms_file)),
+        model=str(tiny_json),
+        weights="random",
+        trainable="all",
+        lr=1e-3,
+        epochs=2,
+        eval_freq=40,
+        out=str(out),
+    )
+    return train(cfg, quiet=True)

@@ -300,6 +300,10 @@ class TrainConfig:
             raise GPTClassifyError(
                 f"--pad-to: {self.pad_to!r} is not one of {', '.join(PAD_CHOICES)} or a positive integer"
             )
+        if self.model.endswith(".json") and self.weights == "pretrained":
+            raise GPTClassifyError(
+                f"--model {self.model}: a config JSON has no weights; add --weights random"
+            )
         if self.pad_to == "none" and self.batch_size != 1:
             raise GPTClassifyError(
                 "--pad-to none needs --batch-size 1 (use --grad-accum for larger steps)"

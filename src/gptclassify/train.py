@@ -69,11 +69,7 @@ def build_backbone(cfg: TrainConfig) -> tuple[GPTModel, str]:
     from gptclassify.weights import gpt_config_from_hf, load_pretrained
 
     path = Path(cfg.model).expanduser()
-    if cfg.model.endswith(".json"):
-        if cfg.weights == "pretrained":
-            raise GPTClassifyError(
-                f"--model {cfg.model}: a config JSON has no weights; add --weights random"
-            )
+    if cfg.model.endswith(".json"):  # TrainConfig ensures --weights random
         return GPTModel(GPTConfig.from_json(path)), f"random init of {cfg.model}"
     if cfg.weights == "random":
         if cfg.model in PRESETS:
@@ -92,11 +88,12 @@ def build_backbone(cfg: TrainConfig) -> tuple[GPTModel, str]:
     return load_pretrained(cfg.model), cfg.model
 
 
-def build_classifier(cfg: TrainConfig, num_classes: int) -> tuple[GPTClassifier, int, str]:
+def build_classifier(
+    cfg: TrainConfig, num_classes: int, backbone: tuple[GPTModel, str] | None = None
+) -> tuple[GPTClassifier, int, str]:
     """Backbone + head + LoRA + freezing; returns (model, first trainable block, base)."""
-    torch.manual_seed(cfg.seed)  # random inits (backbone, LoRA A) depend on the seed only
-    gpt, base = build_backbone(cfg)
-    trainable_blocks(cfg.trainable, gpt.config.n_layers)  # validates the flag before work
+    gpt, base = backbone or build_backbone(cfg)
+    torch.manual_seed(cfg.seed)  # LoRA's random A matrices depend on the seed only
     model = GPTClassifier(gpt, num_classes, pool=cfg.pool, causal=cfg.causal_mask)
     if cfg.trainable == "lora":
         model.add_lora(cfg.lora_rank, cfg.lora_alpha)
@@ -388,6 +385,10 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
         str(dtype).removeprefix("torch."),
     )
 
+    # The model first: a bad --model or --trainable fails before any data download.
+    torch.manual_seed(cfg.seed)  # a random init depends on the seed only
+    backbone = build_backbone(cfg)
+    trainable_blocks(cfg.trainable, backbone[0].config.n_layers)
     splits = load_data(cfg)
     labels = list(splits.label_names)
     parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
@@ -396,7 +397,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
         raise GPTClassifyError("the validation split is empty; use more data or another --split")
     _save_splits(splits, run_dir / "data")
 
-    model, start, base = build_classifier(cfg, len(labels))
+    model, start, base = build_classifier(cfg, len(labels), backbone)
     model.to(device)
     context = model.gpt.config.context_length
     raw = {k: tokenizer.encode_batch(v.texts) for k, v in parts.items()}
