@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,28 @@ def tiny_run(tmp_path_factory, sms_file, tiny_json):
         out=str(out),
     )
     return train(cfg, quiet=True)
+
+
+WORDS = {
+    "sport": ["goal", "match", "team", "score", "league", "coach", "stadium", "player"],
+    "food": ["pizza", "pasta", "salad", "recipe", "oven", "spicy", "dinner", "bakery"],
+    "tech": ["laptop", "software", "server", "python", "keyboard", "cloud", "chip", "code"],
+}
+
+
+def write_three_classes(path, n_per_class=60, seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for label, words in WORDS.items():
+        for _ in range(n_per_class):
+            rows.append(
+                {
+                    "Sentence": " ".join(rng.choice(words) for _ in range(rng.randint(3, 9))),
+                    "Category": label,
+                }
+            )
+    rng.shuffle(rows)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["Sentence", "Category"])
+        writer.writeheader()
+        writer.writerows(rows)

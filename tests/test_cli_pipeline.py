@@ -4,35 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 
 from click.testing import CliRunner
 
+from conftest import WORDS, write_three_classes
 from gptclassify.cli import cli
-
-WORDS = {
-    "sport": ["goal", "match", "team", "score", "league", "coach", "stadium", "player"],
-    "food": ["pizza", "pasta", "salad", "recipe", "oven", "spicy", "dinner", "bakery"],
-    "tech": ["laptop", "software", "server", "python", "keyboard", "cloud", "chip", "code"],
-}
-
-
-def write_three_classes(path, n_per_class=60, seed=0):
-    rng = random.Random(seed)
-    rows = []
-    for label, words in WORDS.items():
-        for _ in range(n_per_class):
-            rows.append(
-                {
-                    "Sentence": " ".join(rng.choice(words) for _ in range(rng.randint(3, 9))),
-                    "Category": label,
-                }
-            )
-    rng.shuffle(rows)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["Sentence", "Category"])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def invoke(args):
@@ -124,7 +100,10 @@ def test_train_flag_errors_are_one_line(tmp_path):
         (["--pad-to", "wide"], "--pad-to: 'wide' is not one of"),
         (["--pad-to", "none"], "--pad-to none needs --batch-size 1"),
         (["--batch-size", "0"], "--batch-size must be a positive integer"),
-        (["--model", str(tmp_path / "c.json")], "a config JSON has no weights; add --weights random"),
+        (
+            ["--model", str(tmp_path / "c.json")],
+            "a config JSON has no weights; add --weights random",
+        ),
     ]:
         (tmp_path / "c.json").write_text("{}")
         res = CliRunner().invoke(cli, ["train", *args, "--out", str(tmp_path / "r")])

@@ -71,6 +71,8 @@ def save_model(directory: str | Path, model: GPTClassifier, settings: dict[str, 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if (settings.get("lora") or {}).get("adapters_only"):
+        state = {k: v for k, v in state.items() if _is_adapter_or_head(k)}
     tmp = directory / f".{WEIGHTS}.tmp"
     save_file(state, tmp, metadata={"format": FORMAT})
     os.replace(tmp, directory / WEIGHTS)
@@ -132,18 +134,25 @@ def load_model(
             "refusing to load it"
         )
     gpt_config = GPTConfig.from_dict(config["model"], source=str(directory / CONFIG))
-    with torch.device("meta"):
-        model = GPTClassifier(
-            GPTModel(gpt_config),
-            len(config["labels"]),
-            pool=config["pool"],
-            causal=config.get("causal", True),
-        )
+    lora = config.get("lora") or {}
+    adapters_only = bool(lora.get("adapters_only"))
+    if adapters_only:
+        gpt = _lora_base(lora, gpt_config, directory / CONFIG)
+    else:
+        with torch.device("meta"):  # no wasted init: every tensor comes from the file
+            gpt = GPTModel(gpt_config)
+    model = GPTClassifier(
+        gpt, len(config["labels"]), pool=config["pool"], causal=config.get("causal", True)
+    )
+    if lora and not lora.get("merged"):
+        model.add_lora(int(lora["rank"]), float(lora["alpha"]), tuple(lora["targets"]))
     try:
         state = load_file(weights)
     except (SafetensorError, OSError) as exc:
         raise GPTClassifyError(f"{weights}: unreadable safetensors file ({exc})") from None
     expected = model.state_dict()
+    if adapters_only:
+        expected = {k: v for k, v in expected.items() if _is_adapter_or_head(k)}
     missing = sorted(set(expected) - set(state))
     unknown = sorted(set(state) - set(expected))
     if missing or unknown:
@@ -158,5 +167,33 @@ def load_model(
                 f"{weights}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                 f"expected {tuple(expected[name].shape)}"
             )
-    model.load_state_dict(state, assign=True)
+    if adapters_only:
+        model.load_state_dict(state, strict=False)  # the base weights came from the base model
+    else:
+        model.load_state_dict(state, assign=True)
     return model.eval(), config
+
+
+def _is_adapter_or_head(name: str) -> bool:
+    return "lora_" in name or name.startswith("head.")
+
+
+def _lora_base(lora: dict[str, Any], gpt_config: GPTConfig, source: Path) -> GPTModel:
+    """The pretrained base of an adapters-only folder, checked against its recorded sha256."""
+    from gptclassify.weights import load_hf_directory, pretrained_dir, weights_file
+
+    base = lora.get("base")
+    if not base:
+        raise GPTClassifyError(f"{source}: LoRA adapters without a 'base' model field")
+    directory = pretrained_dir(base)
+    if sha256_file(weights_file(directory)) != lora.get("base_sha256"):
+        raise GPTClassifyError(
+            f"{source}: the base model {base} ({weights_file(directory)}) is not the one these "
+            "LoRA adapters were trained on (sha256 differs)"
+        )
+    gpt = load_hf_directory(directory)
+    if gpt.config != gpt_config:
+        raise GPTClassifyError(
+            f"{source}: base model {base} has another shape than config.json says"
+        )
+    return gpt

@@ -64,41 +64,48 @@ SPLITS = ("train", "validation", "test")
 # ---- building blocks ------------------------------------------------------------------
 
 
-def build_backbone(cfg: TrainConfig) -> tuple[GPTModel, str]:
-    """The GPT-2 to fine-tune, and a description of where it came from."""
-    from gptclassify.weights import gpt_config_from_hf, load_pretrained
+@dataclass
+class Backbone:
+    model: GPTModel
+    description: str
+    """Where the weights came from, for logs and config.json."""
+    pretrained_dir: Path | None = None
+    """The Hugging Face folder the pretrained weights were read from (None: random init)."""
+
+
+def build_backbone(cfg: TrainConfig) -> Backbone:
+    """The GPT-2 to fine-tune: pretrained (preset or folder) or a seeded random init."""
+    import json
+
+    from gptclassify.weights import gpt_config_from_hf, load_hf_directory, pretrained_dir
 
     path = Path(cfg.model).expanduser()
     if cfg.model.endswith(".json"):  # TrainConfig ensures --weights random
-        return GPTModel(GPTConfig.from_json(path)), f"random init of {cfg.model}"
-    if cfg.weights == "random":
-        if cfg.model in PRESETS:
-            return GPTModel(PRESETS[cfg.model]), f"random init of the {cfg.model} shape"
-        import json
-
-        try:
-            hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise GPTClassifyError(
-                f"--model {cfg.model}: cannot read config.json ({exc})"
-            ) from None
-        return GPTModel(
-            gpt_config_from_hf(hf, str(path / "config.json"))
-        ), f"random init of {cfg.model}"
-    return load_pretrained(cfg.model), cfg.model
+        return Backbone(GPTModel(GPTConfig.from_json(path)), f"random init of {cfg.model}")
+    if cfg.weights == "pretrained":
+        directory = pretrained_dir(cfg.model)
+        return Backbone(load_hf_directory(directory), cfg.model, directory)
+    if cfg.model in PRESETS:
+        return Backbone(GPTModel(PRESETS[cfg.model]), f"random init of the {cfg.model} shape")
+    try:
+        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GPTClassifyError(f"--model {cfg.model}: cannot read config.json ({exc})") from None
+    config = gpt_config_from_hf(hf, str(path / "config.json"))
+    return Backbone(GPTModel(config), f"random init of {cfg.model}")
 
 
 def build_classifier(
-    cfg: TrainConfig, num_classes: int, backbone: tuple[GPTModel, str] | None = None
-) -> tuple[GPTClassifier, int, str]:
-    """Backbone + head + LoRA + freezing; returns (model, first trainable block, base)."""
-    gpt, base = backbone or build_backbone(cfg)
+    cfg: TrainConfig, num_classes: int, backbone: Backbone | None = None
+) -> tuple[GPTClassifier, int]:
+    """Backbone + head + LoRA + freezing; returns (model, index of the first trainable block)."""
+    backbone = backbone or build_backbone(cfg)
     torch.manual_seed(cfg.seed)  # LoRA's random A matrices depend on the seed only
-    model = GPTClassifier(gpt, num_classes, pool=cfg.pool, causal=cfg.causal_mask)
+    model = GPTClassifier(backbone.model, num_classes, pool=cfg.pool, causal=cfg.causal_mask)
     if cfg.trainable == "lora":
         model.add_lora(cfg.lora_rank, cfg.lora_alpha)
     start = model.set_trainable(cfg.trainable)
-    return model, start, base
+    return model, start
 
 
 def class_weight_tensor(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -388,7 +395,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
     # The model first: a bad --model or --trainable fails before any data download.
     torch.manual_seed(cfg.seed)  # a random init depends on the seed only
     backbone = build_backbone(cfg)
-    trainable_blocks(cfg.trainable, backbone[0].config.n_layers)
+    trainable_blocks(cfg.trainable, backbone.model.config.n_layers)
     splits = load_data(cfg)
     labels = list(splits.label_names)
     parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
@@ -397,7 +404,8 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
         raise GPTClassifyError("the validation split is empty; use more data or another --split")
     _save_splits(splits, run_dir / "data")
 
-    model, start, base = build_classifier(cfg, len(labels), backbone)
+    model, start = build_classifier(cfg, len(labels), backbone)
+    base = backbone.description
     model.to(device)
     context = model.gpt.config.context_length
     raw = {k: tokenizer.encode_batch(v.texts) for k, v in parts.items()}
@@ -491,6 +499,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
         "Training completed in %.2f minutes; kept epoch %d", fit_time / 60, fit_result.best_epoch
     )
 
+    lora = _lora_settings(cfg, model, backbone)
     logits = {k: trainer.logits(s) for k, s in sources.items()}
     temperature = 1.0
     calibration: dict[str, float] | None = None
@@ -526,6 +535,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
         "weights": cfg.weights,
         "trainable": cfg.trainable,
         "pad_to": cfg.pad_to,
+        "lora": lora,
         "train_config": cfg.to_dict(),
     }
     classifier = Classifier(
@@ -563,6 +573,35 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
     plot_history(fit_result.steps, fit_result.epochs, run_dir)
     log.info("Saved model, metrics, history and plots to %s", run_dir)
     return classifier
+
+
+def _lora_settings(cfg: TrainConfig, model: GPTClassifier, backbone: Backbone) -> dict | None:
+    """How config.json describes LoRA; merges the adapters first when --merge-lora is set.
+
+    Unmerged adapters on a pretrained base are saved alone (with the head) and the base is
+    named and checksummed; on a random base the whole model must be saved.
+    """
+    if cfg.trainable != "lora":
+        return None
+    from gptclassify.checkpoint import sha256_file
+    from gptclassify.classifier import LORA_TARGETS
+    from gptclassify.weights import weights_file
+
+    info: dict[str, Any] = {
+        "rank": cfg.lora_rank,
+        "alpha": cfg.lora_alpha,
+        "targets": list(LORA_TARGETS),
+        "merged": cfg.merge_lora,
+        "adapters_only": False,
+    }
+    if cfg.merge_lora:
+        model.merge_lora()
+    elif backbone.pretrained_dir is not None:
+        info["adapters_only"] = True
+        # A preset name works on any machine (Hub cache); a folder is kept as an absolute path.
+        info["base"] = cfg.model if cfg.model in PRESETS else str(backbone.pretrained_dir.resolve())
+        info["base_sha256"] = sha256_file(weights_file(backbone.pretrained_dir))
+    return info
 
 
 def _progress(total: int, enabled: bool):

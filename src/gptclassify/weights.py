@@ -205,9 +205,23 @@ def download_pretrained(name: str, revision: str | None = None) -> Path:
     return Path(path).parent
 
 
+def pretrained_dir(name_or_dir: str | Path, revision: str | None = None) -> Path:
+    """The local folder holding a pretrained GPT-2: downloaded for a preset, else as given."""
+    if isinstance(name_or_dir, str) and name_or_dir in PRESETS:
+        return download_pretrained(name_or_dir, revision=revision)
+    return Path(name_or_dir).expanduser()
+
+
+def weights_file(directory: Path) -> Path:
+    """The file whose checksum identifies a folder's weights."""
+    for name in _WEIGHT_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    raise GPTClassifyError(
+        f"{directory}: no weights found (expected one of {', '.join(_WEIGHT_FILES)})"
+    )
+
+
 def load_pretrained(name_or_dir: str | Path, revision: str | None = None) -> GPTModel:
     """A pretrained GPT-2: a preset name (downloaded from the Hub) or a local HF-format folder."""
-    if isinstance(name_or_dir, str) and name_or_dir in PRESETS:
-        directory = download_pretrained(name_or_dir, revision=revision)
-        return load_hf_directory(directory)
-    return load_hf_directory(name_or_dir)
+    return load_hf_directory(pretrained_dir(name_or_dir, revision))

@@ -1,0 +1,93 @@
+"""LoRA runs: adapters saved alone on a checked pretrained base, or merged; same logits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+from conftest import write_three_classes
+from gptclassify.config import DataConfig, TrainConfig
+from gptclassify.errors import GPTClassifyError
+from gptclassify.predict import Classifier
+from gptclassify.train import train
+
+TEXTS = ["goal team match", "pizza oven dinner", "python server code", "coach stadium"]
+
+
+def lora_run(base, data, out, **kw):
+    cfg = TrainConfig(
+        data=DataConfig(train=str(data)),
+        model=str(base),
+        trainable="lora",
+        lora_rank=4,
+        lora_alpha=8,
+        lr=5e-3,
+        epochs=2,
+        eval_freq=0,
+        out=str(out),
+        precision="fp32",
+        **kw,
+    )
+    return train(cfg, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def topics(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lora") / "topics.csv"
+    write_three_classes(path, n_per_class=40)
+    return path
+
+
+def test_adapters_only_folder_and_merge_give_the_same_logits(tiny_hf_dir, topics, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_hf_dir, base)
+    plain = lora_run(base, topics, tmp_path / "adapters")
+    merged = lora_run(base, topics, tmp_path / "merged", merge_lora=True)
+
+    config = json.loads((tmp_path / "adapters" / "config.json").read_text())
+    assert config["lora"]["adapters_only"] and not config["lora"]["merged"]
+    assert config["lora"]["base"] == str(base.resolve())
+    names = set(load_file(tmp_path / "adapters" / "model.safetensors"))
+    assert names and all("lora_" in n or n.startswith("head.") for n in names)
+    adapters = load_file(tmp_path / "adapters" / "model.safetensors")
+    assert max(t.abs().max().item() for n, t in adapters.items() if "lora_B" in n) > 0  # trained
+    merged_names = set(load_file(tmp_path / "merged" / "model.safetensors"))
+    assert "gpt.h.0.attn.c_attn.weight" in merged_names
+    assert not any("lora_" in n for n in merged_names)
+
+    a = Classifier.load(tmp_path / "adapters", precision="fp32")
+    b = Classifier.load(tmp_path / "merged", precision="fp32")
+    assert np.allclose(a.logits(TEXTS), b.logits(TEXTS), atol=1e-4)
+    assert np.allclose(a.logits(TEXTS), plain.logits(TEXTS), atol=1e-5)
+    assert np.allclose(b.logits(TEXTS), merged.logits(TEXTS), atol=1e-5)
+    before = a.logits(TEXTS)
+    a.model.merge_lora()
+    assert np.allclose(a.logits(TEXTS), before, atol=1e-4)
+
+
+def test_adapters_refuse_a_different_base(tiny_hf_dir, topics, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_hf_dir, base)
+    lora_run(base, topics, tmp_path / "run")
+    tensors = load_file(base / "model.safetensors")
+    name = next(n for n in tensors if n.endswith("ln_f.bias"))
+    tensors[name] = tensors[name] + 1
+    save_file(tensors, base / "model.safetensors")
+    with pytest.raises(
+        GPTClassifyError, match="is not the one these LoRA adapters were trained on"
+    ):
+        Classifier.load(tmp_path / "run")
+
+
+def test_lora_on_a_random_base_saves_the_whole_model(tiny_json, topics, tmp_path):
+    clf = lora_run(tiny_json, topics, tmp_path / "run", weights="random")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["lora"]["adapters_only"] is False
+    names = set(load_file(tmp_path / "run" / "model.safetensors"))
+    assert "gpt.h.0.attn.c_attn.base.weight" in names and "gpt.h.0.attn.c_attn.lora_A" in names
+    again = Classifier.load(tmp_path / "run", precision="fp32")
+    assert np.allclose(again.logits(TEXTS), clf.logits(TEXTS), atol=1e-5)
