@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gptclassify.classifier import GPTClassifier
@@ -157,3 +158,92 @@ def test_best_epoch_weights_are_restored_and_patience_stops():
     trainer = Trainer(model, CPU, torch.float32)
     loss, _ = trainer.estimate(val, [torch.arange(len(val))])
     assert abs(loss - val_losses[best - 1]) < 1e-5
+
+
+# ---- options end to end on small data ---------------------------------------------------
+
+
+def small_run(tmp_path, tiny_json, name, rows=None, **kw):
+    import csv
+
+    from conftest import write_three_classes
+    from gptclassify.config import DataConfig
+    from gptclassify.train import train
+
+    data = tmp_path / f"{name}.csv"
+    if rows is None:
+        write_three_classes(data, n_per_class=40)
+    else:
+        with open(data, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            w.writerows(rows)
+    options = dict(
+        data=DataConfig(train=str(data)),
+        model=str(tiny_json),
+        weights="random",
+        trainable="all",
+        lr=2e-3,
+        epochs=2,
+        eval_freq=0,
+        out=str(tmp_path / name),
+        precision="fp32",
+    )
+    cfg = TrainConfig(**{**options, **kw})
+    return train(cfg, quiet=True)
+
+
+def test_calibration_temperature_is_stored_and_used(tmp_path, tiny_json):
+    import json
+
+    import numpy as np
+
+    from gptclassify.evaluate import softmax
+    from gptclassify.predict import Classifier
+
+    clf = small_run(tmp_path, tiny_json, "cal", calibrate=True)
+    cal = clf.metrics["calibration"]
+    assert cal["temperature"] > 0 and cal["val_ece_after"] <= cal["val_ece_before"] + 1e-9
+    saved = json.loads((tmp_path / "cal" / "config.json").read_text())
+    assert saved["temperature"] == cal["temperature"] != 1.0
+    loaded = Classifier.load(tmp_path / "cal", precision="fp32")
+    texts = ["goal team", "oven pizza"]
+    assert np.allclose(
+        loaded.predict_proba(texts), softmax(loaded.logits(texts), cal["temperature"])
+    )
+
+
+def test_class_weights_auto_on_imbalanced_data(tmp_path, tiny_json):
+    import random
+
+    rng = random.Random(0)
+    rows = [[f"meeting lunch {rng.randint(0, 99)} ok", "ham"] for _ in range(90)]
+    rows += [[f"win cash prize now {rng.randint(0, 99)}", "spam"] for _ in range(15)]
+    rng.shuffle(rows)
+    clf = small_run(tmp_path, tiny_json, "weighted", rows=rows, class_weights="auto")
+    log = (tmp_path / "weighted" / "train.log").read_text()
+    assert "ham" in log and clf.labels == ["ham", "spam"]
+    w = class_weight_tensor(torch.tensor([0] * 80 + [1] * 20), 2)
+    assert w[1] / w[0] == pytest.approx(4.0)
+
+
+def test_random_weights_for_every_preset_size():
+    from gptclassify.config import PRESETS
+    from gptclassify.train import build_backbone
+
+    for name, preset in PRESETS.items():
+        with torch.device("meta"):  # shapes only: no 1.5B-parameter allocation in a test
+            backbone = build_backbone(TrainConfig(model=name, weights="random"))
+        assert backbone.model.config == preset
+        assert backbone.pretrained_dir is None
+
+
+def test_pad_to_none_with_batch_one_and_accumulation(tmp_path, tiny_json):
+    clf = small_run(
+        tmp_path, tiny_json, "nopad", pad_to="none", batch_size=1, grad_accum=8, epochs=1
+    )
+    assert clf.policy.pad_length is None
+    assert (
+        clf.metrics["examples_seen"]
+        == len(open(tmp_path / "nopad" / "data" / "train.csv").read().splitlines()) - 1
+    )

@@ -1,0 +1,70 @@
+"""Input policies (--pad-to, --max-length, --truncate) and batching helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptclassify.errors import GPTClassifyError
+from gptclassify.inputs import InputPolicy, encode, shuffled_batches, token_budget_batches
+
+TEXTS = ["one two three", "a much longer message with quite a few more words in it", "hi"]
+
+
+def test_pad_to_batch_keeps_texts_unpadded():
+    enc = encode(TEXTS, InputPolicy.resolve("batch", None, "end", 64))
+    assert [len(s) for s in enc.ids] == enc.lengths.tolist()
+    assert enc.truncated == 0
+
+
+def test_pad_to_longest_uses_the_longest_training_text_and_cuts_others():
+    policy = InputPolicy.resolve("longest", None, "end", 1024, train_lengths=[3, 5, 4])
+    assert policy.pad_length == policy.max_length == 5
+    enc = encode(TEXTS, policy)
+    assert all(len(s) == 5 for s in enc.ids)
+    assert enc.truncated == 1 and enc.lengths.tolist() == [3, 5, 1]
+    assert enc.ids[2][1:] == [50256] * 4
+
+
+def test_pad_to_context_pads_to_the_model_context():
+    enc = encode(TEXTS, InputPolicy.resolve("context", None, "end", 48))
+    assert all(len(s) == 48 for s in enc.ids)
+    assert enc.lengths.tolist()[0] == 3
+
+
+def test_pad_to_number_and_none():
+    enc = encode(TEXTS, InputPolicy.resolve("6", None, "end", 48))
+    assert all(len(s) == 6 for s in enc.ids) and enc.truncated == 1
+    none = InputPolicy.resolve("none", None, "end", 48)
+    assert none.pad_length is None
+    with pytest.raises(GPTClassifyError, match="--pad-to 100 exceeds the model context"):
+        InputPolicy.resolve("100", None, "end", 48)
+
+
+def test_truncation_side_and_max_length():
+    keep_start = encode(TEXTS[1:2], InputPolicy.resolve("batch", 4, "end", 64))
+    keep_end = encode(TEXTS[1:2], InputPolicy.resolve("batch", 4, "start", 64))
+    full = encode(TEXTS[1:2], InputPolicy.resolve("batch", None, "end", 64)).ids[0]
+    assert keep_start.ids[0] == full[:4] and keep_end.ids[0] == full[-4:]
+    assert keep_start.truncated == 1
+    # A cap above the context is clipped to the context: texts never crash the model.
+    assert InputPolicy.resolve("batch", 5000, "end", 64).max_length == 64
+
+
+def test_empty_text_is_refused_with_its_position():
+    with pytest.raises(GPTClassifyError, match="text 2 is empty"):
+        encode(["fine", ""], InputPolicy.resolve("batch", None, "end", 64))
+
+
+def test_batches_cover_every_index_once():
+    lengths = torch.tensor([5, 1, 9, 3, 3, 7, 2])
+    batches = token_budget_batches(lengths, max_tokens=12)
+    flat = torch.cat(batches).tolist()
+    assert sorted(flat) == list(range(7))
+    for b in batches:
+        assert len(b) == 1 or int(lengths[b].max()) * len(b) <= 12
+    shuffled = shuffled_batches(
+        10, 3, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)
+    )
+    assert [len(b) for b in shuffled] == [3, 3, 3]
+    assert len(set(torch.cat(shuffled).tolist())) == 9
