@@ -255,40 +255,47 @@ def effective_weight(layer: nn.Module) -> tuple[Tensor, Tensor | None]:
 
 
 def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
-    """`block(x)` evaluated at one position per row: (B, T, C) -> (B, C).
+    """`block(x)` evaluated at one position per row: (B, T, C) -> (B, C). Same function, less work.
 
-    Keys and values need every position, but the query, output projection and MLP only the
-    pooled one. Masking matches GPTModel: causal sees keys <= pos (padding included, as the
-    fused causal kernel does); non-causal sees real keys plus the position itself.
+    Only the pooled query matters, and a score is q . (Wk h_j + bk): the key projection can be
+    applied to the query instead (u = Wk^T q; the bk term is the same for every key, so softmax
+    ignores it), and the value projection after the attention-weighted sum (y = Wv sum_j a_j h_j
+    + bv, as the weights sum to 1). No (T x C) @ (C x C) matmul is left: per text the block
+    costs a few C x C products plus O(n_heads * T * C). Masking matches GPTModel: causal sees
+    keys <= pos (padding included, as the fused causal kernel does); non-causal sees real keys
+    plus the position itself.
+
+    It runs in fp32 even under bf16 autocast: its matmuls have B rows, so autocast's per-step
+    casts of the weights (and of their gradients) would cost more than the arithmetic.
     """
     B, T, C = x.shape
-    attn = block.attn
-    nh = attn.n_heads
+    nh = block.attn.n_heads
+    hd = C // nh
     rows = torch.arange(B, device=x.device)
-    h = block.ln_1(x)  # (B, T, C)
-    weight, bias = effective_weight(attn.c_attn)
-    k, v = F.linear(h, weight[C:], None if bias is None else bias[C:]).split(
-        C, dim=2
-    )  # 2 x (B, T, C)
-    q = F.linear(h[rows, pos], weight[:C], None if bias is None else bias[:C])  # (B, C)
-    q = q.view(B, nh, 1, C // nh)  # (B, nh, 1, hd)
-    k = k.view(B, T, nh, C // nh).transpose(1, 2)  # (B, nh, T, hd)
-    v = v.view(B, T, nh, C // nh).transpose(1, 2)  # (B, nh, T, hd)
     keys = torch.arange(T, device=x.device)[None, :]  # (1, T)
     if causal:
         allowed = keys <= pos[:, None]  # (B, T)
     else:
         allowed = (keys < lengths[:, None]) | (keys == pos[:, None])  # (B, T)
-    y = F.scaled_dot_product_attention(
-        q,
-        k,
-        v,
-        attn_mask=allowed[:, None, None, :],
-        dropout_p=attn.dropout if attn.training else 0.0,
-    )  # (B, nh, 1, hd)
-    y = attn.resid_dropout(attn.c_proj(y.reshape(B, C)))  # (B, C)
-    out = x[rows, pos] + y  # (B, C)
-    return out + block.mlp(block.ln_2(out))
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.float()
+        h = block.ln_1(x)  # (B, T, C)
+        weight, bias = effective_weight(block.attn.c_attn)
+        # split, not slicing: its backward is one concatenation instead of three zero-filled
+        # full-size gradient buffers.
+        w_q, w_k, w_v = weight.split(C)  # 3 x (C, C)
+        b_q, _, b_v = bias.split(C) if bias is not None else (None, None, None)
+        q = F.linear(h[rows, pos], w_q, b_q).view(B, nh, hd)  # (B, nh, hd)
+        u = torch.einsum("bhd,hdc->bhc", q, w_k.view(nh, hd, C))  # (B, nh, C)
+        scores = torch.einsum("bhc,btc->bht", u, h) / math.sqrt(hd)  # (B, nh, T)
+        attn = torch.softmax(scores.masked_fill(~allowed[:, None, :], float("-inf")), dim=-1)
+        attn = F.dropout(attn, block.attn.dropout, block.training)
+        z = torch.einsum("bht,btc->bhc", attn, h)  # (B, nh, C)
+        y = torch.einsum("bhc,hdc->bhd", z, w_v.view(nh, hd, C)).reshape(B, C)  # (B, C)
+        if b_v is not None:
+            y = y + b_v
+        out = x[rows, pos] + block.attn.resid_dropout(block.attn.c_proj(y))  # (B, C)
+        return out + block.mlp(block.ln_2(out))
 
 
 __all__ = [

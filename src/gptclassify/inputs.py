@@ -24,6 +24,10 @@ from gptclassify import tokenizer
 from gptclassify.config import PAD_TOKEN_ID
 from gptclassify.errors import GPTClassifyError
 
+TOKENS_PER_BATCH = 4096
+"""Padded tokens per batch for no-grad passes (prefix cache, full-split logits): large enough
+for efficient matmuls, small enough to keep activation memory (and peak RSS) modest."""
+
 
 @dataclass(frozen=True)
 class InputPolicy:
@@ -189,7 +193,7 @@ def build_prefix_source(
     source: TokenSource,
     end: int,
     autocast,
-    tokens_per_batch: int = 8192,
+    tokens_per_batch: int = TOKENS_PER_BATCH,
 ) -> PrefixSource:
     """Run embeddings + blocks [0, end) once per text, in length-sorted batches.
 

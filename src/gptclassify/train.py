@@ -42,6 +42,7 @@ from gptclassify.evaluate import (
     softmax,
 )
 from gptclassify.inputs import (
+    TOKENS_PER_BATCH,
     Encoded,
     InputPolicy,
     PrefixSource,
@@ -172,7 +173,7 @@ class Trainer:
         return total_loss / total_weight, correct / count
 
     @torch.no_grad()
-    def logits(self, source: Source, tokens_per_batch: int = 8192) -> np.ndarray:
+    def logits(self, source: Source, tokens_per_batch: int = TOKENS_PER_BATCH) -> np.ndarray:
         """Logits for every example of a source (length-bucketed), in source order."""
         was_training = self.model.training
         self.model.eval()
