@@ -247,3 +247,10 @@ def test_pad_to_none_with_batch_one_and_accumulation(tmp_path, tiny_json):
         clf.metrics["examples_seen"]
         == len(open(tmp_path / "nopad" / "data" / "train.csv").read().splitlines()) - 1
     )
+
+
+def test_quiet_training_prints_nothing(tmp_path, tiny_json, capfd):
+    small_run(tmp_path, tiny_json, "quiet", epochs=1)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert "Train accuracy" in (tmp_path / "quiet" / "train.log").read_text()

@@ -20,7 +20,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -489,8 +489,14 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
     t_fit = time.perf_counter()
     n_steps = cfg.epochs * math.ceil((len(encoded["train"]) // cfg.batch_size) / cfg.grad_accum)
     bar = _progress(n_steps, progress)
-    # Log lines are printed above the progress bar instead of through it.
-    with logging_redirect_tqdm(loggers=[logging.getLogger("gptclassify")]):
+    # Log lines are printed above the progress bar instead of through it. (The redirect adds
+    # a console handler of its own, so it must not run when the terminal should stay quiet.)
+    redirect = (
+        logging_redirect_tqdm(loggers=[logging.getLogger("gptclassify")])
+        if progress
+        else nullcontext()
+    )
+    with redirect:
         fit_result = fit(
             trainer, sources["train"], sources["validation"], cfg, generator, on_step=bar.update
         )
