@@ -477,6 +477,72 @@ def _print_predictions(
         )
 
 
+# ---- baseline / experiments --------------------------------------------------------------
+# Both modules import only the standard library and config.py at the top, like this one.
+
+from gptclassify.baseline import BaselineConfig  # noqa: E402
+from gptclassify.experiments import ExperimentsConfig  # noqa: E402
+
+
+@cli.command()
+@dataclass_options(DataConfig)
+@dataclass_options(BaselineConfig, exclude=("data",))
+def baseline(**options) -> None:
+    """TF-IDF + logistic regression on the same splits `train` would use.
+
+    Writes a run folder (--out) with metrics.json in the layout of a GPT run, config.json,
+    vocabulary.json and baseline.safetensors (no pickle).
+    """
+    from gptclassify.baseline import train_baseline
+
+    data = DataConfig(**split_kwargs(DataConfig, options))
+    fitted = train_baseline(BaselineConfig(data=data, **options))
+    metrics = fitted.metrics or {}
+    parts = [
+        f"{k} {metrics[k]['accuracy'] * 100:.2f}%"
+        for k in ("train", "validation", "test")
+        if k in metrics
+    ]
+    click.echo(f"Accuracy: {', '.join(parts)}")
+    click.echo(f"Model folder: {fitted.path}")
+
+
+@cli.command()
+@dataclass_options(DataConfig)
+@dataclass_options(ExperimentsConfig, exclude=("data",))
+@click.option("--list", "list_only", is_flag=True, help="Print the grid and exit (runs nothing).")
+def experiments(list_only: bool, **options) -> None:
+    """Run a grid of training variations on one split and compare them with the baseline.
+
+    Default grid: SPEC section 5 rows 1-19 (the book's bonus experiments). Writes OUT/<name>/
+    per entry and OUT/results.md, results.csv and results.png.
+    """
+    from rich.console import Console
+
+    from gptclassify.experiments import (
+        builtin_grid,
+        describe_grid,
+        load_grid,
+        rich_table,
+        run_experiments,
+        select,
+    )
+
+    data = DataConfig(**split_kwargs(DataConfig, options))
+    cfg = ExperimentsConfig(data=data, **options)
+    grid = select(load_grid(cfg.grid) if cfg.grid else builtin_grid(), cfg.only_names())
+    if list_only:
+        Console().print(describe_grid(grid, cfg.quick))
+        return
+    results = run_experiments(cfg, grid, echo=lambda line: click.echo(line, err=True))
+    Console().print(rich_table(results))
+    for path in results.files.values():
+        click.echo(f"Wrote {path}")
+    for row in results.rows:
+        if not row.ok:
+            click.echo(f"Failed: {row.name}: {row.error}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="gptclassify")
