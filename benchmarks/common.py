@@ -1,0 +1,253 @@
+"""Shared pieces of the speed benchmarks: paths, the random GPT-2 weights, child processes.
+
+Every measured variant runs in a fresh child process (`run_child`), so its wall time includes
+interpreter start-up and imports, and its peak RSS is its own (read with `os.wait4`, which
+returns the resource usage of that one child; `RUSAGE_CHILDREN` would give the maximum over
+all children reaped so far).
+
+No network is needed: the weights are random (seeded) and written locally in Hugging Face
+format, the data and tokenizer files come from the shared folder next to the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+SHARED = REPO_ROOT.parent / "shared"
+DEFAULT_SMS_SOURCE = SHARED / "data" / "sms_spam_collection" / "SMSSpamCollection"
+TIKTOKEN_CACHE = SHARED / "tiktoken_cache"
+DEFAULT_OUT = BENCH_DIR / "out"
+
+# tiktoken's cached GPT-2 files, named by the sha1 of their URL (see tiktoken_cache/README.md);
+# a Hugging Face GPT-2 tokenizer calls the same two files vocab.json and merges.txt.
+TIKTOKEN_VOCAB_JSON = "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"  # encoder.json
+TIKTOKEN_MERGES_TXT = "6d1cbeee0f20b3d9449abfede4726ed8212e3aee"  # vocab.bpe
+
+WEIGHTS_MARKER = "benchmark-weights.json"
+PAD_TOKEN_ID = 50256
+
+
+def setup_offline_env() -> None:
+    """Tokenizer files from the shared cache, and no Hub traffic (set before heavy imports)."""
+    if TIKTOKEN_CACHE.is_dir():
+        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def default_threads() -> int:
+    return os.cpu_count() or 1
+
+
+def child_env(threads: int) -> dict[str, str]:
+    """Environment of a measured child: same thread count for every variant, offline."""
+    setup_offline_env()
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["MKL_NUM_THREADS"] = str(threads)
+    env["BENCH_THREADS"] = str(threads)
+    # The package is normally installed editable in the venv; this also covers a bare checkout.
+    src = str(REPO_ROOT / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+# ---- random GPT-2 small weights, written once ------------------------------------------
+
+
+def ensure_gpt2_weights(directory: Path, seed: int = 123) -> Path:
+    """Random GPT-2 small (124M) in Hugging Face format (config.json + model.safetensors).
+
+    Written once with `GPT2LMHeadModel(GPT2Config())` under `torch.manual_seed(seed)` and
+    reused while the marker file says the same seed. The same folder feeds every variant.
+    """
+    marker = directory / WEIGHTS_MARKER
+    if marker.is_file() and (directory / "model.safetensors").is_file():
+        try:
+            if json.loads(marker.read_text())["seed"] == seed:
+                return directory
+        except (ValueError, KeyError):
+            pass
+    import torch
+    import transformers
+
+    print(f"Writing random GPT-2 small weights (seed {seed}) to {directory} ...", flush=True)
+    torch.manual_seed(seed)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config())
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / WEIGHTS_MARKER).write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "recipe": "torch.manual_seed(seed); GPT2LMHeadModel(GPT2Config()).save_pretrained()",
+                "transformers": transformers.__version__,
+                "torch": torch.__version__,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+def install_hf_tokenizer(directory: Path) -> None:
+    """A GPT-2 tokenizer for transformers, built offline from tiktoken's two cached files."""
+    from transformers import GPT2TokenizerFast
+
+    shutil.copyfile(TIKTOKEN_CACHE / TIKTOKEN_VOCAB_JSON, directory / "vocab.json")
+    shutil.copyfile(TIKTOKEN_CACHE / TIKTOKEN_MERGES_TXT, directory / "merges.txt")
+    tok = GPT2TokenizerFast.from_pretrained(directory)
+    tok.pad_token = tok.eos_token  # GPT-2 has no pad token; 50256 doubles as one (SPEC 2)
+    tok.model_max_length = 1024
+    tok.save_pretrained(directory)
+
+
+# ---- data --------------------------------------------------------------------------------
+
+
+def split_digest(splits) -> str:
+    """sha256 over every (part, text, label): equal digests mean the same rows in the same order."""
+    h = hashlib.sha256()
+    for name, part in splits.parts():
+        h.update(f"[{name}:{len(part)}]".encode())
+        for text, label in zip(part.texts, part.labels, strict=True):
+            h.update(text.encode("utf-8") + b"\x00" + label.encode("utf-8") + b"\x01")
+    return h.hexdigest()
+
+
+# ---- child processes ----------------------------------------------------------------------
+
+
+@dataclass
+class ChildResult:
+    returncode: int
+    wall_s: float
+    """Wall-clock seconds from spawn to exit (includes interpreter start-up and imports)."""
+    maxrss_mb: float
+    """Peak resident set size of the child (and of its own waited-for children), MiB."""
+    log: Path
+
+
+def run_child(
+    cmd: Sequence[str], env: dict[str, str], log: Path, cwd: Path = REPO_ROOT
+) -> ChildResult:
+    """Run `cmd`, stdout+stderr to `log`; wall time and the child's own peak RSS."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as handle:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            list(cmd), stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd
+        )
+        # wait4 reaps exactly this child and returns its rusage (ru_maxrss in KiB on Linux).
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    rss = usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 2**10
+    return ChildResult(proc.returncode, wall, rss, log)
+
+
+def check_child(result: ChildResult, what: str) -> None:
+    if result.returncode != 0:
+        tail = result.log.read_text(errors="replace").splitlines()[-25:]
+        raise SystemExit(
+            f"{what} failed (exit {result.returncode}); last lines of {result.log}:\n"
+            + "\n".join(tail)
+        )
+
+
+# ---- reporting ----------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+    try:
+        from gptclassify.runtime import cpu_has_fast_bf16
+
+        info["cpu_fast_bf16"] = cpu_has_fast_bf16()
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table; numbers right-aligned, text left-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    numeric = [
+        all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) and bool(rows)
+        for i in range(len(headers))
+    ]
+
+    def fmt(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    lines = [fmt(list(headers)), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.2f}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,0 +1,616 @@
+"""Training speed: the book's chapter-6 recipe on transformers vs `gptclassify train`.
+
+Both variants start from the same random GPT-2 small weights (written once, seeded, in
+Hugging Face format) and the same SMS Spam Collection split, and each runs in a fresh child
+process:
+
+- reference: `transformers.GPT2ForSequenceClassification`, trained with the book's loop
+  exactly (pad every text to the longest training text, classify from the last position,
+  last block + final LayerNorm + head trainable, AdamW 5e-5 / 0.1, batch 8, 5 epochs, loss
+  estimates every 50 steps and accuracy estimates each epoch on 5 batches, full accuracies at
+  the end), fp32, no autocast.
+- ours: `python -m gptclassify train --model <the same folder> ...` with the defaults
+  (bf16 where the CPU/GPU has it, frozen-prefix cache, last-real-token pooling).
+
+Run `python benchmarks/train_speed.py --help` for the flags; benchmarks/README.md explains
+the table. A full default run takes about 15-20 minutes on a 2-core CPU (the reference is
+most of it); `--subset 64 --epochs 1` checks the script in a minute or two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+
+# ---- the reference: the book's chapter-6 loop on transformers' GPT-2 ------------------------
+# Runs in its own process (`--worker reference`); everything below mirrors the book's
+# `SpamDataset`, `calc_loss_batch`, `calc_loss_loader`, `calc_accuracy_loader`,
+# `evaluate_model` and `train_classifier_simple`.
+
+
+def reference_worker(args: argparse.Namespace) -> None:
+    import torch
+    import torch.nn.functional as F
+    import transformers
+    from torch.utils.data import DataLoader, Dataset
+
+    from gptclassify.data import load_prepared
+
+    torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    splits = load_prepared(args.data)
+    label_index = {name: i for i, name in enumerate(splits.label_names)}
+
+    t_start = time.perf_counter()
+    import tiktoken
+
+    tokenizer = tiktoken.get_encoding("gpt2")
+
+    class SpamDataset(Dataset):
+        """The book's dataset: encode, cut to max_length, right-pad with 50256."""
+
+        def __init__(self, part, max_length: int | None = None, pad_token_id: int = 50256):
+            self.labels = [label_index[y] for y in part.labels]
+            self.encoded_texts = [tokenizer.encode(text) for text in part.texts]
+            if max_length is None:
+                self.max_length = max(len(t) for t in self.encoded_texts)
+            else:
+                self.max_length = max_length
+                self.encoded_texts = [t[: self.max_length] for t in self.encoded_texts]
+            self.encoded_texts = [
+                t + [pad_token_id] * (self.max_length - len(t)) for t in self.encoded_texts
+            ]
+
+        def __getitem__(self, index):
+            return (
+                torch.tensor(self.encoded_texts[index], dtype=torch.long),
+                torch.tensor(self.labels[index], dtype=torch.long),
+            )
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+    train_ds = SpamDataset(splits.train)
+    val_ds = SpamDataset(splits.validation, max_length=train_ds.max_length)
+    test_ds = SpamDataset(splits.test, max_length=train_ds.max_length)
+    loader_gen = torch.Generator().manual_seed(args.seed)
+    train_loader = DataLoader(
+        train_ds,
+        batch_size=8,
+        shuffle=True,
+        num_workers=0,
+        drop_last=True,
+        generator=loader_gen,
+    )
+    val_loader = DataLoader(val_ds, batch_size=8, shuffle=False, num_workers=0, drop_last=False)
+    test_loader = DataLoader(test_ds, batch_size=8, shuffle=False, num_workers=0, drop_last=False)
+
+    t_load = time.perf_counter()
+    model = transformers.GPT2ForSequenceClassification.from_pretrained(
+        args.weights,
+        num_labels=2,
+        pad_token_id=common.PAD_TOKEN_ID,
+        # The book fine-tunes with drop_rate 0.0; GPT2Config's defaults are 0.1.
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        dtype=torch.float32,
+    )
+    load_s = time.perf_counter() - t_load
+
+    # The book: freeze everything, then a new seeded head (nn.Linear(768, 2), with bias:
+    # it replaces transformers' bias-free `score`), then unfreeze the last block and ln_f.
+    for p in model.parameters():
+        p.requires_grad = False
+    torch.manual_seed(args.seed)
+    model.score = torch.nn.Linear(model.config.n_embd, 2)
+    for p in model.transformer.h[-1].parameters():
+        p.requires_grad = True
+    for p in model.transformer.ln_f.parameters():
+        p.requires_grad = True
+    model.to(device)
+
+    def forward_last(input_batch):
+        # The book's `model(input_batch)[:, -1, :]`: logits of the LAST position, padding or
+        # not. GPT2ForSequenceClassification.forward would instead pool at the last token that
+        # is not pad_token_id, so its own `.logits` are not the book's function; the
+        # backbone + head are run directly. No attention mask, as in the book.
+        hidden = model.transformer(input_ids=input_batch, use_cache=False).last_hidden_state
+        return model.score(hidden)[:, -1, :]  # (B, T, 2) -> (B, 2)
+
+    def calc_loss_batch(input_batch, target_batch):
+        input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+        return F.cross_entropy(forward_last(input_batch), target_batch)
+
+    def calc_loss_loader(data_loader, num_batches=None):
+        total_loss = 0.0
+        if len(data_loader) == 0:
+            return float("nan")
+        num_batches = (
+            len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+        )
+        for i, (input_batch, target_batch) in enumerate(data_loader):
+            if i < num_batches:
+                total_loss += calc_loss_batch(input_batch, target_batch).item()
+            else:
+                break
+        return total_loss / num_batches
+
+    def calc_accuracy_loader(data_loader, num_batches=None):
+        model.eval()  # the book leaves eval mode on; train_classifier_simple re-enters train()
+        correct, examples = 0, 0
+        num_batches = (
+            len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+        )
+        for i, (input_batch, target_batch) in enumerate(data_loader):
+            if i < num_batches:
+                input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+                with torch.no_grad():
+                    logits = forward_last(input_batch)
+                predicted = torch.argmax(logits, dim=-1)
+                examples += predicted.shape[0]
+                correct += (predicted == target_batch).sum().item()
+            else:
+                break
+        return correct / examples
+
+    def evaluate_model(eval_iter):
+        model.eval()
+        with torch.no_grad():
+            train_loss = calc_loss_loader(train_loader, num_batches=eval_iter)
+            val_loss = calc_loss_loader(val_loader, num_batches=eval_iter)
+        model.train()
+        return train_loss, val_loss
+
+    history: dict[str, list] = {"steps": [], "epochs": []}
+
+    def train_classifier_simple(optimizer, num_epochs, eval_freq, eval_iter):
+        examples_seen, global_step = 0, -1
+        for epoch in range(num_epochs):
+            model.train()
+            for input_batch, target_batch in train_loader:
+                optimizer.zero_grad()
+                loss = calc_loss_batch(input_batch, target_batch)
+                loss.backward()
+                optimizer.step()
+                examples_seen += input_batch.shape[0]
+                global_step += 1
+                if global_step % eval_freq == 0:
+                    train_loss, val_loss = evaluate_model(eval_iter)
+                    history["steps"].append(
+                        {
+                            "epoch": epoch + 1,
+                            "step": global_step,
+                            "train_loss": train_loss,
+                            "val_loss": val_loss,
+                        }
+                    )
+                    _log(
+                        f"Ep {epoch + 1} (Step {global_step:06d}): "
+                        f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
+                    )
+            train_acc = calc_accuracy_loader(train_loader, num_batches=eval_iter)
+            val_acc = calc_accuracy_loader(val_loader, num_batches=eval_iter)
+            history["epochs"].append(
+                {"epoch": epoch + 1, "train_accuracy": train_acc, "val_accuracy": val_acc}
+            )
+            _log(
+                f"Training accuracy: {train_acc * 100:.2f}% | Validation accuracy: {val_acc * 100:.2f}%"
+            )
+        return examples_seen
+
+    t_train = time.perf_counter()
+    torch.manual_seed(args.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1)
+    examples_seen = train_classifier_simple(optimizer, args.epochs, eval_freq=50, eval_iter=5)
+    train_s = time.perf_counter() - t_train
+    _log(f"Training completed in {train_s / 60:.2f} minutes.")
+
+    # The book's final numbers: its loaders (train: shuffled, drop_last), every batch.
+    train_accuracy = calc_accuracy_loader(train_loader)
+    val_accuracy = calc_accuracy_loader(val_loader)
+    test_accuracy = calc_accuracy_loader(test_loader)
+    total_s = time.perf_counter() - t_start
+    _log(
+        f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: "
+        f"{val_accuracy * 100:.2f}% | Test accuracy: {test_accuracy * 100:.2f}%"
+    )
+
+    # Not part of the recipe (its time is taken off the wall time): on the first validation
+    # batch, does transformers' own pooling (last non-pad token) give the book's logits (last
+    # position)? Only rows without padding can agree.
+    t_check = time.perf_counter()
+    with torch.no_grad():
+        input_batch = next(iter(val_loader))[0].to(device)
+        own = model(input_ids=input_batch, use_cache=False).logits
+        same = int(torch.isclose(own, forward_last(input_batch), atol=1e-4).all(-1).sum())
+        rows = input_batch.shape[0]
+        unpadded = int((input_batch[:, -1] != common.PAD_TOKEN_ID).sum())
+    check_s = time.perf_counter() - t_check
+
+    result = {
+        "variant": "reference",
+        "device": str(device),
+        "dtype": "float32",
+        "threads": torch.get_num_threads(),
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
+        "pad_length": train_ds.max_length,
+        "rows": {"train": len(train_ds), "validation": len(val_ds), "test": len(test_ds)},
+        "split_digest": common.split_digest(splits),
+        "epochs": args.epochs,
+        "steps": args.epochs * len(train_loader),
+        "examples_seen": examples_seen,
+        "load_s": load_s,
+        "training_time_s": train_s,
+        "total_time_s": total_s,
+        "train_accuracy": train_accuracy,
+        "val_accuracy": val_accuracy,
+        "test_accuracy": test_accuracy,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "hf_pooling_equals_last_position": (
+            f"{same}/{rows} rows of the first validation batch ({unpadded} unpadded)"
+        ),
+        "check_s": check_s,
+        "history": history,
+        "peak_memory_mb": _peak_memory_mb(torch, device),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    common.write_json(Path(args.result), result)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _peak_memory_mb(torch, device) -> float:
+    import resource
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+# ---- the driver ------------------------------------------------------------------------------
+
+
+OURS_VARIANTS = {
+    # name: (precision, cache)
+    "ours": (None, None),  # from --precision / --cache (defaults: auto, auto)
+    "ours fp32, no cache": ("fp32", "off"),
+    "ours bf16, no cache": ("bf16", "off"),
+    "ours fp32, cache": ("fp32", "auto"),
+    "ours bf16, cache": ("bf16", "auto"),
+}
+
+
+def prepare_data(args: argparse.Namespace, out: Path):
+    """The split both variants use; with --subset, written to a folder ours reads with --data."""
+    from gptclassify.data import write_splits
+    from gptclassify.datasets import prepare_sms_spam
+
+    splits = prepare_sms_spam(
+        source=str(args.sms_source), seed=args.seed, book_split=args.book_split
+    )
+    if args.subset:
+        if args.subset > len(splits.train):
+            raise SystemExit(
+                f"--subset {args.subset}: the training split has {len(splits.train)} rows"
+            )
+        splits.train = splits.train.subset(range(args.subset))
+    data_dir = out / ("data" if not args.subset else f"data-subset{args.subset}")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    write_splits(splits, data_dir, {"written_by": "benchmarks/train_speed.py"})
+    return splits, data_dir
+
+
+def run_reference(args, weights: Path, data_dir: Path, out: Path) -> dict[str, Any]:
+    result_path = out / "reference.json"
+    result_path.unlink(missing_ok=True)
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "reference",
+        "--weights",
+        str(weights),
+        "--data",
+        str(data_dir),
+        "--result",
+        str(result_path),
+        "--epochs",
+        str(args.epochs),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--seed",
+        str(args.seed),
+    ]
+    print(f"[reference] book loop on transformers, log: {out / 'reference.log'}", flush=True)
+    child = common.run_child(cmd, common.child_env(args.threads), out / "reference.log")
+    common.check_child(child, "the reference run")
+    result = json.loads(result_path.read_text())
+    # The pooling check after the recipe is not part of it.
+    wall = child.wall_s - result["check_s"]
+    result.update(wall_s=wall, process_wall_s=child.wall_s, maxrss_mb=child.maxrss_mb)
+    print(f"[reference] done in {wall:.1f} s", flush=True)
+    return result
+
+
+def run_ours(args, name: str, weights: Path, data_dir: Path, out: Path) -> dict[str, Any]:
+    precision, cache = OURS_VARIANTS[name]
+    precision = precision or args.precision
+    cache = cache or args.cache
+    slug = name.replace(",", "").replace(" ", "-")
+    run_dir = out / "runs" / slug
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "gptclassify",
+        "train",
+        "--model",
+        str(weights),
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+        "--precision",
+        precision,
+        "--cache",
+        cache,
+        "--out",
+        str(run_dir),
+        "--quiet",
+    ]
+    if args.subset:
+        cmd += ["--data", str(data_dir)]
+    else:
+        cmd += ["--sms-source", str(args.sms_source)]
+        if args.book_split:
+            cmd.append("--book-split")
+    print(f"[{name}] {' '.join(cmd[1:])}", flush=True)
+    child = common.run_child(cmd, common.child_env(args.threads), out / f"{slug}.log")
+    common.check_child(child, f"`{' '.join(cmd[1:4])}` ({name})")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    from gptclassify.data import load_prepared
+
+    result = {
+        "variant": name,
+        "cmd": cmd,
+        "wall_s": child.wall_s,
+        "maxrss_mb": child.maxrss_mb,
+        "split_digest": common.split_digest(load_prepared(run_dir / "data")),
+        "precision": metrics.get("precision"),
+        "frozen_prefix_cache": metrics.get("frozen_prefix_cache"),
+        "device": metrics.get("device"),
+        "training_time_s": metrics.get("training_time_s"),
+        "total_time_s": metrics.get("total_time_s"),
+        "peak_memory_mb": metrics.get("peak_memory_mb"),
+        "train_accuracy": metrics["train"]["accuracy"],
+        "val_accuracy": metrics["validation"]["accuracy"],
+        "test_accuracy": metrics.get("test", {}).get("accuracy", math.nan),
+        "best_epoch": metrics.get("best_epoch"),
+        "run_dir": str(run_dir),
+    }
+    if not args.keep_runs:
+        # 500 MB of weights per run; the metrics, logs and plots stay.
+        (run_dir / "model.safetensors").unlink(missing_ok=True)
+    print(f"[{name}] done in {child.wall_s:.1f} s", flush=True)
+    return result
+
+
+def report(
+    results: list[dict[str, Any]], reference: dict[str, Any] | None, split_digest: str
+) -> str:
+    headers = [
+        "variant",
+        "wall s",
+        "train-loop s",
+        "speed-up",
+        "test acc %",
+        "train acc %",
+        "val acc %",
+        "peak RSS MB",
+        "same split",
+    ]
+    rows = []
+    for r in results:
+        speedup = reference["wall_s"] / r["wall_s"] if reference else None
+        rows.append(
+            [
+                _label(r),
+                r["wall_s"],
+                r["training_time_s"],
+                speedup,
+                r["test_accuracy"] * 100,
+                r["train_accuracy"] * 100,
+                r["val_accuracy"] * 100,
+                r["maxrss_mb"],
+                "yes" if r["split_digest"] == split_digest else "NO",
+            ]
+        )
+    lines = [common.format_table(headers, rows)]
+    ours = [r for r in results if r["variant"] != "reference"]
+    if reference and ours:
+        # The default settings when they ran, else (--ablation) the fastest variant.
+        main = next(
+            (r for r in ours if r["variant"] == "ours"), min(ours, key=lambda r: r["wall_s"])
+        )
+        speedup = reference["wall_s"] / main["wall_s"]
+        inner = reference["total_time_s"] / main["total_time_s"]
+        loop = reference["training_time_s"] / main["training_time_s"]
+        diff = (main["test_accuracy"] - reference["test_accuracy"]) * 100
+        lines += [
+            "",
+            f"speed-up reference/{_label(main)}: {speedup:.1f}x wall clock "
+            f"(target >= 20x: {'met' if speedup >= 20 else 'NOT met'}); "
+            f"{inner:.1f}x in-process total; {loop:.1f}x training loop only",
+            f"test accuracy, {_label(main)} - reference: {diff:+.2f} points "
+            f"(target >= -1: {'met' if diff >= -1 else 'NOT met'})",
+        ]
+    return "\n".join(lines)
+
+
+def _label(r: dict[str, Any]) -> str:
+    if r["variant"] == "reference":
+        return (
+            f"reference (HF, book loop, {r['dtype'].replace('float', 'fp')}, pad {r['pad_length']})"
+        )
+    precision = r["precision"].replace("bfloat", "bf").replace("float", "fp")
+    cache = "cache" if r["frozen_prefix_cache"] else "no cache"
+    # What the run actually used (metrics.json), not only what was asked for.
+    return f"ours ({precision}, {cache}){' default' if r['variant'] == 'ours' else ''}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--sms-source",
+        type=Path,
+        default=common.DEFAULT_SMS_SOURCE,
+        help="SMSSpamCollection file or zip.",
+    )
+    p.add_argument(
+        "--book-split", action="store_true", help="The book's parse and exact 1,045/149/300 rows."
+    )
+    p.add_argument("--epochs", type=int, default=5, help="Epochs for both variants.")
+    p.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="Train on the first N training rows only (quick checks).",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--skip-reference", action="store_true", help="Run only ours.")
+    which.add_argument("--only-reference", action="store_true", help="Run only the reference.")
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="Run ours four times: fp32/bf16 x frozen-prefix cache off/on (plus the reference "
+        "unless --skip-reference).",
+    )
+    p.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="Ours: --precision."
+    )
+    p.add_argument("--cache", choices=["auto", "off"], default="auto", help="Ours: --cache.")
+    p.add_argument(
+        "--device", default="auto", help="Both variants: auto (cuda, mps, cpu), cpu, cuda."
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=common.default_threads(),
+        help="torch threads for every variant.",
+    )
+    p.add_argument("--seed", type=int, default=123, help="Weights, head, data split and order.")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=common.DEFAULT_OUT,
+        help="Output folder (weights cache, logs, JSON).",
+    )
+    p.add_argument(
+        "--keep-runs", action="store_true", help="Keep model.safetensors of ours' run folders."
+    )
+    # Internal: the child process that runs the reference.
+    p.add_argument("--worker", choices=["reference"], help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.threads < 1 or (args.subset is not None and args.subset < 8):
+        p.error("--epochs and --threads must be >= 1, --subset >= 8 (one batch)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    common.setup_offline_env()
+    args = parse_args(argv)
+    if args.worker == "reference":
+        reference_worker(args)
+        return
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    weights = common.ensure_gpt2_weights(out / f"gpt2-small-random-seed{args.seed}", args.seed)
+    splits, data_dir = prepare_data(args, out)
+    digest = common.split_digest(splits)
+    print(
+        "Data: "
+        + ", ".join(f"{name} {len(part)}" for name, part in splits.parts())
+        + f" rows ({'book split' if args.book_split else 'default parse'}"
+        + (f", train subset {args.subset}" if args.subset else "")
+        + f"); threads {args.threads}",
+        flush=True,
+    )
+
+    t0 = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    reference = None
+    if not args.skip_reference:
+        reference = run_reference(args, weights, data_dir, out)
+        results.append(reference)
+    if not args.only_reference:
+        names = [n for n in OURS_VARIANTS if n != "ours"] if args.ablation else ["ours"]
+        for name in names:
+            results.append(run_ours(args, name, weights, data_dir, out))
+
+    table = report(results, reference, digest)
+    if reference and not args.only_reference and (args.subset or args.epochs != 5):
+        table += (
+            "\n(the targets are for the full default run: --subset/--epochs change the share of "
+            "fixed costs such as imports, caching and final evaluation)"
+        )
+    info = common.machine_info()
+    header = (
+        f"Training speed: GPT-2 small (random weights, seed {args.seed}), SMS spam "
+        f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)}, {args.epochs} epoch(s), "
+        f"{info['cpu']}, {args.threads} thread(s), torch {info['torch']}"
+    )
+    text = f"{header}\n\n{table}\n\n(benchmark total {time.perf_counter() - t0:.0f} s)"
+    print("\n" + text)
+    common.write_json(
+        out / "train_speed.json",
+        {
+            "args": vars(args),
+            "machine": info,
+            "split_digest": digest,
+            "results": results,
+            "table": text,
+        },
+    )
+    (out / "train_speed.txt").write_text(text + "\n", encoding="utf-8")
+    print(f"\nWrote {out / 'train_speed.json'} and {out / 'train_speed.txt'}")
+
+
+if __name__ == "__main__":
+    main()
