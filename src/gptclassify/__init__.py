@@ -13,6 +13,11 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "Classifier": "gptclassify.predict",
+    "DataConfig": "gptclassify.config",
+    "TrainConfig": "gptclassify.config",
+    "train": "gptclassify.train",
+    "GPTClassifier": "gptclassify.classifier",
     "GPTConfig": "gptclassify.config",
     "PRESETS": "gptclassify.config",
     "GPTClassifyError": "gptclassify.errors",
@@ -23,14 +28,19 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Classifier",
+    "DataConfig",
+    "GPTClassifier",
     "GPTClassifyError",
     "GPTConfig",
     "GPTModel",
     "PRESETS",
+    "TrainConfig",
     "__version__",
     "generate",
     "generate_text",
     "load_pretrained",
+    "train",
 ]
 
 
@@ -43,8 +53,11 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # let type checkers and IDEs see the real objects
-    from gptclassify.config import PRESETS, GPTConfig
+    from gptclassify.classifier import GPTClassifier
+    from gptclassify.config import PRESETS, DataConfig, GPTConfig, TrainConfig
     from gptclassify.errors import GPTClassifyError
     from gptclassify.generation import generate, generate_text
     from gptclassify.model import GPTModel
+    from gptclassify.predict import Classifier
+    from gptclassify.train import train
     from gptclassify.weights import load_pretrained
