@@ -85,7 +85,7 @@ def tiny_json(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, sms_file, tiny_json):
     """A tiny random-init GPT trained on the real SMS split once per test session."""
     from gptclassify.config import DataConfig, TrainConfig
-    from gptclassify.train import train
+    from gptclassify.training import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     cfg = TrainConfig(

@@ -86,3 +86,14 @@ def test_missing_model_dir_is_a_one_line_error(tmp_path):
     assert res.output.strip().splitlines() == [
         f"Error: model directory not found: {tmp_path / 'absent'} (expected a folder with config.json and model.safetensors, or a preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl)"
     ]
+
+
+def test_package_train_is_the_function_even_after_module_imports():
+    code = (
+        "import gptclassify.training, gptclassify.predict\n"
+        "from gptclassify import train, Classifier, TrainConfig\n"
+        "assert callable(train) and train.__module__ == 'gptclassify.training', train\n"
+        "assert Classifier.__name__ == 'Classifier'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

@@ -13,7 +13,7 @@ from conftest import write_three_classes
 from gptclassify.config import DataConfig, TrainConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.predict import Classifier
-from gptclassify.train import train
+from gptclassify.training import train
 
 TEXTS = ["goal team match", "pizza oven dinner", "python server code", "coach stadium"]
 

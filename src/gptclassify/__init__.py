@@ -16,7 +16,7 @@ _EXPORTS = {
     "Classifier": "gptclassify.predict",
     "DataConfig": "gptclassify.config",
     "TrainConfig": "gptclassify.config",
-    "train": "gptclassify.train",
+    "train": "gptclassify.training",
     "GPTClassifier": "gptclassify.classifier",
     "GPTConfig": "gptclassify.config",
     "PRESETS": "gptclassify.config",
@@ -59,5 +59,5 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real objects
     from gptclassify.generation import generate, generate_text
     from gptclassify.model import GPTModel
     from gptclassify.predict import Classifier
-    from gptclassify.train import train
+    from gptclassify.training import train
     from gptclassify.weights import load_pretrained

@@ -1,6 +1,6 @@
 """TF-IDF + logistic regression: the baseline a GPT-2 classifier has to beat (SPEC section 5).
 
-It trains on exactly the splits a GPT run would use (`gptclassify.train.load_data`) and writes
+It trains on exactly the splits a GPT run would use (`gptclassify.training.load_data`) and writes
 a run folder whose metrics.json has the same keys as a GPT run's, so reports can put the two
 side by side.
 
@@ -417,7 +417,7 @@ def _atomic_write(path: Path, content: str | bytes) -> None:
 def load_splits(cfg: BaselineConfig) -> Splits:
     """The splits `gptclassify train` would use with the same data options and seed."""
     from gptclassify.config import TrainConfig
-    from gptclassify.train import load_data
+    from gptclassify.training import load_data
 
     # load_data reads only the data options and the seed of a TrainConfig.
     return load_data(TrainConfig(data=cfg.data, seed=cfg.seed))
@@ -433,7 +433,7 @@ def train_baseline(cfg: BaselineConfig | None = None) -> Baseline:
     import torch
 
     from gptclassify.evaluate import classification_report
-    from gptclassify.train import peak_memory_mb
+    from gptclassify.training import peak_memory_mb
 
     cfg = cfg or BaselineConfig()
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ maps it through `head = Linear(emb_dim, num_classes)`. Pooling is where that vec
 - `mean`: the mean over real tokens (SPEC row 19).
 
 The forward pass can start from hidden states that enter block `start` instead of token ids,
-so a frozen prefix of the network can be computed once and cached (see train.py).
+so a frozen prefix of the network can be computed once and cached (see training.py).
 """
 
 from __future__ import annotations

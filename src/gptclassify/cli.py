@@ -284,7 +284,7 @@ def train(quiet: bool, **options) -> None:
     Writes a run folder (--out) with model.safetensors, config.json, metrics.json,
     history.csv, loss.png, accuracy.png and train.log.
     """
-    from gptclassify.train import train as run_training
+    from gptclassify.training import train as run_training
 
     data = DataConfig(**split_kwargs(DataConfig, options))
     classifier = run_training(TrainConfig(data=data, **options), quiet=quiet)

@@ -7,7 +7,7 @@ one change from the book's reference setup.
 
 How a grid runs:
 
-- The data options are resolved once, with `gptclassify.train.load_data`, and the split is
+- The data options are resolved once, with `gptclassify.training.load_data`, and the split is
   written to OUT/data; every entry (and the TF-IDF baseline, the first row) trains on that
   folder, so all rows see exactly the same texts even when an entry changes the seed.
 - Each entry runs `train()` into OUT/<name>/ in a process of its own. Peak memory is then
@@ -516,7 +516,7 @@ def _context():
     # AdamW's constructor imports on first use (3-4 s on a 2-core CPU, per run otherwise).
     # Importing is all the server does: no torch threads or CUDA exist before the fork.
     ctx.set_forkserver_preload(
-        ["gptclassify.train", "gptclassify.baseline", "gptclassify.plots", "torch._dynamo"]
+        ["gptclassify.training", "gptclassify.baseline", "gptclassify.plots", "torch._dynamo"]
     )
     return ctx
 
@@ -544,7 +544,7 @@ def _child(job: Job, conn) -> None:
 
             metrics = train_baseline(job.config).metrics  # type: ignore[arg-type]
         else:
-            from gptclassify.train import train
+            from gptclassify.training import train
 
             metrics = train(job.config, quiet=True, progress=False).metrics  # type: ignore[arg-type]
         conn.send({"status": "ok", "metrics": metrics})
@@ -599,7 +599,7 @@ def run_experiments(
     baseline on one split; write results.csv, results.md and results.png into cfg.out."""
     from gptclassify.baseline import BaselineConfig
     from gptclassify.data import write_splits
-    from gptclassify.train import load_data
+    from gptclassify.training import load_data
 
     cfg = cfg or ExperimentsConfig()
     say = echo or (lambda line: None)

@@ -10,7 +10,7 @@ from gptclassify.config import GPTConfig, TrainConfig
 from gptclassify.inputs import InputPolicy, TokenSource, build_prefix_source, encode
 from gptclassify.model import GPTModel
 from gptclassify.runtime import autocast
-from gptclassify.train import Trainer, class_weight_tensor, fit
+from gptclassify.training import Trainer, class_weight_tensor, fit
 
 CFG = GPTConfig(vocab_size=50257, context_length=48, emb_dim=32, n_heads=4, n_layers=3)
 CPU = torch.device("cpu")
@@ -168,7 +168,7 @@ def small_run(tmp_path, tiny_json, name, rows=None, **kw):
 
     from conftest import write_three_classes
     from gptclassify.config import DataConfig
-    from gptclassify.train import train
+    from gptclassify.training import train
 
     data = tmp_path / f"{name}.csv"
     if rows is None:
@@ -229,7 +229,7 @@ def test_class_weights_auto_on_imbalanced_data(tmp_path, tiny_json):
 
 def test_random_weights_for_every_preset_size():
     from gptclassify.config import PRESETS
-    from gptclassify.train import build_backbone
+    from gptclassify.training import build_backbone
 
     for name, preset in PRESETS.items():
         with torch.device("meta"):  # shapes only: no 1.5B-parameter allocation in a test

@@ -8,7 +8,7 @@ folder with weights, config, metrics, history, plots and a log.
 Speed: when the blocks before the first trainable one are frozen and deterministic, their
 output for each text is computed once (`inputs.build_prefix_source`) and every epoch and
 evaluation runs only the trainable suffix. The result is the same as running the whole
-network every step (tests/test_train.py checks it); `--cache off` turns it off.
+network every step (tests/test_training.py checks it); `--cache off` turns it off.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from gptclassify.model import GPTModel
 from gptclassify.predict import Classifier
 from gptclassify.runtime import autocast, resolve_device, resolve_precision, seed_everything
 
-log = logging.getLogger("gptclassify.train")
+log = logging.getLogger("gptclassify.training")
 Source = TokenSource | PrefixSource
 SPLITS = ("train", "validation", "test")
 
