@@ -162,3 +162,14 @@ def test_decide_threshold_and_top_k():
         decide(np.array([[0.2, 0.3, 0.5]]), ["a", "b", "c"], threshold=0.5)
     ranked = top_k(np.array([[0.1, 0.6, 0.3]]), ["a", "b", "c"], 2)
     assert ranked == [[("b", 0.6), ("c", 0.3)]]
+
+
+def test_run_files_get_the_usual_permissions(tiny_run):
+    import stat
+
+    from gptclassify.files import default_file_mode
+
+    for name in ("model.safetensors", "config.json", "metrics.json", "history.csv"):
+        mode = stat.S_IMODE((tiny_run.path / name).stat().st_mode)
+        assert mode == default_file_mode(), f"{name}: {oct(mode)}"
+    assert not list(tiny_run.path.glob(".*.tmp"))  # no temporary files left behind

@@ -61,9 +61,8 @@ def test_cached_prefix_gives_the_same_losses_and_weights():
     plain, start = make_model()
     cached, _ = make_model()
     assert start == 2
-    amp = lambda: autocast(CPU, torch.float32)  # noqa: E731
-    ctrain = build_prefix_source(cached, train, start, amp)
-    cval = build_prefix_source(cached, val, start, amp)
+    ctrain = build_prefix_source(cached, train, start)
+    cval = build_prefix_source(cached, val, start)
     assert ctrain.states.shape == (int(train.encoded.lengths.sum()), CFG.emb_dim)
     r1, l1 = run_fit(plain, train, val)
     r2, l2 = run_fit(cached, ctrain, cval)
@@ -79,12 +78,11 @@ def test_cached_prefix_with_fixed_padding_and_book_pooling():
     train, val = sources(pad_to="longest")
     plain, start = make_model(pool="last")
     cached, _ = make_model(pool="last")
-    amp = lambda: autocast(CPU, torch.float32)  # noqa: E731
     _, l1 = run_fit(plain, train, val)
     _, l2 = run_fit(
         cached,
-        build_prefix_source(cached, train, start, amp),
-        build_prefix_source(cached, val, start, amp),
+        build_prefix_source(cached, train, start),
+        build_prefix_source(cached, val, start),
     )
     assert torch.allclose(torch.tensor(l1), torch.tensor(l2), atol=1e-5)
 
@@ -147,7 +145,7 @@ def test_ignore_index_is_a_no_op_on_the_loss():
 def test_best_epoch_weights_are_restored_and_patience_stops():
     train, val = sources()
     model, _ = make_model(trainable="all")
-    cfg = TrainConfig(epochs=6, batch_size=8, eval_freq=0, lr=3e-2, patience=1)
+    cfg = TrainConfig(epochs=6, batch_size=8, eval_freq=0, lr=3e-2, patience=1, best_by="val_loss")
     result = fit(
         Trainer(model, CPU, torch.float32), train, val, cfg, torch.Generator().manual_seed(1)
     )
@@ -254,3 +252,32 @@ def test_quiet_training_prints_nothing(tmp_path, tiny_json, capfd):
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
     assert "Train accuracy" in (tmp_path / "quiet" / "train.log").read_text()
+
+
+def test_bf16_prefix_cache_matches_autocast_and_restores_weights():
+    train, _ = sources()
+    model, start = make_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cached = build_prefix_source(model, train, start, torch.bfloat16)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    idx = torch.arange(4)
+    batch = train.batch(idx)
+    with torch.no_grad(), autocast(CPU, torch.bfloat16):
+        expected = model.prefix(batch.inputs, batch.lengths, start)
+    got = cached.batch(idx).inputs
+    for row, n in enumerate(batch.lengths.tolist()):
+        assert torch.allclose(got[row, :n], expected[row, :n].float(), atol=2e-2, rtol=2e-2)
+
+
+def test_best_by_accuracy_breaks_ties_with_loss():
+    train, val = sources()
+    model, _ = make_model(trainable="all")
+    cfg = TrainConfig(epochs=5, batch_size=8, eval_freq=0, lr=1e-2)
+    assert cfg.best_by == "val_accuracy"
+    result = fit(
+        Trainer(model, CPU, torch.float32), train, val, cfg, torch.Generator().manual_seed(2)
+    )
+    rows = result.epochs
+    best = max(rows, key=lambda r: (r["full_val_accuracy"], -r["full_val_loss"]))
+    assert result.best_epoch == best["epoch"]

@@ -19,13 +19,10 @@ values, so C = 1 regularises too hard (95.7% mean test accuracy on the balanced 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import platform
 import time
-import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -33,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gptclassify import __version__
-from gptclassify.config import DataConfig
+from gptclassify.config import DataConfig, check_choices, check_positive_ints
 from gptclassify.errors import GPTClassifyError
+from gptclassify.files import atomic_write, sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -106,10 +104,7 @@ class BaselineConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
-        for name in ("ngram_min", "ngram_max", "min_df", "max_iter"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise GPTClassifyError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+        check_positive_ints(self, "ngram_min", "ngram_max", "min_df", "max_iter")
         if self.ngram_max < self.ngram_min:
             raise GPTClassifyError(
                 f"--ngram-max ({self.ngram_max}) must be >= --ngram-min ({self.ngram_min})"
@@ -118,21 +113,10 @@ class BaselineConfig:
             raise GPTClassifyError(f"--max-features must be >= 1, got {self.max_features}")
         if not self.c > 0:
             raise GPTClassifyError(f"--c must be > 0, got {self.c}")
-        for name, allowed in (
-            ("analyzer", ("word", "char_wb")),
-            ("class_weights", ("none", "auto")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise GPTClassifyError(
-                    f"--{_flag(name)}: {getattr(self, name)!r} is not one of {', '.join(allowed)}"
-                )
+        check_choices(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 class Baseline:
@@ -280,13 +264,13 @@ class Baseline:
         terms = [""] * len(vocab)
         for term, i in vocab.items():
             terms[i] = term
-        _atomic_write(directory / VOCABULARY, json.dumps(terms, ensure_ascii=False) + "\n")
+        atomic_write(directory / VOCABULARY, json.dumps(terms, ensure_ascii=False) + "\n")
         tensors = {
             "idf": np.ascontiguousarray(self.vectorizer.idf_, dtype=np.float64),
             "coef": np.ascontiguousarray(self.coef),
             "intercept": np.ascontiguousarray(self.intercept),
         }
-        _atomic_write(directory / WEIGHTS, save(tensors, metadata={"format": FORMAT}))
+        atomic_write(directory / WEIGHTS, save(tensors, metadata={"format": FORMAT}))
 
         config = {
             "format": FORMAT,
@@ -296,8 +280,8 @@ class Baseline:
             **(extra or {}),
             "files": {"vocabulary": VOCABULARY, "weights": WEIGHTS},
             "sha256": {
-                VOCABULARY: _sha256(directory / VOCABULARY),
-                WEIGHTS: _sha256(directory / WEIGHTS),
+                VOCABULARY: sha256_file(directory / VOCABULARY),
+                WEIGHTS: sha256_file(directory / WEIGHTS),
             },
             "versions": {
                 "gptclassify": __version__,
@@ -305,7 +289,7 @@ class Baseline:
                 "python": platform.python_version(),
             },
         }
-        _atomic_write(directory / CONFIG, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(directory / CONFIG, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         self.path = directory
         return directory
 
@@ -339,7 +323,7 @@ class Baseline:
             path = directory / name
             if not path.is_file():
                 raise GPTClassifyError(f"{path}: file not found")
-            if _sha256(path) != config.get("sha256", {}).get(name):
+            if sha256_file(path) != config.get("sha256", {}).get(name):
                 raise GPTClassifyError(
                     f"{path}: checksum does not match {CONFIG}; the file was changed or truncated"
                 )
@@ -386,29 +370,6 @@ def _vectorizer(settings: dict[str, Any]) -> TfidfVectorizer:
         smooth_idf=settings["smooth_idf"],
         dtype=np.float64,
     )
-
-
-# checkpoint.py has the same two helpers but imports torch; a TF-IDF model should save and
-# load without it.
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _atomic_write(path: Path, content: str | bytes) -> None:
-    # A named temporary file (not mkstemp, whose files are private) so the result gets the
-    # usual permissions; the rename means a failure never leaves a half-written file.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        if isinstance(content, bytes):
-            tmp.write_bytes(content)
-        else:
-            tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---- the whole job --------------------------------------------------------------------
@@ -484,6 +445,6 @@ def train_baseline(cfg: BaselineConfig | None = None) -> Baseline:
         "truncated": {name: 0 for name in parts},
         "calibration": None,
     }
-    _atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
+    atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
     baseline.metrics = metrics
     return baseline

@@ -8,11 +8,8 @@ truncated file is refused rather than silently loaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +21,13 @@ from gptclassify import __version__
 from gptclassify.classifier import GPTClassifier
 from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
+from gptclassify.files import atomic_path, atomic_write, read_json, sha256_file
 from gptclassify.model import GPTModel
 
 FORMAT = "gptclassify-classifier"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -51,17 +41,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(directory: str | Path, model: GPTClassifier, settings: dict[str, Any]) -> Path:
     """Write weights and config.json into `directory`; returns the config path.
 
@@ -73,9 +52,8 @@ def save_model(directory: str | Path, model: GPTClassifier, settings: dict[str, 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if (settings.get("lora") or {}).get("adapters_only"):
         state = {k: v for k, v in state.items() if _is_adapter_or_head(k)}
-    tmp = directory / f".{WEIGHTS}.tmp"
-    save_file(state, tmp, metadata={"format": FORMAT})
-    os.replace(tmp, directory / WEIGHTS)
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(state, tmp, metadata={"format": FORMAT})
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -85,7 +63,7 @@ def save_model(directory: str | Path, model: GPTClassifier, settings: dict[str, 
         "weights_sha256": sha256_file(directory / WEIGHTS),
         "versions": versions(),
     }
-    atomic_write_text(directory / CONFIG, json.dumps(config, indent=2) + "\n")
+    atomic_write(directory / CONFIG, json.dumps(config, indent=2) + "\n")
     return directory / CONFIG
 
 
@@ -96,14 +74,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise GPTClassifyError(
             f"{directory}: not a folder (expected a run folder from `gptclassify train`)"
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GPTClassifyError(
-            f"{path}: file not found (not a gptclassify model folder?)"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GPTClassifyError(f"{path}: not valid JSON ({exc})") from None
+    config = read_json(path, missing="file not found (not a gptclassify model folder?)")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise GPTClassifyError(
             f"{path}: not a gptclassify classifier config (format field missing)"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from gptclassify.errors import GPTClassifyError
+from gptclassify.files import read_json
 
 PAD_TOKEN_ID = 50256
 """GPT-2's `<|endoftext|>`; doubles as the padding token (GPT-2 has no dedicated one)."""
@@ -70,12 +70,7 @@ class GPTConfig:
     def from_json(cls, path: str | Path) -> GPTConfig:
         """Read a custom model size from a JSON file holding GPTConfig fields."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise GPTClassifyError(f"{path}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GPTClassifyError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(path)
         if not isinstance(data, dict):
             raise GPTClassifyError(f"{path}: expected a JSON object of GPTConfig fields")
         return cls.from_dict(data, source=str(path))
@@ -235,8 +230,12 @@ class TrainConfig:
     eval_iter: int = field(
         default=5, metadata=_help("Batches used by those estimates and by the epoch accuracies.")
     )
-    best_by: Literal["val_loss", "val_accuracy"] = field(
-        default="val_loss", metadata=_help("Which full-validation metric picks the kept epoch.")
+    best_by: Literal["val_accuracy", "val_loss"] = field(
+        default="val_accuracy",
+        metadata=_help(
+            "Which full-validation metric picks the kept epoch (accuracy ties go to the lower "
+            "loss). Loss often rises while accuracy still improves, as confident mistakes grow."
+        ),
     )
     patience: int | None = field(
         default=None, metadata=_help("Stop after N epochs without validation improvement.")
@@ -279,11 +278,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
-        positive = ("batch_size", "grad_accum", "epochs", "eval_iter", "lora_rank")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise GPTClassifyError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+        check_positive_ints(self, "batch_size", "grad_accum", "epochs", "eval_iter", "lora_rank")
         if self.eval_freq < 0:
             raise GPTClassifyError(f"--eval-freq must be >= 0, got {self.eval_freq}")
         if self.lr <= 0:
@@ -308,19 +303,7 @@ class TrainConfig:
             raise GPTClassifyError(
                 "--pad-to none needs --batch-size 1 (use --grad-accum for larger steps)"
             )
-        for name, allowed in (
-            ("weights", ("pretrained", "random")),
-            ("pool", ("last-real", "last", "first", "mean")),
-            ("truncate", ("end", "start")),
-            ("best_by", ("val_loss", "val_accuracy")),
-            ("class_weights", ("none", "auto")),
-            ("precision", ("auto", "fp32", "bf16")),
-            ("cache", ("auto", "off")),
-        ):
-            if getattr(self, name) not in allowed:
-                raise GPTClassifyError(
-                    f"--{_flag(name)}: {getattr(self, name)!r} is not one of {', '.join(allowed)}"
-                )
+        check_choices(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -328,3 +311,31 @@ class TrainConfig:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def check_positive_ints(config: Any, *names: str) -> None:
+    """The named fields are integers >= 1 (bools excluded), or a one-line error naming the flag."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise GPTClassifyError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+
+
+def check_choices(config: Any) -> None:
+    """Every Literal-typed field of a config dataclass holds one of its allowed values.
+
+    The Python API gets the same one-line errors as the CLI, whose choices come from the same
+    annotations.
+    """
+    import typing
+
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        allowed = (
+            typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else ()
+        )
+        value = getattr(config, f.name)
+        if allowed and value not in allowed:
+            raise GPTClassifyError(
+                f"--{_flag(f.name)}: {value!r} is not one of {', '.join(map(str, allowed))}"
+            )

@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from gptclassify.data import (
     write_splits,
 )
 from gptclassify.errors import GPTClassifyError
+from gptclassify.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -240,22 +240,12 @@ def _extract(payload: bytes, where: str | Path) -> bytes:
 def _write_atomic(target: Path, content: bytes) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False
-        )
+        atomic_write(target, content)
     except OSError as exc:
         raise GPTClassifyError(
             f"{target.parent}: cannot write the cache ({exc.strerror or exc}); set "
             f"{CACHE_ENV} to a writable folder"
         ) from None
-    tmp = Path(handle.name)
-    try:
-        with handle:
-            handle.write(content)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_sms_spam(path: str | Path, book: bool = False) -> LabelledTexts:

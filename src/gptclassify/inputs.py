@@ -14,11 +14,12 @@ they never see the padding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gptclassify import tokenizer
 from gptclassify.config import PAD_TOKEN_ID
@@ -187,19 +188,45 @@ def prefix_cache_bytes(encoded: Sequence[Encoded], emb_dim: int, bytes_per_value
     return sum(sum(len(s) for s in e.ids) for e in encoded) * emb_dim * bytes_per_value
 
 
+@contextmanager
+def low_precision_linears(modules: Sequence[nn.Module], dtype: torch.dtype) -> Iterator[None]:
+    """Temporarily hold the Linear weights of frozen `modules` in `dtype` (e.g. bf16).
+
+    Under autocast a fp32 weight is cast to bf16 on every call; for a pass over many batches
+    casting once gives the same numbers without re-reading and re-writing every weight per
+    batch. LayerNorms keep fp32, as autocast computes them in fp32 anyway.
+    """
+    saved: list[tuple[Tensor, Tensor]] = []
+    try:
+        for module in modules:
+            for layer in module.modules():
+                if type(layer) is nn.Linear:
+                    for p in (layer.weight, layer.bias):
+                        if p is not None and not p.requires_grad and p.dtype != dtype:
+                            saved.append((p, p.data))
+                            p.data = p.data.to(dtype)
+        yield
+    finally:
+        for p, data in saved:
+            p.data = data
+
+
 @torch.no_grad()
 def build_prefix_source(
     model,
     source: TokenSource,
     end: int,
-    autocast,
+    dtype: torch.dtype = torch.float32,
     tokens_per_batch: int = TOKENS_PER_BATCH,
 ) -> PrefixSource:
     """Run embeddings + blocks [0, end) once per text, in length-sorted batches.
 
+    `dtype` is the matmul precision (bf16 runs under autocast, as the uncached path does).
     no_grad rather than inference_mode: the states later feed layers that save their inputs
     for backward, which inference tensors cannot be.
     """
+    from gptclassify.runtime import autocast
+
     was_training = model.training
     model.eval()
     enc = source.encoded
@@ -208,14 +235,17 @@ def build_prefix_source(
         int(seq_lens.sum()), model.gpt.config.emb_dim, dtype=torch.float32, device=source.device
     )
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), seq_lens.cumsum(0)])
+    cast = (
+        low_precision_linears(model.gpt.h[:end], dtype) if dtype != torch.float32 else nullcontext()
+    )
     try:
-        for idx in token_budget_batches(seq_lens, tokens_per_batch):
-            batch = source.batch(idx)
-            with autocast():
+        with cast, autocast(source.device, dtype):
+            for idx in token_budget_batches(seq_lens, tokens_per_batch):
+                batch = source.batch(idx)
                 h = model.prefix(batch.inputs, batch.lengths, end)  # (B, T, C)
-            for row, i in enumerate(idx.tolist()):
-                n = int(seq_lens[i])
-                states[offsets[i] : offsets[i] + n] = h[row, :n].float()
+                for row, i in enumerate(idx.tolist()):
+                    n = int(seq_lens[i])
+                    states[offsets[i] : offsets[i] + n] = h[row, :n].float()
     finally:
         model.train(was_training)
     return PrefixSource(states, seq_lens, enc, end)

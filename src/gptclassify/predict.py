@@ -18,6 +18,7 @@ from gptclassify import checkpoint
 from gptclassify.classifier import GPTClassifier
 from gptclassify.errors import GPTClassifyError
 from gptclassify.evaluate import classification_report, softmax
+from gptclassify.files import atomic_path
 from gptclassify.inputs import Batch, InputPolicy, TokenSource, encode
 from gptclassify.runtime import autocast, resolve_device, resolve_precision
 
@@ -261,9 +262,6 @@ def predict_table(
 
 def write_predictions(frame: pd.DataFrame, path: str | Path) -> Path:
     """CSV, TSV, JSON Lines or Parquet by extension; written atomically."""
-    import os
-    import tempfile
-
     path = Path(path)
     kind = {
         ".csv": "csv",
@@ -275,9 +273,7 @@ def write_predictions(frame: pd.DataFrame, path: str | Path) -> Path:
     if kind is None:
         raise GPTClassifyError(f"--output {path}: use a .csv, .tsv, .jsonl or .parquet file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if kind == "jsonl":
             frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
         elif kind == "parquet":
@@ -287,8 +283,4 @@ def write_predictions(frame: pd.DataFrame, path: str | Path) -> Path:
             if "top_k" in out:
                 out["top_k"] = [";".join(v) if isinstance(v, list) else v for v in out["top_k"]]
             out.to_csv(tmp, sep="\t" if kind == "tsv" else ",", index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

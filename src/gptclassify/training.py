@@ -76,8 +76,7 @@ class Backbone:
 
 def build_backbone(cfg: TrainConfig) -> Backbone:
     """The GPT-2 to fine-tune: pretrained (preset or folder) or a seeded random init."""
-    import json
-
+    from gptclassify.files import read_json
     from gptclassify.weights import gpt_config_from_hf, load_hf_directory, pretrained_dir
 
     path = Path(cfg.model).expanduser()
@@ -88,11 +87,9 @@ def build_backbone(cfg: TrainConfig) -> Backbone:
         return Backbone(load_hf_directory(directory), cfg.model, directory)
     if cfg.model in PRESETS:
         return Backbone(GPTModel(PRESETS[cfg.model]), f"random init of the {cfg.model} shape")
-    try:
-        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GPTClassifyError(f"--model {cfg.model}: cannot read config.json ({exc})") from None
-    config = gpt_config_from_hf(hf, str(path / "config.json"))
+    if not path.is_dir():
+        raise GPTClassifyError(f"--model {cfg.model}: not a preset, a folder or a .json config")
+    config = gpt_config_from_hf(read_json(path / "config.json"), str(path / "config.json"))
     return Backbone(GPTModel(config), f"random init of {cfg.model}")
 
 
@@ -206,8 +203,13 @@ def fit(
     cfg: TrainConfig,
     generator: torch.Generator,
     on_step: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    """The training loop. Leaves the model holding the best validation epoch's weights."""
+    """The training loop. Leaves the model holding the best validation epoch's weights.
+
+    `on_step(step, loss)` runs after every optimizer step; `on_epoch(epoch, row)` after each
+    epoch's evaluation, with that epoch's history row.
+    """
     model = trainer.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -220,7 +222,7 @@ def fit(
     # Estimates draw their own batches so that evaluating never changes the training order.
     eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
     result = FitResult()
-    best_score = -math.inf
+    best_score: tuple[float, ...] = (-math.inf,)
     best_state: dict[str, torch.Tensor] = {}
     epochs_without_gain = 0
     step = -1  # the book counts from -1 so the first estimate comes after the first step
@@ -293,7 +295,10 @@ def fit(
             train_acc * 100,
             val_acc * 100,
         )
-        score = -full_val_loss if cfg.best_by == "val_loss" else full_val_acc
+        if on_epoch is not None:
+            on_epoch(epoch, result.epochs[-1])
+        # Accuracy ties are common on small validation sets; the lower loss breaks them.
+        score = (-full_val_loss,) if cfg.best_by == "val_loss" else (full_val_acc, -full_val_loss)
         if score > best_score:
             best_score, result.best_epoch, epochs_without_gain = score, epoch, 0
             best_state = {
@@ -469,8 +474,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
             cacheable = False
     if cacheable:
         t_cache = time.perf_counter()
-        amp = lambda: autocast(device, dtype)  # noqa: E731
-        sources = {k: build_prefix_source(model, s, start, amp) for k, s in sources.items()}
+        sources = {k: build_prefix_source(model, s, start, dtype) for k, s in sources.items()}
         log.info(
             "Cached the frozen blocks 0-%d for all texts in %.1f s",
             start - 1,
@@ -590,8 +594,8 @@ def _lora_settings(cfg: TrainConfig, model: GPTClassifier, backbone: Backbone) -
     """
     if cfg.trainable != "lora":
         return None
-    from gptclassify.checkpoint import sha256_file
     from gptclassify.classifier import LORA_TARGETS
+    from gptclassify.files import sha256_file
     from gptclassify.weights import weights_file
 
     info: dict[str, Any] = {
@@ -639,9 +643,9 @@ def _save_splits(splits, directory: Path) -> None:
 def _write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     import json
 
-    from gptclassify.checkpoint import atomic_write_text
+    from gptclassify.files import atomic_write
 
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
+    atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
 
 
 HISTORY_COLUMNS = (

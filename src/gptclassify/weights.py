@@ -8,7 +8,6 @@ transpose. Every tensor is shape-checked; nothing unexpected is silently dropped
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from gptclassify.config import HUB_REPOS, PRESETS, GPTConfig
 from gptclassify.errors import GPTClassifyError
+from gptclassify.files import read_json
 from gptclassify.model import LAYER_NORM_EPS, GPTModel
 
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -76,7 +76,7 @@ def read_checkpoint(directory: Path) -> dict[str, Tensor]:
         return load_file(directory / "model.safetensors")
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        shards = sorted(set(read_json(index)["weight_map"].values()))
         tensors: dict[str, Tensor] = {}
         for shard in shards:
             tensors.update(load_file(directory / shard))
@@ -170,13 +170,7 @@ def load_hf_directory(directory: str | Path) -> GPTModel:
             f"model.safetensors, or a preset: {', '.join(PRESETS)})"
         )
     config_path = directory / "config.json"
-    try:
-        hf_config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GPTClassifyError(f"{config_path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GPTClassifyError(f"{config_path}: not valid JSON ({exc})") from None
-    config = gpt_config_from_hf(hf_config, source=str(config_path))
+    config = gpt_config_from_hf(read_json(config_path), source=str(config_path))
     state = convert_hf_state_dict(read_checkpoint(directory), config, source=str(directory))
     return model_from_state_dict(config, state)
 

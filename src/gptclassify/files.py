@@ -1,0 +1,69 @@
+"""File helpers shared by every stage that writes: atomic replacement and checksums. No torch.
+
+Outputs are written to a temporary name beside their target and renamed into place, so an
+interrupted run never leaves a half-written file under the real name. The temporary file
+gets the permissions a plain `open()` would give (umask), not the owner-only mode of
+`tempfile.mkstemp` or of safetensors' own writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from gptclassify.errors import GPTClassifyError
+
+
+def default_file_mode() -> int:
+    """0o666 minus the process umask: the mode `open(path, "w")` creates files with."""
+    mask = os.umask(0)  # the only portable way to read the umask is to set it
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error it goes."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | Path, content: str | bytes) -> None:
+    """Write text (UTF-8) or bytes to `path` atomically."""
+    with atomic_path(path) as tmp:
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content, encoding="utf-8")
+
+
+def read_json(path: str | Path, missing: str = "file not found") -> Any:
+    """Parsed JSON, or a one-line GPTClassifyError naming the file (`missing` says what to do)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GPTClassifyError(f"{path}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GPTClassifyError(f"{path}: not valid JSON ({exc})") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (model files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
