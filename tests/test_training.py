@@ -276,8 +276,10 @@ def test_best_by_accuracy_breaks_ties_with_loss():
     cfg = TrainConfig(epochs=5, batch_size=8, eval_freq=0, lr=1e-2)
     assert cfg.best_by == "val_accuracy"
     result = fit(
-        Trainer(model, CPU, torch.float32), train, val, cfg, torch.Generator().manual_seed(2)
+        Trainer(model, CPU, torch.float32), train, val, cfg, torch.Generator().manual_seed(0)
     )
     rows = result.epochs
-    best = max(rows, key=lambda r: (r["full_val_accuracy"], -r["full_val_loss"]))
-    assert result.best_epoch == best["epoch"]
+    # This seed reaches full validation accuracy at every epoch: only the loss can decide.
+    assert len({r["full_val_accuracy"] for r in rows}) == 1
+    best = min(rows, key=lambda r: r["full_val_loss"])
+    assert result.best_epoch == best["epoch"] != 1
