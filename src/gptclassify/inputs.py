@@ -225,7 +225,7 @@ def build_prefix_source(
     no_grad rather than inference_mode: the states later feed layers that save their inputs
     for backward, which inference tensors cannot be.
     """
-    from gptclassify.runtime import autocast
+    from gptclassify.runtime import autocast, release_free_memory
 
     was_training = model.training
     model.eval()
@@ -246,6 +246,8 @@ def build_prefix_source(
                 for row, i in enumerate(idx.tolist()):
                     n = int(seq_lens[i])
                     states[offsets[i] : offsets[i] + n] = h[row, :n].float()
+                del h
+                release_free_memory()
     finally:
         model.train(was_training)
     return PrefixSource(states, seq_lens, enc, end)

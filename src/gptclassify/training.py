@@ -55,7 +55,13 @@ from gptclassify.inputs import (
 )
 from gptclassify.model import GPTModel
 from gptclassify.predict import Classifier
-from gptclassify.runtime import autocast, resolve_device, resolve_precision, seed_everything
+from gptclassify.runtime import (
+    autocast,
+    release_free_memory,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 
 log = logging.getLogger("gptclassify.training")
 Source = TokenSource | PrefixSource
@@ -401,6 +407,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
     # The model first: a bad --model or --trainable fails before any data download.
     torch.manual_seed(cfg.seed)  # a random init depends on the seed only
     backbone = build_backbone(cfg)
+    release_free_memory()  # the file's tensors and transposed copies are garbage now
     trainable_blocks(cfg.trainable, backbone.model.config.n_layers)
     splits = load_data(cfg)
     labels = list(splits.label_names)

@@ -68,97 +68,120 @@ def gpt_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTCo
         raise GPTClassifyError(f"{source}: {exc}") from None
 
 
-def read_checkpoint(directory: Path) -> dict[str, Tensor]:
-    """Tensors from a Hugging Face model folder (safetensors preferred; .bin without pickle code)."""
-    from safetensors.torch import load_file
+class CheckpointTensors:
+    """Names, shapes and (on demand) tensors of a Hugging Face model folder.
 
-    if (directory / "model.safetensors").is_file():
-        return load_file(directory / "model.safetensors")
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(read_json(index)["weight_map"].values()))
-        tensors: dict[str, Tensor] = {}
-        for shard in shards:
-            tensors.update(load_file(directory / shard))
-        return tensors
-    if (directory / "pytorch_model.bin").is_file():
-        # weights_only=True: a .bin is a pickle, and a full unpickle would run code from the file.
-        try:
-            return torch.load(
-                directory / "pytorch_model.bin", map_location="cpu", weights_only=True
+    safetensors files are memory-mapped and read one tensor at a time, so loading needs the
+    model's own memory plus one tensor, not a second full copy of the file. A .bin file is a
+    pickle: it is read whole, with weights_only=True so no code in it can run.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        from safetensors import safe_open
+
+        self._files: dict[str, Any] = {}  # tensor name -> open safetensors handle
+        self._eager: dict[str, Tensor] = {}
+        single = directory / "model.safetensors"
+        index = directory / "model.safetensors.index.json"
+        bin_file = directory / "pytorch_model.bin"
+        if single.is_file() or index.is_file():
+            shards = (
+                [single]
+                if single.is_file()
+                else [
+                    directory / shard
+                    for shard in sorted(set(read_json(index)["weight_map"].values()))
+                ]
             )
-        except Exception as exc:
+            for shard in shards:
+                try:
+                    handle = safe_open(shard, framework="pt")
+                except Exception as exc:  # safetensors raises its own error type for bad files
+                    raise GPTClassifyError(
+                        f"{shard}: unreadable safetensors file ({exc})"
+                    ) from None
+                self._files.update(dict.fromkeys(handle.keys(), handle))
+        elif bin_file.is_file():
+            try:
+                self._eager = torch.load(bin_file, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise GPTClassifyError(
+                    f"{bin_file}: refused to load ({type(exc).__name__}: {first})"
+                ) from None
+        else:
             raise GPTClassifyError(
-                f"{directory / 'pytorch_model.bin'}: refused to load ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''})"
-            ) from None
-    raise GPTClassifyError(
-        f"{directory}: no weights found (expected one of {', '.join(_WEIGHT_FILES)})"
-    )
+                f"{directory}: no weights found (expected one of {', '.join(_WEIGHT_FILES)})"
+            )
+
+    def names(self) -> list[str]:
+        return list(self._files) or list(self._eager)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name in self._eager:
+            return tuple(self._eager[name].shape)
+        return tuple(self._files[name].get_slice(name).get_shape())
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self._eager[name] if name in self._eager else self._files[name].get_tensor(name)
 
 
-def convert_hf_state_dict(
-    tensors: dict[str, Tensor], config: GPTConfig, source: str = "checkpoint"
-) -> dict[str, Tensor]:
-    """Map GPT-2 tensors (with or without the `transformer.` prefix) onto our parameter names."""
+def map_hf_names(
+    shapes: dict[str, tuple[int, ...]], config: GPTConfig, source: str = "checkpoint"
+) -> dict[str, str]:
+    """Our parameter name -> the file's tensor name, after checking every name and shape.
+
+    Both naming styles (`h.0...` and `transformer.h.0...`) are accepted; GPT-2's attention
+    mask buffers are ignored; the tied `lm_head.weight` is checked and skipped; anything
+    else unexpected or missing is an error naming the tensor (and both shapes).
+    """
     expected = _expected_shapes(config)
-    out: dict[str, Tensor] = {}
+    plan: dict[str, str] = {}
     unknown = []
-    for raw_name, tensor in tensors.items():
+    for raw_name, raw_shape in shapes.items():
         name = raw_name.removeprefix("transformer.")
         if _IGNORED.match(name):
             continue
         if name == "lm_head.weight":
             # Tied to wte in GPT-2; we tie it ourselves, but a wrong shape still means a wrong file.
-            if tuple(tensor.shape) != expected["wte.weight"]:
+            if raw_shape != expected["wte.weight"]:
                 raise GPTClassifyError(
-                    f"{source}: tensor {raw_name!r} has shape {tuple(tensor.shape)}, "
+                    f"{source}: tensor {raw_name!r} has shape {raw_shape}, "
                     f"expected {expected['wte.weight']}"
                 )
             continue
         if name not in expected:
             unknown.append(raw_name)
             continue
-        if name in out:
+        if name in plan:
             raise GPTClassifyError(
                 f"{source}: tensor {name!r} appears twice (with and without prefix)"
             )
-        if name.endswith(TRANSPOSED):
-            tensor = tensor.t()
-        if tuple(tensor.shape) != expected[name]:
-            shape = tuple(tensor.t().shape) if name.endswith(TRANSPOSED) else tuple(tensor.shape)
-            want = expected[name][::-1] if name.endswith(TRANSPOSED) else expected[name]
+        # Conv1D weights are stored (in, out): compare against the transposed expectation.
+        want = expected[name][::-1] if name.endswith(TRANSPOSED) else expected[name]
+        if raw_shape != want:
             raise GPTClassifyError(
-                f"{source}: tensor {raw_name!r} has shape {shape}, expected {want}"
+                f"{source}: tensor {raw_name!r} has shape {raw_shape}, expected {want}"
             )
-        out[name] = tensor.to(torch.float32).contiguous()
+        plan[name] = raw_name
     if unknown:
         raise GPTClassifyError(
             f"{source}: unexpected tensor(s) {', '.join(sorted(unknown)[:5])}"
             + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         )
-    missing = [n for n in expected if n not in out]
+    missing = [n for n in expected if n not in plan]
     if missing:
         raise GPTClassifyError(
             f"{source}: missing tensor(s) {', '.join(missing[:5])}"
             + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         )
-    return out
+    return plan
 
 
 def _expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         model = GPTModel(config)
     return {n: tuple(p.shape) for n, p in model.state_dict().items() if n != "lm_head.weight"}
-
-
-def model_from_state_dict(config: GPTConfig, state: dict[str, Tensor]) -> GPTModel:
-    """Build a GPTModel holding `state` (our names) without a wasted random init."""
-    with torch.device("meta"):
-        model = GPTModel(config)
-    model.load_state_dict({**state, "lm_head.weight": state["wte.weight"]}, assign=True)
-    model.lm_head.weight = model.wte.weight  # assign=True breaks the tie; restore it
-    return model
 
 
 def load_hf_directory(directory: str | Path) -> GPTModel:
@@ -171,8 +194,19 @@ def load_hf_directory(directory: str | Path) -> GPTModel:
         )
     config_path = directory / "config.json"
     config = gpt_config_from_hf(read_json(config_path), source=str(config_path))
-    state = convert_hf_state_dict(read_checkpoint(directory), config, source=str(directory))
-    return model_from_state_dict(config, state)
+    tensors = CheckpointTensors(directory)
+    plan = map_hf_names({n: tensors.shape(n) for n in tensors.names()}, config, str(directory))
+    # Allocate without the random init, then fill each parameter straight from the file.
+    with torch.device("meta"):
+        model = GPTModel(config)
+    model.to_empty(device="cpu")
+    params = model.state_dict()
+    with torch.no_grad():
+        for name, raw_name in plan.items():
+            tensor = tensors[raw_name]
+            params[name].copy_(tensor.t() if name.endswith(TRANSPOSED) else tensor)
+    model.lm_head.weight = model.wte.weight  # to_empty gave the head its own storage; re-tie
+    return model
 
 
 def download_pretrained(name: str, revision: str | None = None) -> Path:
