@@ -91,3 +91,27 @@ def test_lora_on_a_random_base_saves_the_whole_model(tiny_json, topics, tmp_path
     assert "gpt.h.0.attn.c_attn.base.weight" in names and "gpt.h.0.attn.c_attn.lora_A" in names
     again = Classifier.load(tmp_path / "run", precision="fp32")
     assert np.allclose(again.logits(TEXTS), clf.logits(TEXTS), atol=1e-5)
+
+
+def test_lora_targets_choose_the_adapted_layers():
+    import torch
+
+    from gptclassify.classifier import GPTClassifier, LoRALinear
+    from gptclassify.config import GPTConfig, lora_target_list
+    from gptclassify.model import GPTModel
+
+    assert lora_target_list("all") == ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    targets = lora_target_list("mlp.c_fc, attn.c_attn")
+    model = GPTClassifier(
+        GPTModel(GPTConfig(context_length=16, emb_dim=16, n_heads=2, n_layers=2)), 2
+    )
+    assert model.add_lora(4, 4, targets) == 2 * 2
+    block = model.gpt.h[1]
+    assert isinstance(block.attn.c_attn, LoRALinear) and isinstance(block.mlp.c_fc, LoRALinear)
+    assert isinstance(block.attn.c_proj, torch.nn.Linear) and not isinstance(
+        block.mlp.c_proj, LoRALinear
+    )
+    with pytest.raises(GPTClassifyError, match="--lora-targets: mlp.fc not one of all"):
+        lora_target_list("mlp.fc")
+    with pytest.raises(GPTClassifyError, match="--lora-targets"):
+        TrainConfig(trainable="lora", lora_targets="attn.q")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gptclassify.config import LORA_TARGETS
 from gptclassify.errors import GPTClassifyError
 from gptclassify.model import Block, GPTModel
 
@@ -66,9 +67,6 @@ class LoRALinear(nn.Module):
             if self.base.bias is not None:
                 out.bias.copy_(self.base.bias)
         return out.to(self.base.weight.device)
-
-
-LORA_TARGETS: tuple[str, ...] = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
 class GPTClassifier(nn.Module):

@@ -211,6 +211,13 @@ class TrainConfig:
     lora_alpha: float = field(
         default=16.0, metadata=_help("LoRA alpha; updates are scaled by alpha / rank.")
     )
+    lora_targets: str = field(
+        default="all",
+        metadata=_help(
+            "Comma-separated linear layers of every block that get adapters: attn.c_attn, "
+            "attn.c_proj, mlp.c_fc, mlp.c_proj, or all."
+        ),
+    )
     merge_lora: bool = field(
         default=False, metadata=_help("Save LoRA folded into the weights (a full model).")
     )
@@ -299,6 +306,7 @@ class TrainConfig:
             raise GPTClassifyError(
                 f"--model {self.model}: a config JSON has no weights; add --weights random"
             )
+        lora_target_list(self.lora_targets)  # validates the names
         if self.pad_to == "none" and self.batch_size != 1:
             raise GPTClassifyError(
                 "--pad-to none needs --batch-size 1 (use --grad-accum for larger steps)"
@@ -311,6 +319,24 @@ class TrainConfig:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+LORA_TARGETS: tuple[str, ...] = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+"""Every linear layer of a GPT-2 block: the default LoRA targets (as in the book's appendix E)."""
+
+
+def lora_target_list(spec: str) -> tuple[str, ...]:
+    """Parse --lora-targets ("all" or a comma-separated subset of LORA_TARGETS)."""
+    if spec.strip() == "all":
+        return LORA_TARGETS
+    names = tuple(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+    unknown = [n for n in names if n not in LORA_TARGETS]
+    if unknown or not names:
+        raise GPTClassifyError(
+            f"--lora-targets: {', '.join(unknown) or repr(spec)} not one of all, "
+            + ", ".join(LORA_TARGETS)
+        )
+    return names
 
 
 def check_positive_ints(config: Any, *names: str) -> None:

@@ -95,14 +95,24 @@ class Encoded:
 def encode(
     texts: Sequence[str], policy: InputPolicy, labels: Sequence[int] | None = None
 ) -> Encoded:
-    raw = tokenizer.encode_batch(texts)
+    """Tokenize, truncate and (for fixed lengths) pad texts under `policy`."""
+    return encode_ids(tokenizer.encode_batch(texts), policy, labels)
+
+
+def encode_ids(
+    raw: Sequence[list[int]],
+    policy: InputPolicy,
+    labels: Sequence[int] | None = None,
+    source: str = "",
+) -> Encoded:
+    """`encode` for texts already tokenized (e.g. to measure lengths before choosing a policy)."""
     for i, ids in enumerate(raw):
         if not ids:
-            raise GPTClassifyError(f"text {i + 1} is empty: nothing to classify")
-    lengths = torch.tensor([min(len(ids), policy.max_length) for ids in raw], dtype=torch.long)
+            where = f"{source}: " if source else ""
+            raise GPTClassifyError(f"{where}text {i + 1} is empty: nothing to classify")
     return Encoded(
         ids=[policy.apply(ids) for ids in raw],
-        lengths=lengths,
+        lengths=torch.tensor([min(len(ids), policy.max_length) for ids in raw], dtype=torch.long),
         labels=torch.tensor(list(labels), dtype=torch.long) if labels is not None else None,
         truncated=sum(len(ids) > policy.max_length for ids in raw),
     )

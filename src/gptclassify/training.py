@@ -33,7 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gptclassify import tokenizer
 from gptclassify.classifier import GPTClassifier, trainable_blocks
-from gptclassify.config import PRESETS, GPTConfig, TrainConfig
+from gptclassify.config import PRESETS, GPTConfig, TrainConfig, lora_target_list
 from gptclassify.errors import GPTClassifyError
 from gptclassify.evaluate import (
     classification_report,
@@ -48,6 +48,7 @@ from gptclassify.inputs import (
     PrefixSource,
     TokenSource,
     build_prefix_source,
+    encode_ids,
     prefix_cache_bytes,
     prefix_is_cacheable,
     shuffled_batches,
@@ -107,7 +108,7 @@ def build_classifier(
     torch.manual_seed(cfg.seed)  # LoRA's random A matrices depend on the seed only
     model = GPTClassifier(backbone.model, num_classes, pool=cfg.pool, causal=cfg.causal_mask)
     if cfg.trainable == "lora":
-        model.add_lora(cfg.lora_rank, cfg.lora_alpha)
+        model.add_lora(cfg.lora_rank, cfg.lora_alpha, lora_target_list(cfg.lora_targets))
     start = model.set_trainable(cfg.trainable)
     return model, start
 
@@ -425,19 +426,10 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
     policy = InputPolicy.resolve(
         cfg.pad_to, cfg.max_length, cfg.truncate, context, [len(r) for r in raw["train"]]
     )
-    encoded: dict[str, Encoded] = {}
-    for name, part in parts.items():
-        ids = raw[name]
-        empty = [i for i, r in enumerate(ids) if not r]
-        if empty:
-            raise GPTClassifyError(f"{part.source}: row {empty[0] + 1} has no text to classify")
-        label_ids = [labels.index(y) for y in part.labels]
-        encoded[name] = Encoded(
-            ids=[policy.apply(r) for r in ids],
-            lengths=torch.tensor([min(len(r), policy.max_length) for r in ids]),
-            labels=torch.tensor(label_ids),
-            truncated=sum(len(r) > policy.max_length for r in ids),
-        )
+    encoded: dict[str, Encoded] = {
+        name: encode_ids(raw[name], policy, [labels.index(y) for y in part.labels], part.source)
+        for name, part in parts.items()
+    }
     for name, enc in encoded.items():
         counts = np.bincount(enc.labels.numpy(), minlength=len(labels))
         log.info(
@@ -567,7 +559,7 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
     )
     classifier.save(run_dir)
     metrics: dict[str, Any] = {
-        **{k: v for k, v in reports.items()},
+        **reports,
         "best_epoch": fit_result.best_epoch,
         "stopped_early": fit_result.stopped_early,
         "epochs_run": len(fit_result.epochs),
@@ -601,14 +593,13 @@ def _lora_settings(cfg: TrainConfig, model: GPTClassifier, backbone: Backbone) -
     """
     if cfg.trainable != "lora":
         return None
-    from gptclassify.classifier import LORA_TARGETS
     from gptclassify.files import sha256_file
     from gptclassify.weights import weights_file
 
     info: dict[str, Any] = {
         "rank": cfg.lora_rank,
         "alpha": cfg.lora_alpha,
-        "targets": list(LORA_TARGETS),
+        "targets": list(lora_target_list(cfg.lora_targets)),
         "merged": cfg.merge_lora,
         "adapters_only": False,
     }
