@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import pickle
 
@@ -50,9 +51,18 @@ def test_run_folder_contents(tiny_run):
     assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 300
     assert metrics["trainable_params"] == metrics["total_params"] > 0
     history = (run / "history.csv").read_text().splitlines()
-    assert history[0] == "step,epoch,examples_seen,train_loss,val_loss,train_accuracy,val_accuracy"
+    assert history[0] == (
+        "step,epoch,examples_seen,train_loss,val_loss,train_accuracy,val_accuracy,"
+        "full_val_accuracy,full_val_loss"
+    )
     assert len(history) > 4
-    assert "Train accuracy" in (run / "train.log").read_text()
+    # The kept epoch is the one whose full-validation figures history.csv shows as best.
+    epochs = [r for r in csv.DictReader(history) if r["full_val_accuracy"]]
+    assert len(epochs) == metrics["epochs_run"]
+    best = max(epochs, key=lambda r: (float(r["full_val_accuracy"]), -float(r["full_val_loss"])))
+    assert int(best["epoch"]) == metrics["best_epoch"]
+    log = (run / "train.log").read_text()
+    assert "Train accuracy" in log and f"kept epoch {metrics['best_epoch']}" in log
 
 
 def test_predict_api_and_probabilities(tiny_run):
@@ -89,6 +99,37 @@ def test_bf16_and_fp32_agree_on_clear_cases(tiny_run):
     assert clear.sum() > 200
     assert (p32[clear].argmax(1) == p16[clear].argmax(1)).all()
     assert np.abs(p32 - p16).max() < 0.1
+
+
+@pytest.mark.parametrize("pool", ["last-real", "mean"])
+def test_bf16_weights_cast_once_give_autocast_numbers_and_are_restored(tiny_run, pool):
+    from gptclassify.data import read_labelled
+    from gptclassify.inputs import TokenSource, encode
+    from gptclassify.runtime import autocast
+
+    clf = Classifier.load(tiny_run.path, precision="bf16")
+    clf.model.pool = pool
+    before = {n: p.detach().clone() for n, p in clf.model.named_parameters()}
+    texts = read_labelled(tiny_run.path / "data" / "test.csv").texts[:40]
+    seen = []
+    hook = clf.model.gpt.h[0].attn.c_attn.register_forward_pre_hook(
+        lambda m, args: seen.append(m.weight.dtype)
+    )
+    got = clf.logits(texts, batch_size=8)
+    hook.remove()
+    assert set(seen) == {torch.bfloat16}  # cast once for the whole pass
+    # Per-batch autocast with fp32 weights, in the same batches: what the casts must equal.
+    source = TokenSource(encode(texts, clf.policy), clf.device)
+    order = torch.argsort(source.encoded.lengths, descending=True, stable=True)
+    want = np.zeros_like(got)
+    with torch.inference_mode():
+        for idx in order.split(8):
+            batch = source.batch(idx)
+            with autocast(clf.device, torch.bfloat16):
+                want[idx.numpy()] = clf.model(batch.inputs, batch.lengths).float().numpy()
+    assert np.array_equal(got, want)
+    for name, p in clf.model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[name]), name
 
 
 def test_save_load_round_trip_is_identical(tiny_run, tmp_path):

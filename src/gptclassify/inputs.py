@@ -199,12 +199,18 @@ def prefix_cache_bytes(encoded: Sequence[Encoded], emb_dim: int, bytes_per_value
 
 
 @contextmanager
-def low_precision_linears(modules: Sequence[nn.Module], dtype: torch.dtype) -> Iterator[None]:
-    """Temporarily hold the Linear weights of frozen `modules` in `dtype` (e.g. bf16).
+def low_precision_linears(
+    modules: Sequence[nn.Module], dtype: torch.dtype, frozen_only: bool = True
+) -> Iterator[None]:
+    """Temporarily hold the Linear weights of `modules` in `dtype` (e.g. bf16).
 
     Under autocast a fp32 weight is cast to bf16 on every call; for a pass over many batches
     casting once gives the same numbers without re-reading and re-writing every weight per
-    batch. LayerNorms keep fp32, as autocast computes them in fp32 anyway.
+    batch (measured: 1,494 SMS through GPT-2 small in batches of 8 took 15.0 s with per-call
+    casts, 10.4 s cast once). LayerNorms keep fp32, as autocast computes them in fp32 anyway.
+    `frozen_only` leaves parameters that require grad alone (their gradients must stay fp32);
+    inference passes with no backward may cast everything. Not thread-safe: callers that may
+    run concurrently must serialize the passes that use it.
     """
     saved: list[tuple[Tensor, Tensor]] = []
     try:
@@ -212,7 +218,11 @@ def low_precision_linears(modules: Sequence[nn.Module], dtype: torch.dtype) -> I
             for layer in module.modules():
                 if type(layer) is nn.Linear:
                     for p in (layer.weight, layer.bias):
-                        if p is not None and not p.requires_grad and p.dtype != dtype:
+                        if (
+                            p is not None
+                            and not (frozen_only and p.requires_grad)
+                            and p.dtype != dtype
+                        ):
                             saved.append((p, p.data))
                             p.data = p.data.to(dtype)
         yield

@@ -7,7 +7,9 @@ gets the same prediction alone or next to longer texts.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,7 @@ from gptclassify.classifier import GPTClassifier
 from gptclassify.errors import GPTClassifyError
 from gptclassify.evaluate import classification_report, softmax
 from gptclassify.files import atomic_path
-from gptclassify.inputs import Batch, InputPolicy, TokenSource, encode
+from gptclassify.inputs import Batch, InputPolicy, TokenSource, encode, low_precision_linears
 from gptclassify.runtime import autocast, resolve_device, resolve_precision
 
 if TYPE_CHECKING:
@@ -54,6 +56,9 @@ class Classifier:
         """The model folder this classifier was loaded from or last saved to."""
         self.metrics: dict[str, Any] | None = None
         """metrics.json of the training run, when known."""
+        # One pass at a time: a pass may hold weights in bf16 temporarily (see logits_encoded),
+        # and torch already spreads one pass over every core.
+        self._lock = threading.Lock()
 
     # ---- persistence ------------------------------------------------------------------
 
@@ -122,12 +127,25 @@ class Classifier:
     def logits_encoded(self, source: TokenSource, batch_size: int = 32) -> np.ndarray:
         out = np.zeros((len(source), len(self.labels)), dtype=np.float32)
         order = torch.argsort(source.encoded.lengths, descending=True, stable=True)
-        for idx in order.split(batch_size):
-            batch: Batch = source.batch(idx)
-            with autocast(self.device, self.dtype):
+        with self._lock, self._cast_once(), autocast(self.device, self.dtype):
+            for idx in order.split(batch_size):
+                batch: Batch = source.batch(idx)
                 logits = self.model(batch.inputs, batch.lengths)
-            out[idx.numpy()] = logits.float().cpu().numpy()
+                out[idx.numpy()] = logits.float().cpu().numpy()
         return out
+
+    def _cast_once(self):
+        """In bf16, cast the blocks' weights once per call instead of once per batch.
+
+        The same numbers as autocast's per-call casts. The final block is left in fp32 for
+        single-position pools, which run it at the pooled position in fp32 (pooled_block).
+        """
+        if self.dtype == torch.float32:
+            return nullcontext()
+        blocks = self.model.gpt.h
+        if self.model.pool != "mean":
+            blocks = blocks[:-1]
+        return low_precision_linears(blocks, self.dtype, frozen_only=False)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (N, num_classes), columns in `self.labels` order."""
