@@ -390,7 +390,7 @@ def _print_report(report: dict, labels: list[str]) -> None:
 @click.option(
     "--output",
     default=None,
-    help="Write predictions here (.csv, .tsv or .jsonl), keeping the input's columns.",
+    help="Write predictions here (.csv, .tsv, .jsonl or .parquet), keeping the input's columns.",
 )
 @click.option(
     "--text-column", default=None, help="Text column of --input (found by name if omitted)."

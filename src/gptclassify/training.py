@@ -297,10 +297,15 @@ def fit(
                 "full_val_accuracy": full_val_acc,
             }
         )
+        # The book's line (estimates on eval_iter batches), then the full-validation figures
+        # that choose the kept epoch, so the log shows why an epoch was kept.
         log.info(
-            "Training accuracy: %.2f%% | Validation accuracy: %.2f%%",
+            "Training accuracy: %.2f%% | Validation accuracy: %.2f%% | Full validation: "
+            "accuracy %.2f%%, loss %.3f",
             train_acc * 100,
             val_acc * 100,
+            full_val_acc * 100,
+            full_val_loss,
         )
         if on_epoch is not None:
             on_epoch(epoch, result.epochs[-1])
@@ -506,7 +511,10 @@ def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
     bar.close()
     fit_time = time.perf_counter() - t_fit
     log.info(
-        "Training completed in %.2f minutes; kept epoch %d", fit_time / 60, fit_result.best_epoch
+        "Training completed in %.2f minutes; kept epoch %d (best full-validation %s)",
+        fit_time / 60,
+        fit_result.best_epoch,
+        "loss" if cfg.best_by == "val_loss" else "accuracy",
     )
 
     lora = _lora_settings(cfg, model, backbone)
@@ -654,13 +662,14 @@ HISTORY_COLUMNS = (
     "val_loss",
     "train_accuracy",
     "val_accuracy",
+    "full_val_accuracy",
+    "full_val_loss",
 )
 
 
 def _write_history(path: Path, fit_result: FitResult) -> None:
     rows = [dict(r) for r in fit_result.steps] + [
-        {k: r[k] for k in ("step", "epoch", "examples_seen", "train_accuracy", "val_accuracy")}
-        for r in fit_result.epochs
+        {k: r[k] for k in HISTORY_COLUMNS if k in r} for r in fit_result.epochs
     ]
     rows.sort(key=lambda r: (r["step"], "train_accuracy" in r))
     with open(path, "w", newline="", encoding="utf-8") as f:
