@@ -17,6 +17,7 @@ import csv
 import logging
 import math
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -378,6 +379,8 @@ def run_logging(run_dir: Path, quiet: bool = False) -> Iterator[None]:
     if not quiet:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("%(message)s"))
+        # Lines meant for the file only (the terminal shows the error its own way).
+        console.addFilter(lambda record: not getattr(record, "file_only", False))
         handlers.append(console)
     for h in handlers:
         logger.addHandler(h)
@@ -393,9 +396,22 @@ def train(cfg: TrainConfig | None = None, quiet: bool = False, progress: bool = 
     """Fine-tune a classifier as `cfg` says, write the run folder, and return the classifier."""
     cfg = cfg or TrainConfig()
     run_dir = Path(cfg.out) if cfg.out else default_run_dir()
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_logging(run_dir, quiet=quiet):
-        return _train(cfg, run_dir, progress and not quiet)
+    try:
+        with run_logging(run_dir, quiet=quiet):
+            try:
+                return _train(cfg, run_dir, progress and not quiet)
+            except BaseException as exc:
+                # The log keeps why a run ended (a crash or Ctrl-C leaves the folder to inspect).
+                reason = str(exc).strip() or type(exc).__name__
+                log.error("Run failed: %s", reason, extra={"file_only": True})
+                raise
+    except GPTClassifyError:
+        # Bad input or settings: nothing worth keeping, so no empty run folder is left behind.
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _train(cfg: TrainConfig, run_dir: Path, progress: bool) -> Classifier:
