@@ -367,7 +367,7 @@ def run_reference(args, weights: Path, data_dir: Path, out: Path) -> dict[str, A
     return result
 
 
-_SAME_RUN = ("seed", "epochs", "subset", "book_split", "threads", "device")
+_SAME_RUN = ("seed", "epochs", "subset", "book_split", "threads", "device", "gpt2_dir")
 
 
 def earlier_reference(args, out: Path, digest: str) -> dict[str, Any]:
@@ -379,7 +379,9 @@ def earlier_reference(args, out: Path, digest: str) -> dict[str, Any]:
     ref = next((r for r in earlier["results"] if r["variant"].startswith("reference")), None)
     if ref is None:
         raise SystemExit(f"--reuse-reference: {path} has no reference result")
-    differ = [k for k in _SAME_RUN if earlier["args"].get(k) != getattr(args, k)]
+    # JSON holds paths as strings.
+    now = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    differ = [k for k in _SAME_RUN if earlier["args"].get(k) != now[k]]
     if ref.get("split_digest") != digest:
         differ.append("data split")
     if differ:
@@ -626,6 +628,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=123, help="Weights, head, data split and order.")
     p.add_argument(
+        "--gpt2-dir",
+        type=Path,
+        default=None,
+        help="A Hugging Face GPT-2 small folder (config.json + model.safetensors), e.g. the "
+        "pretrained gpt2 from the Hub cache, instead of random weights.",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=common.DEFAULT_OUT,
@@ -657,7 +666,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    weights = common.ensure_gpt2_weights(out / f"gpt2-small-random-seed{args.seed}", args.seed)
+    if args.gpt2_dir:
+        weights = args.gpt2_dir.resolve()
+        if not (weights / "config.json").is_file():
+            raise SystemExit(f"--gpt2-dir {weights}: no config.json (a Hugging Face GPT-2 folder)")
+        what = f"weights from {weights}"
+    else:
+        weights = common.ensure_gpt2_weights(out / f"gpt2-small-random-seed{args.seed}", args.seed)
+        what = f"random weights, seed {args.seed}"
     splits, data_dir = prepare_data(args, out)
     digest = common.split_digest(splits)
     print(
@@ -700,7 +716,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     info = common.machine_info()
     header = (
-        f"Training speed: GPT-2 small (random weights, seed {args.seed}), SMS spam "
+        f"Training speed: GPT-2 small ({what}), SMS spam "
         f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)}, {args.epochs} epoch(s), "
         f"{info['cpu']}, {args.threads} thread(s), torch {info['torch']}"
     )
