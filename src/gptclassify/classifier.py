@@ -106,6 +106,12 @@ class GPTClassifier(nn.Module):
     def num_classes(self) -> int:
         return self.head.out_features
 
+    @property
+    def single_position(self) -> bool:
+        """Whether the pool reads one position, so the final block runs there only, in fp32
+        (pooled_block)."""
+        return self.pool != "mean"
+
     # ---- forward ----------------------------------------------------------------------
 
     def prefix(self, input_ids: Tensor, lengths: Tensor, end: int) -> Tensor:
@@ -132,7 +138,7 @@ class GPTClassifier(nn.Module):
         # Only the pooled position of the final block is ever read, so for single-position
         # pools the final block runs its attention query, projection and MLP at that position
         # alone (the same function, about a sixth of the block's work).
-        single = self.pool != "mean" and start < n
+        single = self.single_position and start < n
         x = self.gpt.run_blocks(
             x, start, n - 1 if single else n, attention_mask=mask, causal=self.causal
         )

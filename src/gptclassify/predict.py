@@ -142,9 +142,7 @@ class Classifier:
         """
         if self.dtype == torch.float32:
             return nullcontext()
-        blocks = self.model.gpt.h
-        if self.model.pool != "mean":
-            blocks = blocks[:-1]
+        blocks = self.model.gpt.h[:-1] if self.model.single_position else self.model.gpt.h
         return low_precision_linears(blocks, self.dtype, frozen_only=False)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
