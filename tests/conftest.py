@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny model configs, the shared SMS file and tokenizer cache, HF stand-ins."""
+"""Shared fixtures: tiny model configs, the SMS file shipped in the package, HF stand-ins.
+
+The suite is hermetic: it needs nothing beside the repository (the GPT-2 tokenizer files and
+the SMS Spam Collection ship inside the package) and never reaches the network.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,13 @@ import pytest
 import torch
 
 from gptclassify.config import GPTConfig
+from gptclassify.data.sms_spam import shipped_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-SMS_FILE = SHARED / "data" / "sms_spam_collection" / "SMSSpamCollection"
-
-# Offline tokenizer: tiktoken reads its cached GPT-2 files from here instead of the network.
-if (SHARED / "tiktoken_cache").is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 # Tests must never reach the real Hub; anything that tries fails fast.
+os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 TINY = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2)
@@ -33,9 +34,8 @@ def tiny_config() -> GPTConfig:
 
 @pytest.fixture(scope="session")
 def sms_file() -> Path:
-    if not SMS_FILE.is_file():
-        pytest.skip(f"real SMS Spam Collection not found at {SMS_FILE}")
-    return SMS_FILE
+    """The real SMS Spam Collection (the copy shipped in the package)."""
+    return shipped_copy()
 
 
 def hf_gpt2_config(n_embd: int = 32, n_layer: int = 2, n_head: int = 4, n_positions: int = 64):
@@ -84,7 +84,7 @@ def tiny_json(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, sms_file, tiny_json):
     """A tiny random-init GPT trained on the real SMS split once per test session."""
-    from gptclassify.config import DataConfig, TrainConfig
+    from gptclassify.args import DataConfig, TrainConfig
     from gptclassify.training import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import WORDS
 from gptclassify.baseline import Baseline, BaselineConfig, train_baseline
 from gptclassify.cli import cli
-from gptclassify.config import DataConfig
+from gptclassify.args import DataConfig
 from gptclassify.errors import GPTClassifyError
 
 # The top-level keys of a GPT run's metrics.json (train._train); the baseline writes the same.
@@ -35,6 +35,9 @@ GPT_METRIC_KEYS = {
     "peak_memory_mb",
     "truncated",
     "calibration",
+    "world_size",
+    "backend",
+    "format_version",
 }
 REPORT_KEYS = {
     "examples",
@@ -48,11 +51,12 @@ REPORT_KEYS = {
 }
 
 
-def test_beats_majority_on_real_sms_and_writes_gpt_metrics_layout(sms_file, tmp_path):
+def test_beats_majority_on_real_sms_and_writes_gpt_metrics_layout(sms_file, tmp_path, tiny_run):
     out = tmp_path / "run"
     fitted = train_baseline(BaselineConfig(data=DataConfig(sms_source=str(sms_file)), out=str(out)))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == GPT_METRIC_KEYS
+    gpt = json.loads((tiny_run.path / "metrics.json").read_text())
+    assert set(metrics) == set(gpt) == GPT_METRIC_KEYS
     for split in ("train", "validation", "test"):
         assert set(metrics[split]) == REPORT_KEYS
     test = metrics["test"]

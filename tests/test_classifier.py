@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptclassify.classifier import LORA_TARGETS, GPTClassifier, LoRALinear, trainable_blocks
+from gptclassify.args import LORA_TARGETS
+from gptclassify.classifier import GPTClassifier, trainable_blocks
+from gptclassify.lora import LoRALinear
 from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.model import GPTModel
@@ -20,17 +22,22 @@ def make(pool="last-real", causal=True, seed=0, cfg=CFG):
 
 
 def right_pad(seqs, width=None):
+    """(input_ids, attention_mask), right-padded with <|endoftext|>."""
     width = width or max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), 50256)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s)
-    return ids, torch.tensor([len(s) for s in seqs])
+        mask[i, : len(s)] = 1
+    return ids, mask
 
 
-def reference_logits(model, ids, lengths):
+def reference_logits(model, ids, mask):
     """Whole network on every position, then pooling: the plain definition."""
-    mask = None if model.causal else (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
-    h = model.gpt.hidden_states(ids, attention_mask=mask, causal=model.causal)
+    lengths = mask.sum(-1)
+    h = model.gpt.hidden_states(
+        ids, attention_mask=None if model.causal else mask, causal=model.causal
+    )
     return model.head(model.pool_states(h, lengths))
 
 
@@ -38,9 +45,9 @@ def reference_logits(model, ids, lengths):
 @pytest.mark.parametrize("causal", [True, False])
 def test_pooled_final_block_equals_full_network(pool, causal):
     model = make(pool, causal)
-    ids, lengths = right_pad([[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]])
+    ids, mask = right_pad([[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]])
     with torch.no_grad():
-        assert torch.allclose(model(ids, lengths), reference_logits(model, ids, lengths), atol=1e-5)
+        assert torch.allclose(model(ids, mask), reference_logits(model, ids, mask), atol=1e-5)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -57,13 +64,14 @@ def test_last_real_is_independent_of_batch_and_padding(causal):
 
 
 def test_book_last_position_reads_padding():
-    """`last` reads the padded final position, so padding changes the answer (SPEC section 6)."""
+    """`last` reads the padded final position, so padding changes the answer (the book's
+    choice: a short message is classified from a padding token)."""
     model = make("last")
     text = [101, 2000, 318, 257]
     with torch.no_grad():
         short = model(*right_pad([text]))
-        padded_ids, lengths = right_pad([text], width=12)
-        padded = model(padded_ids, lengths)
+        padded_ids, mask = right_pad([text], width=12)
+        padded = model(padded_ids, mask)
         h = model.gpt.hidden_states(padded_ids)
         assert torch.allclose(padded, model.head(h[:, -1]), atol=1e-5)
     assert not torch.allclose(short, padded, atol=1e-3)
@@ -83,23 +91,22 @@ def test_first_token_sees_later_tokens_only_without_causal_mask():
 
 def test_mean_pool_averages_real_tokens_only():
     model = make("mean")
-    ids, lengths = right_pad([[5, 6, 7]], width=9)
+    ids, mask = right_pad([[5, 6, 7]], width=9)
     with torch.no_grad():
         h = model.gpt.hidden_states(ids)
         expected = model.head(h[:, :3].mean(dim=1))
-        assert torch.allclose(model(ids, lengths), expected, atol=1e-5)
+        assert torch.allclose(model(ids, mask), expected, atol=1e-5)
 
 
 def test_prefix_then_suffix_equals_whole():
     model = make()
-    ids, lengths = right_pad([[1, 2, 3, 4, 5], [6, 7]])
+    ids, mask = right_pad([[1, 2, 3, 4, 5], [6, 7]])
+    lengths = mask.sum(-1)
     with torch.no_grad():
         for start in range(CFG.n_layers + 1):
             x = model.prefix(ids, lengths, start)
             assert torch.allclose(
-                model(x, lengths, start=start) if start else model(ids, lengths),
-                model(ids, lengths),
-                atol=1e-5,
+                model.forward_from(x, lengths, start), model(ids, mask), atol=1e-5
             )
 
 
@@ -143,9 +150,9 @@ def test_only_chosen_parameters_change_after_a_step(trainable):
     model.set_trainable(trainable)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    ids, lengths = right_pad([[1, 2, 3, 4], [5, 6]])
+    ids, mask = right_pad([[1, 2, 3, 4], [5, 6]])
     model.train()
-    F.cross_entropy(model(ids, lengths), torch.tensor([0, 2])).backward()
+    F.cross_entropy(model(ids, mask), torch.tensor([0, 2])).backward()
     opt.step()
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -203,15 +210,15 @@ def test_lora_scaling_is_alpha_over_rank_and_merge_is_exact():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    ids, lengths = right_pad([[1, 2, 3, 4, 5], [6, 7, 8]])
+    ids, mask = right_pad([[1, 2, 3, 4, 5], [6, 7, 8]])
     with torch.no_grad():
         x = torch.randn(2, 5, CFG.emb_dim)
         expected = F.linear(
             x, layer.base.weight + 0.5 * layer.lora_B @ layer.lora_A, layer.base.bias
         )
         assert torch.allclose(layer(x), expected, atol=1e-5)
-        before = model(ids, lengths)
+        before = model(ids, mask)
         model.merge_lora()
         assert not any(isinstance(m, LoRALinear) for m in model.modules())
-        assert torch.allclose(model(ids, lengths), before, atol=1e-5)
-        assert not torch.allclose(before, make()(ids, lengths), atol=1e-3)  # adapters mattered
+        assert torch.allclose(model(ids, mask), before, atol=1e-5)
+        assert not torch.allclose(before, make()(ids, mask), atol=1e-3)  # adapters mattered

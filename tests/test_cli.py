@@ -90,9 +90,9 @@ def test_missing_model_dir_is_a_one_line_error(tmp_path):
 
 def test_package_train_is_the_function_even_after_module_imports():
     code = (
-        "import gptclassify.training, gptclassify.predict\n"
+        "import gptclassify.training, gptclassify.training.run, gptclassify.predict\n"
         "from gptclassify import train, Classifier, TrainConfig\n"
-        "assert callable(train) and train.__module__ == 'gptclassify.training', train\n"
+        "assert callable(train) and train.__module__ == 'gptclassify.training.run', train\n"
         "assert Classifier.__name__ == 'Classifier'\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from gptclassify import data as data_mod
 from gptclassify.cli import cli
 from gptclassify.data import (
     LabelledTexts,
@@ -18,10 +17,11 @@ from gptclassify.data import (
     load_prepared,
     load_split_files,
     read_labelled,
-    sort_labels,
     split_labelled,
     write_splits,
 )
+from gptclassify.data import prepared as data_mod
+from gptclassify.data.tables import sort_labels
 from gptclassify.errors import GPTClassifyError
 
 TRICKY = [

@@ -23,17 +23,19 @@ from click.testing import CliRunner
 
 from gptclassify.cli import cli
 from gptclassify.data import load_prepared, split_labelled
-from gptclassify.datasets import (
+from gptclassify.data.sms_spam import (
     SMS_SPAM_SHA256,
     SMS_SPAM_URLS,
     cache_root,
     prepare_sms_spam,
     read_sms_spam,
+    shipped_copy,
     sms_spam_file,
 )
 from gptclassify.errors import GPTClassifyError
 
-FAST = {"retries": 0, "backoff": 0.0, "timeout": 5.0, "progress": False}
+# The download path (--download / a URL): no retries or waits against the local server.
+FAST = {"download": True, "retries": 0, "backoff": 0.0, "timeout": 5.0, "progress": False}
 
 
 def rows(part) -> list[tuple[str, str]]:
@@ -433,3 +435,21 @@ def test_cli_sms_spam_errors_are_one_line(sms_file, tmp_path, monkeypatch):
         assert res.output.startswith("Error: ") and expected in res.output
         assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+    both = CliRunner().invoke(cli, ["data", "sms-spam", "--source", str(sms_file), "--download"])
+    assert both.exit_code == 1 and "choose one" in both.output
+
+
+def test_the_shipped_copy_is_the_default_and_is_verified(tmp_path, monkeypatch):
+    # No source and no --download: the copy inside the package, no network, no cache writes.
+    monkeypatch.setenv("GPTCLASSIFY_CACHE", str(tmp_path / "cache"))
+    path = sms_spam_file(urls=("http://127.0.0.1:9/never",))
+    assert path == shipped_copy()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SMS_SPAM_SHA256
+    assert not (tmp_path / "cache").exists()
+    splits = prepare_sms_spam()
+    assert [len(p) for _, p in splits.parts()] == [1045, 149, 300]
+    assert splits.meta["source"] == "copy shipped with gptclassify"
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["data", "sms-spam"])
+    assert res.exit_code == 0, res.output
+    assert len((tmp_path / "data" / "sms-spam" / "test.csv").read_text().splitlines()) > 300

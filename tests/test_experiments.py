@@ -11,13 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from gptclassify.cli import cli
-from gptclassify.config import PRESETS, DataConfig, TrainConfig
+from gptclassify.args import DataConfig, TrainConfig
+from gptclassify.config import PRESETS
 from gptclassify.errors import GPTClassifyError
+from gptclassify.args import ExperimentsConfig, flat_dict
 from gptclassify.experiments import (
+    BOOK_TEST_ACCURACY,
     CSV_COLUMNS,
     REFERENCE,
-    ExperimentsConfig,
-    _death,
     builtin_grid,
     load_grid,
     parse_grid,
@@ -26,6 +27,7 @@ from gptclassify.experiments import (
     train_config,
     write_quick_models,
 )
+from gptclassify.experiments.runner import _death
 
 # ---- the built-in grid -----------------------------------------------------------------
 
@@ -36,7 +38,8 @@ def test_builtin_grid_has_one_entry_per_spec_row_with_the_right_fields(tmp_path)
     assert len({e.name for e in grid}) == 19
     rows = {number: entry for number, entry in enumerate(grid, start=1)}
     for number, entry in rows.items():
-        assert entry.description.startswith(f"SPEC row {number}: ")
+        assert entry.description.startswith(f"Book experiment {number}: ")
+        assert f"(book: {BOOK_TEST_ACCURACY[entry.name]:.2f}% test)" in entry.description
 
     def changed(number: int) -> dict:
         options = rows[number].options
@@ -77,8 +80,23 @@ def test_builtin_grid_has_one_entry_per_spec_row_with_the_right_fields(tmp_path)
     assert changed(15) == {"pad_to": "none", "batch_size": 1, "grad_accum": 8}
     assert changed(16) == {"pool": "last-real"}
     assert changed(17) == {"causal_mask": False}
-    assert changed(18) == {"ignore_index": True}
+    # The book's ignore_index variant cannot change a loss read at one position per text:
+    # the row is the reference again (its description says so).
+    assert changed(18) == {} and "the reference again" in rows[18].description
     assert changed(19) == {"pool": "mean"}
+
+    # What a row runs: its TrainConfig has the values the row sets and differs from the
+    # reference's nowhere else (the options are applied, not just listed; LoRA's rank and
+    # alpha 16 are also the defaults), and the reference is the book's recipe.
+    reference = flat_dict(train_config(rows[1], DataConfig(), tmp_path / "ref", seed=123))
+    assert reference["pool"] == "last" and reference["pad_to"] == "longest"
+    assert reference["trainable"] == "last-block" and reference["lr"] == 5e-5
+    assert reference["batch_size"] == 8 and reference["epochs"] == 5
+    for number, entry in rows.items():
+        resolved = flat_dict(train_config(entry, DataConfig(), tmp_path / "ref", seed=123))
+        differs = {k for k in resolved if resolved[k] != reference[k]}
+        assert differs <= set(changed(number)), entry.name  # nothing else moved
+        assert all(resolved[k] == v for k, v in changed(number).items()), entry.name
 
     # Every row is a valid TrainConfig, full size and quick.
     models = write_quick_models(tmp_path / "models")
@@ -192,7 +210,7 @@ def test_a_dead_run_process_is_explained():
 @pytest.fixture(scope="module")
 def small_sms(tmp_path_factory, sms_file):
     """~200 real SMS (half spam) as train/validation/test CSVs: 140 / 30 / 30."""
-    from gptclassify.datasets import read_sms_spam
+    from gptclassify.data.sms_spam import read_sms_spam
 
     data = read_sms_spam(sms_file)
     ham = [t for t, y in zip(data.texts, data.labels, strict=True) if y == "ham"][:100]
@@ -272,7 +290,7 @@ def test_small_grid_runs_every_entry_and_a_failure_is_a_row(tmp_path, small_sms)
 
 
 def test_terminal_parameter_counts_are_compact():
-    from gptclassify.experiments import _compact
+    from gptclassify.experiments.report import _compact
 
     counts = (98, 999, 14938, 999_999, 124_439_808, 1_557_611_200)
     assert [_compact(n) for n in counts] == ["98", "999", "14.9k", "1M", "124M", "1.56B"]

@@ -45,7 +45,13 @@ def test_run_folder_contents(tiny_run):
     assert config["pool"] == "last-real" and config["pad_length"] is None
     assert config["model"]["emb_dim"] == 64
     assert {"torch", "tiktoken", "gptclassify"} <= set(config["versions"])
-    assert config["train_config"]["trainable"] == "all"
+    assert config["train_config"]["backbone"]["trainable"] == "all"
+    # The recorded config is the run's whole TrainConfig: it rebuilds to the same options.
+    from gptclassify.args import TrainConfig
+
+    recorded = TrainConfig.from_dict(config["train_config"])
+    assert recorded.trainable == "all" and recorded.epochs == 2 and recorded.lr == 1e-3
+    assert recorded.out == str(run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test"]["per_class"]) == {"ham", "spam"}
     assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 300
@@ -102,23 +108,29 @@ def test_bf16_and_fp32_agree_on_clear_cases(tiny_run):
 
 
 @pytest.mark.parametrize("pool", ["last-real", "mean"])
-def test_bf16_weights_cast_once_give_autocast_numbers_and_are_restored(tiny_run, pool):
+def test_bf16_weights_are_cast_once_beside_the_model_and_give_autocast_numbers(tiny_run, pool):
     from gptclassify.data import read_labelled
-    from gptclassify.inputs import TokenSource, encode
+    from gptclassify.data.batches import TokenSource
+    from gptclassify.data.encode import encode
+    from gptclassify.fastpath import fast_view
     from gptclassify.runtime import autocast
 
-    clf = Classifier.load(tiny_run.path, precision="bf16")
-    clf.model.pool = pool
-    before = {n: p.detach().clone() for n, p in clf.model.named_parameters()}
+    loaded = Classifier.load(tiny_run.path, precision="fp32")
+    model = loaded.model
+    model.pool = pool
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    clf = Classifier(model, loaded.labels, loaded.policy, precision="bf16")
     texts = read_labelled(tiny_run.path / "data" / "test.csv").texts[:40]
-    seen = []
-    hook = clf.model.gpt.h[0].attn.c_attn.register_forward_pre_hook(
-        lambda m, args: seen.append(m.weight.dtype)
-    )
     got = clf.logits(texts, batch_size=8)
-    hook.remove()
-    assert set(seen) == {torch.bfloat16}  # cast once for the whole pass
-    # Per-batch autocast with fp32 weights, in the same batches: what the casts must equal.
+    # The copies the passes run on are bf16, made once; the final block of a single-position
+    # pool keeps fp32 (it runs at the pooled position in fp32).
+    runner = clf._runner
+    assert runner.gpt.h[0].attn.c_attn.weight.dtype == torch.bfloat16
+    last = runner.gpt.h[-1].attn.c_attn.weight.dtype
+    assert last == (torch.float32 if pool == "last-real" else torch.bfloat16)
+    # Per-batch autocast with the fp32 weights (the same fused kernels, no copies), in the
+    # same batches: what the copies must equal.
+    per_call = fast_view(clf.model, torch.float32).eval()
     source = TokenSource(encode(texts, clf.policy), clf.device)
     order = torch.argsort(source.encoded.lengths, descending=True, stable=True)
     want = np.zeros_like(got)
@@ -126,7 +138,7 @@ def test_bf16_weights_cast_once_give_autocast_numbers_and_are_restored(tiny_run,
         for idx in order.split(8):
             batch = source.batch(idx)
             with autocast(clf.device, torch.bfloat16):
-                want[idx.numpy()] = clf.model(batch.inputs, batch.lengths).float().numpy()
+                want[idx.numpy()] = per_call(*batch.args).float().numpy()
     assert np.array_equal(got, want)
     for name, p in clf.model.named_parameters():
         assert p.dtype == torch.float32 and torch.equal(p, before[name]), name

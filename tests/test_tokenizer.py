@@ -20,21 +20,48 @@ def test_matches_transformers_tokenizer(tmp_path):
 
     import transformers
 
-    from conftest import SHARED
-
-    # The tiktoken cache holds the same two files a Hugging Face GPT-2 tokenizer reads.
-    cache = SHARED / "tiktoken_cache"
-    if not cache.is_dir():
-        pytest.skip("no shared tiktoken cache")
-    shutil.copy(cache / "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6", tmp_path / "vocab.json")
-    shutil.copy(cache / "6d1cbeee0f20b3d9449abfede4726ed8212e3aee", tmp_path / "merges.txt")
+    # The shipped files are the two a Hugging Face GPT-2 tokenizer reads, under other names.
+    files = tokenizer.tokenizer_files()
+    shutil.copy(files["encoder.json"], tmp_path / "vocab.json")
+    shutil.copy(files["vocab.bpe"], tmp_path / "merges.txt")
     hf = transformers.GPT2TokenizerFast.from_pretrained(tmp_path)
     for text in [
         "Free entry in 2 a wkly comp to win FA Cup final tkts",
         "  spaces\tand\nnewlines ",
         "£1000 cash!!",
+        "I'll be there; don't   worry\r\n",
+        "Ünïcödé 日本語 🎉 <|endoftext|>",
     ]:
-        assert tokenizer.encode(text) == hf(text)["input_ids"]
+        assert tokenizer.encode(text) == hf(text, split_special_tokens=True)["input_ids"]
+
+
+def test_tokenizer_needs_no_network_or_cache(tmp_path):
+    """The encoding loads from the package alone: no TIKTOKEN_CACHE_DIR, no download."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOKEN", "DATA_GYM"))}
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", TMPDIR=str(tmp_path))
+    code = "from gptclassify import tokenizer; print(tokenizer.encode('Hello, world'))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[15496, 11, 995]"
+    assert list(tmp_path.iterdir()) == []  # nothing cached anywhere
+
+
+def test_damaged_shipped_file_is_refused(monkeypatch, tmp_path):
+    from gptclassify.errors import GPTClassifyError
+
+    damaged = tmp_path / "encoder.json"
+    damaged.write_bytes(tokenizer.tokenizer_files()["encoder.json"].read_bytes()[:-10])
+    monkeypatch.setattr(tokenizer, "tokenizer_files", lambda: {"encoder.json": damaged})
+    tokenizer.get_encoding.cache_clear()
+    try:
+        with pytest.raises(GPTClassifyError, match="damaged GPT-2 tokenizer file"):
+            tokenizer.get_encoding()
+    finally:
+        tokenizer.get_encoding.cache_clear()
 
 
 def test_end_of_text_in_user_text_is_not_the_special_token():

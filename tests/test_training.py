@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from gptclassify.args import TrainConfig
 from gptclassify.classifier import GPTClassifier
-from gptclassify.config import GPTConfig, TrainConfig
-from gptclassify.inputs import InputPolicy, TokenSource, build_prefix_source, encode
+from gptclassify.config import GPTConfig
+from gptclassify.data.batches import TokenSource
+from gptclassify.data.encode import InputPolicy, encode
 from gptclassify.model import GPTModel
 from gptclassify.runtime import autocast
-from gptclassify.training import Trainer, class_weight_tensor, fit
+from gptclassify.training import Callbacks, Engine, Sources, class_weight_tensor, fit
+from gptclassify.training.build import new_state, training_net
+from gptclassify.training.prefix_cache import build_prefix_source
 
 CFG = GPTConfig(vocab_size=50257, context_length=48, emb_dim=32, n_heads=4, n_layers=3)
 CPU = torch.device("cpu")
@@ -42,18 +47,30 @@ def sources(pad_to="batch"):
     return train, val
 
 
+class Losses(Callbacks):
+    def __init__(self):
+        self.losses = []
+
+    def on_step(self, state, loss):
+        self.losses.append(loss)
+
+
+def engine(model, source, class_weights=None):
+    return Engine(training_net(model, torch.float32, source.start), CPU, torch.float32, class_weights)
+
+
+def fit_with(model, train, val, cfg, order_seed, callbacks=None):
+    """fit() with the data order drawn from `order_seed` (estimates from cfg.seed + 1)."""
+    state = new_state(model, cfg.train, CPU)
+    state.order_rng.manual_seed(order_seed)
+    return fit(state, engine(model, train), Sources(train, val), cfg.train, cfg.eval, callbacks)
+
+
 def run_fit(model, train, val, **overrides):
     cfg = TrainConfig(epochs=2, batch_size=8, eval_freq=2, eval_iter=2, lr=1e-3, **overrides)
-    losses = []
-    result = fit(
-        Trainer(model, CPU, torch.float32),
-        train,
-        val,
-        cfg,
-        torch.Generator().manual_seed(5),
-        on_step=lambda step, loss: losses.append(loss),
-    )
-    return result, losses
+    losses = Losses()
+    state = fit_with(model, train, val, cfg, 5, losses)
+    return state, losses.losses
 
 
 def test_cached_prefix_gives_the_same_losses_and_weights():
@@ -71,7 +88,9 @@ def test_cached_prefix_gives_the_same_losses_and_weights():
     assert l1[-1] < l1[0]  # it did learn something, so equality is not trivial
     for (n, p), (_, q) in zip(plain.named_parameters(), cached.named_parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-5), n
-    assert [e["val_accuracy"] for e in r1.epochs] == [e["val_accuracy"] for e in r2.epochs]
+    assert [e["val_accuracy"] for e in r1.history.epochs] == [
+        e["val_accuracy"] for e in r2.history.epochs
+    ]
 
 
 def test_cached_prefix_with_fixed_padding_and_book_pooling():
@@ -93,8 +112,8 @@ def test_grad_accumulation_equals_one_big_batch():
     b, _ = make_model(trainable="all")
     cfg_big = TrainConfig(epochs=1, batch_size=8, grad_accum=1, eval_freq=0, lr=1e-3)
     cfg_acc = TrainConfig(epochs=1, batch_size=2, grad_accum=4, eval_freq=0, lr=1e-3)
-    fit(Trainer(a, CPU, torch.float32), train, val, cfg_big, torch.Generator().manual_seed(9))
-    fit(Trainer(b, CPU, torch.float32), train, val, cfg_acc, torch.Generator().manual_seed(9))
+    fit_with(a, train, val, cfg_big, 9)
+    fit_with(b, train, val, cfg_acc, 9)
     C = CFG.emb_dim
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         if n.endswith("attn.c_attn.bias"):
@@ -114,7 +133,7 @@ def test_uneven_micro_batches_average_like_one_batch():
     idx = torch.arange(8)
     for weights in (None, torch.tensor([0.3, 1.7])):
         model, _ = make_model(trainable="all")
-        trainer = Trainer(model, CPU, torch.float32, weights)
+        trainer = engine(model, train, weights)
         loss, w, _ = trainer.loss_sum(train, idx)
         (loss / w).backward()
         full = [p.grad.clone() for p in model.parameters()]
@@ -133,28 +152,16 @@ def test_class_weights_are_inverse_frequency():
     assert torch.isclose((w * torch.tensor([3.0, 1.0])).sum() / 4, torch.tensor(1.0))
 
 
-def test_ignore_index_is_a_no_op_on_the_loss():
-    train, val = sources()
-    a, _ = make_model()
-    b, _ = make_model()
-    _, l1 = run_fit(a, train, val, ignore_index=False)
-    _, l2 = run_fit(b, train, val, ignore_index=True)
-    assert l1 == l2
-
-
 def test_best_epoch_weights_are_restored_and_patience_stops():
     train, val = sources()
     model, _ = make_model(trainable="all")
     cfg = TrainConfig(epochs=6, batch_size=8, eval_freq=0, lr=3e-2, patience=1, best_by="val_loss")
-    result = fit(
-        Trainer(model, CPU, torch.float32), train, val, cfg, torch.Generator().manual_seed(1)
-    )
-    val_losses = [e["full_val_loss"] for e in result.epochs]
+    result = fit_with(model, train, val, cfg, 1)
+    val_losses = [e["full_val_loss"] for e in result.history.epochs]
     best = min(range(len(val_losses)), key=val_losses.__getitem__) + 1
     assert result.best_epoch == best
-    assert result.stopped_early == (len(result.epochs) < 6)
-    trainer = Trainer(model, CPU, torch.float32)
-    loss, _ = trainer.estimate(val, [torch.arange(len(val))])
+    assert result.stopped_early == (len(result.history.epochs) < 6)
+    loss, _ = engine(model, val).estimate(val, [torch.arange(len(val))])
     assert abs(loss - val_losses[best - 1]) < 1e-5
 
 
@@ -165,7 +172,7 @@ def small_run(tmp_path, tiny_json, name, rows=None, **kw):
     import csv
 
     from conftest import write_three_classes
-    from gptclassify.config import DataConfig
+    from gptclassify.args import DataConfig
     from gptclassify.training import train
 
     data = tmp_path / f"{name}.csv"
@@ -196,7 +203,7 @@ def test_calibration_temperature_is_stored_and_used(tmp_path, tiny_json):
 
     import numpy as np
 
-    from gptclassify.evaluate import softmax
+    from gptclassify.metrics import softmax
     from gptclassify.predict import Classifier
 
     clf = small_run(tmp_path, tiny_json, "cal", calibrate=True)
@@ -211,16 +218,37 @@ def test_calibration_temperature_is_stored_and_used(tmp_path, tiny_json):
     )
 
 
-def test_class_weights_auto_on_imbalanced_data(tmp_path, tiny_json):
+def test_weighted_loss_is_the_class_weighted_mean():
+    train, _ = sources()
+    weights = torch.tensor([0.25, 3.0])
+    model, _ = make_model()
+    idx = torch.arange(8)
+    loss, total, logits = engine(model, train, weights).loss_sum(train, idx)
+    labels = train.encoded.labels[idx]
+    per_example = F.cross_entropy(logits.float(), labels, reduction="none")
+    assert torch.isclose(loss, (weights[labels] * per_example).sum())
+    assert total == pytest.approx(float(weights[labels].sum()))
+
+
+def test_class_weights_auto_shift_decisions_toward_the_rare_class(tmp_path, tiny_json):
     import random
 
     rng = random.Random(0)
-    rows = [[f"meeting lunch {rng.randint(0, 99)} ok", "ham"] for _ in range(90)]
-    rows += [[f"win cash prize now {rng.randint(0, 99)}", "spam"] for _ in range(15)]
+    # The text says nothing about the label (the same few texts in both classes), so the
+    # best a model can do is predict the class prior, which the weights change.
+    texts = [f"see you at lunch {i}" for i in range(4)]
+    rows = [[rng.choice(texts), "ham"] for _ in range(90)]
+    rows += [[rng.choice(texts), "spam"] for _ in range(15)]
     rng.shuffle(rows)
-    clf = small_run(tmp_path, tiny_json, "weighted", rows=rows, class_weights="auto")
+    plain = small_run(tmp_path, tiny_json, "plain", rows=rows)
+    weighted = small_run(tmp_path, tiny_json, "weighted", rows=rows, class_weights="auto")
     log = (tmp_path / "weighted" / "train.log").read_text()
-    assert "ham" in log and clf.labels == ["ham", "spam"]
+    assert "ham" in log and weighted.labels == ["ham", "spam"]
+    # Up-weighting spam (about 6x here) moves its predicted probability from near the
+    # prior (1 in 7) towards one half.
+    p_plain = plain.predict_proba(texts)[:, 1]
+    p_weighted = weighted.predict_proba(texts)[:, 1]
+    assert p_plain.max() < 0.2 and p_weighted.min() > 0.25
     w = class_weight_tensor(torch.tensor([0] * 80 + [1] * 20), 2)
     assert w[1] / w[0] == pytest.approx(4.0)
 
@@ -254,7 +282,7 @@ def test_quiet_training_prints_nothing(tmp_path, tiny_json, capfd):
     assert "Train accuracy" in (tmp_path / "quiet" / "train.log").read_text()
 
 
-def test_bf16_prefix_cache_matches_autocast_and_restores_weights():
+def test_bf16_prefix_cache_matches_autocast_and_leaves_weights_alone():
     train, _ = sources()
     model, start = make_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -264,8 +292,8 @@ def test_bf16_prefix_cache_matches_autocast_and_restores_weights():
     idx = torch.arange(4)
     batch = train.batch(idx)
     with torch.no_grad(), autocast(CPU, torch.bfloat16):
-        expected = model.prefix(batch.inputs, batch.lengths, start)
-    got = cached.batch(idx).inputs
+        expected = model.prefix(batch.args[0], batch.lengths, start)
+    got = cached.batch(idx).args[0]
     for row, n in enumerate(batch.lengths.tolist()):
         assert torch.allclose(got[row, :n], expected[row, :n].float(), atol=2e-2, rtol=2e-2)
 
@@ -275,10 +303,8 @@ def test_best_by_accuracy_breaks_ties_with_loss():
     model, _ = make_model(trainable="all")
     cfg = TrainConfig(epochs=5, batch_size=8, eval_freq=0, lr=1e-2)
     assert cfg.best_by == "val_accuracy"
-    result = fit(
-        Trainer(model, CPU, torch.float32), train, val, cfg, torch.Generator().manual_seed(0)
-    )
-    rows = result.epochs
+    result = fit_with(model, train, val, cfg, 0)
+    rows = result.history.epochs
     # This seed reaches full validation accuracy at every epoch: only the loss can decide.
     assert len({r["full_val_accuracy"] for r in rows}) == 1
     best = min(rows, key=lambda r: r["full_val_loss"])

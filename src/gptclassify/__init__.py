@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "Classifier": "gptclassify.predict",
-    "DataConfig": "gptclassify.config",
-    "TrainConfig": "gptclassify.config",
+    "DataConfig": "gptclassify.args",
+    "TrainConfig": "gptclassify.args",
     "train": "gptclassify.training",
     "GPTClassifier": "gptclassify.classifier",
     "GPTConfig": "gptclassify.config",
@@ -53,8 +53,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # let type checkers and IDEs see the real objects
+    from gptclassify.args import DataConfig, TrainConfig
     from gptclassify.classifier import GPTClassifier
-    from gptclassify.config import PRESETS, DataConfig, GPTConfig, TrainConfig
+    from gptclassify.config import PRESETS, GPTConfig
     from gptclassify.errors import GPTClassifyError
     from gptclassify.generation import generate, generate_text
     from gptclassify.model import GPTModel

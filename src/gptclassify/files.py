@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def replace_folder(target: str | Path) -> Iterator[Path]:
+    """Yield a new empty folder beside `target`; on success it takes `target`'s place.
+
+    Files are written into the temporary folder, which is then renamed to `target` (an old
+    `target` is moved aside first and removed after), so readers find the previous complete
+    folder or the new complete one, never a mix. On error the temporary folder is removed.
+    """
+    target = Path(target).resolve()  # "." or "data/" still get a name and a parent
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir (not mkdtemp, which makes it private): the folder gets the usual permissions.
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if not target.exists():
+            tmp.rename(target)
+            return
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        target.rename(old)
+        try:
+            tmp.rename(target)
+        except BaseException:
+            old.rename(target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

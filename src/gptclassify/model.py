@@ -8,7 +8,9 @@ no device choice: it runs wherever its parameters and inputs are.
 
 The forward pass is split into `embed` -> `run_blocks(start, end)` -> `ln_f` -> `lm_head` so a
 classifier can read hidden states at any position and run any slice of the blocks (for
-example: compute a frozen prefix once and train only the last blocks).
+example: compute a frozen prefix once and train only the last blocks). This is the plain
+model: device-specific kernels (fused matmul + GELU, low-precision weight copies) live in
+fastpath.py and are swapped in by the callers that want them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_heads = config.n_heads
+        self.head_dim = config.head_dim
         self.c_attn = nn.Linear(config.emb_dim, 3 * config.emb_dim, bias=config.qkv_bias)
         self.c_proj = nn.Linear(config.emb_dim, config.emb_dim)
         self.dropout = config.drop_rate
@@ -36,9 +39,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hd)
-        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hd)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -62,32 +65,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.drop_rate)
 
     def forward(self, x: Tensor) -> Tensor:
-        if _can_fuse_linear_gelu(x, self.c_fc):
-            # oneDNN computes the GELU in the matmul's epilogue: one pass over the (T, 4C)
-            # activations instead of three. Inference only (it has no backward).
-            h = torch.ops.mkldnn._linear_pointwise(
-                x.to(torch.bfloat16),
-                self.c_fc.weight.to(torch.bfloat16),
-                self.c_fc.bias.to(torch.bfloat16),
-                "gelu",
-                [],
-                "tanh",
-            )
-            return self.dropout(self.c_proj(h))
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
-
-
-def _can_fuse_linear_gelu(x: Tensor, layer: nn.Module) -> bool:
-    """True for no-grad CPU passes under bf16 autocast with a plain Linear (see MLP.forward)."""
-    return (
-        not torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and type(layer) is nn.Linear
-        and layer.bias is not None
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
 
 
 class Block(nn.Module):
@@ -123,8 +101,13 @@ def attention_bias(attention_mask: Tensor | None, seq_len: int, causal: bool) ->
     return allowed | eye
 
 
-class GPTModel(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+class GPTBody(nn.Module):
+    """GPT-2 without its language-model head: token ids -> final hidden states.
+
+    A classifier runs a body; the language model (`GPTModel`) is a body plus the tied head.
+    """
+
+    def __init__(self, config: GPTConfig, init: bool = True) -> None:
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.emb_dim)
@@ -132,14 +115,30 @@ class GPTModel(nn.Module):
         self.drop = nn.Dropout(config.drop_rate)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.emb_dim, eps=LAYER_NORM_EPS)
-        self.lm_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
-        # Tied input/output embedding, as in OpenAI's GPT-2.
-        self.lm_head.weight = self.wte.weight
+        if init:
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2's initialisation (normal 0.02, residual projections scaled down)."""
         self.apply(self._init_weights)
         # GPT-2 paper: scale residual projections by 1/sqrt(2 * n_layers) at init.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layers))
+
+    @classmethod
+    def sharing(cls, other: GPTBody) -> GPTBody:
+        """A new body object holding `other`'s modules (and so its parameters).
+
+        Replacing a module of the result (e.g. its list of blocks) leaves `other` as it was:
+        a classifier built on a language model never changes that model's structure.
+        """
+        body = cls.__new__(cls)
+        nn.Module.__init__(body)
+        body.config = other.config
+        for name in ("wte", "wpe", "drop", "h", "ln_f"):
+            setattr(body, name, getattr(other, name))
+        return body
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -151,7 +150,7 @@ class GPTModel(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
-        """Parameter count; the tied head is counted once."""
+        """Parameter count; a tied head is counted once."""
         params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
         return sum(p.numel() for p in params.values())
 
@@ -187,5 +186,35 @@ class GPTModel(nn.Module):
         return self.ln_f(x)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.hidden_states(input_ids, attention_mask)
+
+
+class GPTModel(GPTBody):
+    """The GPT-2 language model: a body plus the output head tied to the token embedding."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config, init=False)
+        self.lm_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        # Tied input/output embedding, as in OpenAI's GPT-2.
+        self.lm_head.weight = self.wte.weight
+        # After tying, so a seed gives the same weights as it always has (the head's draw,
+        # the last one, is what the shared embedding keeps).
+        self.reset_parameters()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Next-token logits (B, T, vocab_size). `attention_mask` (B, T): 1 real, 0 padding."""
         return self.lm_head(self.hidden_states(input_ids, attention_mask))
+
+
+def shallow_copy(module: nn.Module) -> nn.Module:
+    """A new module object with the same parameters, buffers and submodules.
+
+    Setting a submodule or parameter on the copy leaves the original untouched (the
+    registries are copied; the tensors and child modules are shared). This is how LoRA and
+    the fast path change a classifier's layers without changing the model it was built on.
+    """
+    copy = module.__class__.__new__(module.__class__)
+    copy.__dict__ = dict(module.__dict__)
+    for registry in ("_parameters", "_buffers", "_modules"):
+        copy.__dict__[registry] = dict(module.__dict__[registry])
+    return copy

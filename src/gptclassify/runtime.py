@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import os
 import random
+import resource
+import sys
 from collections.abc import Iterator
 from functools import cache
 from typing import Literal
@@ -79,9 +84,6 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
 @cache
 def _malloc_trim():
     """glibc's malloc_trim, or None where the C library is not glibc (macOS, musl, Windows)."""
-    import ctypes
-    import ctypes.util
-
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
@@ -107,3 +109,19 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: the CUDA allocator's peak on a GPU, else peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def total_memory_bytes() -> int | None:
+    """Physical memory of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

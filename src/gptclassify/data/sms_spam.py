@@ -1,13 +1,16 @@
-"""The SMS Spam Collection: download (with a fallback mirror), verify, cache, parse, prepare.
+"""The SMS Spam Collection: the copy shipped in the package, or a download; parse, prepare.
 
-The file is fetched once, checked against the sha256 of the original UCI file, and kept in
-the user cache folder (`GPTCLASSIFY_CACHE` overrides it). Everything written goes through a
-temporary file and a rename, so a failed or corrupted download leaves nothing behind.
+By default the original file shipped with gptclassify is used (assets/sms_spam_collection,
+CC BY 4.0, T. A. Almeida and J. M. Gómez Hidalgo), so the default job needs no network for
+its data. `download=True` fetches it from UCI (then the book's mirror) once, and any other
+copy can be given as a local zip / file or a URL. Every copy is checked against the sha256
+of the original UCI file; a downloaded one is kept in the user cache folder
+(`GPTCLASSIFY_CACHE` overrides it), written through a temporary file and a rename, so a
+failed or corrupted download leaves nothing behind.
 
-Two parses exist (see SPEC section 1): the correct one, one row per line with quoting off
-(5,574 rows), and the book's pandas-default one, where double quotes merge lines
-(5,572 rows). `book_split` uses the latter so a reader gets the book's exact 1,045 / 149 /
-300 rows.
+Two parses exist: the correct one, one row per line with quoting off (5,574 rows), and the
+book's pandas-default one, where double quotes merge lines (5,572 rows). `book_split` uses
+the latter so a reader gets the book's exact 1,045 / 149 / 300 rows.
 """
 
 from __future__ import annotations
@@ -19,18 +22,20 @@ import os
 import re
 import zipfile
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gptclassify.data import (
-    DEFAULT_FRACTIONS,
-    LabelledTexts,
-    Splits,
-    check_fractions,
-    decode_utf8,
-    split_labelled,
-    write_splits,
-)
+import pandas as pd
+import requests
+from platformdirs import user_cache_dir
+from requests.adapters import HTTPAdapter
+from tqdm import tqdm
+from urllib3.util.retry import Retry
+
+from gptclassify.data.prepared import write_splits
+from gptclassify.data.split import DEFAULT_FRACTIONS, Splits, check_fractions, split_labelled
+from gptclassify.data.tables import LabelledTexts, decode_utf8
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write
 
@@ -51,9 +56,6 @@ SMS_SPAM_MEMBER = "SMSSpamCollection"
 SMS_SPAM_LABELS = ("ham", "spam")
 """The two classes; ham -> 0, spam -> 1."""
 
-DEFAULT_OUT_DIR = Path("data") / "sms-spam"
-"""Where `gptclassify data sms-spam` writes, relative to the current directory."""
-
 CACHE_ENV = "GPTCLASSIFY_CACHE"
 """Environment variable naming the cache folder (default: the user cache folder)."""
 
@@ -70,30 +72,45 @@ def cache_root(override: str | Path | None = None) -> Path:
         return Path(override)
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    from platformdirs import user_cache_dir
-
     return Path(user_cache_dir("gptclassify"))
+
+
+def shipped_copy() -> Path:
+    """The original SMSSpamCollection shipped inside the package."""
+    return Path(str(resources.files("gptclassify") / "assets" / "sms_spam_collection" / SMS_SPAM_MEMBER))
 
 
 def sms_spam_file(
     source: str | None = None,
     cache_dir: str | Path | None = None,
     *,
+    download: bool = False,
     urls: Sequence[str] = SMS_SPAM_URLS,
     timeout: float = 30.0,
     retries: int = 3,
     backoff: float = 0.5,
     progress: bool | None = None,
 ) -> Path:
-    """Path of a verified `SMSSpamCollection`, downloading it only if the cache lacks it.
+    """Path of a verified `SMSSpamCollection`.
 
-    `source` is None (the URLs in `urls`, in order), another URL (a zip or the bare file),
-    or a local zip / bare file (works offline). Every copy must match `SMS_SPAM_SHA256`.
+    `source` is None (the copy shipped with gptclassify; with `download`, the URLs in `urls`,
+    in order, downloaded once into the cache), another URL (a zip or the bare file), or a
+    local zip / bare file. Every copy must match `SMS_SPAM_SHA256`.
     `retries` and `backoff` (seconds, doubling) apply to connection errors and 429/5xx
     answers of each URL; `timeout` bounds each connect and read. `progress`: None shows a
     bar only on a terminal.
     """
     cached = cache_root(cache_dir) / "sms_spam_collection" / SMS_SPAM_MEMBER
+    if source is None and not download:
+        shipped = shipped_copy()
+        try:
+            _verify(shipped.read_bytes(), shipped)
+        except OSError as exc:
+            raise GPTClassifyError(
+                f"{shipped}: the SMS Spam Collection shipped with gptclassify is missing "
+                f"({exc.strerror or exc}); reinstall gptclassify, or pass --download"
+            ) from None
+        return shipped
     if source is not None and not _is_url(source):
         return _local_copy(Path(source), cached)
     if cached.is_file():
@@ -155,11 +172,6 @@ def _local_copy(path: Path, cached: Path) -> Path:
 def _download(
     url: str, timeout: float, retries: int, backoff: float, progress: bool | None
 ) -> bytes:
-    import requests
-    from requests.adapters import HTTPAdapter
-    from tqdm import tqdm
-    from urllib3.util.retry import Retry
-
     retry = Retry(
         total=retries,
         connect=retries,
@@ -203,8 +215,6 @@ def _download(
 
 
 def _reason(exc: Exception, timeout: float) -> str:
-    import requests
-
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code} {exc.response.reason}".strip()
     if isinstance(exc, requests.Timeout):
@@ -259,8 +269,6 @@ def read_sms_spam(path: str | Path, book: bool = False) -> LabelledTexts:
     if not path.is_file():
         raise GPTClassifyError(f"{path}: file not found")
     if book:
-        import pandas as pd
-
         decode_utf8(path.read_bytes(), path)  # so bad bytes are reported with their line
         try:
             frame = pd.read_csv(path, sep="\t", header=None, names=["Label", "Text"])
@@ -310,16 +318,19 @@ def prepare_sms_spam(
     balance: bool = True,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     *,
+    download: bool = False,
     cache_dir: str | Path | None = None,
-    **download: Any,
+    **fetch: Any,
 ) -> Splits:
-    """Get, parse, balance, shuffle and split the SMS Spam Collection (SPEC section 1).
+    """Get, parse, balance, shuffle and split the SMS Spam Collection.
 
-    Returns the splits (label_names ["ham", "spam"]); with `out_dir`, also writes them there
-    (see `write_splits`; the CLI's default is `DEFAULT_OUT_DIR`). `book_split` reproduces
-    the book's 1,045 / 149 / 300 rows exactly: it needs the book's balancing and fractions,
-    and always splits with the book's seed 123 (another `seed` is noted in `warnings`).
-    `download` goes to `sms_spam_file` (timeout, retries, backoff, progress).
+    The book's recipe: undersample ham to the spam count (seed 123), shuffle (seed 123), cut
+    70% / 10% / 20% by truncating len * fraction. Returns the splits (label_names ["ham",
+    "spam"]); with `out_dir`, also writes them there (see `write_splits`). `book_split`
+    reproduces the book's 1,045 / 149 / 300 rows exactly: it needs the book's balancing and
+    fractions, and always splits with the book's seed 123 (another `seed` is noted in
+    `warnings`). `source`, `download`, `cache_dir` and `fetch` (timeout, retries, backoff,
+    progress) go to `sms_spam_file`.
     """
     fractions = check_fractions(fractions)  # before any download
     notes = []
@@ -337,13 +348,15 @@ def prepare_sms_spam(
                 "does not change it"
             )
             seed = BOOK_SEED
-    path = sms_spam_file(source, cache_dir, **download)
+    path = sms_spam_file(source, cache_dir, download=download, **fetch)
     data = read_sms_spam(path, book=book_split)
     splits = split_labelled(data, fractions, seed=seed, balance=balance)
     splits.warnings = notes + splits.warnings
     splits.meta = {
         "dataset": "sms-spam",
-        "source": source if source is not None else SMS_SPAM_URLS[0],
+        "source": source
+        if source is not None
+        else (SMS_SPAM_URLS[0] if download else "copy shipped with gptclassify"),
         "sha256": SMS_SPAM_SHA256,
         "parse": (
             "book: pandas default quoting (lines with quotes merged)"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gptclassify.errors import GPTClassifyError
-from gptclassify.inputs import InputPolicy, encode, shuffled_batches, token_budget_batches
+from gptclassify.data.batches import shuffled_batches, token_budget_batches
+from gptclassify.data.encode import InputPolicy, encode
 
 TEXTS = ["one two three", "a much longer message with quite a few more words in it", "hi"]
 

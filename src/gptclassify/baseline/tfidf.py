@@ -1,20 +1,9 @@
-"""TF-IDF + logistic regression: the baseline a GPT-2 classifier has to beat (SPEC section 5).
-
-It trains on exactly the splits a GPT run would use (`gptclassify.training.load_data`) and writes
-a run folder whose metrics.json has the same keys as a GPT run's, so reports can put the two
-side by side.
+"""TF-IDF + logistic regression: the baseline a GPT-2 classifier has to beat.
 
 The fitted model is stored without pickle: the vocabulary as a JSON list (feature order), the
 idf weights, coefficients and intercepts as float64 tensors in a safetensors file, and the
 vectorizer settings in config.json together with the sha256 of both files. Loading rebuilds
 the scikit-learn vectorizer from those settings and computes probabilities with numpy.
-
-Defaults (measured on the SMS data, 10 reseeded splits each; see the `BaselineConfig` fields):
-word unigrams + bigrams with sublinear tf and C = 10. scikit-learn's defaults (unigrams, raw
-tf, C = 1) underfit here: L2-normalised TF-IDF rows of short messages give small feature
-values, so C = 1 regularises too hard (95.7% mean test accuracy on the balanced split versus
-96.4%, and 97.2% versus 98.6% on the unbalanced data). Test accuracy is flat for C from 10 to
-100, so C is fixed rather than tuned on a 149-row validation split, where ties are common.
 """
 
 from __future__ import annotations
@@ -22,101 +11,36 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import time
 import warnings
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
+
+import numpy as np
+import sklearn
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save
+from scipy.special import expit
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 
 from gptclassify import __version__
-from gptclassify.config import DataConfig, check_choices, check_positive_ints
+from gptclassify.args import BaselineConfig
+from gptclassify.artifact import CONFIG, FORMAT_BASELINE
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, sha256_file
+from gptclassify.metrics import softmax
 
-if TYPE_CHECKING:
-    import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from gptclassify.data import Splits
-
-log = logging.getLogger("gptclassify.baseline")
-
-FORMAT = "gptclassify-tfidf-baseline"
+FORMAT = FORMAT_BASELINE
 FORMAT_VERSION = 1
-CONFIG = "config.json"
 VOCABULARY = "vocabulary.json"
 WEIGHTS = "baseline.safetensors"
+
+log = logging.getLogger("gptclassify.baseline")
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 """scikit-learn's default word pattern, written down so a changed default cannot silently
 change the features of a saved model."""
-
-
-def _help(text: str) -> dict[str, Any]:
-    return {"help": text}
-
-
-@dataclass
-class BaselineConfig:
-    """Everything `gptclassify baseline` does; data options are the training command's."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    analyzer: Literal["word", "char_wb"] = field(
-        default="word",
-        metadata=_help(
-            "Features: word n-grams, or character n-grams inside word boundaries (char_wb, "
-            "e.g. with --ngram-min 2 --ngram-max 5)."
-        ),
-    )
-    ngram_min: int = field(default=1, metadata=_help("Shortest n-gram used as a feature."))
-    ngram_max: int = field(
-        default=2, metadata=_help("Longest n-gram used as a feature (2: unigrams + bigrams).")
-    )
-    sublinear_tf: bool = field(
-        default=True,
-        metadata=_help("Use 1 + log(tf) instead of raw term counts (damps repeated words)."),
-    )
-    min_df: int = field(
-        default=1, metadata=_help("Drop n-grams found in fewer training texts than this.")
-    )
-    max_features: int | None = field(
-        default=None, metadata=_help("Keep only the N most frequent n-grams (default: all).")
-    )
-    c: float = field(
-        default=10.0,
-        metadata=_help(
-            "Inverse regularisation strength of the logistic regression (scikit-learn's C)."
-        ),
-    )
-    class_weights: Literal["none", "auto"] = field(
-        default="none",
-        metadata=_help("auto: weight classes by inverse frequency (for imbalanced data)."),
-    )
-    max_iter: int = field(default=1000, metadata=_help("Iteration limit of the lbfgs solver."))
-    seed: int = field(
-        default=123, metadata=_help("Seed for data preparation (the same split as `train`).")
-    )
-    out: str | None = field(
-        default=None, metadata=_help("Run folder (default: runs/baseline-<timestamp>).")
-    )
-
-    def __post_init__(self) -> None:
-        if isinstance(self.data, dict):
-            self.data = DataConfig(**self.data)
-        check_positive_ints(self, "ngram_min", "ngram_max", "min_df", "max_iter")
-        if self.ngram_max < self.ngram_min:
-            raise GPTClassifyError(
-                f"--ngram-max ({self.ngram_max}) must be >= --ngram-min ({self.ngram_min})"
-            )
-        if self.max_features is not None and self.max_features < 1:
-            raise GPTClassifyError(f"--max-features must be >= 1, got {self.max_features}")
-        if not self.c > 0:
-            raise GPTClassifyError(f"--c must be > 0, got {self.c}")
-        check_choices(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Baseline:
@@ -165,9 +89,6 @@ class Baseline:
         cfg: BaselineConfig | None = None,
     ) -> Baseline:
         """Fit the vectorizer and the regression on training texts with class names."""
-        import numpy as np
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
 
         cfg = cfg or BaselineConfig()
         index = {name: i for i, name in enumerate(label_names)}
@@ -234,10 +155,6 @@ class Baseline:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, (texts, classes), columns in `labels` order."""
-        import numpy as np
-        from scipy.special import expit
-
-        from gptclassify.evaluate import softmax
 
         scores = self.decision_function(texts)
         if len(self.labels) == 2:
@@ -254,9 +171,6 @@ class Baseline:
 
     def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write config.json, vocabulary.json and the safetensors weights into `directory`."""
-        import numpy as np
-        import sklearn
-        from safetensors.numpy import save
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -297,9 +211,6 @@ class Baseline:
     def load(cls, directory: str | Path) -> Baseline:
         """Rebuild a saved baseline; checksums, shapes and settings are checked, nothing is
         unpickled."""
-        import numpy as np
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
 
         directory = Path(directory)
         config_path = directory / CONFIG
@@ -357,8 +268,6 @@ class Baseline:
 
 def _vectorizer(settings: dict[str, Any]) -> TfidfVectorizer:
     """A TfidfVectorizer with the transform-relevant settings recorded in config.json."""
-    import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
 
     return TfidfVectorizer(
         analyzer=settings["analyzer"],
@@ -372,79 +281,16 @@ def _vectorizer(settings: dict[str, Any]) -> TfidfVectorizer:
     )
 
 
-# ---- the whole job --------------------------------------------------------------------
+def _vectorizer(settings: dict[str, Any]) -> TfidfVectorizer:
+    """A TfidfVectorizer with the transform-relevant settings recorded in config.json."""
 
-
-def load_splits(cfg: BaselineConfig) -> Splits:
-    """The splits `gptclassify train` would use with the same data options and seed."""
-    from gptclassify.config import TrainConfig
-    from gptclassify.training import load_data
-
-    # load_data reads only the data options and the seed of a TrainConfig.
-    return load_data(TrainConfig(data=cfg.data, seed=cfg.seed))
-
-
-def train_baseline(cfg: BaselineConfig | None = None) -> Baseline:
-    """Fit on the training split, evaluate every split, and write the run folder.
-
-    The folder holds the model (see `Baseline.save`) and metrics.json with the same keys
-    as a GPT run's; keys about epochs and GPUs get the values that fit a one-shot CPU fit.
-    """
-    import numpy as np
-    import torch
-
-    from gptclassify.evaluate import classification_report
-    from gptclassify.training import peak_memory_mb
-
-    cfg = cfg or BaselineConfig()
-    t0 = time.perf_counter()
-    run_dir = (
-        Path(cfg.out)
-        if cfg.out
-        else Path("runs") / f"baseline-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return TfidfVectorizer(
+        analyzer=settings["analyzer"],
+        ngram_range=tuple(settings["ngram_range"]),
+        lowercase=settings["lowercase"],
+        token_pattern=settings["token_pattern"],
+        sublinear_tf=settings["sublinear_tf"],
+        norm=settings["norm"],
+        smooth_idf=settings["smooth_idf"],
+        dtype=np.float64,
     )
-    splits = load_splits(cfg)
-    for warning in splits.warnings:
-        log.warning("Warning: %s", warning)
-    parts = {name: part for name, part in splits.parts() if len(part) > 0}
-    if "validation" not in parts:
-        raise GPTClassifyError("the validation split is empty; use more data or another --split")
-    labels = list(splits.label_names)
-
-    # Imported before the clock starts: the fit time should not include loading sklearn.
-    import sklearn.feature_extraction.text
-    import sklearn.linear_model  # noqa: F401
-
-    t_fit = time.perf_counter()
-    baseline = Baseline.fit(parts["train"].texts, parts["train"].labels, labels, cfg)
-    fit_time = time.perf_counter() - t_fit
-
-    reports = {
-        name: classification_report(
-            baseline.predict_proba(part.texts), np.asarray(splits.label_ids(part)), labels
-        )
-        for name, part in parts.items()
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    baseline.save(run_dir, extra={"data": asdict(cfg.data), "seed": cfg.seed})
-    metrics: dict[str, Any] = {
-        **reports,
-        # The GPT keys, so reports can read both; epochs do not apply to a one-shot fit.
-        "best_epoch": None,
-        "stopped_early": False,
-        "epochs_run": None,
-        "examples_seen": len(parts["train"]),
-        "training_time_s": fit_time,
-        "total_time_s": time.perf_counter() - t0,
-        "trainable_params": baseline.num_params,
-        "total_params": baseline.num_params,
-        "frozen_prefix_cache": False,
-        "device": "cpu",
-        "precision": "float64",
-        "peak_memory_mb": peak_memory_mb(torch.device("cpu")),
-        "truncated": {name: 0 for name in parts},
-        "calibration": None,
-    }
-    atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
-    baseline.metrics = metrics
-    return baseline

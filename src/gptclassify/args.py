@@ -1,0 +1,738 @@
+"""What a run does: small dataclasses by concern, and the one walker over their fields.
+
+(`BaselineConfig` and `ExperimentsConfig`, the options of `gptclassify baseline` and
+`gptclassify experiments`, live here too: every command's options come from this module,
+which imports no torch.)
+
+`TrainConfig` composes
+
+- `DataConfig`: where the labelled text comes from;
+- `BackboneArgs`: which GPT-2, from which weights, and which parts of it train;
+- `InputArgs`: how texts become model inputs (pooling, padding, truncation, attention mask);
+- `TrainArgs`: the optimisation (AdamW, batches, epochs, seed, loss weights);
+- `EvalArgs`: loss/accuracy estimates, which epoch is kept, early stopping, calibration;
+- `RuntimeArgs`: device, precision, compilation and the frozen-prefix cache;
+
+plus `out`, the run folder. Every leaf field has a *flat name*, unique across the tree
+(`lr`, `pool`, `model`, ...). The walker, `options()`, is the one place that turns fields
+into anything else: a CLI flag (`--lr`, with the field's docstring-like help), a key of an
+experiment grid entry, a keyword of `TrainConfig(...)`, and the nested dict config.json
+records. No torch import here: the CLI builds these before any heavy import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal
+
+from gptclassify.errors import GPTClassifyError
+
+
+def opt(help: str, **extra: Any) -> dict[str, Any]:
+    """Field metadata: the help text shared by the Python API, the CLI and grid files."""
+    return {"help": help, **extra}
+
+
+# ---- the walker --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One leaf field of a config tree, as every front end sees it."""
+
+    name: str
+    """Flat name: the TrainConfig keyword, the grid key, and (with dashes) the CLI flag."""
+    path: tuple[str, ...]
+    """Attribute path from the root config, e.g. ("train", "lr")."""
+    hint: Any
+    """The field's type without `None` (a Literal keeps its choices)."""
+    optional: bool
+    """Whether None is allowed."""
+    default: Any
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def choices(self) -> tuple[Any, ...] | None:
+        return typing.get_args(self.hint) if typing.get_origin(self.hint) is Literal else None
+
+
+def _is_group(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+@cache
+def options(cls: type) -> tuple[Option, ...]:
+    """Every leaf field of the dataclass `cls`, groups walked depth first, in field order."""
+    found: list[Option] = []
+
+    def walk(klass: type, path: tuple[str, ...]) -> None:
+        hints = typing.get_type_hints(klass)
+        for f in dataclasses.fields(klass):
+            hint = hints[f.name]
+            if _is_group(hint):
+                walk(hint, (*path, f.name))
+                continue
+            args = typing.get_args(hint)
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            optional = union and type(None) in args
+            if optional:
+                rest = [a for a in args if a is not type(None)]
+                if len(rest) != 1:
+                    raise TypeError(f"{klass.__name__}.{f.name}: one type or None, got {hint}")
+                hint = rest[0]
+            name = f.name
+            found.append(
+                Option(name, (*path, f.name), hint, optional, _default(f), f.metadata["help"])
+            )
+
+    walk(cls, ())
+    names = [o.name for o in found]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise TypeError(f"{cls.__name__}: flat names used twice: {', '.join(duplicated)}")
+    return tuple(found)
+
+
+def option_map(cls: type) -> dict[str, Option]:
+    return {o.name: o for o in options(cls)}
+
+
+def get_path(obj: Any, path: tuple[str, ...]) -> Any:
+    for attr in path:
+        obj = getattr(obj, attr)
+    return obj
+
+
+def flat_dict(config: Any) -> dict[str, Any]:
+    """{flat name: value} for every leaf of a config object."""
+    return {o.name: get_path(config, o.path) for o in options(type(config))}
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The nested dict of a config object (groups as dicts): what config.json records."""
+    return dataclasses.asdict(config)
+
+
+def parse_value(option: Option, value: Any, where: str) -> Any:
+    """`value` from a JSON/YAML file checked against the option's type (and converted where
+    YAML and the field differ, e.g. `pad_to: 120` read as a number)."""
+    if value is None:
+        if option.optional:
+            return None
+        raise GPTClassifyError(f"{where}: {option.name} cannot be null")
+    hint = option.hint
+    if option.choices is not None:
+        if value not in option.choices:
+            raise GPTClassifyError(
+                f"{where}: {option.name}: {value!r} is not one of "
+                f"{', '.join(map(str, option.choices))}"
+            )
+        return value
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and is_int:
+        return value
+    if hint is float and (is_int or isinstance(value, float)):
+        return float(value)
+    if hint is str and (isinstance(value, str) or is_int):
+        return str(value)
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    raise GPTClassifyError(
+        f"{where}: {option.name} must be {kind.get(hint, hint)}, got {value!r}"
+        + (" or null" if option.optional else "")
+    )
+
+
+def check_positive_ints(config: Any, *names: str) -> None:
+    """The named fields are integers >= 1 (bools excluded), or a one-line error naming the flag."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise GPTClassifyError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+
+
+def check_finite(config: Any, *names: str, minimum: float = 0.0, strict: bool = False) -> None:
+    """The named fields are finite numbers >= minimum (> minimum when strict)."""
+    for name in names:
+        value = getattr(config, name)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < minimum or (strict and value == minimum):
+            sign = ">" if strict else ">="
+            raise GPTClassifyError(
+                f"--{_flag(name)} must be {sign} {minimum:g} and finite, got {value!r}"
+            )
+
+
+def check_choices(config: Any) -> None:
+    """Every Literal-typed field of one dataclass holds one of its allowed values.
+
+    The Python API gets the same one-line errors as the CLI, whose choices come from the same
+    annotations.
+    """
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        hint = hints[f.name]
+        allowed = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+        value = getattr(config, f.name)
+        if allowed and value not in allowed:
+            raise GPTClassifyError(
+                f"--{_flag(f.name)}: {value!r} is not one of {', '.join(map(str, allowed))}"
+            )
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+# ---- the concerns ------------------------------------------------------------------------
+
+SMS_SPAM = "sms-spam"
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled text comes from."""
+
+    data: str = field(
+        default=SMS_SPAM,
+        metadata=opt(
+            "'sms-spam' (the SMS Spam Collection shipped with gptclassify, prepared as "
+            "`gptclassify data sms-spam` does) or a folder written by `gptclassify data`. "
+            "Ignored when --train is given."
+        ),
+    )
+    train: str | None = field(
+        default=None, metadata=opt("Raw training file (CSV, TSV, JSONL, Parquet).")
+    )
+    validation: str | None = field(
+        default=None,
+        metadata=opt("Raw validation file; without it 10% of --train is held out (seeded)."),
+    )
+    test: str | None = field(default=None, metadata=opt("Raw test file (optional)."))
+    text_column: str | None = field(
+        default=None, metadata=opt("Text column of raw files (found by name if omitted).")
+    )
+    label_column: str | None = field(
+        default=None, metadata=opt("Label column of raw files (found by name if omitted).")
+    )
+    sms_source: str | None = field(
+        default=None,
+        metadata=opt(
+            "sms-spam only: another copy (a local zip or SMSSpamCollection file, or a URL) "
+            "instead of the one shipped with gptclassify; checked by sha256."
+        ),
+    )
+    sms_download: bool = field(
+        default=False,
+        metadata=opt(
+            "sms-spam only: download the data set from UCI (then the book's mirror) instead "
+            "of using the copy shipped with gptclassify; checked by sha256 and cached."
+        ),
+    )
+    book_split: bool = field(
+        default=False,
+        metadata=opt("sms-spam only: reproduce the book's exact 1,045/149/300 split."),
+    )
+    balance: bool = field(
+        default=True, metadata=opt("sms-spam only: undersample ham to the spam count.")
+    )
+
+    def __post_init__(self) -> None:
+        if self.train is None and (self.validation or self.test):
+            raise GPTClassifyError(
+                "--validation/--test need --train (or use a prepared --data folder)"
+            )
+        if self.sms_source is not None and self.sms_download:
+            raise GPTClassifyError("--sms-source and --sms-download: choose one")
+
+
+LORA_TARGETS: tuple[str, ...] = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+"""Every linear layer of a GPT-2 block: the default LoRA targets (as in the book's appendix E)."""
+
+
+def lora_target_list(spec: str) -> tuple[str, ...]:
+    """Parse --lora-targets ("all" or a comma-separated subset of LORA_TARGETS)."""
+    if spec.strip() == "all":
+        return LORA_TARGETS
+    names = tuple(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+    unknown = [n for n in names if n not in LORA_TARGETS]
+    if unknown or not names:
+        raise GPTClassifyError(
+            f"--lora-targets: {', '.join(unknown) or repr(spec)} not one of all, "
+            + ", ".join(LORA_TARGETS)
+        )
+    return names
+
+
+@dataclass
+class BackboneArgs:
+    """Which GPT-2, from which weights, and which of its parts train."""
+
+    model: str = field(
+        default="gpt2",
+        metadata=opt(
+            "gpt2, gpt2-medium, gpt2-large, gpt2-xl, a Hugging Face GPT-2 folder, or a JSON file "
+            "of GPTConfig fields (needs --weights random)."
+        ),
+    )
+    weights: Literal["pretrained", "random"] = field(
+        default="pretrained", metadata=opt("Start from pretrained weights or a random init.")
+    )
+    trainable: str = field(
+        default="last-block",
+        metadata=opt(
+            "What trains: head, last-block, last-N-blocks (e.g. last-2-blocks), all, or lora. "
+            "Blocks come with the final LayerNorm; the head always trains."
+        ),
+    )
+    lora_rank: int = field(default=16, metadata=opt("LoRA rank (with --trainable lora)."))
+    lora_alpha: float = field(
+        default=16.0, metadata=opt("LoRA alpha; updates are scaled by alpha / rank.")
+    )
+    lora_targets: str = field(
+        default="all",
+        metadata=opt(
+            "Comma-separated linear layers of every block that get adapters: attn.c_attn, "
+            "attn.c_proj, mlp.c_fc, mlp.c_proj, or all."
+        ),
+    )
+    merge_lora: bool = field(
+        default=False, metadata=opt("Save LoRA folded into the weights (a full model).")
+    )
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, "lora_rank")
+        check_finite(self, "lora_alpha", strict=True)
+        lora_target_list(self.lora_targets)  # validates the names
+        if self.model.endswith(".json") and self.weights == "pretrained":
+            raise GPTClassifyError(
+                f"--model {self.model}: a config JSON has no weights; add --weights random"
+            )
+        check_choices(self)
+
+
+PAD_CHOICES = ("batch", "longest", "context", "none")
+
+
+@dataclass
+class InputArgs:
+    """How texts become model inputs, and which position is classified."""
+
+    pool: Literal["last-real", "last", "first", "mean"] = field(
+        default="last-real",
+        metadata=opt(
+            "Which position is classified: the last real token, the last (padded) position as "
+            "in the book, the first token, or the mean over real tokens."
+        ),
+    )
+    pad_to: str = field(
+        default="batch",
+        metadata=opt(
+            "batch: pad each batch to its longest text; longest: pad every text to the longest "
+            "training text (the book); context: to the model context; N: to N tokens; none: no "
+            "padding (needs --batch-size 1)."
+        ),
+    )
+    max_length: int | None = field(
+        default=None, metadata=opt("Cap on tokens per text (default: the model context).")
+    )
+    truncate: Literal["end", "start"] = field(
+        default="end",
+        metadata=opt(
+            "Which part of an over-long text is cut: the end (keep the start) or the start."
+        ),
+    )
+    causal_mask: bool = field(
+        default=True,
+        metadata=opt("Causal attention mask (off: every real token sees every other)."),
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None:
+            check_positive_ints(self, "max_length")
+        if self.pad_to not in PAD_CHOICES and not (self.pad_to.isdigit() and int(self.pad_to) > 0):
+            raise GPTClassifyError(
+                f"--pad-to: {self.pad_to!r} is not one of {', '.join(PAD_CHOICES)} or a "
+                "positive integer"
+            )
+        check_choices(self)
+
+
+@dataclass
+class TrainArgs:
+    """The optimisation: AdamW, batches, epochs, seed and loss weights."""
+
+    lr: float = field(default=5e-5, metadata=opt("AdamW learning rate."))
+    weight_decay: float = field(default=0.1, metadata=opt("AdamW weight decay."))
+    batch_size: int = field(default=8, metadata=opt("Examples per optimizer micro-batch."))
+    grad_accum: int = field(
+        default=1, metadata=opt("Micro-batches per optimizer step (gradient accumulation).")
+    )
+    epochs: int = field(default=5, metadata=opt("Passes over the training data."))
+    seed: int = field(
+        default=123, metadata=opt("Seed for initialisation, data order and data preparation.")
+    )
+    class_weights: Literal["none", "auto"] = field(
+        default="none",
+        metadata=opt("auto: weight the loss by inverse class frequency (for imbalanced data)."),
+    )
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, "batch_size", "grad_accum", "epochs")
+        check_finite(self, "lr", strict=True)
+        check_finite(self, "weight_decay")
+        check_choices(self)
+
+
+@dataclass
+class EvalArgs:
+    """Estimates during training, which epoch is kept, and calibration."""
+
+    eval_freq: int = field(
+        default=50, metadata=opt("Estimate train/val loss every N optimizer steps (0: never).")
+    )
+    eval_iter: int = field(
+        default=5, metadata=opt("Batches used by those estimates and by the epoch accuracies.")
+    )
+    best_by: Literal["val_accuracy", "val_loss"] = field(
+        default="val_accuracy",
+        metadata=opt(
+            "Which full-validation metric picks the kept epoch (accuracy ties go to the lower "
+            "loss). Loss often rises while accuracy still improves, as confident mistakes grow."
+        ),
+    )
+    patience: int | None = field(
+        default=None, metadata=opt("Stop after N epochs without validation improvement.")
+    )
+    calibrate: bool = field(
+        default=False,
+        metadata=opt("Fit a softmax temperature on the validation split after training."),
+    )
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, "eval_iter")
+        if not isinstance(self.eval_freq, int) or self.eval_freq < 0:
+            raise GPTClassifyError(f"--eval-freq must be >= 0, got {self.eval_freq!r}")
+        if self.patience is not None:
+            check_positive_ints(self, "patience")
+        check_choices(self)
+
+
+@dataclass
+class RuntimeArgs:
+    """Where and how fast: device, precision, compilation, the frozen-prefix cache."""
+
+    device: str = field(
+        default="auto", metadata=opt("auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps.")
+    )
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto",
+        metadata=opt("Matmul precision; auto: bf16 where the hardware has fast bf16."),
+    )
+    compile: bool = field(default=False, metadata=opt("torch.compile the model (opt-in)."))
+    cache: Literal["auto", "off"] = field(
+        default="auto",
+        metadata=opt(
+            "auto: compute the frozen prefix of the network once per text and train on it "
+            "(exact; used when it fits --cache-gb); off: always run the whole network."
+        ),
+    )
+    cache_gb: float = field(
+        default=4.0, metadata=opt("Memory budget for the frozen-prefix cache, in GB.")
+    )
+
+    def __post_init__(self) -> None:
+        check_finite(self, "cache_gb")
+        check_choices(self)
+
+
+_GROUPS: dict[str, type] = {
+    "data": DataConfig,
+    "backbone": BackboneArgs,
+    "inputs": InputArgs,
+    "train": TrainArgs,
+    "eval": EvalArgs,
+    "runtime": RuntimeArgs,
+}
+
+
+@dataclass(init=False)
+class TrainConfig:
+    """Everything `gptclassify train` does; the defaults are the book's recipe.
+
+    Built from groups (`TrainConfig(train=TrainArgs(lr=1e-4))`), from flat field names
+    (`TrainConfig(lr=1e-4, pool="last")`, the names the CLI and grid files use), or both
+    (flat names win). Data options come as `data=DataConfig(...)`. Flat names also read and
+    write through: `cfg.lr` is `cfg.train.lr`.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneArgs = field(default_factory=BackboneArgs)
+    inputs: InputArgs = field(default_factory=InputArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    eval: EvalArgs = field(default_factory=EvalArgs)
+    runtime: RuntimeArgs = field(default_factory=RuntimeArgs)
+    out: str | None = field(default=None, metadata=opt("Run folder (default: runs/<timestamp>)."))
+
+    def __init__(
+        self,
+        data: DataConfig | dict | None = None,
+        backbone: BackboneArgs | dict | None = None,
+        inputs: InputArgs | dict | None = None,
+        train: TrainArgs | dict | None = None,
+        eval: EvalArgs | dict | None = None,
+        runtime: RuntimeArgs | dict | None = None,
+        out: str | None = None,
+        **flat: Any,
+    ) -> None:
+        given = {
+            "data": data,
+            "backbone": backbone,
+            "inputs": inputs,
+            "train": train,
+            "eval": eval,
+            "runtime": runtime,
+        }
+        leaves = _flat_leaves()
+        per_group: dict[str, dict[str, Any]] = {name: {} for name in _GROUPS}
+        for name, value in flat.items():
+            if name not in leaves:
+                raise TypeError(f"TrainConfig got an unexpected keyword argument {name!r}")
+            group, attr = leaves[name]
+            per_group[group][attr] = value
+        for name, cls in _GROUPS.items():
+            value = given[name]
+            if isinstance(value, dict):
+                value = cls(**{**value, **per_group[name]})
+            elif value is None:
+                value = cls(**per_group[name])
+            elif isinstance(value, cls):
+                # A copy: the caller's object is never changed.
+                value = dataclasses.replace(value, **per_group[name])
+            else:
+                raise TypeError(f"TrainConfig: {name} must be a {cls.__name__}, got {value!r}")
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "out", out)
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        if self.inputs.pad_to == "none" and self.train.batch_size != 1:
+            raise GPTClassifyError(
+                "--pad-to none needs --batch-size 1 (use --grad-accum for larger steps)"
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: flat names read through to their group.
+        leaves = _flat_leaves(include_data=True)
+        if name in leaves and name not in _GROUPS:
+            group, attr = leaves[name]
+            return getattr(object.__getattribute__(self, group), attr)
+        raise AttributeError(f"'TrainConfig' object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        leaves = _flat_leaves(include_data=True)
+        if name not in _GROUPS and name != "out" and name in leaves:
+            group, attr = leaves[name]
+            setattr(getattr(self, group), attr, value)
+            return
+        object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested: {"data": {...}, "backbone": {...}, ..., "out": ...}."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "train_config") -> TrainConfig:
+        """The inverse of `to_dict`; also reads the flat layout of gptclassify 0.1.0 folders.
+
+        Unknown fields are an error naming `source` (a recorded config must round-trip).
+        """
+        if not isinstance(data, dict):
+            raise GPTClassifyError(f"{source}: expected an object of TrainConfig fields")
+        groups: dict[str, Any] = {}
+        flat: dict[str, Any] = {}
+        leaves = _flat_leaves()
+        for key, value in data.items():
+            if key in _GROUPS and isinstance(value, dict):
+                known = {f.name for f in dataclasses.fields(_GROUPS[key])}
+                unknown = sorted(set(value) - known)
+                if unknown:
+                    raise GPTClassifyError(f"{source}: unknown {key} field(s) {', '.join(unknown)}")
+                groups[key] = value
+            elif key == "out" or key in leaves:
+                flat[key] = value
+            elif key == "ignore_index":
+                continue  # 0.1.0 recorded this no-op flag; it was removed
+            else:
+                raise GPTClassifyError(f"{source}: unknown field {key!r}")
+        out = flat.pop("out", None)
+        try:
+            return cls(**groups, out=out, **flat)
+        except TypeError as exc:
+            raise GPTClassifyError(f"{source}: {exc}") from None
+
+
+@cache
+def _flat_leaves(include_data: bool = False) -> dict[str, tuple[str, str]]:
+    """Flat name -> (group, attribute) for the leaves of TrainConfig's groups.
+
+    Data leaves are read through (`cfg.sms_source`) but not accepted as keywords: data
+    options come as `data=DataConfig(...)` (and `train` names both a group and a data file).
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for o in options(TrainConfig):
+        if len(o.path) == 2 and (include_data or o.path[0] != "data"):
+            out[o.name] = (o.path[0], o.path[1])
+    return out
+
+
+# ---- the other commands that take data options -------------------------------------------
+
+
+@dataclass
+class BaselineConfig:
+    """Everything `gptclassify baseline` does; data options are the training command's."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    analyzer: Literal["word", "char_wb"] = field(
+        default="word",
+        metadata=opt(
+            "Features: word n-grams, or character n-grams inside word boundaries (char_wb, "
+            "e.g. with --ngram-min 2 --ngram-max 5)."
+        ),
+    )
+    ngram_min: int = field(default=1, metadata=opt("Shortest n-gram used as a feature."))
+    ngram_max: int = field(
+        default=2, metadata=opt("Longest n-gram used as a feature (2: unigrams + bigrams).")
+    )
+    sublinear_tf: bool = field(
+        default=True,
+        metadata=opt("Use 1 + log(tf) instead of raw term counts (damps repeated words)."),
+    )
+    min_df: int = field(
+        default=1, metadata=opt("Drop n-grams found in fewer training texts than this.")
+    )
+    max_features: int | None = field(
+        default=None, metadata=opt("Keep only the N most frequent n-grams (default: all).")
+    )
+    c: float = field(
+        default=10.0,
+        metadata=opt(
+            "Inverse regularisation strength of the logistic regression (scikit-learn's C)."
+        ),
+    )
+    class_weights: Literal["none", "auto"] = field(
+        default="none",
+        metadata=opt("auto: weight classes by inverse frequency (for imbalanced data)."),
+    )
+    max_iter: int = field(default=1000, metadata=opt("Iteration limit of the lbfgs solver."))
+    seed: int = field(
+        default=123, metadata=opt("Seed for data preparation (the same split as `train`).")
+    )
+    out: str | None = field(
+        default=None, metadata=opt("Run folder (default: runs/baseline-<timestamp>).")
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = DataConfig(**self.data)
+        check_positive_ints(self, "ngram_min", "ngram_max", "min_df", "max_iter")
+        if self.ngram_max < self.ngram_min:
+            raise GPTClassifyError(
+                f"--ngram-max ({self.ngram_max}) must be >= --ngram-min ({self.ngram_min})"
+            )
+        if self.max_features is not None and self.max_features < 1:
+            raise GPTClassifyError(f"--max-features must be >= 1, got {self.max_features}")
+        check_finite(self, "c", strict=True)
+        check_choices(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+@dataclass
+class ExperimentsConfig:
+    """Everything `gptclassify experiments` does."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    grid: str | None = field(
+        default=None,
+        metadata=opt(
+            "YAML or JSON list of entries {name, description, <train option>: value} "
+            "(default: the built-in grid: the book's 19 bonus experiments)."
+        ),
+    )
+    quick: bool = field(
+        default=False,
+        metadata=opt(
+            "Smoke test: tiny random-init models of proportional shapes, 1 epoch, one CPU "
+            "thread per run (the whole built-in grid in minutes on a laptop CPU)."
+        ),
+    )
+    only: str | None = field(
+        default=None, metadata=opt("Run only these entries (comma-separated names).")
+    )
+    baseline: bool = field(
+        default=True, metadata=opt("Add the TF-IDF + logistic regression baseline as a row.")
+    )
+    threads: int | None = field(
+        default=None,
+        metadata=opt("PyTorch CPU threads per run (default: PyTorch's choice; 1 with --quick)."),
+    )
+    seed: int = field(
+        default=123,
+        metadata=opt("Seed for the data split, and the training seed of entries that set none."),
+    )
+    out: str | None = field(
+        default=None, metadata=opt("Output folder (default: runs/experiments-<timestamp>).")
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = DataConfig(**self.data)
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise GPTClassifyError(f"--threads must be a positive integer, got {self.threads!r}")
+
+    def only_names(self) -> list[str]:
+        return [n.strip() for n in (self.only or "").split(",") if n.strip()]
+
+
+__all__ = [
+    "LORA_TARGETS",
+    "BackboneArgs",
+    "BaselineConfig",
+    "ExperimentsConfig",
+    "DataConfig",
+    "EvalArgs",
+    "InputArgs",
+    "Option",
+    "RuntimeArgs",
+    "TrainArgs",
+    "TrainConfig",
+    "check_choices",
+    "check_finite",
+    "check_positive_ints",
+    "flat_dict",
+    "lora_target_list",
+    "option_map",
+    "options",
+    "parse_value",
+]

@@ -1,0 +1,526 @@
+"""The model folder: what a trained classifier is on disk, written here and read here only.
+
+A classifier folder holds
+
+- `model.safetensors`: the weights (never a pickle); for LoRA adapters on a pretrained base,
+  only the adapters and the head;
+- `config.json`: a `ClassifierConfig`: everything needed to rebuild and run the classifier
+  with no other input (model shape, labels in order, pooling, the input policy, tokenizer,
+  temperature), how it was made (`Provenance`: base model, what trained, the run's whole
+  `TrainConfig`), and the sha256 of the weights file, so a changed or truncated file is
+  refused rather than silently loaded;
+- `metrics.json` (training runs): a `RunMetrics`, the same layout for GPT runs and the TF-IDF
+  baseline, so reports can read both.
+
+Every config.json carries `format` (which kind of folder) and `format_version`; folders
+written by gptclassify 0.1.0 still load (tests/fixtures/v1). Reading validates every field
+and names the file and field of the first problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tiktoken
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gptclassify import __version__
+from gptclassify.classifier import POOLS, GPTClassifier
+from gptclassify.config import PAD_TOKEN_ID, PRESETS, TOKENIZER_VOCAB, GPTConfig
+from gptclassify.errors import GPTClassifyError
+from gptclassify.files import atomic_path, atomic_write, read_json, sha256_file
+from gptclassify.lora import is_adapter_or_head
+from gptclassify.model import GPTBody
+from gptclassify.weights import load_hf_directory, pretrained_dir, weights_file
+
+FORMAT_CLASSIFIER = "gptclassify-classifier"
+FORMAT_BASELINE = "gptclassify-tfidf-baseline"
+CLASSIFIER_VERSION = 1
+"""The layout of config.json; 1 since gptclassify 0.1.0. A reader refuses newer versions."""
+METRICS_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.json"
+
+
+# ---- config.json --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    """How the LoRA adapters of a folder relate to its weights."""
+
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+    merged: bool = False
+    """Folded into the weights: the folder holds a plain full model."""
+    adapters_only: bool = False
+    """The folder holds only adapters and head; the base weights come from `base`."""
+    base: str | None = None
+    """A preset name (fetched through the Hugging Face Hub cache) or a folder path."""
+    base_sha256: str | None = None
+    """sha256 of the base's weights file, checked before the adapters are applied."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a classifier was made: carried through save and load unchanged."""
+
+    base_model: str = "unknown"
+    """Where the backbone's weights came from (a preset, a folder, or a random init)."""
+    weights: str = "pretrained"
+    """pretrained or random."""
+    trainable: str | None = None
+    pad_to: str | None = None
+    lora: LoraInfo | None = None
+    train_config: dict[str, Any] | None = None
+    """The run's whole TrainConfig (nested), when made by `gptclassify train`."""
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """config.json of a classifier folder."""
+
+    model: GPTConfig
+    labels: tuple[str, ...]
+    pool: str
+    causal: bool
+    max_length: int
+    pad_length: int | None
+    truncate: str
+    temperature: float = 1.0
+    provenance: Provenance = field(default_factory=Provenance)
+    weights_file: str = WEIGHTS
+    weights_sha256: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    format_version: int = CLASSIFIER_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.provenance
+        return {
+            "format": FORMAT_CLASSIFIER,
+            "format_version": self.format_version,
+            "model": self.model.to_dict(),
+            "base_model": p.base_model,
+            "weights": p.weights,
+            "trainable": p.trainable,
+            "pad_to": p.pad_to,
+            "lora": _lora_json(p.lora),
+            "train_config": p.train_config,
+            "labels": list(self.labels),
+            "pool": self.pool,
+            "causal": self.causal,
+            "max_length": self.max_length,
+            "pad_length": self.pad_length,
+            "truncate": self.truncate,
+            "temperature": self.temperature,
+            "tokenizer": {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID},
+            "weights_file": self.weights_file,
+            "weights_sha256": self.weights_sha256,
+            "versions": dict(self.versions),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> ClassifierConfig:
+        """Validate every field of a parsed config.json."""
+        r = _Fields(data, source)
+        r.check_format(FORMAT_CLASSIFIER, CLASSIFIER_VERSION)
+        model = GPTConfig.from_dict(r.object("model"), source=f"{source}: model")
+        if model.vocab_size < TOKENIZER_VOCAB:
+            raise GPTClassifyError(
+                f"{source}: model.vocab_size {model.vocab_size} is smaller than the GPT-2 "
+                f"tokenizer's {TOKENIZER_VOCAB} token ids"
+            )
+        labels = r.labels("labels")
+        max_length = r.integer("max_length", 1, model.context_length)
+        pad_length = r.integer("pad_length", max_length, model.context_length, optional=True)
+        tokenizer = r.object("tokenizer", optional=True) or {}
+        expected = {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID}
+        if tokenizer and any(tokenizer.get(k) != v for k, v in expected.items()):
+            raise GPTClassifyError(
+                f"{source}: tokenizer {tokenizer} is not supported (only tiktoken gpt2, pad 50256)"
+            )
+        lora = r.object("lora", optional=True)
+        provenance = Provenance(
+            base_model=r.string("base_model", optional=True) or "unknown",
+            weights=r.string("weights", optional=True) or "pretrained",
+            trainable=r.string("trainable", optional=True),
+            pad_to=r.string("pad_to", optional=True),
+            lora=_lora_info(lora, f"{source}: lora") if lora else None,
+            train_config=r.object("train_config", optional=True),
+        )
+        return cls(
+            model=model,
+            labels=labels,
+            pool=r.choice("pool", POOLS),
+            causal=r.boolean("causal", default=True),
+            max_length=max_length,
+            pad_length=pad_length,
+            truncate=r.choice("truncate", ("end", "start"), default="end"),
+            temperature=r.number("temperature", default=1.0, positive=True),
+            provenance=provenance,
+            weights_file=r.file_name("weights_file", default=WEIGHTS),
+            weights_sha256=r.sha256("weights_sha256"),
+            versions=r.object("versions", optional=True) or {},
+            format_version=r.data.get("format_version", 1),
+        )
+
+
+def _lora_json(lora: LoraInfo | None) -> dict[str, Any] | None:
+    if lora is None:
+        return None
+    out = dataclasses.asdict(lora)
+    out["targets"] = list(lora.targets)
+    return out
+
+
+def _lora_info(data: dict[str, Any], source: str) -> LoraInfo:
+    r = _Fields(data, source)
+    targets = r.data.get("targets")
+    if not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
+        raise GPTClassifyError(f"{source}: 'targets' must be a list of layer names")
+    adapters_only = r.boolean("adapters_only", default=False)
+    return LoraInfo(
+        rank=r.integer("rank", 1, None),
+        alpha=r.number("alpha", positive=True),
+        targets=tuple(targets),
+        merged=r.boolean("merged", default=False),
+        adapters_only=adapters_only,
+        base=r.string("base", optional=not adapters_only),
+        base_sha256=r.sha256("base_sha256") if adapters_only else None,
+    )
+
+
+class _Fields:
+    """Typed reads of a JSON object; the first problem raises one line naming source and key."""
+
+    _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+    def __init__(self, data: Any, source: str) -> None:
+        if not isinstance(data, dict):
+            raise GPTClassifyError(f"{source}: expected a JSON object")
+        self.data = data
+        self.source = source
+
+    def fail(self, key: str, what: str) -> GPTClassifyError:
+        return GPTClassifyError(f"{self.source}: field {key!r} {what}, got {self.data.get(key)!r}")
+
+    def check_format(self, expected: str, newest: int) -> None:
+        found = self.data.get("format")
+        if found != expected:
+            raise GPTClassifyError(
+                f"{self.source}: format {found!r} is not {expected!r} (not a gptclassify "
+                "classifier folder?)"
+            )
+        version = self.data.get("format_version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise self.fail("format_version", "must be a positive integer")
+        if version > newest:
+            raise GPTClassifyError(
+                f"{self.source}: format version {version} is newer than this gptclassify "
+                f"({__version__}) reads; upgrade gptclassify"
+            )
+
+    def _get(self, key: str, optional: bool, default: Any = None) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if optional or default is not None:
+                return default
+            raise GPTClassifyError(f"{self.source}: missing field {key!r}")
+        return self.data[key]
+
+    def object(self, key: str, optional: bool = False) -> dict[str, Any] | None:
+        value = self._get(key, optional)
+        if value is not None and not isinstance(value, dict):
+            raise self.fail(key, "must be an object")
+        return value
+
+    def string(self, key: str, optional: bool = False) -> str | None:
+        value = self._get(key, optional)
+        if value is not None and not isinstance(value, str):
+            raise self.fail(key, "must be a string")
+        return value
+
+    def boolean(self, key: str, default: bool | None = None) -> bool:
+        value = self._get(key, False, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
+
+    def integer(
+        self, key: str, minimum: int, maximum: int | None, optional: bool = False
+    ) -> int | None:
+        value = self._get(key, optional)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.fail(key, "must be an integer")
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            raise self.fail(key, f"must be >= {minimum}{upper}")
+        return value
+
+    def number(self, key: str, default: float | None = None, positive: bool = False) -> float:
+        value = self._get(key, False, default)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise self.fail(key, "must be a number")
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise self.fail(key, "must be a finite number > 0" if positive else "must be finite")
+        return float(value)
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+        value = self._get(key, False, default)
+        if value not in allowed:
+            raise self.fail(key, f"must be one of {', '.join(allowed)}")
+        return value
+
+    def labels(self, key: str) -> tuple[str, ...]:
+        value = self._get(key, False)
+        if not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+            raise self.fail(key, "must be a list of non-empty strings")
+        if len(value) < 2:
+            raise self.fail(key, "must name at least 2 classes")
+        if len(set(value)) != len(value):
+            raise self.fail(key, "must not repeat a class")
+        return tuple(value)
+
+    def sha256(self, key: str) -> str:
+        value = self._get(key, False)
+        if not (isinstance(value, str) and self._SHA256.fullmatch(value)):
+            raise self.fail(key, "must be a sha256 in hex")
+        return value
+
+    def file_name(self, key: str, default: str) -> str:
+        """A file name inside the folder: no directory part, no absolute path, no '..'."""
+        value = self._get(key, False, default)
+        if (
+            not isinstance(value, str)
+            or not value
+            or Path(value).name != value
+            or value
+            in (
+                ".",
+                "..",
+            )
+        ):
+            raise self.fail(key, "must be a plain file name inside the model folder")
+        return value
+
+
+def read_classifier_config(directory: str | Path) -> ClassifierConfig:
+    """config.json of a classifier folder, validated."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise GPTClassifyError(
+            f"{directory}: not a folder (expected a run folder from `gptclassify train`)"
+        )
+    path = directory / CONFIG
+    data = read_json(path, missing="file not found (not a gptclassify model folder?)")
+    return ClassifierConfig.from_json(data, str(path))
+
+
+def versions() -> dict[str, str]:
+    return {
+        "gptclassify": __version__,
+        "torch": torch.__version__,
+        "tiktoken": tiktoken.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# ---- saving and loading a classifier -------------------------------------------------------
+
+
+def save_classifier(directory: str | Path, model: GPTClassifier, config: ClassifierConfig) -> Path:
+    """Write the weights and config.json into `directory`; returns the config path.
+
+    `config` describes the classifier; this function fills in the weights file's name and
+    sha256 and the library versions. Each file is written to a temporary name and renamed.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    lora = config.provenance.lora
+    if lora is not None and lora.adapters_only:
+        state = {k: v for k, v in state.items() if is_adapter_or_head(k)}
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(state, tmp, metadata={"format": FORMAT_CLASSIFIER})
+    config = dataclasses.replace(
+        config,
+        weights_file=WEIGHTS,
+        weights_sha256=sha256_file(directory / WEIGHTS),
+        versions=versions(),
+        format_version=CLASSIFIER_VERSION,
+    )
+    atomic_write(directory / CONFIG, json.dumps(config.to_json(), indent=2) + "\n")
+    return directory / CONFIG
+
+
+def load_classifier(
+    directory: str | Path, config: ClassifierConfig | None = None
+) -> tuple[GPTClassifier, ClassifierConfig]:
+    """Rebuild the classifier from a folder, verifying the weights' checksum first."""
+    directory = Path(directory)
+    config = config or read_classifier_config(directory)
+    weights = directory / config.weights_file
+    if not weights.is_file():
+        raise GPTClassifyError(f"{weights}: file not found")
+    if sha256_file(weights) != config.weights_sha256:
+        raise GPTClassifyError(
+            f"{weights}: sha256 does not match config.json (the file changed after it was saved); "
+            "refusing to load it"
+        )
+    lora = config.provenance.lora
+    adapters_only = lora is not None and lora.adapters_only
+    if adapters_only:
+        gpt = _lora_base(lora, config.model, directory / CONFIG)
+    else:
+        with torch.device("meta"):  # no wasted init: every tensor comes from the file
+            gpt = GPTBody(config.model, init=False)
+    model = GPTClassifier(gpt, len(config.labels), pool=config.pool, causal=config.causal)
+    if lora is not None and not lora.merged:
+        model.add_lora(lora.rank, lora.alpha, lora.targets)
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as exc:
+        raise GPTClassifyError(f"{weights}: unreadable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    if adapters_only:
+        expected = {k: v for k, v in expected.items() if is_adapter_or_head(k)}
+    missing = sorted(set(expected) - set(state))
+    unknown = sorted(set(state) - set(expected))
+    if missing or unknown:
+        raise GPTClassifyError(
+            f"{weights}: tensors do not match config.json"
+            + (f"; missing {', '.join(missing[:3])}" if missing else "")
+            + (f"; unexpected {', '.join(unknown[:3])}" if unknown else "")
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise GPTClassifyError(
+                f"{weights}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                f"expected {tuple(expected[name].shape)}"
+            )
+    if adapters_only:
+        model.load_state_dict(state, strict=False)  # the base weights came from the base model
+    else:
+        model.load_state_dict(state, assign=True)
+    return model.eval(), config
+
+
+def _lora_base(lora: LoraInfo, gpt_config: GPTConfig, source: Path) -> GPTBody:
+    """The pretrained base of an adapters-only folder, checked against its recorded sha256."""
+    base = lora.base
+    if not base:
+        raise GPTClassifyError(f"{source}: LoRA adapters without a 'base' model field")
+    directory = pretrained_dir(base)
+    if sha256_file(weights_file(directory)) != lora.base_sha256:
+        raise GPTClassifyError(
+            f"{source}: the base model {base} ({weights_file(directory)}) is not the one these "
+            "LoRA adapters were trained on (sha256 differs)"
+        )
+    gpt = load_hf_directory(directory)
+    if gpt.config != gpt_config:
+        raise GPTClassifyError(
+            f"{source}: base model {base} has another shape than config.json says"
+        )
+    return gpt
+
+
+def lora_base_name(model_name: str, directory: Path) -> str:
+    """How an adapters-only folder names its base: a preset works on any machine (Hub
+    cache); a folder is recorded as an absolute path."""
+    return model_name if model_name in PRESETS else str(directory.resolve())
+
+
+# ---- metrics.json ---------------------------------------------------------------------------
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class RunMetrics:
+    """metrics.json: per-split reports (metrics.classification_report) and run facts.
+
+    GPT runs and the TF-IDF baseline write the same keys (the baseline gives epoch fields
+    the values of a one-shot fit). On disk the split reports sit at the top level
+    (`metrics["test"]["accuracy"]`) beside the other fields.
+    """
+
+    splits: dict[str, dict[str, Any]]
+    best_epoch: int | None
+    stopped_early: bool
+    epochs_run: int | None
+    examples_seen: int
+    training_time_s: float
+    total_time_s: float
+    trainable_params: int
+    total_params: int
+    frozen_prefix_cache: bool
+    device: str
+    precision: str
+    peak_memory_mb: float
+    truncated: dict[str, int]
+    calibration: dict[str, float] | None = None
+    world_size: int = 1
+    """Processes that trained the model (torchrun); 1 for a single process."""
+    backend: str | None = None
+    """torch.distributed backend (nccl, gloo), None for a single process."""
+
+    def to_json(self) -> dict[str, Any]:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        splits = fields.pop("splits")
+        return {**splits, **fields, "format_version": METRICS_VERSION}
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = METRICS) -> RunMetrics:
+        if not isinstance(data, dict):
+            raise GPTClassifyError(f"{source}: expected a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)} - {"splits"}
+        splits = {k: v for k, v in data.items() if k in SPLITS and isinstance(v, dict)}
+        known = {k: v for k, v in data.items() if k in names}
+        try:
+            return cls(splits=splits, **known)
+        except TypeError as exc:
+            raise GPTClassifyError(f"{source}: {exc}") from None
+
+    def accuracy(self, split: str) -> float | None:
+        return self.splits[split]["accuracy"] if split in self.splits else None
+
+
+def write_metrics(directory: str | Path, metrics: RunMetrics) -> Path:
+    path = Path(directory) / METRICS
+    atomic_write(path, json.dumps(metrics.to_json(), indent=2, default=float) + "\n")
+    return path
+
+
+def read_metrics(directory: str | Path) -> RunMetrics | None:
+    """metrics.json of a folder, or None when absent or unreadable (they are informative)."""
+    path = Path(directory) / METRICS
+    if not path.is_file():
+        return None
+    try:
+        return RunMetrics.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+    except (ValueError, GPTClassifyError):
+        return None
+
+
+def folder_format(directory: str | Path) -> str | None:
+    """The `format` of a folder's config.json (which kind of gptclassify folder it is), or None."""
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+    return data.get("format") if isinstance(data, dict) else None

@@ -1,0 +1,43 @@
+"""The `gptclassify` command group and its error handling. Commands live one group per
+module beside this one; each is a thin call into the Python API, which it imports when it
+runs, so `gptclassify --help` never pays for importing torch."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from gptclassify import __version__
+from gptclassify.errors import GPTClassifyError
+
+
+class _Group(click.Group):
+    """Turns GPTClassifyError into click's one-line `Error: ...` and exit status 1."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except GPTClassifyError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gptclassify")
+def cli() -> None:
+    """Fine-tune GPT-2 into a text classifier (spam / not spam by default)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="gptclassify")
+
+
+def accuracy_line(metrics: dict) -> str:
+    """'Accuracy: train 98.85%, validation 96.64%, test 93.33%' from a metrics.json dict."""
+    parts = [
+        f"{k} {metrics[k]['accuracy'] * 100:.2f}%"
+        for k in ("train", "validation", "test")
+        if k in metrics
+    ]
+    return f"Accuracy: {', '.join(parts)}"

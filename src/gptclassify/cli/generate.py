@@ -1,0 +1,54 @@
+"""`gptclassify generate`: continue a prompt (a check that weights loaded correctly)."""
+
+from __future__ import annotations
+
+import click
+
+from gptclassify.cli.app import cli
+from gptclassify.config import PRESETS
+from gptclassify.errors import GPTClassifyError
+
+MODEL_HELP = (
+    f"A preset ({', '.join(PRESETS)}; downloaded from the Hugging Face Hub) or a local folder "
+    "in Hugging Face GPT-2 format."
+)
+
+
+@cli.command()
+@click.option("--model", "model_name", default="gpt2", show_default=True, help=MODEL_HELP)
+@click.option("--prompt", required=True, help="Text to continue.")
+@click.option("--max-new-tokens", default=50, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--temperature",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="0 is greedy and deterministic; higher samples more freely.",
+)
+@click.option(
+    "--top-k",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Sample only among the K likeliest tokens.",
+)
+@click.option("--seed", default=123, show_default=True, type=int, help="Seed for sampling.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+def generate(
+    model_name: str,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    seed: int,
+    device: str,
+) -> None:
+    """Continue a prompt with a GPT-2 model (a check that weights loaded correctly)."""
+    from gptclassify.generation import generate_text
+    from gptclassify.runtime import resolve_device
+    from gptclassify.weights import load_pretrained
+
+    if not prompt:
+        raise GPTClassifyError("--prompt: the prompt is empty")
+    model = load_pretrained(model_name).to(resolve_device(device))
+    text = generate_text(model, prompt, max_new_tokens, temperature, top_k, seed)
+    click.echo(text)

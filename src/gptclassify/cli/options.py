@@ -1,0 +1,58 @@
+"""click options from the config dataclasses, through the one walker (args.options).
+
+Each leaf field becomes `--field-name`, typed, with the field's help; booleans that default
+to True get `--x/--no-x`. `build` turns the parsed values back into the config object.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from gptclassify.args import Option, options
+
+
+def _click_option(o: Option) -> Callable:
+    kwargs: dict[str, Any] = {"help": o.help}
+    if o.hint is bool:
+        if o.default:
+            return click.option(f"{o.flag}/--no-{o.flag[2:]}", o.name, default=True, **kwargs)
+        return click.option(o.flag, o.name, is_flag=True, **kwargs)
+    kwargs.update(default=o.default, show_default=o.default is not None)
+    if o.choices is not None:
+        kwargs["type"] = click.Choice([str(c) for c in o.choices])
+    elif o.hint in (int, float):
+        kwargs["type"] = o.hint
+    return click.option(o.flag, o.name, **kwargs)
+
+
+def config_options(cls: type, exclude: tuple[str, ...] = ()) -> Callable:
+    """Decorate a click command with an option for every leaf field of `cls`."""
+
+    def decorate(func: Callable) -> Callable:
+        for o in reversed(options(cls)):
+            if o.name not in exclude:
+                func = _click_option(o)(func)
+        return func
+
+    return decorate
+
+
+def build(cls: type, values: dict[str, Any]) -> Any:
+    """The config object from parsed option values (popped from `values`)."""
+    groups: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for o in options(cls):
+        if o.name not in values:
+            continue
+        value = values.pop(o.name)
+        if len(o.path) == 1:
+            top[o.path[0]] = value
+        else:
+            groups.setdefault(o.path[0], {})[o.path[1]] = value
+    made = {name: hints[name](**fields) for name, fields in groups.items()}
+    return cls(**made, **top)

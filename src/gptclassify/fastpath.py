@@ -1,0 +1,175 @@
+"""Speed without changing the function: the pooled final block, fused kernels, and weights
+held in low precision beside the fp32 ones.
+
+Everything here computes what the plain model computes (bit for bit where the precision is
+the same); tests compare each piece against the plain path.
+
+- `pooled_block`: a block evaluated at one position per row (the classified one).
+- `FastMLP`: on CPU, with no gradient and under bf16 autocast, c_fc and GELU run as one
+  oneDNN kernel (inference only: it has no backward); elsewhere the plain MLP.
+- `fast_view`: a classifier object sharing the model's parameters whose MLPs are FastMLPs
+  and whose chosen Linear layers hold low-precision copies of their weights, made once. The
+  model itself is never changed, so any number of threads can run views of one model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptclassify.lora import LoRALinear, effective_weight
+from gptclassify.model import MLP, Block, shallow_copy
+
+if TYPE_CHECKING:
+    from gptclassify.classifier import GPTClassifier
+
+
+def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
+    """`block(x)` evaluated at one position per row: (B, T, C) -> (B, C). Same function, less work.
+
+    Only the pooled query matters, and a score is q . (Wk h_j + bk): the key projection can be
+    applied to the query instead (u = Wk^T q; the bk term is the same for every key, so softmax
+    ignores it), and the value projection after the attention-weighted sum (y = Wv sum_j a_j h_j
+    + bv, as the weights sum to 1). No (T x C) @ (C x C) matmul is left: per text the block
+    costs a few C x C products plus O(n_heads * T * C). Masking matches GPTModel: causal sees
+    keys <= pos (padding included, as the fused causal kernel does); non-causal sees real keys
+    plus the position itself.
+
+    It runs in fp32 even under bf16 autocast: its matmuls have B rows, so autocast's per-step
+    casts of the weights (and of their gradients) would cost more than the arithmetic.
+    """
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return _pooled_block(block, x.float(), pos, lengths, causal)
+    return _pooled_block(block, x, pos, lengths, causal)
+
+
+def _pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
+    B, T, C = x.shape
+    nh = block.attn.n_heads
+    hd = C // nh
+    rows = torch.arange(B, device=x.device)
+    keys = torch.arange(T, device=x.device)[None, :]  # (1, T)
+    if causal:
+        allowed = keys <= pos[:, None]  # (B, T)
+    else:
+        allowed = (keys < lengths[:, None]) | (keys == pos[:, None])  # (B, T)
+    h = block.ln_1(x)  # (B, T, C)
+    weight, bias = effective_weight(block.attn.c_attn)
+    # split, not slicing: its backward is one concatenation instead of three zero-filled
+    # full-size gradient buffers.
+    w_q, w_k, w_v = weight.split(C)  # 3 x (C, C)
+    b_q, _, b_v = bias.split(C) if bias is not None else (None, None, None)
+    q = F.linear(h[rows, pos], w_q, b_q).view(B, nh, hd)  # (B, nh, hd)
+    u = torch.einsum("bhd,hdc->bhc", q, w_k.view(nh, hd, C))  # (B, nh, C)
+    scores = torch.einsum("bhc,btc->bht", u, h) / math.sqrt(hd)  # (B, nh, T)
+    attn = torch.softmax(scores.masked_fill(~allowed[:, None, :], float("-inf")), dim=-1)
+    attn = F.dropout(attn, block.attn.dropout, block.training)
+    z = torch.einsum("bht,btc->bhc", attn, h)  # (B, nh, C)
+    y = torch.einsum("bhc,hdc->bhd", z, w_v.view(nh, hd, C)).reshape(B, C)  # (B, C)
+    if b_v is not None:
+        y = y + b_v
+    out = x[rows, pos] + block.attn.resid_dropout(block.attn.c_proj(y))  # (B, C)
+    return out + block.mlp(block.ln_2(out))
+
+
+class FastMLP(MLP):
+    """MLP whose c_fc + GELU run as one oneDNN kernel when that is exact and possible.
+
+    oneDNN computes the GELU in the matmul's epilogue: one pass over the (T, 4C) activations
+    instead of three. Used for no-grad CPU passes under bf16 autocast with a plain Linear
+    (the kernel has no backward); otherwise the plain MLP's computation.
+    """
+
+    @classmethod
+    def of(cls, mlp: MLP) -> FastMLP:
+        fast = shallow_copy(mlp)
+        fast.__class__ = cls
+        return fast  # type: ignore[return-value]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if _can_fuse(x, self.c_fc):
+            h = torch.ops.mkldnn._linear_pointwise(
+                x.to(torch.bfloat16),
+                self.c_fc.weight.to(torch.bfloat16),
+                self.c_fc.bias.to(torch.bfloat16),
+                "gelu",
+                [],
+                "tanh",
+            )
+            return self.dropout(self.c_proj(h))
+        return super().forward(x)
+
+
+def _can_fuse(x: Tensor, layer: nn.Module) -> bool:
+    return (
+        not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and type(layer) is nn.Linear
+        and layer.bias is not None
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+def _low_precision(layer: nn.Linear, dtype: torch.dtype) -> nn.Linear:
+    """A Linear holding dtype copies of `layer`'s weight and bias (frozen)."""
+    copy = shallow_copy(layer)
+    for name in ("weight", "bias"):
+        p = getattr(layer, name)
+        if p is not None:
+            copy._parameters[name] = nn.Parameter(p.detach().to(dtype), requires_grad=False)
+    return copy  # type: ignore[return-value]
+
+
+def fast_view(
+    model: GPTClassifier,
+    dtype: torch.dtype = torch.float32,
+    blocks: Iterable[int] | None = None,
+    cast_trainable: bool = False,
+) -> GPTClassifier:
+    """A classifier object sharing `model`'s parameters, set up for speed.
+
+    Every block's MLP becomes a FastMLP. When `dtype` is not fp32, the Linear layers of
+    `blocks` (default: all) hold dtype copies of their weights, made here once: under autocast
+    a fp32 weight is cast on every call, and casting once gives the same numbers without
+    re-reading every weight per batch. Only frozen weights are copied unless `cast_trainable`
+    (for inference, where nothing trains: the copies would go stale if the model trained on).
+    The final block of a single-position pool keeps fp32 weights: it runs in fp32
+    (pooled_block). LayerNorms stay fp32, as autocast computes them in fp32 anyway.
+    """
+    n = len(model.gpt.h)
+    cast = set(range(n) if blocks is None else blocks) if dtype != torch.float32 else set()
+    if model.single_position:
+        cast.discard(n - 1)
+    view = shallow_copy(model)
+    view.gpt = shallow_copy(model.gpt)
+    new_blocks = []
+    for i, block in enumerate(model.gpt.h):
+        block = shallow_copy(block)
+        block.attn = shallow_copy(block.attn)
+        block.mlp = FastMLP.of(block.mlp)
+        if i in cast:
+            for parent in (block.attn, block.mlp):
+                for attr, layer in list(parent.named_children()):
+                    setattr(parent, attr, _cast_layer(layer, dtype, cast_trainable))
+        new_blocks.append(block)
+    view.gpt.h = nn.ModuleList(new_blocks)
+    return view  # type: ignore[return-value]
+
+
+def _cast_layer(layer: nn.Module, dtype: torch.dtype, cast_trainable: bool) -> nn.Module:
+    if type(layer) is nn.Linear and (cast_trainable or not layer.weight.requires_grad):
+        return _low_precision(layer, dtype)
+    if isinstance(layer, LoRALinear) and (cast_trainable or not layer.base.weight.requires_grad):
+        # The frozen base in low precision; the adapters stay as they are (autocast casts them).
+        wrapped = shallow_copy(layer)
+        wrapped.base = _low_precision(layer.base, dtype)
+        return wrapped
+    return layer

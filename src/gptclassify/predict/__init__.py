@@ -1,0 +1,7 @@
+"""Classify with a trained model: `Classifier` (load once, predict in batches) and prediction
+tables and files."""
+
+from gptclassify.predict.api import Classifier
+from gptclassify.predict.tables import decide, predict_table, prob_column, top_k, write_predictions
+
+__all__ = ["Classifier", "decide", "predict_table", "prob_column", "top_k", "write_predictions"]

@@ -1,0 +1,269 @@
+"""The training loop: `fit(state, engine, sources, train, eval, callbacks)`. No file I/O.
+
+The loop is the book's (AdamW, loss estimates every `eval_freq` steps on `eval_iter`
+batches, accuracy estimates each epoch) plus what a tool needs: the best validation epoch is
+kept, early stopping, gradient accumulation, class weights. Everything it changes lives in the
+`TrainState`; everything it reports goes to `callbacks` (the run step logs, draws progress
+and writes checkpoints there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptclassify.args import EvalArgs, TrainArgs
+from gptclassify.data.batches import (
+    TOKENS_PER_BATCH,
+    TokenSource,
+    shuffled_batches,
+    token_budget_batches,
+)
+from gptclassify.errors import GPTClassifyError
+from gptclassify.runtime import autocast
+from gptclassify.training.prefix_cache import PrefixSource
+from gptclassify.training.state import TrainState, selection_score
+
+Source = TokenSource | PrefixSource
+
+
+@dataclass
+class Sources:
+    """The two splits the loop reads; both token batches or both cached-prefix batches."""
+
+    train: Source
+    validation: Source
+
+
+class TrainingDiverged(GPTClassifyError):
+    """The loss became NaN or infinite; the step that produced it was not applied."""
+
+
+@dataclass
+class Engine:
+    """How batches become losses: the module to call, precision, class weights.
+
+    `net` is called as `net(*batch.args)` -> logits: the classifier (or its fast view) for
+    token batches, `FromBlock` for cached-prefix ones, possibly wrapped (torch.compile, DDP).
+    """
+
+    net: nn.Module
+    device: torch.device
+    dtype: torch.dtype
+    class_weights: Tensor | None = None
+
+    @contextmanager
+    def amp(self) -> Iterator[None]:
+        with autocast(self.device, self.dtype):
+            yield
+
+    def weight(self, labels: Tensor) -> float:
+        """The loss weight of a batch: its size, or the sum of its class weights."""
+        if self.class_weights is None:
+            return float(len(labels))
+        return float(self.class_weights[labels.to(self.class_weights.device)].sum())
+
+    def loss_sum(self, source: Source, idx: Tensor) -> tuple[Tensor, float, Tensor]:
+        """(sum of per-example losses, sum of their weights, logits) for one batch.
+
+        Summing and dividing by the weight total of a whole optimizer step makes accumulated
+        micro-batches of any sizes equal to one big batch.
+        """
+        batch = source.batch(idx)
+        with self.amp():
+            logits = self.net(*batch.args)
+        loss = F.cross_entropy(
+            logits.float(), batch.labels, weight=self.class_weights, reduction="sum"
+        )
+        return loss, self.weight(batch.labels), logits
+
+    @torch.no_grad()
+    def estimate(self, source: Source, batches: list[Tensor]) -> tuple[float, float]:
+        """(mean loss, accuracy) over the given batches, in eval mode, restoring train mode."""
+        was_training = self.net.training
+        self.net.eval()
+        total_loss = total_weight = correct = count = 0.0
+        try:
+            for idx in batches:
+                loss, weight, logits = self.loss_sum(source, idx)
+                labels = source.encoded.labels[idx].to(logits.device)
+                total_loss += float(loss)
+                total_weight += weight
+                correct += float((logits.argmax(dim=-1) == labels).sum())
+                count += len(idx)
+        finally:
+            self.net.train(was_training)
+        if count == 0:
+            return float("nan"), float("nan")
+        return total_loss / total_weight, correct / count
+
+    @torch.no_grad()
+    def logits(self, source: Source, tokens_per_batch: int = TOKENS_PER_BATCH) -> np.ndarray:
+        """Logits for every example of a source (length-bucketed), in source order."""
+        was_training = self.net.training
+        self.net.eval()
+        seq_lens = torch.tensor([len(s) for s in source.encoded.ids])
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        try:
+            for idx in token_budget_batches(seq_lens, tokens_per_batch, max_batch=256):
+                batch = source.batch(idx)
+                with self.amp():
+                    logits = self.net(*batch.args)
+                rows.append((idx.numpy(), logits.float().cpu().numpy()))
+        finally:
+            self.net.train(was_training)
+        width = rows[0][1].shape[1] if rows else 0
+        out = np.zeros((len(source), width), dtype=np.float32)
+        for idx, values in rows:
+            out[idx] = values
+        return out
+
+
+class Callbacks:
+    """What the loop reports; the run step overrides what it needs. All no-ops here."""
+
+    def on_step(self, state: TrainState, loss: float) -> None:
+        """After every optimizer step (and its loss estimate, if one was due)."""
+
+    def on_estimate(self, state: TrainState, row: dict[str, Any]) -> None:
+        """After a loss estimate (a row of history.steps)."""
+
+    def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
+        """After an epoch's evaluation and model selection (a row of history.epochs)."""
+
+    def should_stop(self) -> bool:
+        """Asked after every step: True ends the loop there (e.g. on Ctrl-C), unfinished."""
+        return False
+
+
+def fit(
+    state: TrainState,
+    engine: Engine,
+    sources: Sources,
+    train: TrainArgs,
+    eval: EvalArgs,
+    callbacks: Callbacks | None = None,
+) -> TrainState:
+    """Train until all epochs are done, early stopping, or `callbacks.should_stop()`.
+
+    Continues from wherever `state` is (a fresh state, or one restored from a checkpoint).
+    When the loop ends (`state.finished`), the model holds the best validation epoch's
+    weights; when stopped from outside it holds the latest ones.
+    """
+    cb = callbacks or Callbacks()
+    engine.net.train()
+    while not state.finished:
+        if state.epoch > train.epochs or state.stopped_early:
+            state.restore_best()
+            state.finished = True
+            break
+        if state.epoch_steps == 0:
+            state.epoch_order_state = state.order_rng.get_state()
+        else:  # resumed mid-epoch: draw this epoch's order again
+            state.order_rng.set_state(state.epoch_order_state)
+        batches = shuffled_batches(
+            len(sources.train), train.batch_size, True, True, generator=state.order_rng
+        )
+        groups = [
+            batches[i : i + train.grad_accum] for i in range(0, len(batches), train.grad_accum)
+        ]
+        for group in groups[state.epoch_steps :]:
+            loss = _step(state, engine, sources.train, group)
+            if eval.eval_freq and state.step % eval.eval_freq == 0:
+                row = _loss_estimates(state, engine, sources, train, eval)
+                cb.on_estimate(state, row)
+            cb.on_step(state, loss)
+            if cb.should_stop():
+                engine.net.eval()
+                return state
+        _end_epoch(state, engine, sources, train, eval, cb)
+    engine.net.eval()
+    return state
+
+
+def _step(state: TrainState, engine: Engine, train: Source, group: list[Tensor]) -> float:
+    labels = train.encoded.labels
+    total_weight = sum(engine.weight(labels[idx]) for idx in group)
+    step_loss = 0.0
+    for idx in group:
+        loss, _, _ = engine.loss_sum(train, idx)
+        (loss / total_weight).backward()
+        step_loss += float(loss.detach())
+    mean_loss = step_loss / total_weight
+    if not math.isfinite(mean_loss):
+        state.optimizer.zero_grad(set_to_none=True)
+        raise TrainingDiverged(
+            f"the training loss became {mean_loss} at step {state.step + 1} (epoch "
+            f"{state.epoch}); that step was not applied. Try a lower --lr, --precision fp32, "
+            "or check the data"
+        )
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.epoch_steps += 1
+    state.examples_seen += sum(len(idx) for idx in group)
+    return mean_loss
+
+
+def _sample(state: TrainState, source: Source, train: TrainArgs, eval: EvalArgs) -> list[Tensor]:
+    batches = shuffled_batches(len(source), train.batch_size, True, False, state.eval_rng)
+    return batches[: eval.eval_iter]
+
+
+def _loss_estimates(
+    state: TrainState, engine: Engine, sources: Sources, train: TrainArgs, eval: EvalArgs
+) -> dict[str, Any]:
+    train_loss, _ = engine.estimate(sources.train, _sample(state, sources.train, train, eval))
+    val_loss, _ = engine.estimate(
+        sources.validation, _sample(state, sources.validation, train, eval)
+    )
+    row = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "examples_seen": state.examples_seen,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+    }
+    state.history.steps.append(row)
+    return row
+
+
+def _end_epoch(
+    state: TrainState,
+    engine: Engine,
+    sources: Sources,
+    train: TrainArgs,
+    eval: EvalArgs,
+    cb: Callbacks,
+) -> None:
+    _, train_acc = engine.estimate(sources.train, _sample(state, sources.train, train, eval))
+    _, val_acc = engine.estimate(
+        sources.validation, _sample(state, sources.validation, train, eval)
+    )
+    full_val_loss, full_val_acc = engine.estimate(
+        sources.validation, shuffled_batches(len(sources.validation), 256, False, False)
+    )
+    row = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "examples_seen": state.examples_seen,
+        "train_accuracy": train_acc,
+        "val_accuracy": val_acc,
+        "full_val_loss": full_val_loss,
+        "full_val_accuracy": full_val_acc,
+    }
+    state.history.epochs.append(row)
+    improved = state.keep_if_best(selection_score(eval.best_by, full_val_acc, full_val_loss))
+    if not improved and eval.patience is not None and state.epochs_without_gain >= eval.patience:
+        state.stopped_early = True
+    state.epoch += 1
+    state.epoch_steps = 0
+    cb.on_epoch(state, row)

@@ -1,0 +1,104 @@
+"""The frozen-prefix cache: run the frozen blocks once per text, train on what comes out.
+
+When the blocks before the first trainable one are frozen and deterministic (no dropout),
+running the model from their output for a text gives the same result as running it from
+the tokens: every epoch and evaluation then costs only the trainable suffix. `PrefixSource`
+has the interface of `data.batches.TokenSource`; its batches call `FromBlock(model, start)`.
+The cache is rebuilt, never stored: it is a function of the texts and the frozen weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from gptclassify.classifier import GPTClassifier
+from gptclassify.data.batches import TOKENS_PER_BATCH, Batch, TokenSource, token_budget_batches
+from gptclassify.data.encode import Encoded
+from gptclassify.fastpath import fast_view
+from gptclassify.runtime import autocast, release_free_memory
+
+
+class PrefixSource:
+    """Cached hidden states entering block `start`, stored packed: (sum of lengths, C)."""
+
+    def __init__(self, states: Tensor, seq_lens: Tensor, encoded: Encoded, start: int) -> None:
+        self.states = states
+        self.seq_lens = seq_lens
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), seq_lens.cumsum(0)])
+        self.encoded = encoded
+        self.start = start
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def batch(self, idx: Tensor) -> Batch:
+        lens = self.seq_lens[idx]
+        width = int(lens.max())
+        # Positions past a row's own sequence are zeros: with pad-to-batch they stand for
+        # padding, which the model cannot see (see prefix_is_cacheable).
+        out = self.states.new_zeros(len(idx), width, self.states.shape[1])  # (B, T, C)
+        for row, (i, n) in enumerate(zip(idx.tolist(), lens.tolist(), strict=True)):
+            out[row, :n] = self.states[self.offsets[i] : self.offsets[i] + n]
+        lengths = self.encoded.lengths[idx].to(out.device)
+        labels = (
+            self.encoded.labels[idx].to(out.device) if self.encoded.labels is not None else None
+        )
+        return Batch((out, lengths), lengths, labels)
+
+
+def prefix_is_cacheable(pool: str, fixed_length: bool, drop_rate: float) -> bool:
+    """Whether per-text prefix states reproduce the uncached forward exactly.
+
+    Needs deterministic frozen blocks (no dropout), and per-text states that do not depend on
+    which texts share a batch: true with a fixed pad length, or with right padding that the
+    pooled position never sees (every pool but `last`, which reads the batch's padding).
+    """
+    if drop_rate > 0:
+        return False
+    return fixed_length or pool != "last"
+
+
+def prefix_cache_bytes(encoded: Sequence[Encoded], emb_dim: int, bytes_per_value: int = 4) -> int:
+    return sum(sum(len(s) for s in e.ids) for e in encoded) * emb_dim * bytes_per_value
+
+
+@torch.no_grad()
+def build_prefix_source(
+    model: GPTClassifier,
+    source: TokenSource,
+    end: int,
+    dtype: torch.dtype = torch.float32,
+    tokens_per_batch: int = TOKENS_PER_BATCH,
+) -> PrefixSource:
+    """Run embeddings + blocks [0, end) once per text, in length-sorted batches.
+
+    `dtype` is the matmul precision: bf16 runs under autocast with the frozen blocks' weights
+    cast once (fastpath.fast_view), the same numbers as the uncached path. no_grad rather
+    than inference_mode: the states later feed layers that save their inputs for backward,
+    which inference tensors cannot be.
+    """
+    was_training = model.training
+    view = fast_view(model, dtype, blocks=range(end))
+    view.eval()
+    enc = source.encoded
+    seq_lens = torch.tensor([len(s) for s in enc.ids], dtype=torch.long)
+    states = torch.empty(
+        int(seq_lens.sum()), model.gpt.config.emb_dim, dtype=torch.float32, device=source.device
+    )
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), seq_lens.cumsum(0)])
+    try:
+        with autocast(source.device, dtype):
+            for idx in token_budget_batches(seq_lens, tokens_per_batch):
+                batch = source.batch(idx)
+                h = view.prefix(batch.args[0], batch.lengths, end)  # (B, T, C)
+                for row, i in enumerate(idx.tolist()):
+                    n = int(seq_lens[i])
+                    states[offsets[i] : offsets[i] + n] = h[row, :n].float()
+                del h
+                release_free_memory()
+    finally:
+        model.train(was_training)
+    return PrefixSource(states, seq_lens, enc, end)

@@ -1,0 +1,493 @@
+"""A whole training run: build -> fit -> calibrate -> write the run folder.
+
+`train(cfg)` is what `gptclassify train` calls. Every file it writes is written here, behind
+one `is_main` flag (the process that writes; the others compute). The loop itself
+(training/loop.py) touches no file.
+
+Speed: when the blocks before the first trainable one are frozen and deterministic, their
+output for each text is computed once (training/prefix_cache.py) and every epoch and
+evaluation runs only the trainable suffix. The result is the same as running the whole
+network every step (tests/test_training.py checks it); `--cache off` turns it off.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from gptclassify import tokenizer
+from gptclassify.args import TrainConfig, lora_target_list
+from gptclassify.artifact import LoraInfo, Provenance, RunMetrics, lora_base_name, write_metrics
+from gptclassify.classifier import GPTClassifier, trainable_blocks
+from gptclassify.data.batches import TokenSource
+from gptclassify.data.encode import Encoded, InputPolicy, encode_ids
+from gptclassify.data.prepared import write_splits
+from gptclassify.data.sources import load_data
+from gptclassify.data.split import Splits
+from gptclassify.errors import GPTClassifyError
+from gptclassify.files import sha256_file
+from gptclassify.metrics import (
+    classification_report,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
+from gptclassify.plots import plot_history
+from gptclassify.predict.api import Classifier
+from gptclassify.runtime import (
+    peak_memory_mb,
+    release_free_memory,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
+from gptclassify.training.build import (
+    Backbone,
+    build_backbone,
+    build_classifier,
+    class_weight_tensor,
+    new_state,
+    training_net,
+)
+from gptclassify.training.loop import Callbacks, Engine, Sources, fit
+from gptclassify.training.prefix_cache import (
+    build_prefix_source,
+    prefix_cache_bytes,
+    prefix_is_cacheable,
+)
+from gptclassify.training.state import History, TrainState
+from gptclassify.weights import weights_file
+
+log = logging.getLogger("gptclassify.training")
+
+HISTORY_COLUMNS = (
+    "step",
+    "epoch",
+    "examples_seen",
+    "train_loss",
+    "val_loss",
+    "train_accuracy",
+    "val_accuracy",
+    "full_val_accuracy",
+    "full_val_loss",
+)
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+@contextmanager
+def run_logging(run_dir: Path, quiet: bool = False) -> Iterator[None]:
+    """Log lines go to run_dir/train.log and (unless quiet) the terminal."""
+    logger = logging.getLogger("gptclassify")
+    logger.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "train.log", encoding="utf-8")]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    if not quiet:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        # Lines meant for the file only (the terminal shows the error its own way).
+        console.addFilter(lambda record: not getattr(record, "file_only", False))
+        handlers.append(console)
+    for h in handlers:
+        logger.addHandler(h)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+
+
+def train(cfg: TrainConfig | None = None, quiet: bool = False, progress: bool = True) -> Classifier:
+    """Fine-tune a classifier as `cfg` says, write the run folder, and return the classifier."""
+    cfg = cfg or TrainConfig()
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir()
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_logging(run_dir, quiet=quiet):
+            try:
+                return Run(cfg, run_dir, progress=progress and not quiet).execute()
+            except BaseException as exc:
+                # The log keeps why a run ended (a crash or Ctrl-C leaves the folder to inspect).
+                reason = str(exc).strip() or type(exc).__name__
+                log.error("Run failed: %s", reason, extra={"file_only": True})
+                raise
+    except GPTClassifyError:
+        # Bad input or settings: nothing worth keeping, so no empty run folder is left behind.
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+@dataclass
+class Prepared:
+    """What the build step made: data, model, inputs."""
+
+    splits: Splits
+    labels: list[str]
+    encoded: dict[str, Encoded]
+    policy: InputPolicy
+    backbone: Backbone
+    model: GPTClassifier
+    start: int
+    """Index of the first trainable block: blocks before it are a frozen prefix."""
+
+
+class Run:
+    """One training run into `run_dir`; `is_main` decides who writes files and logs."""
+
+    def __init__(
+        self, cfg: TrainConfig, run_dir: Path, progress: bool = True, is_main: bool = True
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.progress = progress and is_main
+        self.is_main = is_main
+        self.device = resolve_device(cfg.runtime.device)
+        self.dtype = resolve_precision(cfg.runtime.precision, self.device)
+
+    def execute(self) -> Classifier:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        seed_everything(cfg.train.seed)
+        log.info(
+            "Run folder: %s | device %s | precision %s",
+            self.run_dir,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+        )
+        prep = self.build()
+        sources, cached = self.sources(prep)
+        engine = self.engine(prep, sources)
+        state = new_state(prep.model, cfg.train, self.device)
+
+        t_fit = time.perf_counter()
+        self.fit(state, engine, sources)
+        fit_time = time.perf_counter() - t_fit
+        log.info(
+            "Training completed in %.2f minutes; kept epoch %d (best full-validation %s)",
+            fit_time / 60,
+            state.best_epoch,
+            "loss" if cfg.eval.best_by == "val_loss" else "accuracy",
+        )
+        return self.finish(prep, state, engine, sources, cached, t0, fit_time)
+
+    # ---- build ------------------------------------------------------------------------
+
+    def build(self) -> Prepared:
+        cfg = self.cfg
+        # The model first: a bad --model or --trainable fails before any data is read.
+        torch.manual_seed(cfg.train.seed)  # a random init depends on the seed only
+        backbone = build_backbone(cfg)
+        release_free_memory()  # the file's tensors and transposed copies are garbage now
+        trainable_blocks(cfg.backbone.trainable, backbone.model.config.n_layers)
+        splits = load_data(cfg.data, cfg.train.seed)
+        labels = list(splits.label_names)
+        parts = {name: part for name, part in splits.parts() if len(part.texts) > 0}
+        if "validation" not in parts:
+            raise GPTClassifyError(
+                "the validation split is empty; use more data or another --split"
+            )
+        if self.is_main:
+            # The exact texts this run saw, so `evaluate RUN` needs no other input.
+            write_splits(splits, self.run_dir / "data", meta={"written_by": "gptclassify train"})
+
+        model, start = build_classifier(cfg, len(labels), backbone)
+        model.to(self.device)
+        raw = {k: tokenizer.encode_batch(v.texts) for k, v in parts.items()}
+        policy = InputPolicy.resolve(
+            cfg.inputs.pad_to,
+            cfg.inputs.max_length,
+            cfg.inputs.truncate,
+            model.gpt.config.context_length,
+            [len(r) for r in raw["train"]],
+        )
+        encoded = {
+            name: encode_ids(raw[name], policy, splits.label_ids(part), part.source)
+            for name, part in parts.items()
+        }
+        for name, enc in encoded.items():
+            counts = np.bincount(enc.labels.numpy(), minlength=len(labels))
+            log.info(
+                "%-10s %5d texts (%s); %d truncated to %d tokens (%s kept)",
+                name,
+                len(enc),
+                ", ".join(f"{n} {c}" for n, c in zip(labels, counts, strict=True)),
+                enc.truncated,
+                policy.max_length,
+                "start" if cfg.inputs.truncate == "end" else "end",
+            )
+        if cfg.inputs.pool == "last" and policy.pad_length is None:
+            log.info(
+                "Note: --pool last with --pad-to batch reads padding whose amount depends on "
+                "the batch"
+            )
+        log.info(
+            "Model %s: %s parameters, %s trainable (%s)",
+            backbone.description,
+            f"{sum(p.numel() for p in model.parameters()):,}",
+            f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,}",
+            cfg.backbone.trainable,
+        )
+        return Prepared(splits, labels, encoded, policy, backbone, model, start)
+
+    def sources(self, prep: Prepared) -> tuple[dict[str, Any], bool]:
+        """Token sources for every split, or the frozen-prefix cache when it is exact and fits."""
+        cfg, model = self.cfg, prep.model
+        sources: dict[str, Any] = {k: TokenSource(v, self.device) for k, v in prep.encoded.items()}
+        cacheable = (
+            cfg.runtime.cache == "auto"
+            and prep.start > 0
+            and prefix_is_cacheable(
+                cfg.inputs.pool, prep.policy.pad_length is not None, model.gpt.config.drop_rate
+            )
+        )
+        if cacheable:
+            need = prefix_cache_bytes(list(prep.encoded.values()), model.gpt.config.emb_dim)
+            if need > cfg.runtime.cache_gb * 1e9:
+                log.info(
+                    "Frozen-prefix cache would need %.1f GB (> --cache-gb %.1f); running the "
+                    "whole network",
+                    need / 1e9,
+                    cfg.runtime.cache_gb,
+                )
+                cacheable = False
+        if cacheable:
+            t_cache = time.perf_counter()
+            sources = {
+                k: build_prefix_source(model, s, prep.start, self.dtype) for k, s in sources.items()
+            }
+            log.info(
+                "Cached the frozen blocks 0-%d for all texts in %.1f s",
+                prep.start - 1,
+                time.perf_counter() - t_cache,
+            )
+        return sources, cacheable
+
+    def engine(self, prep: Prepared, sources: dict[str, Any]) -> Engine:
+        start = sources["train"].start  # > 0: the frozen prefix is cached
+        net = training_net(prep.model, self.dtype, start)
+        if self.cfg.runtime.compile:
+            net = torch.compile(net, dynamic=True)  # type: ignore[assignment]
+        weights = (
+            class_weight_tensor(prep.encoded["train"].labels, len(prep.labels)).to(self.device)
+            if self.cfg.train.class_weights == "auto"
+            else None
+        )
+        return Engine(net, self.device, self.dtype, weights)
+
+    # ---- fit --------------------------------------------------------------------------
+
+    def fit(self, state: TrainState, engine: Engine, sources: dict[str, Any]) -> None:
+        cfg = self.cfg
+        n_batches = len(sources["train"]) // cfg.train.batch_size
+        n_steps = cfg.train.epochs * math.ceil(n_batches / cfg.train.grad_accum)
+        bar = tqdm(
+            total=n_steps,
+            initial=state.step + 1,
+            desc="train",
+            unit="step",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        # Log lines are printed above the progress bar instead of through it. (The redirect
+        # adds a console handler of its own, so it must not run when the terminal should
+        # stay quiet.)
+        redirect = (
+            logging_redirect_tqdm(loggers=[logging.getLogger("gptclassify")])
+            if self.progress
+            else nullcontext()
+        )
+        with redirect:
+            fit(
+                state,
+                engine,
+                Sources(sources["train"], sources["validation"]),
+                cfg.train,
+                cfg.eval,
+                RunCallbacks(bar, cfg.eval.patience),
+            )
+        bar.close()
+
+    # ---- evaluate and write -----------------------------------------------------------
+
+    def finish(
+        self,
+        prep: Prepared,
+        state: TrainState,
+        engine: Engine,
+        sources: dict[str, Any],
+        cached: bool,
+        t0: float,
+        fit_time: float,
+    ) -> Classifier:
+        cfg, labels = self.cfg, prep.labels
+        lora = self.lora_info(prep)
+        if lora is not None and lora.merged:
+            engine = self.engine(prep, sources)  # evaluate the merged model that is saved
+        logits = {k: engine.logits(s) for k, s in sources.items()}
+        temperature = 1.0
+        calibration: dict[str, float] | None = None
+        if cfg.eval.calibrate:
+            y_val = prep.encoded["validation"].labels.numpy()
+            temperature = fit_temperature(logits["validation"], y_val)
+            calibration = {
+                "temperature": temperature,
+                "val_ece_before": expected_calibration_error(softmax(logits["validation"]), y_val),
+                "val_ece_after": expected_calibration_error(
+                    softmax(logits["validation"], temperature), y_val
+                ),
+            }
+            log.info(
+                "Calibrated temperature %.3f: validation ECE %.4f -> %.4f",
+                temperature,
+                calibration["val_ece_before"],
+                calibration["val_ece_after"],
+            )
+        reports = {
+            k: classification_report(
+                softmax(v, temperature), prep.encoded[k].labels.numpy(), labels
+            )
+            for k, v in logits.items()
+        }
+        log.info(
+            " | ".join(
+                f"{k.capitalize()} accuracy: {r['accuracy'] * 100:.2f}%" for k, r in reports.items()
+            )
+        )
+        model = prep.model
+        provenance = Provenance(
+            base_model=prep.backbone.description,
+            weights=cfg.backbone.weights,
+            trainable=cfg.backbone.trainable,
+            pad_to=cfg.inputs.pad_to,
+            lora=lora,
+            train_config=cfg.to_dict(),
+        )
+        classifier = Classifier(
+            model,
+            labels,
+            prep.policy,
+            temperature,
+            device=self.device,
+            precision=cfg.runtime.precision,
+            provenance=provenance,
+        )
+        metrics = RunMetrics(
+            splits=reports,
+            best_epoch=state.best_epoch,
+            stopped_early=state.stopped_early,
+            epochs_run=len(state.history.epochs),
+            examples_seen=state.examples_seen,
+            training_time_s=fit_time,
+            total_time_s=time.perf_counter() - t0,
+            trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            total_params=sum(p.numel() for p in model.parameters()),
+            frozen_prefix_cache=cached,
+            device=str(self.device),
+            precision=str(self.dtype).removeprefix("torch."),
+            peak_memory_mb=peak_memory_mb(self.device),
+            truncated={k: e.truncated for k, e in prep.encoded.items()},
+            calibration=calibration,
+        )
+        classifier.metrics = metrics.to_json()
+        if self.is_main:
+            classifier.save(self.run_dir)
+            write_metrics(self.run_dir, metrics)
+            write_history(self.run_dir / "history.csv", state.history)
+            plot_history(state.history.steps, state.history.epochs, self.run_dir)
+            log.info("Saved model, metrics, history and plots to %s", self.run_dir)
+        classifier.path = self.run_dir
+        return classifier
+
+    def lora_info(self, prep: Prepared) -> LoraInfo | None:
+        """How config.json describes LoRA; merges the adapters first when --merge-lora is set.
+
+        Unmerged adapters on a pretrained base are saved alone (with the head) and the base
+        is named and checksummed; on a random base the whole model must be saved.
+        """
+        b = self.cfg.backbone
+        if b.trainable != "lora":
+            return None
+        info = LoraInfo(b.lora_rank, b.lora_alpha, lora_target_list(b.lora_targets), b.merge_lora)
+        if b.merge_lora:
+            prep.model.merge_lora()
+        elif prep.backbone.pretrained_dir is not None:
+            directory = prep.backbone.pretrained_dir
+            info = LoraInfo(
+                info.rank,
+                info.alpha,
+                info.targets,
+                merged=False,
+                adapters_only=True,
+                base=lora_base_name(b.model, directory),
+                base_sha256=sha256_file(weights_file(directory)),
+            )
+        return info
+
+
+class RunCallbacks(Callbacks):
+    """The run's view of the loop: progress bar and the book's log lines."""
+
+    def __init__(self, bar: tqdm, patience: int | None) -> None:
+        self.bar = bar
+        self.patience = patience
+
+    def on_step(self, state: TrainState, loss: float) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+    def on_estimate(self, state: TrainState, row: dict[str, Any]) -> None:
+        log.info(
+            "Ep %d (Step %06d): Train loss %.3f, Val loss %.3f",
+            row["epoch"],
+            row["step"],
+            row["train_loss"],
+            row["val_loss"],
+        )
+
+    def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
+        # The book's line (estimates on eval_iter batches), then the full-validation figures
+        # that choose the kept epoch, so the log shows why an epoch was kept.
+        log.info(
+            "Training accuracy: %.2f%% | Validation accuracy: %.2f%% | Full validation: "
+            "accuracy %.2f%%, loss %.3f",
+            row["train_accuracy"] * 100,
+            row["val_accuracy"] * 100,
+            row["full_val_accuracy"] * 100,
+            row["full_val_loss"],
+        )
+        if state.stopped_early:
+            log.info("Stopping early: no validation improvement for %d epoch(s)", self.patience)
+
+
+def write_history(path: Path, history: History) -> None:
+    """history.csv: loss-estimate rows and epoch rows, in step order."""
+    rows = [dict(r) for r in history.steps] + [
+        {k: r[k] for k in HISTORY_COLUMNS if k in r} for r in history.epochs
+    ]
+    rows.sort(key=lambda r: (r["step"], "train_accuracy" in r))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: r.get(k, "") for k in HISTORY_COLUMNS})
