@@ -1,0 +1,108 @@
+"""Batches for the model: which rows go together, and the tensors of one batch.
+
+`TokenSource` turns rows of an `Encoded` split into right-padded token-id batches. The
+frozen-prefix cache (training/prefix_cache.py) is another source with the same interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gptclassify.config import PAD_TOKEN_ID
+from gptclassify.data.encode import Encoded
+
+TOKENS_PER_BATCH = 4096
+"""Padded tokens per batch for no-grad passes (prefix cache, full-split logits): large enough
+for efficient matmuls, small enough to keep activation memory (and peak RSS) modest."""
+
+
+@dataclass
+class Batch:
+    args: tuple[Tensor, Tensor]
+    """What the model is called with: (input_ids (B, T), attention_mask (B, T)) for token
+    batches, (hidden states (B, T, C), lengths (B,)) for cached-prefix batches."""
+    lengths: Tensor
+    """(B,) real tokens per row."""
+    labels: Tensor | None
+    """(B,) class ids."""
+
+    def __len__(self) -> int:
+        return self.lengths.shape[0]
+
+
+def attention_mask(lengths: Tensor, width: int) -> Tensor:
+    """(B, width) 1 for the first `lengths` positions of each row, 0 after (right padding)."""
+    return (torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]).long()
+
+
+class TokenSource:
+    """Batches of token ids, padded to the batch's longest sequence."""
+
+    start = 0
+    """The block the model starts from (token batches start at the embedding)."""
+
+    def __init__(self, encoded: Encoded, device: torch.device) -> None:
+        self.encoded = encoded
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def batch(self, idx: Tensor) -> Batch:
+        seqs = [self.encoded.ids[i] for i in idx.tolist()]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), PAD_TOKEN_ID, dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        lengths = self.encoded.lengths[idx]
+        # The mask covers the real tokens; a fixed pad length's padding ids are padding too.
+        mask = attention_mask(lengths, width)
+        labels = self.encoded.labels[idx] if self.encoded.labels is not None else None
+        return Batch(
+            (ids.to(self.device), mask.to(self.device)),
+            lengths.to(self.device),
+            labels.to(self.device) if labels is not None else None,
+        )
+
+
+def shuffled_batches(
+    n: int,
+    batch_size: int,
+    shuffle: bool,
+    drop_last: bool,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    batches = list(order.split(batch_size))
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def token_budget_batches(
+    lengths: Tensor, max_tokens: int, max_batch: int | None = None
+) -> list[Tensor]:
+    """Length-sorted batches of at most `max_tokens` padded tokens: little padding, big matmuls.
+
+    The order inside the data is lost; callers index results back by the returned indices.
+    """
+    order = torch.argsort(lengths, descending=True, stable=True)
+    batches: list[Tensor] = []
+    current: list[int] = []
+    width = 0
+    for i in order.tolist():
+        n = int(lengths[i])
+        new_width = max(width, n)
+        if current and (
+            new_width * (len(current) + 1) > max_tokens or (max_batch and len(current) >= max_batch)
+        ):
+            batches.append(torch.tensor(current, dtype=torch.long))
+            current, new_width = [], n
+        current.append(i)
+        width = new_width
+    if current:
+        batches.append(torch.tensor(current, dtype=torch.long))
+    return batches

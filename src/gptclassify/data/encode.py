@@ -1,0 +1,104 @@
+"""From texts to token sequences: tokenize, truncate, and (for fixed lengths) pad.
+
+Padding is always on the right: real tokens keep their positions, and under the causal mask
+they never see the padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gptclassify import tokenizer
+from gptclassify.errors import GPTClassifyError
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """How texts become fixed or variable-length id sequences."""
+
+    max_length: int
+    """Tokens kept per text (the rest is cut, see `truncate`)."""
+    pad_length: int | None
+    """Every sequence is padded to this length; None: pad each batch to its own longest."""
+    truncate: str = "end"
+    """"end": cut the end (keep the start); "start": cut the start (keep the end)."""
+
+    @classmethod
+    def resolve(
+        cls,
+        pad_to: str,
+        max_length: int | None,
+        truncate: str,
+        context_length: int,
+        train_lengths: Sequence[int] = (),
+    ) -> InputPolicy:
+        """Turn the --pad-to / --max-length flags into lengths for this model and data."""
+        cap = min(max_length or context_length, context_length)
+        if pad_to in ("batch", "none"):
+            return cls(cap, None, truncate)
+        if pad_to == "context":
+            return cls(cap, context_length, truncate)
+        if pad_to == "longest":
+            # The book pads everything to the longest training text and cuts longer
+            # validation/test texts to that length.
+            if not train_lengths:
+                raise GPTClassifyError("--pad-to longest needs training texts to measure")
+            longest = min(max(train_lengths), cap)
+            return cls(longest, longest, truncate)
+        n = int(pad_to)
+        if n > context_length:
+            raise GPTClassifyError(f"--pad-to {n} exceeds the model context ({context_length})")
+        return cls(min(cap, n), n, truncate)
+
+    def apply(self, ids: list[int]) -> list[int]:
+        ids = tokenizer.truncate(
+            ids, self.max_length, keep="right" if self.truncate == "end" else "left"
+        )
+        return tokenizer.pad(ids, self.pad_length) if self.pad_length is not None else ids
+
+
+@dataclass
+class Encoded:
+    """Token sequences of one split, ready for batching."""
+
+    ids: list[list[int]]
+    """Per text: truncated ids, right-padded when the policy has a fixed length."""
+    lengths: Tensor
+    """(N,) real (non-padding) tokens per text."""
+    labels: Tensor | None
+    """(N,) class ids, or None for unlabelled text."""
+    truncated: int
+    """How many texts were cut to fit."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode(
+    texts: Sequence[str], policy: InputPolicy, labels: Sequence[int] | None = None
+) -> Encoded:
+    """Tokenize, truncate and (for fixed lengths) pad texts under `policy`."""
+    return encode_ids(tokenizer.encode_batch(texts), policy, labels)
+
+
+def encode_ids(
+    raw: Sequence[list[int]],
+    policy: InputPolicy,
+    labels: Sequence[int] | None = None,
+    source: str = "",
+) -> Encoded:
+    """`encode` for texts already tokenized (e.g. to measure lengths before choosing a policy)."""
+    for i, ids in enumerate(raw):
+        if not ids:
+            where = f"{source}: " if source else ""
+            raise GPTClassifyError(f"{where}text {i + 1} is empty: nothing to classify")
+    return Encoded(
+        ids=[policy.apply(ids) for ids in raw],
+        lengths=torch.tensor([min(len(ids), policy.max_length) for ids in raw], dtype=torch.long),
+        labels=torch.tensor(list(labels), dtype=torch.long) if labels is not None else None,
+        truncated=sum(len(ids) > policy.max_length for ids in raw),
+    )

@@ -1,0 +1,277 @@
+"""Splitting labelled text: balance, shuffle and cut into train / validation / test.
+
+Randomness is numpy's legacy `RandomState(seed)` used the way pandas' `DataFrame.sample`
+uses it, so the SMS recipe picks the same rows, in the same order, as the book's pandas code
+does with the same seed. A class id is its index in `Splits.label_names`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gptclassify.data.tables import LabelledTexts, read_labelled, sort_labels
+from gptclassify.errors import GPTClassifyError
+
+SPLIT_NAMES = ("train", "validation", "test")
+"""The three parts of a prepared folder, each written as `<name>.csv`."""
+
+DEFAULT_FRACTIONS = (0.7, 0.1)
+"""Train and validation fractions; the rest (20%) is test."""
+
+VALIDATION_HOLDOUT = 0.1
+"""Share of a raw training file held out for validation when no validation file is given."""
+
+
+@dataclass
+class Splits:
+    """Train / validation / (optional) test parts and the class order shared by all three."""
+
+    train: LabelledTexts
+    """Rows to train on."""
+    validation: LabelledTexts
+    """Rows for model selection and progress reports."""
+    test: LabelledTexts | None
+    """Held-out rows for the final score; None when there is no test set."""
+    label_names: list[str]
+    """Class order: class id = index. Integer labels sort numerically, others as strings."""
+    warnings: list[str] = field(default_factory=list)
+    """One-line notes for the user, from reading and from splitting."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Where the data came from and how it was split (what dataset.json records)."""
+
+    def parts(self) -> list[tuple[str, LabelledTexts]]:
+        """(name, part) for each part present, in train, validation, test order."""
+        named = zip(SPLIT_NAMES, (self.train, self.validation, self.test), strict=True)
+        return [(name, part) for name, part in named if part is not None]
+
+    def label_ids(self, part: LabelledTexts) -> list[int]:
+        """Class ids of a part's labels; a label outside `label_names` is an error."""
+        index = {name: i for i, name in enumerate(self.label_names)}
+        try:
+            return [index[label] for label in part.labels]
+        except KeyError as exc:
+            raise GPTClassifyError(
+                f"{part.source}: label {exc.args[0]!r} is not one of the classes "
+                f"{', '.join(map(repr, self.label_names))}"
+            ) from None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Rows per class for each part: {part: {class: rows}}, every class listed."""
+        out = {}
+        for name, part in self.parts():
+            counts = Counter(part.labels)
+            out[name] = {label: counts[label] for label in self.label_names}
+        return out
+
+
+
+# ---- splitting -------------------------------------------------------------------------
+
+
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float]:
+    """Validate (train, validation) fractions: both positive, sum below 1 (the rest is test)."""
+    shown = " ".join(f"{f:g}" for f in fractions)
+    if len(fractions) != 2:
+        raise GPTClassifyError(f"--split {shown}: give two fractions, train and validation")
+    train, validation = (float(f) for f in fractions)
+    if not (train > 0 and validation > 0 and train + validation < 1):
+        raise GPTClassifyError(
+            f"--split {shown}: fractions must be positive and sum below 1 (the rest is test)"
+        )
+    return train, validation
+
+
+def split_labelled(
+    data: LabelledTexts,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 123,
+    balance: bool = False,
+    stratify: bool = False,
+) -> Splits:
+    """Balance (optional), shuffle and cut one labelled set into train / validation / test.
+
+    The recipe of SPEC section 1, generalised to any number of classes:
+
+    - `balance`: every class is undersampled to the size of the rarest one; classes are
+      concatenated in class order, an undersampled class in the order sampled, the others
+      in file order (for SMS: sampled ham, then all spam, as the book does).
+    - shuffle everything with a fresh `RandomState(seed)`;
+    - train = the first int(n * train_fraction) rows, validation the next
+      int(n * validation_fraction), test the rest.
+    - `stratify`: the cut is made per class (same int() rule, at least one row per part for
+      classes with three rows or more), each part keeping the shuffled order.
+
+    A class missing from some part is reported in `warnings`.
+    """
+    train_frac, val_frac = check_fractions(fractions)
+    label_names = sort_labels(data.labels)
+    if len(label_names) < 2:
+        raise GPTClassifyError(
+            f"{data.source}: only one class ({label_names[0]!r}); a classifier needs at least two"
+        )
+    indices = np.arange(len(data))
+    if balance:
+        indices = _undersample(data.labels, label_names, seed)
+    # choice(n, n, replace=False) is what pandas' sample(frac=1, random_state=seed) draws.
+    shuffle = np.random.RandomState(seed).choice(len(indices), size=len(indices), replace=False)
+    order = indices[shuffle]
+    n = len(order)
+    if stratify:
+        parts = _stratified_cut(order, data.labels, label_names, train_frac, val_frac)
+    else:
+        train_end = int(n * train_frac)
+        val_end = train_end + int(n * val_frac)
+        parts = [order[:train_end], order[train_end:val_end], order[val_end:]]
+    for name, part in zip(SPLIT_NAMES, parts, strict=True):
+        if len(part) == 0:
+            raise GPTClassifyError(
+                f"{data.source}: {n} rows are too few for --split {train_frac:g} {val_frac:g} "
+                f"(the {name} part would be empty)"
+            )
+    train, validation, test = (
+        data.subset(part.tolist(), source=f"{data.source} ({name} part)")
+        for name, part in zip(SPLIT_NAMES, parts, strict=True)
+    )
+    splits = Splits(
+        train,
+        validation,
+        test,
+        label_names,
+        warnings=list(data.warnings),
+        meta={
+            "seed": seed,
+            "fractions": [train_frac, val_frac],
+            "balance": balance,
+            "stratify": stratify,
+            "rows_read": len(data),
+            "rows_used": n,
+        },
+    )
+    splits.warnings += rare_class_warnings(splits, data.source, stratified=stratify)
+    return splits
+
+
+def _undersample(labels: Sequence[str], label_names: list[str], seed: int) -> np.ndarray:
+    positions: dict[str, list[int]] = {name: [] for name in label_names}
+    for i, label in enumerate(labels):
+        positions[label].append(i)
+    smallest = min(len(p) for p in positions.values())
+    rng = np.random.RandomState(seed)
+    kept: list[np.ndarray] = []
+    for name in label_names:
+        rows = np.asarray(positions[name], dtype=np.intp)
+        if len(rows) > smallest:
+            # Same draw as pandas' DataFrame.sample(smallest, random_state=seed).
+            rows = rows[rng.choice(len(rows), size=smallest, replace=False)]
+        kept.append(rows)
+    return np.concatenate(kept)
+
+
+def _stratified_cut(
+    order: np.ndarray,
+    labels: Sequence[str],
+    label_names: list[str],
+    train_frac: float,
+    val_frac: float,
+) -> list[np.ndarray]:
+    assignment = np.empty(len(order), dtype=np.intp)
+    for name in label_names:
+        where = np.flatnonzero([labels[i] == name for i in order])
+        m = len(where)
+        sizes = [int(m * train_frac), int(m * val_frac)]
+        sizes.append(m - sum(sizes))
+        if m >= len(sizes):
+            # Rounding down can leave a small class out of a part; lend it one row from
+            # the largest part so every class is seen in training, validation and test.
+            for k in range(len(sizes)):
+                if sizes[k] == 0:
+                    sizes[int(np.argmax(sizes))] -= 1
+                    sizes[k] += 1
+        assignment[where] = np.repeat(np.arange(len(sizes)), sizes)
+    return [order[assignment == k] for k in range(len(SPLIT_NAMES))]
+
+
+def rare_class_warnings(splits: Splits, source: str, stratified: bool = False) -> list[str]:
+    """A line for each class that is missing from some part, with its counts per part."""
+    counts = splits.counts()
+    out = []
+    for label in splits.label_names:
+        per_part = {name: counts[name][label] for name in counts}
+        missing = [name for name, count in per_part.items() if count == 0]
+        if not missing:
+            continue
+        total = sum(per_part.values())
+        shown = ", ".join(f"{name} {count}" for name, count in per_part.items())
+        advice = (
+            "use --stratify to put it in every part"
+            if not stratified and total >= len(per_part)
+            else "add more examples of it"
+        )
+        out.append(
+            f"{source}: class {label!r} is too rare to appear in "
+            f"every part: missing from {', '.join(missing)} ({shown}); {advice}"
+        )
+    return out
+
+
+
+def load_split_files(
+    train: str | Path,
+    validation: str | Path | None = None,
+    test: str | Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    fmt: str | None = None,
+    strict: bool = False,
+    seed: int = 123,
+) -> Splits:
+    """Splits from raw files (the training command's --train/--validation/--test).
+
+    Without a validation file, `VALIDATION_HOLDOUT` (10%) of the training rows, drawn with
+    `RandomState(seed)`, become the validation part; the rest stay in file order. Class
+    order covers the labels of all files.
+    """
+
+    def read(path: str | Path) -> LabelledTexts:
+        return read_labelled(path, text_column, label_column, fmt, strict)
+
+    train_data = read(train)
+    warnings = list(train_data.warnings)
+    meta: dict[str, Any] = {"train": str(train), "seed": seed}
+    if validation is not None:
+        val_data = read(validation)
+        warnings += val_data.warnings
+        meta["validation"] = str(validation)
+    else:
+        n = len(train_data)
+        k = int(n * VALIDATION_HOLDOUT)
+        if k == 0:
+            raise GPTClassifyError(
+                f"{train}: {n} rows are too few to hold out {VALIDATION_HOLDOUT:.0%} for "
+                "validation; pass a validation file"
+            )
+        held = np.random.RandomState(seed).choice(n, size=k, replace=False)
+        keep = np.setdiff1d(np.arange(n), held)
+        val_data = train_data.subset(held.tolist(), source=f"{train} (held-out validation)")
+        train_data = train_data.subset(keep.tolist())
+        meta["validation"] = f"{VALIDATION_HOLDOUT:.0%} of train held out (seed {seed})"
+    test_data = None
+    if test is not None:
+        test_data = read(test)
+        warnings += test_data.warnings
+        meta["test"] = str(test)
+    everything = train_data.labels + val_data.labels + (test_data.labels if test_data else [])
+    label_names = sort_labels(everything)
+    if len(label_names) < 2:
+        raise GPTClassifyError(
+            f"{train}: only one class ({label_names[0]!r}); a classifier needs at least two"
+        )
+    splits = Splits(train_data, val_data, test_data, label_names, warnings, meta)
+    splits.warnings += rare_class_warnings(splits, str(train))
+    return splits
