@@ -26,24 +26,33 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-SHARED = REPO_ROOT.parent / "shared"
-DEFAULT_SMS_SOURCE = SHARED / "data" / "sms_spam_collection" / "SMSSpamCollection"
-TIKTOKEN_CACHE = SHARED / "tiktoken_cache"
+# The package's own copies (shipped in src/gptclassify/assets): no network, no shared folder.
+ASSETS = REPO_ROOT / "src" / "gptclassify" / "assets"
+DEFAULT_SMS_SOURCE = ASSETS / "sms_spam_collection" / "SMSSpamCollection"
+GPT2_FILES = ASSETS / "gpt2"
 DEFAULT_OUT = BENCH_DIR / "out"
+TIKTOKEN_CACHE = DEFAULT_OUT / "tiktoken_cache"
 
-# tiktoken's cached GPT-2 files, named by the sha1 of their URL (see tiktoken_cache/README.md);
-# a Hugging Face GPT-2 tokenizer calls the same two files vocab.json and merges.txt.
-TIKTOKEN_VOCAB_JSON = "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"  # encoder.json
-TIKTOKEN_MERGES_TXT = "6d1cbeee0f20b3d9449abfede4726ed8212e3aee"  # vocab.bpe
+# The reference loop tokenizes with tiktoken.get_encoding("gpt2"), as the book does, which
+# reads its two files from a cache named by the sha1 of their download URL. A Hugging Face
+# GPT-2 tokenizer calls the same two files vocab.json and merges.txt.
+TIKTOKEN_FILES = {
+    "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6": "encoder.json",  # vocab.json
+    "6d1cbeee0f20b3d9449abfede4726ed8212e3aee": "vocab.bpe",  # merges.txt
+}
 
 WEIGHTS_MARKER = "benchmark-weights.json"
 PAD_TOKEN_ID = 50256
 
 
 def setup_offline_env() -> None:
-    """Tokenizer files from the shared cache, and no Hub traffic (set before heavy imports)."""
-    if TIKTOKEN_CACHE.is_dir():
-        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+    """tiktoken's cache filled from the shipped tokenizer files, and no Hub traffic (set
+    before heavy imports)."""
+    TIKTOKEN_CACHE.mkdir(parents=True, exist_ok=True)
+    for cached, name in TIKTOKEN_FILES.items():
+        if not (TIKTOKEN_CACHE / cached).is_file():
+            shutil.copyfile(GPT2_FILES / name, TIKTOKEN_CACHE / cached)
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -110,13 +119,13 @@ def ensure_gpt2_weights(directory: Path, seed: int = 123) -> Path:
 
 
 def install_hf_tokenizer(directory: Path) -> None:
-    """A GPT-2 tokenizer for transformers, built offline from tiktoken's two cached files."""
+    """A GPT-2 tokenizer for transformers, built offline from the shipped tokenizer files."""
     from transformers import GPT2TokenizerFast
 
-    shutil.copyfile(TIKTOKEN_CACHE / TIKTOKEN_VOCAB_JSON, directory / "vocab.json")
-    shutil.copyfile(TIKTOKEN_CACHE / TIKTOKEN_MERGES_TXT, directory / "merges.txt")
+    shutil.copyfile(GPT2_FILES / "encoder.json", directory / "vocab.json")
+    shutil.copyfile(GPT2_FILES / "vocab.bpe", directory / "merges.txt")
     tok = GPT2TokenizerFast.from_pretrained(directory)
-    tok.pad_token = tok.eos_token  # GPT-2 has no pad token; 50256 doubles as one (SPEC 2)
+    tok.pad_token = tok.eos_token  # GPT-2 has no pad token; <|endoftext|> (50256) doubles as one
     tok.model_max_length = 1024
     tok.save_pretrained(directory)
 

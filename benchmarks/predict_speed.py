@@ -45,7 +45,7 @@ def block_flops(width: int, c: int) -> float:
 
 
 def pooled_block_flops(width: int, real: int, c: int) -> float:
-    """gptclassify's last block evaluated at the pooled position only (classifier.pooled_block):
+    """gptclassify's last block evaluated at the pooled position only (fastpath.pooled_block):
     keys and values for all `width` positions, then query, attention, projection and MLP for
     one position that sees `real` keys."""
     return 4 * c * c * width + 2 * c * c + 4 * c * real + 2 * c * c + 16 * c * c
@@ -119,7 +119,7 @@ def ours_worker(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
 
     from gptclassify import tokenizer
     from gptclassify.classifier import GPTClassifier
-    from gptclassify.inputs import InputPolicy
+    from gptclassify.data.encode import InputPolicy
     from gptclassify.predict import Classifier
     from gptclassify.weights import load_pretrained
 
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
         common.write_json(Path(args.result), work(args, texts))
         return
 
-    from gptclassify.datasets import prepare_sms_spam
+    from gptclassify.data.sms_spam import prepare_sms_spam
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

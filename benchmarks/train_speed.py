@@ -314,7 +314,7 @@ DEFAULT_VARIANTS = ("ours", "ours book pooling")
 def prepare_data(args: argparse.Namespace, out: Path):
     """The split both variants use; with --subset, written to a folder ours reads with --data."""
     from gptclassify.data import write_splits
-    from gptclassify.datasets import prepare_sms_spam
+    from gptclassify.data.sms_spam import prepare_sms_spam
 
     splits = prepare_sms_spam(
         source=str(args.sms_source), seed=args.seed, book_split=args.book_split

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from gptclassify.args import LORA_TARGETS
 from gptclassify.classifier import GPTClassifier, trainable_blocks
-from gptclassify.lora import LoRALinear
 from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
+from gptclassify.lora import LoRALinear
 from gptclassify.model import GPTModel
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=3)

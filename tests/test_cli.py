@@ -15,7 +15,52 @@ from gptclassify.cli import cli
 def test_help_lists_commands():
     res = CliRunner().invoke(cli, ["--help"])
     assert res.exit_code == 0
-    assert "generate" in res.output
+    listed = {
+        line.split()[0] for line in res.output.split("Commands:")[1].splitlines() if line.strip()
+    }
+    assert (
+        listed
+        == set(cli.commands)
+        >= {
+            "baseline",
+            "data",
+            "evaluate",
+            "experiments",
+            "generate",
+            "predict",
+            "train",
+        }
+    )
+
+
+def test_every_config_field_is_a_documented_flag():
+    """train/baseline/experiments --help list every field of their config, with its help."""
+    import click
+
+    from gptclassify.args import BaselineConfig, ExperimentsConfig, TrainConfig, options
+
+    for command, cls in (
+        ("train", TrainConfig),
+        ("baseline", BaselineConfig),
+        ("experiments", ExperimentsConfig),
+    ):
+        res = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
+        assert res.exit_code == 0, res.output
+        params = {p.name: p for p in cli.commands[command].params}
+        help_text = " ".join(res.output.split())
+        for o in options(cls):
+            assert o.flag in res.output, (command, o.flag)
+            assert " ".join(o.help.split())[:40] in help_text, (command, o.name)
+            param = params[o.name]
+            if o.hint is bool:
+                # Off by default: a plain switch. On by default: --x / --no-x.
+                assert param.is_flag and param.default is o.default
+                assert (f"--no-{o.flag[2:]}" in param.secondary_opts) == bool(o.default)
+            elif o.choices is not None:
+                assert isinstance(param.type, click.Choice)
+                assert list(param.type.choices) == [str(c) for c in o.choices]
+            else:
+                assert param.default == o.default, (command, o.name)
 
 
 def test_python_dash_m_works():

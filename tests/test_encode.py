@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptclassify.errors import GPTClassifyError
 from gptclassify.data.batches import shuffled_batches, token_budget_batches
 from gptclassify.data.encode import InputPolicy, encode
+from gptclassify.errors import GPTClassifyError
 
 TEXTS = ["one two three", "a much longer message with quite a few more words in it", "hi"]
 

@@ -1,4 +1,4 @@
-"""The experiments runner: grid parsing and validation, the built-in SPEC grid, quick mode,
+"""The experiments runner: grid parsing and validation, the book's built-in grid, quick mode,
 and a real (tiny) grid run with a failing entry."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import signal
 import pytest
 from click.testing import CliRunner
 
+from gptclassify.args import DataConfig, ExperimentsConfig, TrainConfig, flat_dict
 from gptclassify.cli import cli
-from gptclassify.args import DataConfig, TrainConfig
 from gptclassify.config import PRESETS
 from gptclassify.errors import GPTClassifyError
-from gptclassify.args import ExperimentsConfig, flat_dict
 from gptclassify.experiments import (
     BOOK_TEST_ACCURACY,
     CSV_COLUMNS,

@@ -96,10 +96,10 @@ def test_lora_on_a_random_base_saves_the_whole_model(tiny_json, topics, tmp_path
 def test_lora_targets_choose_the_adapted_layers():
     import torch
 
-    from gptclassify.classifier import GPTClassifier
-    from gptclassify.lora import LoRALinear
     from gptclassify.args import lora_target_list
+    from gptclassify.classifier import GPTClassifier
     from gptclassify.config import GPTConfig
+    from gptclassify.lora import LoRALinear
     from gptclassify.model import GPTModel
 
     assert lora_target_list("all") == ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")

@@ -42,7 +42,9 @@ def test_tokenizer_needs_no_network_or_cache(tmp_path):
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOKEN", "DATA_GYM"))}
-    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", TMPDIR=str(tmp_path))
+    env.update(
+        HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", TMPDIR=str(tmp_path)
+    )
     code = "from gptclassify import tokenizer; print(tokenizer.encode('Hello, world'))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr

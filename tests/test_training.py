@@ -56,7 +56,9 @@ class Losses(Callbacks):
 
 
 def engine(model, source, class_weights=None):
-    return Engine(training_net(model, torch.float32, source.start), CPU, torch.float32, class_weights)
+    return Engine(
+        training_net(model, torch.float32, source.start), CPU, torch.float32, class_weights
+    )
 
 
 def fit_with(model, train, val, cfg, order_seed, callbacks=None):
@@ -309,3 +311,22 @@ def test_best_by_accuracy_breaks_ties_with_loss():
     assert len({r["full_val_accuracy"] for r in rows}) == 1
     best = min(rows, key=lambda r: r["full_val_loss"])
     assert result.best_epoch == best["epoch"] != 1
+
+
+def test_peak_memory_is_this_process_peak_in_mb():
+    from gptclassify.runtime import peak_memory_mb
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    before = rss_mb()
+    block = torch.ones(64 * 2**20 // 4 * 4)  # 256 MB, written, so resident
+    during = rss_mb()
+    assert during > before + 200
+    peak = peak_memory_mb(CPU)
+    del block
+    assert during - 5 <= peak <= during + 2048  # MB, not KB or bytes; the peak, not current

@@ -1,6 +1,7 @@
 """Text generation with a GPTModel: greedy, temperature, top-k, stop at <|endoftext|>.
 
-No KV cache: generation here is a sanity check of loaded weights (SPEC section 3), not a
+No KV cache: generation here is a sanity check of loaded weights (greedy text from real
+GPT-2 weights reads as English; a wrong mapping gives gibberish), not a
 serving path, so each step reruns the (cropped) context.
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 
@@ -42,8 +43,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     One parameter, convex in log T: a bounded scalar search is exact enough and needs no torch.
     """
-    from scipy.optimize import minimize_scalar
-
     logits = np.asarray(logits, dtype=np.float64)
 
     def nll(log_t: float) -> float:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import hf_hub_download
+from safetensors import safe_open
 from torch import Tensor
 
 from gptclassify.config import HUB_REPOS, PRESETS, GPTConfig
@@ -77,8 +79,6 @@ class CheckpointTensors:
     """
 
     def __init__(self, directory: Path) -> None:
-        from safetensors import safe_open
-
         self._files: dict[str, Any] = {}  # tensor name -> open safetensors handle
         self._eager: dict[str, Tensor] = {}
         single = directory / "model.safetensors"
@@ -215,8 +215,6 @@ def download_pretrained(name: str, revision: str | None = None) -> Path:
     huggingface_hub handles caching, HF_HOME / HF_HUB_CACHE, HF_ENDPOINT, HF_HUB_OFFLINE, the
     progress bar and the integrity of the download.
     """
-    from huggingface_hub import hf_hub_download
-
     repo = HUB_REPOS[name]
     try:
         hf_hub_download(repo, "config.json", revision=revision)

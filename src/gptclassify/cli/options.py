@@ -20,7 +20,7 @@ def _click_option(o: Option) -> Callable:
     if o.hint is bool:
         if o.default:
             return click.option(f"{o.flag}/--no-{o.flag[2:]}", o.name, default=True, **kwargs)
-        return click.option(o.flag, o.name, is_flag=True, **kwargs)
+        return click.option(o.flag, o.name, is_flag=True, default=False, **kwargs)
     kwargs.update(default=o.default, show_default=o.default is not None)
     if o.choices is not None:
         kwargs["type"] = click.Choice([str(c) for c in o.choices])

@@ -85,7 +85,6 @@ def load_prepared(directory: str | Path) -> Splits:
     return splits
 
 
-
 def write_splits(splits: Splits, out_dir: str | Path, meta: dict[str, Any]) -> Path:
     """Write train/validation/test.csv (columns text, label) and dataset.json into `out_dir`.
 

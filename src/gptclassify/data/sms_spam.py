@@ -77,7 +77,9 @@ def cache_root(override: str | Path | None = None) -> Path:
 
 def shipped_copy() -> Path:
     """The original SMSSpamCollection shipped inside the package."""
-    return Path(str(resources.files("gptclassify") / "assets" / "sms_spam_collection" / SMS_SPAM_MEMBER))
+    return Path(
+        str(resources.files("gptclassify") / "assets" / "sms_spam_collection" / SMS_SPAM_MEMBER)
+    )
 
 
 def sms_spam_file(

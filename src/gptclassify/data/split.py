@@ -70,7 +70,6 @@ class Splits:
         return out
 
 
-
 # ---- splitting -------------------------------------------------------------------------
 
 
@@ -96,7 +95,7 @@ def split_labelled(
 ) -> Splits:
     """Balance (optional), shuffle and cut one labelled set into train / validation / test.
 
-    The recipe of SPEC section 1, generalised to any number of classes:
+    The book's SMS recipe, generalised to any number of classes:
 
     - `balance`: every class is undersampled to the size of the rarest one; classes are
       concatenated in class order, an undersampled class in the order sampled, the others
@@ -218,7 +217,6 @@ def rare_class_warnings(splits: Splits, source: str, stratified: bool = False) -
             f"every part: missing from {', '.join(missing)} ({shown}); {advice}"
         )
     return out
-
 
 
 def load_split_files(

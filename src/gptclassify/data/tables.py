@@ -94,7 +94,6 @@ class LabelledTexts:
         )
 
 
-
 # ---- reading ---------------------------------------------------------------------------
 
 
@@ -278,7 +277,8 @@ def _read_delimited(text: str, path: Path, sep: str) -> _Table:
     frame = parse(csv.QUOTE_MINIMAL)
     table = _frame_table(frame, path)
     if sep == "\t":
-        # The SMS Spam Collection trap (SPEC section 6): a TSV whose texts merely contain
+        # The SMS Spam Collection trap (pandas' default quoting reads it as 5,572 rows, not
+        # 5,574): a TSV whose texts merely contain
         # double quotes gets lines merged silently by quote-aware parsing. When every line
         # has the header's number of tabs, no record can span lines, so fewer rows than
         # lines means quotes merged some: read again with quoting off.
