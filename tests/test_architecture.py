@@ -185,8 +185,8 @@ def test_classify_from_8_threads_at_once_equals_one_sequential_call(tiny_run, pr
         with guard:
             active[0] -= 1
 
-    clf._runner.register_forward_pre_hook(enter)
-    clf._runner.register_forward_hook(leave)
+    clf.runtime.runner.register_forward_pre_hook(enter)
+    clf.runtime.runner.register_forward_hook(leave)
 
     def work(slot: int) -> None:
         try:

@@ -124,7 +124,7 @@ def test_bf16_weights_are_cast_once_beside_the_model_and_give_autocast_numbers(t
     got = clf.logits(texts, batch_size=8)
     # The copies the passes run on are bf16, made once; the final block of a single-position
     # pool keeps fp32 (it runs at the pooled position in fp32).
-    runner = clf._runner
+    runner = clf.runtime.runner
     assert runner.gpt.h[0].attn.c_attn.weight.dtype == torch.bfloat16
     last = runner.gpt.h[-1].attn.c_attn.weight.dtype
     assert last == (torch.float32 if pool == "last-real" else torch.bfloat16)
@@ -132,7 +132,7 @@ def test_bf16_weights_are_cast_once_beside_the_model_and_give_autocast_numbers(t
     # same batches: what the copies must equal.
     per_call = fast_view(clf.model, torch.float32).eval()
     source = TokenSource(encode(texts, clf.policy), clf.device)
-    order = torch.argsort(source.encoded.lengths, descending=True, stable=True)
+    order = torch.argsort(source.lengths, descending=True, stable=True)
     want = np.zeros_like(got)
     with torch.inference_mode():
         for idx in order.split(8):

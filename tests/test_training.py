@@ -226,7 +226,7 @@ def test_weighted_loss_is_the_class_weighted_mean():
     model, _ = make_model()
     idx = torch.arange(8)
     loss, total, logits = engine(model, train, weights).loss_sum(train, idx)
-    labels = train.encoded.labels[idx]
+    labels = train.labels[idx]
     per_example = F.cross_entropy(logits.float(), labels, reduction="none")
     assert torch.isclose(loss, (weights[labels] * per_example).sum())
     assert total == pytest.approx(float(weights[labels].sum()))

@@ -330,6 +330,8 @@ class BackboneArgs:
 
 
 PAD_CHOICES = ("batch", "longest", "context", "none")
+POOLS: tuple[str, ...] = ("last-real", "last", "first", "mean")
+"""Which position is classified (see classifier.py)."""
 
 
 @dataclass

@@ -33,13 +33,12 @@ import torch
 from torch import Tensor, nn
 
 from gptclassify import lora
-from gptclassify.args import LORA_TARGETS
+from gptclassify.args import LORA_TARGETS, POOLS
 from gptclassify.errors import GPTClassifyError
 from gptclassify.fastpath import pooled_block
 from gptclassify.model import GPTBody
 
 Pool = Literal["last-real", "last", "first", "mean"]
-POOLS: tuple[str, ...] = ("last-real", "last", "first", "mean")
 HEAD_SEED = 123
 
 

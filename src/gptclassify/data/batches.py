@@ -47,6 +47,10 @@ class TokenSource:
     def __init__(self, encoded: Encoded, device: torch.device) -> None:
         self.encoded = encoded
         self.device = device
+        self.lengths = torch.from_numpy(encoded.lengths)
+        """(N,) real tokens per text."""
+        self.labels = torch.from_numpy(encoded.labels) if encoded.labels is not None else None
+        """(N,) class ids, or None."""
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -57,10 +61,10 @@ class TokenSource:
         ids = torch.full((len(seqs), width), PAD_TOKEN_ID, dtype=torch.long)
         for row, seq in enumerate(seqs):
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        lengths = self.encoded.lengths[idx]
+        lengths = self.lengths[idx]
         # The mask covers the real tokens; a fixed pad length's padding ids are padding too.
         mask = attention_mask(lengths, width)
-        labels = self.encoded.labels[idx] if self.encoded.labels is not None else None
+        labels = self.labels[idx] if self.labels is not None else None
         return Batch(
             (ids.to(self.device), mask.to(self.device)),
             lengths.to(self.device),

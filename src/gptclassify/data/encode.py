@@ -1,7 +1,7 @@
 """From texts to token sequences: tokenize, truncate, and (for fixed lengths) pad.
 
 Padding is always on the right: real tokens keep their positions, and under the causal mask
-they never see the padding.
+they never see the padding. No torch here: the ONNX runtime classifies without it.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from gptclassify import tokenizer
 from gptclassify.errors import GPTClassifyError
@@ -67,10 +66,10 @@ class Encoded:
 
     ids: list[list[int]]
     """Per text: truncated ids, right-padded when the policy has a fixed length."""
-    lengths: Tensor
-    """(N,) real (non-padding) tokens per text."""
-    labels: Tensor | None
-    """(N,) class ids, or None for unlabelled text."""
+    lengths: np.ndarray
+    """(N,) int64: real (non-padding) tokens per text."""
+    labels: np.ndarray | None
+    """(N,) int64 class ids, or None for unlabelled text."""
     truncated: int
     """How many texts were cut to fit."""
 
@@ -98,7 +97,7 @@ def encode_ids(
             raise GPTClassifyError(f"{where}text {i + 1} is empty: nothing to classify")
     return Encoded(
         ids=[policy.apply(ids) for ids in raw],
-        lengths=torch.tensor([min(len(ids), policy.max_length) for ids in raw], dtype=torch.long),
-        labels=torch.tensor(list(labels), dtype=torch.long) if labels is not None else None,
+        lengths=np.array([min(len(ids), policy.max_length) for ids in raw], dtype=np.int64),
+        labels=np.array(list(labels), dtype=np.int64) if labels is not None else None,
         truncated=sum(len(ids) > policy.max_length for ids in raw),
     )

@@ -1,38 +1,48 @@
 """`Classifier`: load a trained model once, classify texts in batches, evaluate on a file.
 
+A Classifier is labels, an input policy and a temperature around a *runtime* that turns
+token ids into logits: PyTorch (predict/torch_runtime.py) for model folders written by
+`train`. This module imports no torch, so a runtime that needs none does not load it.
+
 Batches are formed from texts of similar length (sorted, then chunked) so padding is small,
 and results are put back in input order. With the default last-real-token pooling a text
-gets the same prediction alone or next to longer texts.
-
-Inference never changes the model: in bf16, the weights are cast once, when the Classifier
-is made, into a separate view of the model (fastpath.fast_view). Any number of threads can
-call `logits` / `predict` on one Classifier at the same time.
+gets the same prediction alone or next to longer texts. Any number of threads can call
+`logits` / `predict` on one Classifier at the same time: inference never changes the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
-from gptclassify.artifact import (
-    ClassifierConfig,
-    Provenance,
-    load_classifier,
-    read_metrics,
-    save_classifier,
-)
-from gptclassify.classifier import GPTClassifier
-from gptclassify.data.batches import TokenSource
-from gptclassify.data.encode import InputPolicy, encode
+from gptclassify.artifact import ClassifierConfig, Provenance, read_classifier_config, read_metrics
+from gptclassify.config import GPTConfig
+from gptclassify.data.encode import Encoded, InputPolicy, encode
 from gptclassify.data.tables import read_labelled
 from gptclassify.errors import GPTClassifyError
-from gptclassify.fastpath import fast_view
 from gptclassify.metrics import classification_report, softmax
-from gptclassify.runtime import autocast, resolve_device, resolve_precision
+
+if TYPE_CHECKING:
+    import torch
+
+    from gptclassify.classifier import GPTClassifier
+
+
+class Runtime(Protocol):
+    """What runs the network for a Classifier."""
+
+    name: str
+    gpt_config: GPTConfig
+    pool: str
+    causal: bool
+    num_classes: int
+
+    def logits(self, encoded: Encoded, batch_size: int) -> np.ndarray: ...
+
+    def describe(self) -> str: ...
 
 
 class Classifier:
@@ -48,13 +58,37 @@ class Classifier:
         precision: str = "auto",
         provenance: Provenance | None = None,
     ) -> None:
-        if len(labels) != model.num_classes:
+        from gptclassify.predict.torch_runtime import TorchRuntime  # lazy: torch
+
+        self._setup(TorchRuntime(model, device, precision), labels, policy, temperature, provenance)
+
+    @classmethod
+    def with_runtime(
+        cls,
+        runtime: Runtime,
+        labels: Sequence[str],
+        policy: InputPolicy,
+        temperature: float = 1.0,
+        provenance: Provenance | None = None,
+    ) -> Classifier:
+        """A Classifier around any runtime (e.g. ONNX Runtime for an exported folder)."""
+        classifier = cls.__new__(cls)
+        classifier._setup(runtime, labels, policy, temperature, provenance)
+        return classifier
+
+    def _setup(
+        self,
+        runtime: Runtime,
+        labels: Sequence[str],
+        policy: InputPolicy,
+        temperature: float,
+        provenance: Provenance | None,
+    ) -> None:
+        if len(labels) != runtime.num_classes:
             raise GPTClassifyError(
-                f"{len(labels)} label names for a {model.num_classes}-class head"
+                f"{len(labels)} label names for a {runtime.num_classes}-class head"
             )
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)  # type: ignore[arg-type]
-        self.model = model.to(self.device).eval()
+        self.runtime = runtime
         self.labels = list(labels)
         self.policy = policy
         self.temperature = float(temperature)
@@ -63,15 +97,29 @@ class Classifier:
         """The model folder this classifier was loaded from or last saved to."""
         self.metrics: dict[str, Any] | None = None
         """metrics.json of the training run, when known."""
-        # What inference runs: the model with its weights in the compute precision, made once.
-        self._runner = fast_view(self.model, self.dtype, cast_trainable=True).eval()
+
+    @property
+    def model(self) -> GPTClassifier:
+        """The PyTorch model (torch runtime only)."""
+        return self.runtime.model  # type: ignore[attr-defined]
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device  # type: ignore[attr-defined]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.runtime.dtype  # type: ignore[attr-defined]
 
     # ---- persistence ------------------------------------------------------------------
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", precision: str = "auto") -> Classifier:
         """Load a model folder written by `train` or `save` (checksum-verified, no pickle)."""
-        model, config = load_classifier(run_dir)
+        from gptclassify.model_io import load_classifier  # lazy: torch
+
+        config = read_classifier_config(run_dir)
+        model, config = load_classifier(run_dir, config)
         classifier = cls(
             model,
             config.labels,
@@ -90,10 +138,10 @@ class Classifier:
         """What config.json records for this classifier (the weights' checksum is added on
         save)."""
         return ClassifierConfig(
-            model=self.model.gpt.config,
+            model=self.runtime.gpt_config,
             labels=tuple(self.labels),
-            pool=self.model.pool,
-            causal=self.model.causal,
+            pool=self.runtime.pool,
+            causal=self.runtime.causal,
             max_length=self.policy.max_length,
             pad_length=self.policy.pad_length,
             truncate=self.policy.truncate,
@@ -107,31 +155,21 @@ class Classifier:
 
     def save(self, directory: str | Path) -> Path:
         """Write model.safetensors + config.json into `directory`; returns the folder."""
+        from gptclassify.model_io import save_classifier  # lazy: torch
+
         save_classifier(directory, self.model, self.config())
         self.path = Path(directory)
         return self.path
 
     # ---- inference --------------------------------------------------------------------
 
-    @torch.inference_mode()
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Raw class logits (N, num_classes), in input order."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        encoded = encode(texts, self.policy)
-        return self.logits_encoded(TokenSource(encoded, self.device), batch_size)
-
-    @torch.inference_mode()
-    def logits_encoded(self, source: TokenSource, batch_size: int = 32) -> np.ndarray:
-        out = np.zeros((len(source), len(self.labels)), dtype=np.float32)
-        order = torch.argsort(source.encoded.lengths, descending=True, stable=True)
-        with autocast(self.device, self.dtype):
-            for idx in order.split(batch_size):
-                logits = self._runner(*source.batch(idx).args)
-                out[idx.numpy()] = logits.float().cpu().numpy()
-        return out
+        return self.runtime.logits(encode(texts, self.policy), batch_size)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (N, num_classes), columns in `self.labels` order."""

@@ -94,7 +94,7 @@ class Engine:
         try:
             for idx in batches:
                 loss, weight, logits = self.loss_sum(source, idx)
-                labels = source.encoded.labels[idx].to(logits.device)
+                labels = source.labels[idx].to(logits.device)
                 total_loss += float(loss)
                 total_weight += weight
                 correct += float((logits.argmax(dim=-1) == labels).sum())
@@ -190,7 +190,7 @@ def fit(
 
 
 def _step(state: TrainState, engine: Engine, train: Source, group: list[Tensor]) -> float:
-    labels = train.encoded.labels
+    labels = train.labels
     total_weight = sum(engine.weight(labels[idx]) for idx in group)
     step_loss = 0.0
     for idx in group:

@@ -24,11 +24,13 @@ from gptclassify.runtime import autocast, release_free_memory
 class PrefixSource:
     """Cached hidden states entering block `start`, stored packed: (sum of lengths, C)."""
 
-    def __init__(self, states: Tensor, seq_lens: Tensor, encoded: Encoded, start: int) -> None:
+    def __init__(self, states: Tensor, seq_lens: Tensor, tokens: TokenSource, start: int) -> None:
         self.states = states
         self.seq_lens = seq_lens
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), seq_lens.cumsum(0)])
-        self.encoded = encoded
+        self.encoded = tokens.encoded
+        self.lengths = tokens.lengths
+        self.labels = tokens.labels
         self.start = start
 
     def __len__(self) -> int:
@@ -42,10 +44,8 @@ class PrefixSource:
         out = self.states.new_zeros(len(idx), width, self.states.shape[1])  # (B, T, C)
         for row, (i, n) in enumerate(zip(idx.tolist(), lens.tolist(), strict=True)):
             out[row, :n] = self.states[self.offsets[i] : self.offsets[i] + n]
-        lengths = self.encoded.lengths[idx].to(out.device)
-        labels = (
-            self.encoded.labels[idx].to(out.device) if self.encoded.labels is not None else None
-        )
+        lengths = self.lengths[idx].to(out.device)
+        labels = self.labels[idx].to(out.device) if self.labels is not None else None
         return Batch((out, lengths), lengths, labels)
 
 
@@ -101,4 +101,4 @@ def build_prefix_source(
                 release_free_memory()
     finally:
         model.train(was_training)
-    return PrefixSource(states, seq_lens, enc, end)
+    return PrefixSource(states, seq_lens, source, end)

@@ -32,7 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gptclassify import tokenizer
 from gptclassify.args import TrainConfig, lora_target_list
-from gptclassify.artifact import LoraInfo, Provenance, RunMetrics, lora_base_name, write_metrics
+from gptclassify.artifact import LoraInfo, Provenance, RunMetrics, write_metrics
 from gptclassify.classifier import GPTClassifier, trainable_blocks
 from gptclassify.data.batches import TokenSource
 from gptclassify.data.encode import Encoded, InputPolicy, encode_ids
@@ -47,6 +47,7 @@ from gptclassify.metrics import (
     fit_temperature,
     softmax,
 )
+from gptclassify.model_io import lora_base_name
 from gptclassify.plots import plot_history
 from gptclassify.predict.api import Classifier
 from gptclassify.runtime import (
@@ -225,7 +226,7 @@ class Run:
             for name, part in parts.items()
         }
         for name, enc in encoded.items():
-            counts = np.bincount(enc.labels.numpy(), minlength=len(labels))
+            counts = np.bincount(enc.labels, minlength=len(labels))
             log.info(
                 "%-10s %5d texts (%s); %d truncated to %d tokens (%s kept)",
                 name,
@@ -288,7 +289,7 @@ class Run:
         if self.cfg.runtime.compile:
             net = torch.compile(net, dynamic=True)  # type: ignore[assignment]
         weights = (
-            class_weight_tensor(prep.encoded["train"].labels, len(prep.labels)).to(self.device)
+            class_weight_tensor(sources["train"].labels, len(prep.labels)).to(self.device)
             if self.cfg.train.class_weights == "auto"
             else None
         )
@@ -348,7 +349,7 @@ class Run:
         temperature = 1.0
         calibration: dict[str, float] | None = None
         if cfg.eval.calibrate:
-            y_val = prep.encoded["validation"].labels.numpy()
+            y_val = prep.encoded["validation"].labels
             temperature = fit_temperature(logits["validation"], y_val)
             calibration = {
                 "temperature": temperature,
@@ -364,9 +365,7 @@ class Run:
                 calibration["val_ece_after"],
             )
         reports = {
-            k: classification_report(
-                softmax(v, temperature), prep.encoded[k].labels.numpy(), labels
-            )
+            k: classification_report(softmax(v, temperature), prep.encoded[k].labels, labels)
             for k, v in logits.items()
         }
         log.info(

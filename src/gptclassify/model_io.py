@@ -1,0 +1,140 @@
+"""The torch side of the model folder: a GPTClassifier to and from model.safetensors.
+
+config.json is artifact.py's; this module writes the weights next to it, and rebuilds the
+classifier from both (verifying the weights' sha256 first, and for LoRA adapters on a
+pretrained base, the base's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gptclassify.artifact import (
+    CLASSIFIER_VERSION,
+    CONFIG,
+    FORMAT_CLASSIFIER,
+    WEIGHTS,
+    ClassifierConfig,
+    LoraInfo,
+    read_classifier_config,
+)
+from gptclassify.artifact import versions as library_versions
+from gptclassify.classifier import GPTClassifier
+from gptclassify.config import PRESETS, GPTConfig
+from gptclassify.errors import GPTClassifyError
+from gptclassify.files import atomic_path, atomic_write, sha256_file
+from gptclassify.lora import is_adapter_or_head
+from gptclassify.model import GPTBody
+from gptclassify.weights import load_hf_directory, pretrained_dir, weights_file
+
+
+def versions() -> dict[str, str]:
+    return library_versions(torch=torch.__version__)
+
+
+def save_classifier(directory: str | Path, model: GPTClassifier, config: ClassifierConfig) -> Path:
+    """Write the weights and config.json into `directory`; returns the config path.
+
+    `config` describes the classifier; this function fills in the weights file's name and
+    sha256 and the library versions. Each file is written to a temporary name and renamed.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    lora = config.provenance.lora
+    if lora is not None and lora.adapters_only:
+        state = {k: v for k, v in state.items() if is_adapter_or_head(k)}
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(state, tmp, metadata={"format": FORMAT_CLASSIFIER})
+    config = dataclasses.replace(
+        config,
+        weights_file=WEIGHTS,
+        weights_sha256=sha256_file(directory / WEIGHTS),
+        versions=versions(),
+        format_version=CLASSIFIER_VERSION,
+    )
+    atomic_write(directory / CONFIG, json.dumps(config.to_json(), indent=2) + "\n")
+    return directory / CONFIG
+
+
+def load_classifier(
+    directory: str | Path, config: ClassifierConfig | None = None
+) -> tuple[GPTClassifier, ClassifierConfig]:
+    """Rebuild the classifier from a folder, verifying the weights' checksum first."""
+    directory = Path(directory)
+    config = config or read_classifier_config(directory)
+    weights = directory / config.weights_file
+    if not weights.is_file():
+        raise GPTClassifyError(f"{weights}: file not found")
+    if sha256_file(weights) != config.weights_sha256:
+        raise GPTClassifyError(
+            f"{weights}: sha256 does not match config.json (the file changed after it was saved); "
+            "refusing to load it"
+        )
+    lora = config.provenance.lora
+    adapters_only = lora is not None and lora.adapters_only
+    if adapters_only:
+        gpt = _lora_base(lora, config.model, directory / CONFIG)
+    else:
+        with torch.device("meta"):  # no wasted init: every tensor comes from the file
+            gpt = GPTBody(config.model, init=False)
+    model = GPTClassifier(gpt, len(config.labels), pool=config.pool, causal=config.causal)
+    if lora is not None and not lora.merged:
+        model.add_lora(lora.rank, lora.alpha, lora.targets)
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as exc:
+        raise GPTClassifyError(f"{weights}: unreadable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    if adapters_only:
+        expected = {k: v for k, v in expected.items() if is_adapter_or_head(k)}
+    missing = sorted(set(expected) - set(state))
+    unknown = sorted(set(state) - set(expected))
+    if missing or unknown:
+        raise GPTClassifyError(
+            f"{weights}: tensors do not match config.json"
+            + (f"; missing {', '.join(missing[:3])}" if missing else "")
+            + (f"; unexpected {', '.join(unknown[:3])}" if unknown else "")
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise GPTClassifyError(
+                f"{weights}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                f"expected {tuple(expected[name].shape)}"
+            )
+    if adapters_only:
+        model.load_state_dict(state, strict=False)  # the base weights came from the base model
+    else:
+        model.load_state_dict(state, assign=True)
+    return model.eval(), config
+
+
+def _lora_base(lora: LoraInfo, gpt_config: GPTConfig, source: Path) -> GPTBody:
+    """The pretrained base of an adapters-only folder, checked against its recorded sha256."""
+    base = lora.base
+    if not base:
+        raise GPTClassifyError(f"{source}: LoRA adapters without a 'base' model field")
+    directory = pretrained_dir(base)
+    if sha256_file(weights_file(directory)) != lora.base_sha256:
+        raise GPTClassifyError(
+            f"{source}: the base model {base} ({weights_file(directory)}) is not the one these "
+            "LoRA adapters were trained on (sha256 differs)"
+        )
+    gpt = load_hf_directory(directory)
+    if gpt.config != gpt_config:
+        raise GPTClassifyError(
+            f"{source}: base model {base} has another shape than config.json says"
+        )
+    return gpt
+
+
+def lora_base_name(model_name: str, directory: Path) -> str:
+    """How an adapters-only folder names its base: a preset works on any machine (Hub
+    cache); a folder is recorded as an absolute path."""
+    return model_name if model_name in PRESETS else str(directory.resolve())

@@ -1,0 +1,68 @@
+"""The PyTorch runtime of a Classifier: the model, its device and precision, and the passes.
+
+Inference never changes the model: in bf16 the weights are cast once, when the runtime is
+made, into a separate view of the model (fastpath.fast_view). Any number of threads can run
+passes on one runtime at the same time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gptclassify.classifier import GPTClassifier
+from gptclassify.config import GPTConfig
+from gptclassify.data.batches import TokenSource
+from gptclassify.data.encode import Encoded
+from gptclassify.fastpath import fast_view
+from gptclassify.runtime import autocast, resolve_device, resolve_precision
+
+
+class TorchRuntime:
+    """Runs a GPTClassifier: batches of similar length, results back in input order."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        model: GPTClassifier,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+    ) -> None:
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)  # type: ignore[arg-type]
+        self.model = model.to(self.device).eval()
+        # What the passes run: the model with its weights in the compute precision, made once.
+        self.runner = fast_view(self.model, self.dtype, cast_trainable=True).eval()
+
+    @property
+    def gpt_config(self) -> GPTConfig:
+        return self.model.gpt.config
+
+    @property
+    def pool(self) -> str:
+        return self.model.pool
+
+    @property
+    def causal(self) -> bool:
+        return self.model.causal
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    def describe(self) -> str:
+        return f"torch {torch.__version__}, {self.device}, {str(self.dtype).removeprefix('torch.')}"
+
+    @torch.inference_mode()
+    def logits(self, encoded: Encoded, batch_size: int) -> np.ndarray:
+        """Class logits (N, num_classes) in input order; longest texts first, in chunks of
+        `batch_size`, each padded to its own longest text."""
+        source = TokenSource(encoded, self.device)
+        out = np.zeros((len(source), self.num_classes), dtype=np.float32)
+        order = torch.argsort(source.lengths, descending=True, stable=True)
+        with autocast(self.device, self.dtype):
+            for idx in order.split(batch_size):
+                logits = self.runner(*source.batch(idx).args)
+                out[idx.numpy()] = logits.float().cpu().numpy()
+        return out
