@@ -440,7 +440,8 @@ class EvalArgs:
 
 @dataclass
 class RuntimeArgs:
-    """Where and how fast: device, precision, compilation, the frozen-prefix cache."""
+    """Where and how fast: device, precision, compilation, the frozen-prefix cache; and how
+    often the run saves checkpoints (none of which changes what the run computes)."""
 
     device: str = field(
         default="auto", metadata=opt("auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps.")
@@ -460,9 +461,25 @@ class RuntimeArgs:
     cache_gb: float = field(
         default=4.0, metadata=opt("Memory budget for the frozen-prefix cache, in GB.")
     )
+    checkpoint_every: int = field(
+        default=0,
+        metadata=opt(
+            "Also write a checkpoint every N optimizer steps (0: only at the end of each "
+            "epoch). --resume continues from the newest."
+        ),
+    )
+    keep_checkpoints: int = field(
+        default=1,
+        metadata=opt("Checkpoints kept in RUN/checkpoints: the N newest, plus the best epoch's."),
+    )
 
     def __post_init__(self) -> None:
         check_finite(self, "cache_gb")
+        check_positive_ints(self, "keep_checkpoints")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise GPTClassifyError(
+                f"--checkpoint-every must be >= 0, got {self.checkpoint_every!r}"
+            )
         check_choices(self)
 
 
@@ -590,6 +607,11 @@ class TrainConfig:
             return cls(**groups, out=out, **flat)
         except TypeError as exc:
             raise GPTClassifyError(f"{source}: {exc}") from None
+
+
+RESUMABLE = frozenset({"epochs", "checkpoint_every", "keep_checkpoints"})
+"""Options a resumed run may change (`--epochs` may grow); every other option is the run's
+own, as recorded when it started."""
 
 
 @cache

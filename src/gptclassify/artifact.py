@@ -416,3 +416,29 @@ def folder_format(directory: str | Path) -> str | None:
     except (ValueError, OSError):
         return None
     return data.get("format") if isinstance(data, dict) else None
+
+
+KIND_NAMES = {
+    FORMAT_BASELINE: "a TF-IDF baseline folder",
+    FORMAT_CLASSIFIER: "a classifier run folder",
+}
+
+
+def check_target(folder: str | Path, kind: str, flag: str = "--out") -> None:
+    """`folder` may become a `kind` folder: it is absent, empty, or already of that kind.
+
+    Never replace another kind of folder (a trained classifier by a baseline, say), nor a
+    folder of the user's own files.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise GPTClassifyError(f"{flag} {folder}: exists and is not a folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    found = folder_format(folder)
+    if found == kind:
+        return
+    what = KIND_NAMES.get(found, f"a {found} folder") if found else "not a gptclassify folder"
+    raise GPTClassifyError(
+        f"{flag} {folder}: is {what} and not empty; it will not be replaced. Choose another {flag}"
+    )

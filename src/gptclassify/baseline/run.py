@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from gptclassify.args import BaselineConfig
-from gptclassify.artifact import RunMetrics, write_metrics
+from gptclassify.artifact import FORMAT_BASELINE, RunMetrics, check_target, write_metrics
 from gptclassify.baseline.tfidf import Baseline
 from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
 from gptclassify.errors import GPTClassifyError
+from gptclassify.files import replace_folder
 from gptclassify.metrics import classification_report
 from gptclassify.runtime import peak_memory_mb
 
@@ -49,6 +50,7 @@ def train_baseline(cfg: BaselineConfig | None = None) -> Baseline:
         if cfg.out
         else Path("runs") / f"baseline-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     )
+    check_target(run_dir, FORMAT_BASELINE)
     splits = load_splits(cfg)
     for warning in splits.warnings:
         log.warning("Warning: %s", warning)
@@ -67,8 +69,6 @@ def train_baseline(cfg: BaselineConfig | None = None) -> Baseline:
         )
         for name, part in parts.items()
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    baseline.save(run_dir, extra={"data": asdict(cfg.data), "seed": cfg.seed})
     metrics = RunMetrics(
         splits=reports,
         # The GPT keys, so reports can read both; epochs do not apply to a one-shot fit.
@@ -86,6 +86,15 @@ def train_baseline(cfg: BaselineConfig | None = None) -> Baseline:
         peak_memory_mb=peak_memory_mb(torch.device("cpu")),
         truncated={name: 0 for name in parts},
     )
-    write_metrics(run_dir, metrics)
+    # All files into a new folder that then takes the name: complete or absent.
+    try:
+        with replace_folder(run_dir) as tmp:
+            baseline.save(tmp, extra={"data": asdict(cfg.data), "seed": cfg.seed})
+            write_metrics(tmp, metrics)
+    except OSError as exc:
+        raise GPTClassifyError(
+            f"--out {run_dir}: cannot write there ({exc.strerror or exc})"
+        ) from None
+    baseline.path = run_dir
     baseline.metrics = metrics.to_json()
     return baseline

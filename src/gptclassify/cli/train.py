@@ -2,24 +2,61 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from gptclassify.args import TrainConfig
+from gptclassify.args import TrainConfig, options
 from gptclassify.cli.app import accuracy_line, cli
 from gptclassify.cli.options import build, config_options
 
 
 @cli.command()
 @config_options(TrainConfig)
+@click.option(
+    "--resume",
+    default=None,
+    metavar="RUN",
+    help="Continue the run in RUN (or RUN.partial) from its newest checkpoint, with its own "
+    "settings; only --epochs (to train longer), --checkpoint-every and --keep-checkpoints may "
+    "change. The result is the same as a run that was never stopped.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the run folder --out (it stays as it was until the new run is complete).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines; just the summary.")
-def train(quiet: bool, **options) -> None:
+@click.pass_context
+def train(ctx: click.Context, resume: str | None, overwrite: bool, quiet: bool, **values) -> None:
     """Fine-tune GPT-2 into a classifier. With no options: the book's spam classifier.
 
-    Writes a run folder (--out) with model.safetensors, config.json, metrics.json,
-    history.csv, loss.png, accuracy.png, train.log and the exact splits in data/.
+    Writes a run folder (--out; default runs/<timestamp>) with model.safetensors,
+    config.json, metrics.json, history.csv, loss.png, accuracy.png, train.log, the exact
+    splits in data/ and the checkpoints. While it runs, everything is in OUT.partial; OUT
+    appears, complete, when the run is done. Ctrl-C (or SIGTERM) stops after the current
+    step with a checkpoint: `--resume OUT` continues.
     """
     from gptclassify.training import train as run_training
+    from gptclassify.training.run import TrainingInterrupted
 
-    classifier = run_training(build(TrainConfig, options), quiet=quiet)
+    try:
+        if resume is not None:
+            if overwrite:
+                raise click.UsageError("--resume and --overwrite: choose one")
+            # Only what the user typed counts: defaults must not override the run's settings.
+            given = {
+                o.name: values[o.name]
+                for o in options(TrainConfig)
+                if ctx.get_parameter_source(o.name) is not click.core.ParameterSource.DEFAULT
+            }
+            if "out" in given:
+                raise click.UsageError("--resume RUN names the run; drop --out")
+            classifier = run_training(resume=resume, overrides=given, quiet=quiet)
+        else:
+            classifier = run_training(build(TrainConfig, values), quiet=quiet, overwrite=overwrite)
+    except TrainingInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
     click.echo(accuracy_line(classifier.metrics or {}))
     click.echo(f"Model folder: {classifier.path}")

@@ -7,6 +7,8 @@ does with the same seed. A class id is its index in `Splits.label_names`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,6 +62,15 @@ class Splits:
                 f"{part.source}: label {exc.args[0]!r} is not one of the classes "
                 f"{', '.join(map(repr, self.label_names))}"
             ) from None
+
+    def fingerprint(self) -> str:
+        """sha256 of every (part, label, text) row and the class order: equal fingerprints,
+        equal data."""
+        digest = hashlib.sha256(json.dumps(self.label_names).encode())
+        for name, part in self.parts():
+            for text, label in zip(part.texts, part.labels, strict=True):
+                digest.update(json.dumps([name, label, text]).encode())
+        return digest.hexdigest()
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Rows per class for each part: {part: {class: rows}}, every class listed."""

@@ -151,7 +151,7 @@ def builtin_grid() -> list[GridEntry]:
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-RESERVED_NAMES = ("data", "quick-models", "tfidf-baseline")
+RESERVED_NAMES = ("data", "logs", "quick-models", "tfidf-baseline")
 """Folder names the runner uses itself."""
 _NOT_PER_ENTRY = {
     "data": "every entry trains on the same split; give data options to the experiments command",

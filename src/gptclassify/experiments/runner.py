@@ -12,7 +12,7 @@
   row does not pay seconds of imports; where forkserver does not exist (Windows) they are
   spawned.
 - An entry that fails is a row with status `failed` and its one-line error (the traceback,
-  if any, is in OUT/<name>/output.log); the runner goes on with the next entry.
+  if any, is in OUT/logs/<name>.log); the runner goes on with the next entry.
 - OUT/results.csv and OUT/results.md are rewritten after every row (an interrupted grid
   keeps its table so far); OUT/results.png is drawn at the end.
 
@@ -82,10 +82,11 @@ def _context():
 
 def _child(job: Job, conn) -> None:
     """Runs in the child process: one training run, its result sent back through `conn`."""
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    # Whatever the run prints (warnings, tracebacks) goes to its folder, not the runner's
-    # terminal, which shows one line per row.
-    with open(job.run_dir / "output.log", "w", encoding="utf-8") as log_file:
+    logs = job.run_dir.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # Whatever the run prints (warnings, tracebacks) goes to OUT/logs/<name>.log, not the
+    # runner's terminal, which shows one line per row.
+    with open(logs / f"{job.run_dir.name}.log", "w", encoding="utf-8") as log_file:
         os.dup2(log_file.fileno(), 1)
         os.dup2(log_file.fileno(), 2)
     try:

@@ -140,7 +140,7 @@ class Callbacks:
         """After an epoch's evaluation and model selection (a row of history.epochs)."""
 
     def should_stop(self) -> bool:
-        """Asked after every step: True ends the loop there (e.g. on Ctrl-C), unfinished."""
+        """Asked before every step: True ends the loop there (e.g. on Ctrl-C), unfinished."""
         return False
 
 
@@ -176,14 +176,14 @@ def fit(
             batches[i : i + train.grad_accum] for i in range(0, len(batches), train.grad_accum)
         ]
         for group in groups[state.epoch_steps :]:
+            if cb.should_stop():
+                engine.net.eval()
+                return state
             loss = _step(state, engine, sources.train, group)
             if eval.eval_freq and state.step % eval.eval_freq == 0:
                 row = _loss_estimates(state, engine, sources, train, eval)
                 cb.on_estimate(state, row)
             cb.on_step(state, loss)
-            if cb.should_stop():
-                engine.net.eval()
-                return state
         _end_epoch(state, engine, sources, train, eval, cb)
     engine.net.eval()
     return state

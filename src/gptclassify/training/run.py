@@ -4,6 +4,12 @@
 one `is_main` flag (the process that writes; the others compute). The loop itself
 (training/loop.py) touches no file.
 
+Reliability: the run works in RUN.partial (training/folder.py) and publishes RUN in one
+rename when done; it writes a checkpoint at the end of every epoch (and every
+--checkpoint-every steps) from which `train(resume=RUN)` continues exactly, ending with the
+same weights as a run that was never interrupted; Ctrl-C or SIGTERM finish the current step,
+write a checkpoint and stop.
+
 Speed: when the blocks before the first trainable one are frozen and deterministic, their
 output for each text is computed once (training/prefix_cache.py) and every epoch and
 evaluation runs only the trainable suffix. The result is the same as running the whole
@@ -15,13 +21,14 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +37,8 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gptclassify import tokenizer
-from gptclassify.args import TrainConfig, lora_target_list
+from gptclassify import __version__, tokenizer
+from gptclassify.args import RESUMABLE, TrainConfig, flat_dict, lora_target_list
 from gptclassify.artifact import LoraInfo, Provenance, RunMetrics, write_metrics
 from gptclassify.classifier import GPTClassifier, trainable_blocks
 from gptclassify.data.batches import TokenSource
@@ -57,6 +64,7 @@ from gptclassify.runtime import (
     resolve_precision,
     seed_everything,
 )
+from gptclassify.training import faults
 from gptclassify.training.build import (
     Backbone,
     build_backbone,
@@ -65,6 +73,8 @@ from gptclassify.training.build import (
     new_state,
     training_net,
 )
+from gptclassify.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from gptclassify.training.folder import RunFolder
 from gptclassify.training.loop import Callbacks, Engine, Sources, fit
 from gptclassify.training.prefix_cache import (
     build_prefix_source,
@@ -87,10 +97,6 @@ HISTORY_COLUMNS = (
     "full_val_accuracy",
     "full_val_loss",
 )
-
-
-def default_run_dir() -> Path:
-    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 @contextmanager
@@ -116,26 +122,82 @@ def run_logging(run_dir: Path, quiet: bool = False) -> Iterator[None]:
             h.close()
 
 
-def train(cfg: TrainConfig | None = None, quiet: bool = False, progress: bool = True) -> Classifier:
-    """Fine-tune a classifier as `cfg` says, write the run folder, and return the classifier."""
-    cfg = cfg or TrainConfig()
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir()
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with run_logging(run_dir, quiet=quiet):
-            try:
-                return Run(cfg, run_dir, progress=progress and not quiet).execute()
-            except BaseException as exc:
-                # The log keeps why a run ended (a crash or Ctrl-C leaves the folder to inspect).
-                reason = str(exc).strip() or type(exc).__name__
-                log.error("Run failed: %s", reason, extra={"file_only": True})
-                raise
-    except GPTClassifyError:
-        # Bad input or settings: nothing worth keeping, so no empty run folder is left behind.
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+class TrainingInterrupted(GPTClassifyError):
+    """Ctrl-C or SIGTERM stopped the run after a step; a checkpoint was written."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+        """What a shell reports for a process stopped by that signal (130, 143)."""
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    quiet: bool = False,
+    progress: bool = True,
+    *,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> Classifier:
+    """Fine-tune a classifier as `cfg` says, write the run folder, and return the classifier.
+
+    resume: a run folder (or its .partial) to continue from its newest checkpoint, with the
+    run's own config; `overrides` may change only `args.RESUMABLE` options (more epochs).
+    overwrite: replace an existing run folder at `cfg.out` (it stays until the new run is
+    complete).
+    """
+    if resume is not None:
+        if cfg is not None:
+            raise GPTClassifyError(
+                "resume a run with its own config: give resume=RUN, not a config"
+            )
+        folder = RunFolder.resume(resume)
+        cfg = resumed_config(folder, overrides or {})
+    else:
+        cfg = cfg or TrainConfig()
+        if overrides:
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
+        folder = RunFolder.new(cfg.out, overwrite)
+    cfg.out = str(folder.final)
+    failed_early = False
+    with run_logging(folder.work, quiet=quiet):
+        try:
+            return Run(cfg, folder, progress=progress and not quiet).execute()
+        except TrainingInterrupted as exc:
+            log.info("%s", exc)
+            raise
+        except BaseException as exc:
+            # The log keeps why a run ended (a crash leaves the folder to inspect).
+            reason = str(exc).strip() or type(exc).__name__
+            log.error("Run failed: %s", reason, extra={"file_only": True})
+            # Bad input or settings before the first checkpoint: nothing worth keeping.
+            failed_early = isinstance(exc, GPTClassifyError) and resume is None
+            failed_early = failed_early and latest_checkpoint(folder.work) is None
+            raise
+        finally:
+            if failed_early:
+                folder.discard()
+
+
+def resumed_config(folder: RunFolder, overrides: dict[str, Any]) -> TrainConfig:
+    """The run's recorded TrainConfig, with the few options a resumed run may change."""
+    record = folder.read_record()
+    cfg = TrainConfig.from_dict(record["train_config"], source=str(folder.checkpoints / "run.json"))
+    recorded = flat_dict(cfg)
+    for name, value in overrides.items():
+        if name not in recorded:
+            raise GPTClassifyError(f"--{name.replace('_', '-')}: not an option of train")
+        if value == recorded[name]:
+            continue
+        if name not in RESUMABLE:
+            allowed = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(RESUMABLE))
+            raise GPTClassifyError(
+                f"--{name.replace('_', '-')} {value}: the run was started with "
+                f"{recorded[name]!r}; a resumed run keeps its settings (only {allowed} may change)"
+            )
+        setattr(cfg, name, value)
+    return TrainConfig.from_dict(cfg.to_dict())  # validated again
 
 
 @dataclass
@@ -153,36 +215,53 @@ class Prepared:
 
 
 class Run:
-    """One training run into `run_dir`; `is_main` decides who writes files and logs."""
+    """One training run in `folder`; `is_main` decides who writes files and logs."""
 
     def __init__(
-        self, cfg: TrainConfig, run_dir: Path, progress: bool = True, is_main: bool = True
+        self, cfg: TrainConfig, folder: RunFolder, progress: bool = True, is_main: bool = True
     ) -> None:
         self.cfg = cfg
-        self.run_dir = run_dir
+        self.folder = folder
+        self.run_dir = folder.work
         self.progress = progress and is_main
         self.is_main = is_main
         self.device = resolve_device(cfg.runtime.device)
         self.dtype = resolve_precision(cfg.runtime.precision, self.device)
+        self.stop_signal: int | None = None
+        """Set by Ctrl-C / SIGTERM: the loop stops after the current step."""
 
     def execute(self) -> Classifier:
         t0 = time.perf_counter()
         cfg = self.cfg
-        seed_everything(cfg.train.seed)
-        log.info(
-            "Run folder: %s | device %s | precision %s",
-            self.run_dir,
-            self.device,
-            str(self.dtype).removeprefix("torch."),
-        )
-        prep = self.build()
-        sources, cached = self.sources(prep)
-        engine = self.engine(prep, sources)
-        state = new_state(prep.model, cfg.train, self.device)
-
-        t_fit = time.perf_counter()
-        self.fit(state, engine, sources)
-        fit_time = time.perf_counter() - t_fit
+        with self.stop_on_signals():
+            seed_everything(cfg.train.seed)
+            log.info(
+                "Run folder: %s (published as %s when done) | device %s | precision %s",
+                self.folder.work,
+                self.folder.final,
+                self.device,
+                str(self.dtype).removeprefix("torch."),
+            )
+            prep = self.build()
+            resume_from = self.record(prep)
+            sources, cached = self.sources(prep)
+            engine = self.engine(prep, sources)
+            state = new_state(prep.model, cfg.train, self.device)
+            elapsed = 0.0
+            if resume_from is not None:
+                elapsed = self.restore(state, resume_from)
+            t_fit = time.perf_counter()
+            self.fit(state, engine, sources, elapsed)
+            fit_time = elapsed + time.perf_counter() - t_fit
+            if not state.finished:
+                self.checkpoint(state, fit_time)
+                signum = self.stop_signal or signal.SIGINT
+                raise TrainingInterrupted(
+                    f"Stopped by {signal.Signals(signum).name} after step {state.step + 1} "
+                    f"(epoch {state.epoch}); a checkpoint is in {self.folder.checkpoints}. "
+                    f"Continue with: gptclassify train --resume {self.folder.final}",
+                    signum,
+                )
         log.info(
             "Training completed in %.2f minutes; kept epoch %d (best full-validation %s)",
             fit_time / 60,
@@ -190,6 +269,85 @@ class Run:
             "loss" if cfg.eval.best_by == "val_loss" else "accuracy",
         )
         return self.finish(prep, state, engine, sources, cached, t0, fit_time)
+
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """Ctrl-C / SIGTERM: finish the current step, checkpoint, stop (a second one aborts)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt  # asked twice: stop now
+            self.stop_signal = signum
+            log.info("%s received: stopping after this step", signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def record(self, prep: Prepared) -> Path | None:
+        """Write the run's record (fresh run), or check it and find the checkpoint to resume
+        from (resumed run)."""
+        checkpoint = latest_checkpoint(self.folder.work)
+        fingerprint = prep.splits.fingerprint()
+        if checkpoint is None:
+            if self.is_main:
+                self.folder.write_record(
+                    {
+                        "format": "gptclassify-run",
+                        "gptclassify": __version__,
+                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "train_config": self.cfg.to_dict(),
+                        "data_sha256": fingerprint,
+                    }
+                )
+            return None
+        recorded = self.folder.read_record().get("data_sha256")
+        if recorded != fingerprint:
+            raise GPTClassifyError(
+                f"{self.folder.final}: the training data differ from the data the run started "
+                "on; a resumed run must see the same rows (start a new run instead)"
+            )
+        return checkpoint
+
+    def restore(self, state: TrainState, checkpoint: Path) -> float:
+        """Load a checkpoint into `state`; returns the fit time it had already spent."""
+        saved, meta = load_checkpoint(checkpoint)
+        try:
+            state.load_state_dict(saved)
+        except (ValueError, KeyError) as exc:
+            raise GPTClassifyError(f"{checkpoint}: does not fit this run ({exc})") from None
+        done = state.epoch - 1
+        if self.cfg.train.epochs < done:
+            raise GPTClassifyError(
+                f"--epochs {self.cfg.train.epochs}: the run has already completed {done} epochs"
+            )
+        if state.finished and self.cfg.train.epochs > done and not state.stopped_early:
+            state.finished = False  # more epochs asked for: continue from the latest weights
+        if state.stopped_early and self.cfg.train.epochs > done:
+            log.info("The run stopped early (--patience); more epochs do not continue it")
+        log.info(
+            "Resumed from %s: %d steps done, epoch %d of %d",
+            checkpoint.name,
+            state.step + 1,
+            min(state.epoch, self.cfg.train.epochs),
+            self.cfg.train.epochs,
+        )
+        return float(meta.get("fit_time_s", 0.0))
+
+    def checkpoint(self, state: TrainState, fit_time: float, best: bool = False) -> None:
+        if self.is_main:
+            save_checkpoint(
+                self.folder.work,
+                state.state_dict(),
+                {"fit_time_s": fit_time, "best": best, "epoch": state.epoch},
+                keep=self.cfg.runtime.keep_checkpoints,
+            )
 
     # ---- build ------------------------------------------------------------------------
 
@@ -225,6 +383,13 @@ class Run:
             name: encode_ids(raw[name], policy, splits.label_ids(part), part.source)
             for name, part in parts.items()
         }
+        n_train = len(encoded["train"])
+        if n_train < cfg.train.batch_size:
+            raise GPTClassifyError(
+                f"--batch-size {cfg.train.batch_size} is larger than the {n_train} training "
+                f"texts: an epoch would have no full batch (the last, partial batch is "
+                f"dropped, as in the book); use --batch-size {n_train} or less"
+            )
         for name, enc in encoded.items():
             counts = np.bincount(enc.labels, minlength=len(labels))
             log.info(
@@ -297,7 +462,9 @@ class Run:
 
     # ---- fit --------------------------------------------------------------------------
 
-    def fit(self, state: TrainState, engine: Engine, sources: dict[str, Any]) -> None:
+    def fit(
+        self, state: TrainState, engine: Engine, sources: dict[str, Any], elapsed: float = 0.0
+    ) -> None:
         cfg = self.cfg
         n_batches = len(sources["train"]) // cfg.train.batch_size
         n_steps = cfg.train.epochs * math.ceil(n_batches / cfg.train.grad_accum)
@@ -325,7 +492,7 @@ class Run:
                 Sources(sources["train"], sources["validation"]),
                 cfg.train,
                 cfg.eval,
-                RunCallbacks(bar, cfg.eval.patience),
+                RunCallbacks(self, bar, elapsed),
             )
         bar.close()
 
@@ -410,12 +577,17 @@ class Run:
         )
         classifier.metrics = metrics.to_json()
         if self.is_main:
+            # Everything goes into the work folder, which then becomes RUN in one rename: a
+            # kill between two of these files leaves RUN as it was (resume redoes them).
             classifier.save(self.run_dir)
+            faults.reached("publish")
             write_metrics(self.run_dir, metrics)
             write_history(self.run_dir / "history.csv", state.history)
             plot_history(state.history.steps, state.history.epochs, self.run_dir)
-            log.info("Saved model, metrics, history and plots to %s", self.run_dir)
-        classifier.path = self.run_dir
+            faults.reached("publish")
+            log.info("Saved model, metrics, history and plots; publishing %s", self.folder.final)
+            self.folder.publish()
+        classifier.path = self.folder.final
         return classifier
 
     def lora_info(self, prep: Prepared) -> LoraInfo | None:
@@ -445,15 +617,24 @@ class Run:
 
 
 class RunCallbacks(Callbacks):
-    """The run's view of the loop: progress bar and the book's log lines."""
+    """The run's view of the loop: progress bar, the book's log lines, checkpoints, and
+    stopping on a signal."""
 
-    def __init__(self, bar: tqdm, patience: int | None) -> None:
+    def __init__(self, run: Run, bar: tqdm, elapsed: float) -> None:
+        self.run = run
         self.bar = bar
-        self.patience = patience
+        self.started = time.perf_counter() - elapsed
+
+    def fit_time(self) -> float:
+        return time.perf_counter() - self.started
 
     def on_step(self, state: TrainState, loss: float) -> None:
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        faults.reached("step")
+        every = self.run.cfg.runtime.checkpoint_every
+        if every and (state.step + 1) % every == 0:
+            self.run.checkpoint(state, self.fit_time())
 
     def on_estimate(self, state: TrainState, row: dict[str, Any]) -> None:
         log.info(
@@ -463,6 +644,7 @@ class RunCallbacks(Callbacks):
             row["train_loss"],
             row["val_loss"],
         )
+        faults.reached("estimate")
 
     def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
         # The book's line (estimates on eval_iter batches), then the full-validation figures
@@ -476,7 +658,15 @@ class RunCallbacks(Callbacks):
             row["full_val_loss"],
         )
         if state.stopped_early:
-            log.info("Stopping early: no validation improvement for %d epoch(s)", self.patience)
+            log.info(
+                "Stopping early: no validation improvement for %d epoch(s)",
+                self.run.cfg.eval.patience,
+            )
+        faults.reached("epoch")
+        self.run.checkpoint(state, self.fit_time(), best=state.best_epoch == row["epoch"])
+
+    def should_stop(self) -> bool:
+        return self.run.stop_signal is not None
 
 
 def write_history(path: Path, history: History) -> None:

@@ -1,0 +1,190 @@
+"""The run folder: claimed safely, worked on beside its final name, published in one rename.
+
+A run called RUN works in `RUN.partial/` (train.log, data/, checkpoints/, and at the end the
+model files). When everything is written, that folder is renamed to RUN (an old RUN, when
+--overwrite allows it, is moved aside first and removed after). So RUN is always either the
+previous complete model folder or the new complete one, never a mix, and a killed run
+leaves its work in RUN.partial, where `--resume RUN` continues it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gptclassify.artifact import FORMAT_CLASSIFIER, check_target, folder_format
+from gptclassify.errors import GPTClassifyError
+from gptclassify.files import atomic_write
+from gptclassify.training.checkpoint import CHECKPOINTS
+
+PARTIAL = ".partial"
+RUN_FILE = "run.json"
+"""In checkpoints/: the run's TrainConfig and what it was started on, for --resume."""
+
+
+@dataclass
+class RunFolder:
+    final: Path
+    """Where the model folder appears when the run is done."""
+    work: Path
+    """Where the run writes until then (final + '.partial')."""
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.work / CHECKPOINTS
+
+    # ---- claiming ---------------------------------------------------------------------
+
+    @classmethod
+    def new(cls, out: str | None, overwrite: bool = False) -> RunFolder:
+        """Claim the work folder of a new run (runs/<timestamp> when `out` is None)."""
+        if out is None:
+            return cls._claim_default()
+        final = Path(out)
+        _check_target(final, overwrite)
+        work = _work_path(final)
+        if work.exists():
+            if not overwrite:
+                raise GPTClassifyError(
+                    f"{work}: holds an unfinished run; continue it with --resume {final}, or "
+                    "start over with --overwrite"
+                )
+            shutil.rmtree(work)
+        _clean_leftovers(final)
+        _mkdir(work, exist_ok=False)
+        return cls(final, work)
+
+    @classmethod
+    def _claim_default(cls) -> RunFolder:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 1000):
+            final = Path("runs") / (stamp if n == 1 else f"{stamp}-{n}")
+            if final.exists():
+                continue
+            try:  # mkdir is the claim: two runs started in the same second get two names
+                _mkdir(_work_path(final), exist_ok=False)
+            except FileExistsError:
+                continue
+            return cls(final, _work_path(final))
+        raise GPTClassifyError(f"runs/{stamp}: too many runs started this second")
+
+    @classmethod
+    def resume(cls, run: str | Path) -> RunFolder:
+        """The work folder of a run to continue: its .partial, or one made from a finished
+        run's checkpoints (to train more epochs)."""
+        final = Path(run)
+        if final.name.endswith(PARTIAL):
+            final = final.with_name(final.name[: -len(PARTIAL)])
+        work = _work_path(final)
+        _clean_leftovers(final)
+        if work.is_dir():
+            if not (work / CHECKPOINTS / RUN_FILE).is_file():
+                raise GPTClassifyError(
+                    f"{work}: no checkpoint to resume from (the run stopped before its first "
+                    "step); start it again with --overwrite"
+                )
+            return cls(final, work)
+        if not (final / CHECKPOINTS / RUN_FILE).is_file():
+            raise GPTClassifyError(
+                f"{final}: no run to resume here (expected {work} or {final / CHECKPOINTS})"
+            )
+        # A finished run: continue in a copy, so the published folder stays as it is until
+        # the longer run is published in its place.
+        staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+        shutil.copytree(final / CHECKPOINTS, staging / CHECKPOINTS)
+        if (final / "train.log").is_file():
+            shutil.copy2(final / "train.log", staging / "train.log")
+        staging.rename(work)
+        return cls(final, work)
+
+    # ---- the run's record -------------------------------------------------------------
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.checkpoints / RUN_FILE, json.dumps(record, indent=2) + "\n")
+
+    def read_record(self) -> dict[str, Any]:
+        path = self.checkpoints / RUN_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise GPTClassifyError(f"{path}: unreadable run record ({exc})") from None
+
+    # ---- publishing -------------------------------------------------------------------
+
+    def publish(self) -> Path:
+        """Rename the finished work folder to its final name (replacing an old one)."""
+        if not self.final.exists() or (self.final.is_dir() and not any(self.final.iterdir())):
+            if self.final.is_dir():
+                self.final.rmdir()
+            self.work.rename(self.final)
+            return self.final
+        old = self.final.with_name(f".{self.final.name}.old-{uuid.uuid4().hex[:8]}")
+        self.final.rename(old)
+        try:
+            self.work.rename(self.final)
+        except BaseException:
+            old.rename(self.final)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+    def discard(self) -> None:
+        """Remove the work folder (a run that failed before it had anything worth keeping)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _work_path(final: Path) -> Path:
+    return final.with_name(final.name + PARTIAL)
+
+
+def _mkdir(path: Path, exist_ok: bool) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise GPTClassifyError(
+            f"{path}: cannot create the run folder ({exc.strerror or exc})"
+        ) from None
+
+
+def _check_target(final: Path, overwrite: bool) -> None:
+    """`final` must be absent, an empty folder, or (with --overwrite) a run folder."""
+    if final.exists() and not final.is_dir():
+        raise GPTClassifyError(f"--out {final}: exists and is not a folder")
+    if not final.is_dir():
+        parent = next((p for p in final.absolute().parents if p.exists()), None)
+        if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+            raise GPTClassifyError(f"--out {final}: cannot write in {parent}")
+        return
+    if not os.access(final.parent.absolute(), os.W_OK | os.X_OK):
+        raise GPTClassifyError(f"--out {final}: cannot write in {final.parent.absolute()}")
+    if not any(final.iterdir()):
+        return
+    if folder_format(final) is not None or not (final / CHECKPOINTS).is_dir():
+        check_target(final, FORMAT_CLASSIFIER)  # not another kind of folder
+    if not overwrite:
+        raise GPTClassifyError(
+            f"--out {final}: already holds a run; pass --overwrite to replace it (it stays "
+            "until the new run is complete), or --resume to continue it"
+        )
+
+
+def _clean_leftovers(final: Path) -> None:
+    """Folders left by a publish or resume that was killed half-way: a previous model folder
+    moved aside comes back if nothing replaced it; temporary copies go."""
+    parent = final.parent
+    if not parent.is_dir():
+        return
+    olds = sorted(parent.glob(f".{final.name}.old-*"))
+    if olds and not final.exists():
+        olds.pop().rename(final)
+    for leftover in olds + list(parent.glob(f".{final.name}.*.tmp")):
+        shutil.rmtree(leftover, ignore_errors=True)
