@@ -74,7 +74,11 @@ def test_csv_with_bom_quotes_embedded_newlines_and_found_columns(tmp_path):
     assert data.texts == ["Hello, world", "line one\nline two", 'He said "hi"', "  padded  "]
     assert data.labels == ["spam", "ham", "ham", "spam"]  # labels are stripped, texts not
     assert (data.text_column, data.label_column) == ("Message", "Category")
-    assert data.skipped_empty == 0 and data.warnings == []
+    # ... and a label that was written with spaces is reported, with counts.
+    assert data.skipped_empty == 0 and data.warnings == [
+        f"{path} (column 'Category'): labels ' spam ' (1), 'spam' (1) differ only in case or "
+        "spaces: read as one class 'spam'"
+    ]
 
 
 def test_tsv(tmp_path):

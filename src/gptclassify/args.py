@@ -254,6 +254,14 @@ class DataConfig:
     balance: bool = field(
         default=True, metadata=opt("sms-spam only: undersample ham to the spam count.")
     )
+    strict: bool = field(
+        default=False,
+        metadata=opt(
+            "Raw files: stop at a row with an empty text or label, or at a doubtful label "
+            "(a missing-value marker such as 'nan', or labels that differ only in case or "
+            "spaces), instead of skipping or warning."
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.train is None and (self.validation or self.test):

@@ -119,46 +119,101 @@ def _print_report(report: dict, labels: list[str]) -> None:
     type=click.FloatRange(0.0, 1.0),
     help="Two classes only: predict the second class (e.g. spam) when its probability is at least P.",
 )
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @_classifier_options
 def predict(
-    run_dir, texts, input_file, output, text_column, k, threshold, batch_size, device, precision
+    run_dir,
+    texts,
+    input_file,
+    output,
+    text_column,
+    k,
+    threshold,
+    quiet,
+    batch_size,
+    device,
+    precision,
 ) -> None:
-    """Classify texts given as arguments, on stdin (one per line), or in a file."""
-    from gptclassify.predict import Classifier, predict_table, write_predictions
+    """Classify texts given as arguments, on stdin (one per line), or in a file.
+
+    Files of any size are read and written in chunks of 10,000 rows. A blank line on stdin,
+    or an empty text in a file, gets a row with an error and no label, so outputs line up
+    with inputs.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from gptclassify.data.tables import CHUNK_ROWS, Chunk, iter_table
+    from gptclassify.predict import Classifier, predict_table
+    from gptclassify.predict.tables import PredictionWriter
 
     if texts and input_file:
         raise GPTClassifyError("give texts as arguments or --input FILE, not both")
+    writer = PredictionWriter(output) if output else None  # checked before any work
     if input_file:
-        from gptclassify.data import read_table
-
-        frame, text_col = read_table(input_file, text_column)
+        reader, text_col = iter_table(input_file, text_column)
+        chunks, source = reader.chunks(CHUNK_ROWS), str(reader.path)
     else:
-        import pandas as pd
-
         if not texts:
             if sys.stdin.isatty():
                 raise GPTClassifyError(
                     "no texts: pass them as arguments, on stdin, or with --input FILE"
                 )
-            texts = tuple(line.rstrip("\n") for line in sys.stdin if line.strip())
-        frame, text_col = pd.DataFrame({"text": list(texts)}), "text"
+            # One row per line, blank lines included (they get an error), line ends removed.
+            texts = tuple(line.removesuffix("\n").removesuffix("\r") for line in sys.stdin)
+        refs = [f"text {i + 1}" for i in range(len(texts))]
+        text_col, source = "text", "input"
+        chunks = iter([Chunk(pd.DataFrame({"text": list(texts)}), refs)])
     classifier = Classifier.load(run_dir, device=device, precision=precision)
-    result = predict_table(classifier, frame, text_col, batch_size, threshold, k)
-    if output:
-        write_predictions(result, output)
-    _print_predictions(result, text_col, classifier.labels, k, shown=20, output=output)
+    shown: list[pd.DataFrame] = []
+    rows = errors = cut = 0
+    bar = tqdm(unit=" texts", disable=quiet or None, leave=False, file=sys.stderr)
+    try:
+        for chunk in chunks:
+            result = predict_table(
+                classifier, chunk.frame, text_col, batch_size, threshold, k, chunk.refs, source
+            )
+            if writer is not None:
+                writer.write(result)
+            if rows < 20:
+                shown.append(result.head(20 - rows))
+            rows += len(result)
+            errors += int(result["error"].notna().sum())
+            cut += int((result["truncated"] == True).sum())  # noqa: E712 (None means no text)
+            bar.update(len(result))
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    finally:
+        bar.close()
+    frame = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
+    _print_predictions(frame, rows, text_col, classifier.labels, k, output)
+    if errors:
+        click.echo(
+            f"Warning: {errors} row(s) could not be classified (see the error column)", err=True
+        )
+    if cut:
+        click.echo(
+            f"Note: {cut} text(s) were longer than the model reads and were cut to "
+            f"{classifier.policy.max_length} tokens (see the truncated column)",
+            err=True,
+        )
 
 
 def _print_predictions(
-    frame, text_col: str, labels: list[str], k: int | None, shown: int, output: str | None
+    frame, total: int, text_col: str, labels: list[str], k: int | None, output: str | None
 ) -> None:
+    """The first rows as a table, then how many more there are and where they went."""
     from rich.console import Console
     from rich.table import Table
 
     from gptclassify.predict import prob_column
 
     table = Table("text", "label", *(f"p({name})" for name in labels), *(["top-k"] if k else []))
-    for _, row in frame.head(shown).iterrows():
+    for _, row in frame.iterrows():
         text = str(row[text_col])
         text = text if len(text) <= 60 else text[:57] + "..."
         if isinstance(row["error"], str):  # pandas turns "no error" into NaN
@@ -173,7 +228,7 @@ def _print_predictions(
         table.add_row(text, row["label"], *probs, *([", ".join(row["top_k"])] if k else []))
     console = Console()
     console.print(table)
-    rest = len(frame) - shown
+    rest = total - len(frame)
     if rest > 0:
         console.print(
             f"... and {rest} more"
@@ -181,8 +236,3 @@ def _print_predictions(
         )
     elif output:
         console.print(f"Wrote {output}")
-    errors = int(frame["error"].notna().sum())
-    if errors:
-        click.echo(
-            f"Warning: {errors} row(s) could not be classified (see the error column)", err=True
-        )

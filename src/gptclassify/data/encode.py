@@ -70,8 +70,13 @@ class Encoded:
     """(N,) int64: real (non-padding) tokens per text."""
     labels: np.ndarray | None
     """(N,) int64 class ids, or None for unlabelled text."""
-    truncated: int
-    """How many texts were cut to fit."""
+    cut: np.ndarray
+    """(N,) bool: whether each text was longer than the policy's max_length (and cut)."""
+
+    @property
+    def truncated(self) -> int:
+        """How many texts were cut to fit."""
+        return int(self.cut.sum())
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,5 +104,5 @@ def encode_ids(
         ids=[policy.apply(ids) for ids in raw],
         lengths=np.array([min(len(ids), policy.max_length) for ids in raw], dtype=np.int64),
         labels=np.array(list(labels), dtype=np.int64) if labels is not None else None,
-        truncated=sum(len(ids) > policy.max_length for ids in raw),
+        cut=np.array([len(ids) > policy.max_length for ids in raw], dtype=bool),
     )

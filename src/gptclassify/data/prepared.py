@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from gptclassify import __version__
+from gptclassify.data.delimited import format_record
 from gptclassify.data.split import SPLIT_NAMES, Splits, rare_class_warnings
 from gptclassify.data.tables import LabelledTexts, decode_utf8, read_labelled, sort_labels
 from gptclassify.errors import GPTClassifyError
@@ -133,19 +134,12 @@ def write_split_files(splits: Splits, folder: Path, meta: dict[str, Any]) -> Non
 
 
 def _write_csv(part: LabelledTexts, path: Path) -> None:
-    # Written by hand rather than with csv/pandas writers: those leave a lone "\r" unquoted,
-    # and a reader then splits the text there. Here any field holding a comma, quote, CR or
-    # LF is quoted (RFC 4180), so every text reads back exactly.
+    # Every field holding a comma, quote, CR or LF is quoted, so every text reads back
+    # exactly (data/delimited.py).
     with open(path, "w", encoding="utf-8", newline="") as handle:
         handle.write("text,label\n")
         for text, label in zip(part.texts, part.labels, strict=True):
-            handle.write(f"{_csv_field(text)},{_csv_field(label)}\n")
-
-
-def _csv_field(value: str) -> str:
-    if any(c in value for c in ',"\r\n'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
+            handle.write(format_record([text, label], ","))
 
 
 # ---- reporting -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ def load_data(data: DataConfig, seed: int) -> Splits:
             data.test,
             text_column=data.text_column,
             label_column=data.label_column,
+            strict=data.strict,
             seed=seed,
         )
     if data.data == SMS_SPAM:

@@ -8,20 +8,20 @@ fallback) are collected in `warnings` on the returned objects, for the caller to
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
+from gptclassify.data.delimited import records
 from gptclassify.errors import GPTClassifyError
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
@@ -140,47 +140,53 @@ def read_labelled(
 
     Columns are found by name (see `TEXT_COLUMN_NAMES`, `LABEL_COLUMN_NAMES`) unless given.
     Rows whose text or label is empty are skipped and counted (`skipped_empty`,
-    `skipped_unlabelled`, plus a line in `warnings`); with `strict` they are an error.
+    `skipped_unlabelled`, plus a line in `warnings`); with `strict` they are an error, as
+    are labels that look like a missing value or differ from another only in case or
+    surrounding spaces (otherwise warnings, see `label_warnings`).
     """
-    path = Path(path)
-    fmt = detect_format(path, fmt)
-    _check_file(path)
-    table = _read_table(path, fmt)
-    text_col = _pick_column(table.columns, text_column, TEXT_COLUMN_NAMES, "text", path)
-    label_col = _pick_column(table.columns, label_column, LABEL_COLUMN_NAMES, "label", path)
+    reader = TableReader(path, fmt)
+    text_col = _pick_column(reader.columns, text_column, TEXT_COLUMN_NAMES, "text", reader.path)
+    label_col = _pick_column(reader.columns, label_column, LABEL_COLUMN_NAMES, "label", reader.path)
     if text_col == label_col:
         raise GPTClassifyError(
-            f"{path}: column {text_col!r} cannot be both the text and the label column"
+            f"{reader.path}: column {text_col!r} cannot be both the text and the label column"
         )
-    texts, labels = [], []
+    texts, labels, written = [], [], Counter()
     skipped: dict[str, list[str]] = {"empty text": [], "an empty label": []}
-    for i, (raw_text, raw_label) in enumerate(
-        zip(table.get(text_col), table.get(label_col), strict=True)
-    ):
-        text, label = _text_value(raw_text), _label_value(raw_label)
-        if text.strip() and label:
-            texts.append(text)
-            labels.append(label)
-            continue
-        what = "empty text" if not text.strip() else "an empty label"
-        if strict:
-            column = text_col if what == "empty text" else label_col
-            raise GPTClassifyError(
-                f"{path}: {table.row_ref(i)} has {what} (column {column!r}); fix the row, "
-                "or drop --strict to skip such rows"
-            )
-        skipped[what].append(table.row_ref(i))
-    warnings = list(table.warnings)
+    for chunk in reader.chunks():
+        chunk_texts = text_values(chunk.frame[text_col].tolist(), text_col, chunk.refs, reader.path)
+        for k, (text, raw_label) in enumerate(
+            zip(chunk_texts, chunk.frame[label_col].tolist(), strict=True)
+        ):
+            label = _label_value(raw_label)
+            if text.strip() and label.strip():
+                texts.append(text)
+                labels.append(label.strip())
+                written[label] += 1
+                continue
+            what = "empty text" if not text.strip() else "an empty label"
+            if strict:
+                column = text_col if what == "empty text" else label_col
+                raise GPTClassifyError(
+                    f"{reader.path}: {chunk.ref(k)} has {what} (column {column!r}); fix the "
+                    "row, or drop --strict to skip such rows"
+                )
+            skipped[what].append(chunk.ref(k))
+    warnings = list(reader.warnings)
     for what, rows in skipped.items():
         if rows:
             listed = ", ".join(rows[:_MAX_LISTED]) + (", ..." if len(rows) > _MAX_LISTED else "")
-            warnings.append(f"{path}: skipped {len(rows)} row(s) with {what} ({listed})")
+            warnings.append(f"{reader.path}: skipped {len(rows)} row(s) with {what} ({listed})")
+    doubts = label_warnings(written, f"{reader.path} (column {label_col!r})")
+    if doubts and strict:
+        raise GPTClassifyError(doubts[0] + "; fix the labels, or drop --strict")
+    warnings += doubts
     if not texts:
-        raise GPTClassifyError(f"{path}: no rows with both a text and a label")
+        raise GPTClassifyError(f"{reader.path}: no rows with both a text and a label")
     return LabelledTexts(
         texts=texts,
         labels=labels,
-        source=str(path),
+        source=str(reader.path),
         skipped_empty=len(skipped["empty text"]),
         skipped_unlabelled=len(skipped["an empty label"]),
         warnings=warnings,
@@ -189,29 +195,302 @@ def read_labelled(
     )
 
 
+MISSING_LABELS = frozenset({"nan", "none", "null", "na", "n/a", "nat", "<na>", "-"})
+"""Labels (compared case-insensitively) that usually mean a missing value, not a class."""
+
+
+def label_warnings(written: Counter[str], source: str) -> list[str]:
+    """One line per doubtful label, with counts: a missing-value marker used as a class, or
+    labels that differ only in case or surrounding spaces (which become one class when only
+    spaces differ, and separate classes when the case differs)."""
+    out = []
+    for label, count in sorted(written.items()):
+        if label.strip().casefold() in MISSING_LABELS:
+            out.append(
+                f"{source}: label {label!r} ({count} row(s)) looks like a missing value, but "
+                "is treated as a class"
+            )
+    groups: dict[str, list[str]] = {}
+    for label in sorted(written):
+        groups.setdefault(label.strip().casefold(), []).append(label)
+    for variants in groups.values():
+        if len(variants) < 2:
+            continue
+        shown = ", ".join(f"{v!r} ({written[v]})" for v in variants)
+        classes = sorted({v.strip() for v in variants})
+        what = (
+            f"read as one class {classes[0]!r}"
+            if len(classes) == 1
+            else f"read as {len(classes)} different classes"
+        )
+        out.append(f"{source}: labels {shown} differ only in case or spaces: {what}")
+    return out
+
+
 def read_table(
     path: str | Path, text_column: str | None = None, fmt: str | None = None
 ) -> tuple[pd.DataFrame, str]:
     """Every column of a CSV / TSV / JSON Lines / Parquet file, and the name of its text column.
 
-    For prediction: the other columns are kept so outputs line up with the input rows.
+    For prediction: the other columns are kept so outputs line up with the input rows. Big
+    files: `iter_table` reads them in chunks.
     """
-    path = Path(path)
-    fmt = detect_format(path, fmt)
-    _check_file(path)
-    table = _read_table(path, fmt)
-    text_col = _pick_column(table.columns, text_column, TEXT_COLUMN_NAMES, "text", path)
-    return pd.DataFrame({c: table.get(c) for c in table.columns}), text_col
+    reader, text_col = iter_table(path, text_column, fmt)
+    frames = [chunk.frame for chunk in reader.chunks()]
+    return pd.concat(frames, ignore_index=True), text_col
+
+
+def iter_table(
+    path: str | Path, text_column: str | None = None, fmt: str | None = None
+) -> tuple[TableReader, str]:
+    """A reader of the file in chunks, and the name of its text column (checked in every
+    chunk with `text_values`)."""
+    reader = TableReader(path, fmt)
+    text_col = _pick_column(reader.columns, text_column, TEXT_COLUMN_NAMES, "text", reader.path)
+    return reader, text_col
+
+
+def text_values(
+    values: list[Any], column: str, refs: Sequence[str], source: str | Path
+) -> list[str]:
+    """The texts of a column: strings as they are, missing values as "" (empty texts).
+
+    Anything else (a number, true/false, bytes, a list) is refused, naming the row: a text
+    column holds text, and reading 42 as "42" in one place and as missing in another would
+    train and predict on different inputs.
+    """
+    out = []
+    for k, value in enumerate(values):
+        if isinstance(value, str):
+            out.append(value)
+        elif _is_missing(value):
+            out.append("")
+        else:
+            shown = repr(value) if len(repr(value)) < 40 else repr(value)[:37] + "..."
+            raise GPTClassifyError(
+                f"{source}: {refs[k]}: column {column!r} holds {type(value).__name__} "
+                f"{shown}, not text; texts must be strings (quote them in JSON, store them as "
+                "strings in Parquet)"
+            )
+    return out
+
+
+CHUNK_ROWS = 10_000
+"""Rows per chunk when a table is read in pieces (prediction files of any size)."""
 
 
 @dataclass
-class _Table:
-    """Columns of a file, read lazily, with a way to name a row in messages."""
+class Chunk:
+    """Consecutive rows of a table, with their names for messages."""
 
-    columns: list[str]
-    get: Callable[[str], list[Any]]
-    row_ref: Callable[[int], str]
-    warnings: list[str] = field(default_factory=list)
+    frame: pd.DataFrame
+    refs: list[str]
+
+    def ref(self, k: int) -> str:
+        return self.refs[k]
+
+
+class TableReader:
+    """A CSV / TSV / JSON Lines / Parquet file: its columns, then its rows in chunks.
+
+    Memory is that of one chunk (a JSON file holding one array is the exception: it is
+    read whole). CSV and TSV cells are strings (see data/delimited.py for the quoting rule),
+    with no guessing of missing values: "NA" or "null" is a real text.
+    """
+
+    def __init__(self, path: str | Path, fmt: str | None = None) -> None:
+        self.path = Path(path)
+        self.fmt = detect_format(self.path, fmt)
+        _check_file(self.path)
+        self.warnings: list[str] = []
+        self.sep = "\t" if self.fmt == "tsv" else ","
+        self._line_by_line = False
+        if self.fmt == "parquet":
+            self._parquet = _open_parquet(self.path)
+            self.columns = [str(c) for c in self._parquet.schema_arrow.names]
+            if self._parquet.metadata.num_rows == 0:
+                raise GPTClassifyError(f"{self.path}: no data rows (only a header)")
+        elif self.fmt == "jsonl":
+            self.columns = self._json_columns()
+        else:
+            self.columns = self._delimited_header()
+
+    # ---- chunks -----------------------------------------------------------------------
+
+    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+        if self.fmt == "parquet":
+            yield from self._parquet_chunks(rows)
+            return
+        records = self._json_records() if self.fmt == "jsonl" else self._delimited_records()
+        batch: list[Any] = []
+        refs: list[str] = []
+        for ref, record in records:
+            batch.append(record)
+            refs.append(ref)
+            if len(batch) == rows:
+                yield self._chunk(batch, refs)
+                batch, refs = [], []
+        if batch:
+            yield self._chunk(batch, refs)
+
+    def _chunk(self, batch: list[Any], refs: list[str]) -> Chunk:
+        if self.fmt == "jsonl":
+            frame = pd.DataFrame({c: [r.get(c) for r in batch] for c in self.columns})
+        else:
+            frame = pd.DataFrame(batch, columns=self._frame_columns, dtype=object)
+            frame.columns = self.columns
+        return Chunk(frame, refs)
+
+    # ---- CSV / TSV --------------------------------------------------------------------
+
+    def _lines(self) -> Iterator[str]:
+        """Decoded lines without their "\n"; bad UTF-8 names its line."""
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if number == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise GPTClassifyError(
+                        f"{self.path}: line {number} is not valid UTF-8 (byte "
+                        f"0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file "
+                        "as UTF-8"
+                    ) from None
+                yield line.removesuffix("\n")
+
+    def _delimited_header(self) -> list[str]:
+        first = next(records(self._lines(), self.sep), None)
+        if first is None:
+            raise GPTClassifyError(f"{self.path}: file is empty")
+        header = first[1]
+        self._frame_columns = list(range(len(header)))
+        columns, seen = [], Counter()
+        for name in header:  # duplicate names get .1, .2 (as pandas names them)
+            columns.append(name if not seen[name] else f"{name}.{seen[name]}")
+            seen[name] += 1
+        if self.sep == "\t":
+            self._line_by_line = self._quotes_merge_lines(len(header))
+        if next(self._delimited_records(), None) is None:
+            raise GPTClassifyError(f"{self.path}: no data rows (only a header)")
+        return columns
+
+    def _quotes_merge_lines(self, width: int) -> bool:
+        """The SMS Spam Collection trap (pandas' default quoting reads it as 5,572 rows, not
+        5,574): a TSV whose texts merely start with a double quote. When every line has the
+        header's number of tabs, no record can span lines, so a quoted field that does is a
+        misreading: read such a file one record per line, quotes as written."""
+        tabs = width - 1
+        lines = 0
+        for line in self._lines():
+            if not line.strip():
+                continue
+            if line.removesuffix("\r").count("\t") != tabs:
+                return False
+            lines += 1
+        n = sum(1 for _ in records(self._lines(), "\t"))
+        if n < lines:
+            self.warnings.append(
+                f"{self.path}: double quotes would have merged lines into one row; read with "
+                f"quoting off instead ({lines - 1} rows, one per line)"
+            )
+            return True
+        return False
+
+    def _delimited_records(self) -> Iterator[tuple[str, list[str]]]:
+        kind = "TSV" if self.sep == "\t" else "CSV"
+        width = len(self._frame_columns)
+        if self._line_by_line:
+            rows = (
+                (n, line.removesuffix("\r").split("\t"))
+                for n, line in enumerate(self._lines(), start=1)
+                if line.strip()
+            )
+        else:
+            rows = records(self._lines(), self.sep)
+        next(rows, None)  # the header
+        for k, (line, fields) in enumerate(rows, start=1):
+            if len(fields) > width:
+                raise GPTClassifyError(
+                    f"{self.path}: cannot parse as {kind} (line {line} has {len(fields)} "
+                    f"fields, the header has {width})"
+                )
+            if len(fields) < width:
+                fields = fields + [""] * (width - len(fields))
+            yield f"data row {k}", fields
+
+    # ---- JSON Lines -------------------------------------------------------------------
+
+    def _json_text_array(self) -> list[Any] | None:
+        """The items of a .json file holding one array of objects (read whole), else None."""
+        with open(self.path, "rb") as handle:
+            head = handle.read(64).lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
+        if not head.startswith(b"["):
+            return None
+        text = decode_utf8(self.path.read_bytes(), self.path)
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GPTClassifyError(
+                f"{self.path}: line {exc.lineno}: invalid JSON ({exc.msg})"
+            ) from None
+        for i, item in enumerate(items, start=1):
+            if not isinstance(item, dict):
+                raise GPTClassifyError(f"{self.path}: item {i} is not a JSON object")
+        return items
+
+    def _json_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        items = self._json_text_array()
+        if items is not None:
+            for i, item in enumerate(items, start=1):
+                yield f"item {i}", item
+            return
+        # Lines split at "\n" only: JSON strings may hold a raw U+2028 or form feed.
+        for number, line in enumerate(self._lines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GPTClassifyError(
+                    f"{self.path}: line {number}: invalid JSON ({exc.msg})"
+                ) from None
+            if not isinstance(record, dict):
+                raise GPTClassifyError(
+                    f"{self.path}: line {number}: expected one JSON object per line"
+                )
+            yield f"line {number}", {str(k): v for k, v in record.items()}
+
+    def _json_columns(self) -> list[str]:
+        """Every key of every record, in order of appearance (a first pass over the file)."""
+        columns: dict[str, None] = {}
+        empty = True
+        for _, record in self._json_records():
+            empty = False
+            columns.update(dict.fromkeys(record))
+        if empty:
+            blank = all(not line.strip() for line in self._lines())
+            raise GPTClassifyError(f"{self.path}: {'file is empty' if blank else 'no data rows'}")
+        return list(columns)
+
+    # ---- Parquet ----------------------------------------------------------------------
+
+    def _parquet_chunks(self, rows: int) -> Iterator[Chunk]:
+        done = 0
+        for batch in self._parquet.iter_batches(batch_size=rows):
+            frame = batch.to_pandas()
+            frame.columns = [str(c) for c in frame.columns]
+            refs = [f"data row {done + k + 1}" for k in range(len(frame))]
+            done += len(frame)
+            yield Chunk(frame, refs)
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GPTClassifyError(f"{path}: cannot read as Parquet ({first})") from None
 
 
 def _check_file(path: Path) -> None:
@@ -234,106 +513,6 @@ def decode_utf8(raw: bytes, path: str | Path) -> str:
             f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
             f"{exc.start - line_start + 1}); save the file as UTF-8"
         ) from None
-
-
-def _read_table(path: Path, fmt: str) -> _Table:
-    if fmt == "parquet":
-        return _read_parquet(path)
-    text = decode_utf8(path.read_bytes(), path)
-    if not text.strip():
-        raise GPTClassifyError(f"{path}: file is empty")
-    if fmt == "jsonl":
-        return _read_jsonl(text, path)
-    return _read_delimited(text, path, "\t" if fmt == "tsv" else ",")
-
-
-def _data_row(i: int) -> str:
-    return f"data row {i + 1}"
-
-
-def _frame_table(frame: pd.DataFrame, path: Path) -> _Table:
-    if len(frame) == 0:
-        raise GPTClassifyError(f"{path}: no data rows (only a header)")
-    columns = [str(c) for c in frame.columns]
-    by_name = dict(zip(columns, frame.columns, strict=True))
-    return _Table(columns, lambda name: frame[by_name[name]].tolist(), _data_row)
-
-
-def _read_delimited(text: str, path: Path, sep: str) -> _Table:
-    kind = "TSV" if sep == "\t" else "CSV"
-
-    def parse(quoting: int) -> pd.DataFrame:
-        try:
-            # Everything as strings, and no NA guessing: "NA" or "null" is a real text or label.
-            return pd.read_csv(
-                io.StringIO(text), sep=sep, dtype=str, na_filter=False, quoting=quoting
-            )
-        except pd.errors.EmptyDataError:
-            raise GPTClassifyError(f"{path}: file is empty") from None
-        except (pd.errors.ParserError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GPTClassifyError(f"{path}: cannot parse as {kind} ({first})") from None
-
-    frame = parse(csv.QUOTE_MINIMAL)
-    table = _frame_table(frame, path)
-    if sep == "\t":
-        # The SMS Spam Collection trap (pandas' default quoting reads it as 5,572 rows, not
-        # 5,574): a TSV whose texts merely contain
-        # double quotes gets lines merged silently by quote-aware parsing. When every line
-        # has the header's number of tabs, no record can span lines, so fewer rows than
-        # lines means quotes merged some: read again with quoting off.
-        lines = [line for line in text.split("\n") if line.strip()]
-        tabs = lines[0].count("\t")
-        if len(frame) < len(lines) - 1 and all(line.count("\t") == tabs for line in lines):
-            frame = parse(csv.QUOTE_NONE)
-            table = _frame_table(frame, path)
-            table.warnings.append(
-                f"{path}: double quotes would have merged lines into one row; read with "
-                f"quoting off instead ({len(frame)} rows, one per line)"
-            )
-    return table
-
-
-def _read_jsonl(text: str, path: Path) -> _Table:
-    records: list[dict[str, Any]] = []
-    refs: list[str] = []
-    if text.lstrip().startswith("["):
-        # A .json file holding one array of objects is accepted too; rows are its items.
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GPTClassifyError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
-        for i, item in enumerate(items, start=1):
-            if not isinstance(item, dict):
-                raise GPTClassifyError(f"{path}: item {i} is not a JSON object")
-            records.append(item)
-            refs.append(f"item {i}")
-    else:
-        # split("\n"), not splitlines(): JSON strings may hold a raw U+2028 or form feed.
-        for number, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GPTClassifyError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise GPTClassifyError(f"{path}: line {number}: expected one JSON object per line")
-            records.append(record)
-            refs.append(f"line {number}")
-    if not records:
-        raise GPTClassifyError(f"{path}: no data rows")
-    columns = list(dict.fromkeys(str(key) for record in records for key in record))
-    return _Table(columns, lambda name: [r.get(name) for r in records], refs.__getitem__)
-
-
-def _read_parquet(path: Path) -> _Table:
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GPTClassifyError(f"{path}: cannot read as Parquet ({first})") from None
-    return _frame_table(frame, path)
 
 
 def _pick_column(
@@ -368,12 +547,6 @@ def _is_missing(value: Any) -> bool:
     return type(value).__name__ in ("NAType", "NaTType")
 
 
-def _text_value(value: Any) -> str:
-    if _is_missing(value):
-        return ""
-    return value if isinstance(value, str) else str(value)
-
-
 def _label_value(value: Any) -> str:
     if _is_missing(value):
         return ""
@@ -384,4 +557,4 @@ def _label_value(value: Any) -> str:
     if isinstance(value, float | np.floating):
         # Integer labels come back as floats from Parquet/JSON columns with gaps: 1.0 is "1".
         return str(int(value)) if float(value).is_integer() else str(float(value))
-    return str(value).strip()
+    return str(value)

@@ -163,13 +163,24 @@ class Classifier:
 
     # ---- inference --------------------------------------------------------------------
 
-    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Raw class logits (N, num_classes), in input order."""
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        """Token ids of `texts` under this classifier's input policy (`.cut` says which
+        were truncated)."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
+        return encode(texts, self.policy)
+
+    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Raw class logits (N, num_classes), in input order."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.runtime.logits(encode(texts, self.policy), batch_size)
+        return self.runtime.logits(self.encode(texts), batch_size)
+
+    def proba_encoded(self, encoded: Encoded, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities of already encoded texts (see `encode`)."""
+        if len(encoded) == 0:
+            return np.zeros((0, len(self.labels)))
+        return softmax(self.runtime.logits(encoded, batch_size), self.temperature)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (N, num_classes), columns in `self.labels` order."""

@@ -3,15 +3,23 @@ prediction columns, written as CSV, TSV, JSON Lines or Parquet."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from gptclassify.data.delimited import format_record
+from gptclassify.data.tables import text_values
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import atomic_path
+from gptclassify.files import default_file_mode
 
 if TYPE_CHECKING:
     from gptclassify.predict.api import Classifier
@@ -53,18 +61,29 @@ def predict_table(
     batch_size: int = 32,
     threshold: float | None = None,
     k: int | None = None,
+    refs: Sequence[str] | None = None,
+    source: str = "input",
 ) -> pd.DataFrame:
-    """The input table plus label, prob_<class> per class, top_k (with k) and error columns.
+    """The input table plus label, prob_<class> per class, top_k (with k), truncated and
+    error columns.
 
-    A row with empty or missing text gets an error and no label instead of stopping the file.
-    Input columns that clash with those names are kept as input_<name>.
+    A row with empty or missing text gets an error and no label instead of stopping the
+    file; a value that is not text (a number, bytes) stops it with one line naming the row
+    (`refs`, default "row N", in `source`), as training does. `truncated` says whether the
+    text was longer than the model reads (and cut, per the model's policy). Input columns
+    that clash with those names are kept as input_<name>.
     """
-    texts = frame[text_column].tolist()
-    n = len(texts)
-    ok = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+    n = len(frame)
+    refs = refs if refs is not None else [f"row {i + 1}" for i in range(n)]
+    texts = text_values(frame[text_column].tolist(), text_column, refs, source)
+    ok = [i for i, t in enumerate(texts) if t.strip()]
     probs = np.full((n, len(classifier.labels)), np.nan)
+    cut: list[Any] = [None] * n
     if ok:
-        probs[ok] = classifier.predict_proba([texts[i] for i in ok], batch_size)
+        encoded = classifier.encode([texts[i] for i in ok])
+        probs[ok] = classifier.proba_encoded(encoded, batch_size)
+        for i, was_cut in zip(ok, encoded.cut.tolist(), strict=True):
+            cut[i] = was_cut
     labels: list[Any] = [None] * n
     errors: list[Any] = ["empty text"] * n
     for i, label in zip(ok, decide(probs[ok], classifier.labels, threshold), strict=True):
@@ -78,6 +97,7 @@ def predict_table(
         for i, row in zip(ok, ranked, strict=True):
             top[i] = [name for name, _ in row]
         added["top_k"] = top
+    added["truncated"] = cut
     added["error"] = errors
     out = frame.rename(columns={c: f"input_{c}" for c in frame.columns if c in added})
     for name, values in added.items():
@@ -85,27 +105,145 @@ def predict_table(
     return out
 
 
+OUTPUT_KINDS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
+
+
+class PredictionWriter:
+    """Prediction tables written chunk by chunk into a temporary file that becomes `path`
+    when closed: a file of any size with the memory of one chunk, and never half a file
+    under the real name.
+
+    The path is checked when the writer is made (before any inference): a known extension,
+    not a folder, in a folder that can be written.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.kind = OUTPUT_KINDS.get(self.path.suffix.lower())
+        if self.kind is None:
+            raise GPTClassifyError(
+                f"--output {self.path}: use a .csv, .tsv, .jsonl or .parquet file name"
+            )
+        if self.path.is_dir():
+            raise GPTClassifyError(f"--output {self.path}: is a folder; give a file name")
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GPTClassifyError(
+                f"--output {self.path}: cannot create {folder} ({exc.strerror or exc})"
+            ) from None
+        if not os.access(folder, os.W_OK | os.X_OK) or (
+            self.path.exists() and not os.access(self.path, os.W_OK)
+        ):
+            raise GPTClassifyError(f"--output {self.path}: not writable")
+        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self._handle: Any = None
+        self._parquet: pq.ParquetWriter | None = None
+        self._columns: list[str] | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self._columns is None:
+            self._columns = list(frame.columns)
+        if self.kind == "parquet":
+            self._write_parquet(frame)
+            return
+        if self._handle is None:
+            self._handle = open(self._tmp, "w", encoding="utf-8", newline="")
+            if self.kind != "jsonl":
+                self._handle.write(format_record([str(c) for c in frame.columns], self._sep))
+        for record in frame.to_dict(orient="records"):
+            if self.kind == "jsonl":
+                row = {str(key): _json_value(value) for key, value in record.items()}
+                self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                self._handle.write(format_record([_cell(v) for v in record.values()], self._sep))
+
+    @property
+    def _sep(self) -> str:
+        return "\t" if self.kind == "tsv" else ","
+
+    def _write_parquet(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._parquet is None:
+            # Columns with no value yet in the first chunk get their types from later
+            # chunks' casts; give them a type that accepts anything the pipeline writes.
+            fields = [
+                pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f
+                for f in table.schema
+            ]
+            self._schema = pa.schema(fields)
+            self._parquet = pq.ParquetWriter(self._tmp, self._schema)
+        try:
+            table = table.cast(self._schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise GPTClassifyError(
+                f"--output {self.path}: a column changes type between rows ({exc}); write "
+                ".csv or .jsonl instead"
+            ) from None
+        self._parquet.write_table(table)
+
+    def close(self) -> Path:
+        """Finish the file and give it its name."""
+        if self._handle is not None:
+            self._handle.close()
+        elif self._parquet is not None:
+            self._parquet.close()
+        else:
+            open(self._tmp, "w").close()  # no rows: an empty file
+        os.chmod(self._tmp, default_file_mode())
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        for closer in (self._handle, self._parquet):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception:  # best effort: the file goes anyway
+                    pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, list | tuple | np.ndarray):
+        return ";".join(map(str, value))
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
 def write_predictions(frame: pd.DataFrame, path: str | Path) -> Path:
     """CSV, TSV, JSON Lines or Parquet by extension; written atomically."""
-    path = Path(path)
-    kind = {
-        ".csv": "csv",
-        ".tsv": "tsv",
-        ".jsonl": "jsonl",
-        ".json": "jsonl",
-        ".parquet": "parquet",
-    }.get(path.suffix.lower())
-    if kind is None:
-        raise GPTClassifyError(f"--output {path}: use a .csv, .tsv, .jsonl or .parquet file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        if kind == "jsonl":
-            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
-        elif kind == "parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            out = frame.copy()
-            if "top_k" in out:
-                out["top_k"] = [";".join(v) if isinstance(v, list) else v for v in out["top_k"]]
-            out.to_csv(tmp, sep="\t" if kind == "tsv" else ",", index=False)
-    return path
+    with PredictionWriter(path) as writer:
+        writer.write(frame)
+    return writer.path

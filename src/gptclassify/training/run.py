@@ -359,6 +359,8 @@ class Run:
         release_free_memory()  # the file's tensors and transposed copies are garbage now
         trainable_blocks(cfg.backbone.trainable, backbone.model.config.n_layers)
         splits = load_data(cfg.data, cfg.train.seed)
+        for warning in splits.warnings:
+            log.warning("Warning: %s", warning)
         labels = list(splits.label_names)
         parts = {name: part for name, part in splits.parts() if len(part.texts) > 0}
         if "validation" not in parts:
