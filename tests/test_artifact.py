@@ -91,3 +91,31 @@ def test_metrics_are_informative_only(tmp_path):
     (folder / "metrics.json").write_text("{ not json")
     assert read_metrics(folder) is None
     assert Classifier.load(folder).metrics is None  # the model loads without them
+
+
+def test_paths_in_a_model_folder_stay_inside_it(tmp_path, tiny_hf_dir):
+    """weights_file (above), LoRA bases and Hugging Face shard names never lead outside."""
+    from gptclassify.weights import load_hf_directory
+
+    folder = tmp_path / "hf"
+    shutil.copytree(tiny_hf_dir, folder)
+    (folder / "model.safetensors").rename(tmp_path / "outside.safetensors")
+    index = {"metadata": {}, "weight_map": {"wte.weight": "../outside.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(GPTClassifyError, match="shard '../outside.safetensors' is not a file name"):
+        load_hf_directory(folder)
+
+    lora = {
+        "rank": 4,
+        "alpha": 8,
+        "targets": ["attn.c_attn"],
+        "adapters_only": True,
+        "base": "/etc",
+        "base_sha256": "0" * 64,
+    }
+    adapters = folder_with(tmp_path, lora=lora)
+    with pytest.raises(GPTClassifyError, match="LoRA base '/etc' is outside the model folder"):
+        Classifier.load(adapters)
+    lora["base"] = "../../elsewhere"
+    with pytest.raises(GPTClassifyError, match="is outside the model folder"):
+        Classifier.load(folder_with(tmp_path / "b", lora=lora))

@@ -59,7 +59,10 @@ def test_adapters_only_folder_and_merge_give_the_same_logits(tiny_hf_dir, topics
     assert "gpt.h.0.attn.c_attn.weight" in merged_names
     assert not any("lora_" in n for n in merged_names)
 
-    a = Classifier.load(tmp_path / "adapters", precision="fp32")
+    # The base lies outside the model folder: it is not followed unless named again.
+    with pytest.raises(GPTClassifyError, match="LoRA base .* is outside the model folder"):
+        Classifier.load(tmp_path / "adapters")
+    a = Classifier.load(tmp_path / "adapters", precision="fp32", base_model=base)
     b = Classifier.load(tmp_path / "merged", precision="fp32")
     assert np.allclose(a.logits(TEXTS), b.logits(TEXTS), atol=1e-4)
     assert np.allclose(a.logits(TEXTS), plain.logits(TEXTS), atol=1e-5)
@@ -80,7 +83,7 @@ def test_adapters_refuse_a_different_base(tiny_hf_dir, topics, tmp_path):
     with pytest.raises(
         GPTClassifyError, match="is not the one these LoRA adapters were trained on"
     ):
-        Classifier.load(tmp_path / "run")
+        Classifier.load(tmp_path / "run", base_model=base)
 
 
 def test_lora_on_a_random_base_saves_the_whole_model(tiny_json, topics, tmp_path):

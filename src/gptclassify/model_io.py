@@ -64,9 +64,15 @@ def save_classifier(directory: str | Path, model: GPTClassifier, config: Classif
 
 
 def load_classifier(
-    directory: str | Path, config: ClassifierConfig | None = None
+    directory: str | Path,
+    config: ClassifierConfig | None = None,
+    base_model: str | Path | None = None,
 ) -> tuple[GPTClassifier, ClassifierConfig]:
-    """Rebuild the classifier from a folder, verifying the weights' checksum first."""
+    """Rebuild the classifier from a folder, verifying the weights' checksum first.
+
+    base_model: for LoRA adapters saved alone, the base to put them on, when config.json
+    does not name one that can be used (a Hub preset, or a path inside the folder).
+    """
     directory = Path(directory)
     config = config or read_classifier_config(directory)
     weights = directory / config.weights_file
@@ -80,7 +86,7 @@ def load_classifier(
     lora = config.provenance.lora
     adapters_only = lora is not None and lora.adapters_only
     if adapters_only:
-        gpt = _lora_base(lora, config.model, directory / CONFIG)
+        gpt = _lora_base(lora, config.model, directory, base_model)
     else:
         with torch.device("meta"):  # no wasted init: every tensor comes from the file
             gpt = GPTBody(config.model, init=False)
@@ -115,12 +121,28 @@ def load_classifier(
     return model.eval(), config
 
 
-def _lora_base(lora: LoraInfo, gpt_config: GPTConfig, source: Path) -> GPTBody:
-    """The pretrained base of an adapters-only folder, checked against its recorded sha256."""
-    base = lora.base
+def _lora_base(
+    lora: LoraInfo, gpt_config: GPTConfig, folder: Path, given: str | Path | None
+) -> GPTBody:
+    """The pretrained base of an adapters-only folder, checked against its recorded sha256.
+
+    A base is a Hub preset, a path inside the model folder, or one the user gives: a path
+    recorded in config.json that leads outside the folder is never followed on its own.
+    """
+    source = folder / CONFIG
+    base = str(given) if given is not None else lora.base
     if not base:
         raise GPTClassifyError(f"{source}: LoRA adapters without a 'base' model field")
-    directory = pretrained_dir(base)
+    if given is not None or base in PRESETS:
+        directory = pretrained_dir(base)
+    else:
+        directory = (folder / base).resolve()
+        if Path(base).is_absolute() or not directory.is_relative_to(folder.resolve()):
+            raise GPTClassifyError(
+                f"{source}: the LoRA base {base!r} is outside the model folder; name it "
+                "yourself: --base-model PATH (Classifier.load(..., base_model=PATH)); its "
+                "sha256 is checked against the one recorded"
+            )
     if sha256_file(weights_file(directory)) != lora.base_sha256:
         raise GPTClassifyError(
             f"{source}: the base model {base} ({weights_file(directory)}) is not the one these "
@@ -136,5 +158,6 @@ def _lora_base(lora: LoraInfo, gpt_config: GPTConfig, source: Path) -> GPTBody:
 
 def lora_base_name(model_name: str, directory: Path) -> str:
     """How an adapters-only folder names its base: a preset works on any machine (Hub
-    cache); a folder is recorded as an absolute path."""
+    cache); a folder is recorded as an absolute path, for the record (loading needs it
+    given again: see _lora_base)."""
     return model_name if model_name in PRESETS else str(directory.resolve())

@@ -85,14 +85,7 @@ class CheckpointTensors:
         index = directory / "model.safetensors.index.json"
         bin_file = directory / "pytorch_model.bin"
         if single.is_file() or index.is_file():
-            shards = (
-                [single]
-                if single.is_file()
-                else [
-                    directory / shard
-                    for shard in sorted(set(read_json(index)["weight_map"].values()))
-                ]
-            )
+            shards = [single] if single.is_file() else _shards(index)
             for shard in shards:
                 try:
                     handle = safe_open(shard, framework="pt")
@@ -124,6 +117,22 @@ class CheckpointTensors:
 
     def __getitem__(self, name: str) -> Tensor:
         return self._eager[name] if name in self._eager else self._files[name].get_tensor(name)
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files an index names, each a plain file name inside the index's folder."""
+    data = read_json(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise GPTClassifyError(f"{index}: no 'weight_map' of tensor names to shard files")
+    shards = []
+    for name in sorted(set(weight_map.values())):
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise GPTClassifyError(
+                f"{index}: shard {name!r} is not a file name inside the model folder"
+            )
+        shards.append(index.parent / name)
+    return shards
 
 
 def map_hf_names(

@@ -33,6 +33,13 @@ def _classifier_options(func):
                 type=click.Choice(["auto", "fp32", "bf16"]),
                 help="Matmul precision; auto: bf16 where the hardware has fast bf16.",
             ),
+            click.option(
+                "--base-model",
+                default=None,
+                metavar="DIR_OR_PRESET",
+                help="LoRA adapters saved alone on a local base: that base (its sha256 is "
+                "checked). Presets are found on their own.",
+            ),
         ]
     ):
         func = option(func)
@@ -52,7 +59,7 @@ def _classifier_options(func):
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @_classifier_options
 def evaluate(
-    run_dir, data, text_column, label_column, as_json, batch_size, device, precision
+    run_dir, data, text_column, label_column, as_json, batch_size, device, precision, base_model
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix (and confusion.png), ROC AUC."""
     import json
@@ -61,7 +68,7 @@ def evaluate(
     from gptclassify.plots import plot_confusion
     from gptclassify.predict import Classifier
 
-    classifier = Classifier.load(run_dir, device=device, precision=precision)
+    classifier = Classifier.load(run_dir, device=device, precision=precision, base_model=base_model)
     report = classifier.evaluate(data or run_dir, text_column, label_column, batch_size)
     plot_confusion(report["confusion_matrix"], classifier.labels, Path(run_dir) / "confusion.png")
     if as_json:
@@ -133,6 +140,7 @@ def predict(
     batch_size,
     device,
     precision,
+    base_model,
 ) -> None:
     """Classify texts given as arguments, on stdin (one per line), or in a file.
 
@@ -164,7 +172,7 @@ def predict(
         refs = [f"text {i + 1}" for i in range(len(texts))]
         text_col, source = "text", "input"
         chunks = iter([Chunk(pd.DataFrame({"text": list(texts)}), refs)])
-    classifier = Classifier.load(run_dir, device=device, precision=precision)
+    classifier = Classifier.load(run_dir, device=device, precision=precision, base_model=base_model)
     shown: list[pd.DataFrame] = []
     rows = errors = cut = 0
     bar = tqdm(unit=" texts", disable=quiet or None, leave=False, file=sys.stderr)

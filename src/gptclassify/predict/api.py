@@ -114,12 +114,22 @@ class Classifier:
     # ---- persistence ------------------------------------------------------------------
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto", precision: str = "auto") -> Classifier:
-        """Load a model folder written by `train` or `save` (checksum-verified, no pickle)."""
+    def load(
+        cls,
+        run_dir: str | Path,
+        device: str = "auto",
+        precision: str = "auto",
+        base_model: str | Path | None = None,
+    ) -> Classifier:
+        """Load a model folder written by `train` or `save` (checksum-verified, no pickle).
+
+        base_model: the base of LoRA adapters saved alone, when the folder names a local
+        folder (it is not followed on its own: it lies outside the model folder).
+        """
         from gptclassify.model_io import load_classifier  # lazy: torch
 
         config = read_classifier_config(run_dir)
-        model, config = load_classifier(run_dir, config)
+        model, config = load_classifier(run_dir, config, base_model)
         classifier = cls(
             model,
             config.labels,
