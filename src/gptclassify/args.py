@@ -392,7 +392,14 @@ class TrainArgs:
 
     lr: float = field(default=5e-5, metadata=opt("AdamW learning rate."))
     weight_decay: float = field(default=0.1, metadata=opt("AdamW weight decay."))
-    batch_size: int = field(default=8, metadata=opt("Examples per optimizer micro-batch."))
+    batch_size: int = field(
+        default=8,
+        metadata=opt(
+            "Examples per optimizer micro-batch. Under torchrun this is the global batch: "
+            "each of N processes takes batch/N of it (N must divide it), so the steps are "
+            "those of one process."
+        ),
+    )
     grad_accum: int = field(
         default=1, metadata=opt("Micro-batches per optimizer step (gradient accumulation).")
     )

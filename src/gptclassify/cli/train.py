@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -56,7 +57,9 @@ def train(ctx: click.Context, resume: str | None, overwrite: bool, quiet: bool, 
         else:
             classifier = run_training(build(TrainConfig, values), quiet=quiet, overwrite=overwrite)
     except TrainingInterrupted as exc:
-        click.echo(str(exc), err=True)
+        if os.environ.get("RANK", "0") == "0":
+            click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)
-    click.echo(accuracy_line(classifier.metrics or {}))
-    click.echo(f"Model folder: {classifier.path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary for the job
+        click.echo(accuracy_line(classifier.metrics or {}))
+        click.echo(f"Model folder: {classifier.path}")

@@ -66,10 +66,16 @@ class TokenSource:
         mask = attention_mask(lengths, width)
         labels = self.labels[idx] if self.labels is not None else None
         return Batch(
-            (ids.to(self.device), mask.to(self.device)),
-            lengths.to(self.device),
-            labels.to(self.device) if labels is not None else None,
+            (self._to_device(ids), self._to_device(mask)),
+            self._to_device(lengths),
+            self._to_device(labels) if labels is not None else None,
         )
+
+    def _to_device(self, tensor: Tensor) -> Tensor:
+        if self.device.type == "cuda":
+            # Page-locked host memory lets the copy run asynchronously with the GPU's work.
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
 
 
 def shuffled_batches(

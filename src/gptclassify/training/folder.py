@@ -103,6 +103,27 @@ class RunFolder:
         staging.rename(work)
         return cls(final, work)
 
+    @classmethod
+    def at(cls, final: Path) -> RunFolder:
+        """The paths of a run claimed by another process (no file is touched)."""
+        return cls(final, _work_path(final))
+
+    @staticmethod
+    def peek_config(run: str | Path) -> dict[str, Any]:
+        """The recorded TrainConfig of a run to resume, read without changing anything ({}
+        when there is none: resume then says why)."""
+        final = Path(run)
+        if final.name.endswith(PARTIAL):
+            final = final.with_name(final.name[: -len(PARTIAL)])
+        for folder in (_work_path(final), final):
+            path = folder / CHECKPOINTS / RUN_FILE
+            if path.is_file():
+                try:
+                    return json.loads(path.read_text(encoding="utf-8")).get("train_config", {})
+                except (OSError, ValueError):
+                    return {}
+        return {}
+
     # ---- the run's record -------------------------------------------------------------
 
     def write_record(self, record: dict[str, Any]) -> None:

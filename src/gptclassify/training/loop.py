@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from gptclassify.args import EvalArgs, TrainArgs
 from gptclassify.data.batches import (
@@ -29,6 +30,7 @@ from gptclassify.data.batches import (
 )
 from gptclassify.errors import GPTClassifyError
 from gptclassify.runtime import autocast
+from gptclassify.training.distributed import Dist
 from gptclassify.training.prefix_cache import PrefixSource
 from gptclassify.training.state import TrainState, selection_score
 
@@ -49,16 +51,26 @@ class TrainingDiverged(GPTClassifyError):
 
 @dataclass
 class Engine:
-    """How batches become losses: the module to call, precision, class weights.
+    """How batches become losses: the modules to call, precision, class weights, and the
+    process group (training/distributed.py; one process by default).
 
-    `net` is called as `net(*batch.args)` -> logits: the classifier (or its fast view) for
-    token batches, `FromBlock` for cached-prefix ones, possibly wrapped (torch.compile, DDP).
+    `net` is what training steps call, as `net(*batch.args)` -> logits: the classifier (or
+    its fast view) for token batches, `FromBlock` for cached-prefix ones, possibly wrapped
+    (torch.compile, DistributedDataParallel). `eval_net` is what no-grad passes call (the
+    same module without the DDP wrapper, which only matters for gradients).
     """
 
     net: nn.Module
     device: torch.device
     dtype: torch.dtype
     class_weights: Tensor | None = None
+    num_classes: int = 2
+    dist: Dist = field(default_factory=Dist.single)
+    eval_net: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.eval_net is None:
+            self.eval_net = self.net
 
     @contextmanager
     def amp(self) -> Iterator[None]:
@@ -71,7 +83,9 @@ class Engine:
             return float(len(labels))
         return float(self.class_weights[labels.to(self.class_weights.device)].sum())
 
-    def loss_sum(self, source: Source, idx: Tensor) -> tuple[Tensor, float, Tensor]:
+    def loss_sum(
+        self, source: Source, idx: Tensor, net: nn.Module | None = None
+    ) -> tuple[Tensor, float, Tensor]:
         """(sum of per-example losses, sum of their weights, logits) for one batch.
 
         Summing and dividing by the weight total of a whole optimizer step makes accumulated
@@ -79,7 +93,7 @@ class Engine:
         """
         batch = source.batch(idx)
         with self.amp():
-            logits = self.net(*batch.args)
+            logits = (net or self.net)(*batch.args)
         loss = F.cross_entropy(
             logits.float(), batch.labels, weight=self.class_weights, reduction="sum"
         )
@@ -87,44 +101,58 @@ class Engine:
 
     @torch.no_grad()
     def estimate(self, source: Source, batches: list[Tensor]) -> tuple[float, float]:
-        """(mean loss, accuracy) over the given batches, in eval mode, restoring train mode."""
-        was_training = self.net.training
-        self.net.eval()
+        """(mean loss, accuracy) over the given batches, in eval mode, restoring train mode.
+
+        Under torchrun each rank evaluates its share of every batch and the sums are added.
+        """
+        net = self.eval_net
+        was_training = net.training
+        net.eval()
         total_loss = total_weight = correct = count = 0.0
         try:
             for idx in batches:
-                loss, weight, logits = self.loss_sum(source, idx)
+                idx = self.dist.shard(idx)
+                if len(idx) == 0:
+                    continue
+                loss, weight, logits = self.loss_sum(source, idx, net)
                 labels = source.labels[idx].to(logits.device)
                 total_loss += float(loss)
                 total_weight += weight
                 correct += float((logits.argmax(dim=-1) == labels).sum())
                 count += len(idx)
         finally:
-            self.net.train(was_training)
+            net.train(was_training)
+        if self.dist.active:
+            total_loss, total_weight, correct, count = self.dist.sum_floats(
+                total_loss, total_weight, correct, count
+            )
         if count == 0:
             return float("nan"), float("nan")
         return total_loss / total_weight, correct / count
 
     @torch.no_grad()
     def logits(self, source: Source, tokens_per_batch: int = TOKENS_PER_BATCH) -> np.ndarray:
-        """Logits for every example of a source (length-bucketed), in source order."""
-        was_training = self.net.training
-        self.net.eval()
-        seq_lens = torch.tensor([len(s) for s in source.encoded.ids])
-        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        """Logits for every example of a source (length-bucketed), in source order.
+
+        Under torchrun each rank computes its share of the rows; a sum over ranks of
+        buffers where each row is written by one rank gives every rank all the logits.
+        """
+        net = self.eval_net
+        was_training = net.training
+        net.eval()
+        rows = self.dist.rows(len(source))
+        seq_lens = torch.tensor([len(source.encoded.ids[i]) for i in rows.tolist()])
+        out = torch.zeros((len(source), self.num_classes), dtype=torch.float32)
         try:
-            for idx in token_budget_batches(seq_lens, tokens_per_batch, max_batch=256):
+            for part in token_budget_batches(seq_lens, tokens_per_batch, max_batch=256):
+                idx = rows[part]
                 batch = source.batch(idx)
                 with self.amp():
-                    logits = self.net(*batch.args)
-                rows.append((idx.numpy(), logits.float().cpu().numpy()))
+                    logits = net(*batch.args)
+                out[idx] = logits.float().cpu()
         finally:
-            self.net.train(was_training)
-        width = rows[0][1].shape[1] if rows else 0
-        out = np.zeros((len(source), width), dtype=np.float32)
-        for idx, values in rows:
-            out[idx] = values
-        return out
+            net.train(was_training)
+        return self.dist.sum(out).numpy()
 
 
 class Callbacks:
@@ -190,13 +218,21 @@ def fit(
 
 
 def _step(state: TrainState, engine: Engine, train: Source, group: list[Tensor]) -> float:
+    """One optimizer step on a group of global micro-batches (each rank takes its share)."""
     labels = train.labels
     total_weight = sum(engine.weight(labels[idx]) for idx in group)
+    # DDP averages the ranks' gradients; dividing each rank's loss sum by the step's weight
+    # per rank makes that average the gradient of the whole global step (one process: the
+    # loss sum over the step's weight, exactly).
+    norm = total_weight / engine.dist.world_size
     step_loss = 0.0
-    for idx in group:
-        loss, _, _ = engine.loss_sum(train, idx)
-        (loss / total_weight).backward()
+    for m, idx in enumerate(group):
+        with grad_sync(engine.net, last=m == len(group) - 1):
+            loss, _, _ = engine.loss_sum(train, engine.dist.shard(idx))
+            (loss / norm).backward()
         step_loss += float(loss.detach())
+    if engine.dist.active:
+        (step_loss,) = engine.dist.sum_floats(step_loss)
     mean_loss = step_loss / total_weight
     if not math.isfinite(mean_loss):
         state.optimizer.zero_grad(set_to_none=True)
@@ -211,6 +247,14 @@ def _step(state: TrainState, engine: Engine, train: Source, group: list[Tensor])
     state.epoch_steps += 1
     state.examples_seen += sum(len(idx) for idx in group)
     return mean_loss
+
+
+def grad_sync(net: nn.Module, last: bool) -> AbstractContextManager[Any]:
+    """DDP's no_sync() on all but the last micro-batch of a step (one gradient all-reduce
+    per step); nothing for a plain module."""
+    if last or not isinstance(net, DistributedDataParallel):
+        return nullcontext()
+    return net.no_sync()
 
 
 def _sample(state: TrainState, source: Source, train: TrainArgs, eval: EvalArgs) -> list[Tensor]:

@@ -19,6 +19,7 @@ from gptclassify.data.batches import TOKENS_PER_BATCH, Batch, TokenSource, token
 from gptclassify.data.encode import Encoded
 from gptclassify.fastpath import fast_view
 from gptclassify.runtime import autocast, release_free_memory
+from gptclassify.training.distributed import Dist
 
 
 class PrefixSource:
@@ -72,8 +73,12 @@ def build_prefix_source(
     end: int,
     dtype: torch.dtype = torch.float32,
     tokens_per_batch: int = TOKENS_PER_BATCH,
+    dist: Dist | None = None,
 ) -> PrefixSource:
     """Run embeddings + blocks [0, end) once per text, in length-sorted batches.
+
+    Under torchrun (`dist`) each rank computes its share of the texts and a sum over ranks
+    (each row written by one rank, so exact) gives every rank the whole cache.
 
     `dtype` is the matmul precision: bf16 runs under autocast with the frozen blocks' weights
     cast once (fastpath.fast_view), the same numbers as the uncached path. no_grad rather
@@ -89,9 +94,14 @@ def build_prefix_source(
         int(seq_lens.sum()), model.gpt.config.emb_dim, dtype=torch.float32, device=source.device
     )
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), seq_lens.cumsum(0)])
+    dist = dist or Dist.single()
+    mine = dist.rows(len(seq_lens))
+    if dist.active:
+        states.zero_()  # rows of other ranks stay 0 until the sum
     try:
         with autocast(source.device, dtype):
-            for idx in token_budget_batches(seq_lens, tokens_per_batch):
+            for part in token_budget_batches(seq_lens[mine], tokens_per_batch):
+                idx = mine[part]
                 batch = source.batch(idx)
                 h = view.prefix(batch.args[0], batch.lengths, end)  # (B, T, C)
                 for row, i in enumerate(idx.tolist()):
@@ -101,4 +111,5 @@ def build_prefix_source(
                 release_free_memory()
     finally:
         model.train(was_training)
+    dist.sum(states)
     return PrefixSource(states, seq_lens, source, end)

@@ -74,6 +74,7 @@ from gptclassify.training.build import (
     training_net,
 )
 from gptclassify.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from gptclassify.training.distributed import Dist
 from gptclassify.training.folder import RunFolder
 from gptclassify.training.loop import Callbacks, Engine, Sources, fit
 from gptclassify.training.prefix_cache import (
@@ -147,23 +148,54 @@ def train(
     overwrite: replace an existing run folder at `cfg.out` (it stays until the new run is
     complete).
     """
-    if resume is not None:
-        if cfg is not None:
-            raise GPTClassifyError(
-                "resume a run with its own config: give resume=RUN, not a config"
-            )
-        folder = RunFolder.resume(resume)
-        cfg = resumed_config(folder, overrides or {})
-    else:
+    if resume is not None and cfg is not None:
+        raise GPTClassifyError("resume a run with its own config: give resume=RUN, not a config")
+    if resume is None:
         cfg = cfg or TrainConfig()
         if overrides:
             cfg = TrainConfig.from_dict({**cfg.to_dict(), **overrides})
-        folder = RunFolder.new(cfg.out, overwrite)
+        device = cfg.runtime.device
+    else:
+        device = RunFolder.peek_config(resume).get("runtime", {}).get("device", "auto")
+    dist, target = Dist.from_env(device)
+    try:
+        return _train(cfg, dist, target, quiet, progress, resume, overwrite, overrides)
+    finally:
+        dist.close()
+
+
+def _train(
+    cfg: TrainConfig | None,
+    dist: Dist,
+    device: torch.device,
+    quiet: bool,
+    progress: bool,
+    resume: str | Path | None,
+    overwrite: bool,
+    overrides: dict[str, Any] | None,
+) -> Classifier:
+    # Rank 0 claims (or reopens) the run folder; the others learn where it is.
+    folder = None
+    if dist.is_main:
+        if resume is not None:
+            folder = RunFolder.resume(resume)
+        else:
+            assert cfg is not None
+            folder = RunFolder.new(cfg.out, overwrite)
+    final = Path(dist.broadcast_text(str(folder.final) if folder else None))
+    folder = folder or RunFolder.at(final)
+    if resume is not None:
+        cfg = resumed_config(folder, overrides or {})
+    assert cfg is not None
     cfg.out = str(folder.final)
+    if not dist.is_main:  # only rank 0 logs (no stray "last resort" output elsewhere)
+        logging.getLogger("gptclassify").addHandler(logging.NullHandler())
     failed_early = False
-    with run_logging(folder.work, quiet=quiet):
+    logs = run_logging(folder.work, quiet=quiet) if dist.is_main else nullcontext()
+    with logs:
         try:
-            return Run(cfg, folder, progress=progress and not quiet).execute()
+            run = Run(cfg, folder, progress=progress and not quiet, dist=dist, device=device)
+            return run.execute()
         except TrainingInterrupted as exc:
             log.info("%s", exc)
             raise
@@ -173,6 +205,7 @@ def train(
             log.error("Run failed: %s", reason, extra={"file_only": True})
             # Bad input or settings before the first checkpoint: nothing worth keeping.
             failed_early = isinstance(exc, GPTClassifyError) and resume is None
+            failed_early = failed_early and dist.is_main
             failed_early = failed_early and latest_checkpoint(folder.work) is None
             raise
         finally:
@@ -215,17 +248,24 @@ class Prepared:
 
 
 class Run:
-    """One training run in `folder`; `is_main` decides who writes files and logs."""
+    """One training run in `folder`, on one process of `dist` (rank 0, `is_main`, writes the
+    files and logs; every rank computes)."""
 
     def __init__(
-        self, cfg: TrainConfig, folder: RunFolder, progress: bool = True, is_main: bool = True
+        self,
+        cfg: TrainConfig,
+        folder: RunFolder,
+        progress: bool = True,
+        dist: Dist | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.cfg = cfg
         self.folder = folder
         self.run_dir = folder.work
-        self.progress = progress and is_main
-        self.is_main = is_main
-        self.device = resolve_device(cfg.runtime.device)
+        self.dist = dist or Dist.single()
+        self.is_main = self.dist.is_main
+        self.progress = progress and self.is_main
+        self.device = device or resolve_device(cfg.runtime.device)
         self.dtype = resolve_precision(cfg.runtime.precision, self.device)
         self.stop_signal: int | None = None
         """Set by Ctrl-C / SIGTERM: the loop stops after the current step."""
@@ -295,6 +335,11 @@ class Run:
         from (resumed run)."""
         checkpoint = latest_checkpoint(self.folder.work)
         fingerprint = prep.splits.fingerprint()
+        if self.dist.broadcast_text(fingerprint) != fingerprint:
+            raise GPTClassifyError(
+                f"rank {self.dist.rank} read other training data than rank 0: every process "
+                "(and node) must see the same data files"
+            )
         if checkpoint is None:
             if self.is_main:
                 self.folder.write_record(
@@ -386,6 +431,11 @@ class Run:
             for name, part in parts.items()
         }
         n_train = len(encoded["train"])
+        if cfg.train.batch_size % self.dist.world_size:
+            raise GPTClassifyError(
+                f"--batch-size {cfg.train.batch_size} is the global batch: it must divide "
+                f"evenly over the {self.dist.world_size} processes"
+            )
         if n_train < cfg.train.batch_size:
             raise GPTClassifyError(
                 f"--batch-size {cfg.train.batch_size} is larger than the {n_train} training "
@@ -441,7 +491,8 @@ class Run:
         if cacheable:
             t_cache = time.perf_counter()
             sources = {
-                k: build_prefix_source(model, s, prep.start, self.dtype) for k, s in sources.items()
+                k: build_prefix_source(model, s, prep.start, self.dtype, dist=self.dist)
+                for k, s in sources.items()
             }
             log.info(
                 "Cached the frozen blocks 0-%d for all texts in %.1f s",
@@ -460,7 +511,15 @@ class Run:
             if self.cfg.train.class_weights == "auto"
             else None
         )
-        return Engine(net, self.device, self.dtype, weights)
+        return Engine(
+            self.dist.wrap(net, self.device),
+            self.device,
+            self.dtype,
+            weights,
+            num_classes=len(prep.labels),
+            dist=self.dist,
+            eval_net=net,
+        )
 
     # ---- fit --------------------------------------------------------------------------
 
@@ -576,6 +635,8 @@ class Run:
             peak_memory_mb=peak_memory_mb(self.device),
             truncated={k: e.truncated for k, e in prep.encoded.items()},
             calibration=calibration,
+            world_size=self.dist.world_size,
+            backend=self.dist.backend,
         )
         classifier.metrics = metrics.to_json()
         if self.is_main:
@@ -668,7 +729,10 @@ class RunCallbacks(Callbacks):
         self.run.checkpoint(state, self.fit_time(), best=state.best_epoch == row["epoch"])
 
     def should_stop(self) -> bool:
-        return self.run.stop_signal is not None
+        stop = self.run.stop_signal is not None
+        if self.run.dist.active:  # every rank stops at the same step, or none does
+            stop = self.run.dist.sum_floats(float(stop))[0] > 0
+        return stop
 
 
 def write_history(path: Path, history: History) -> None:
