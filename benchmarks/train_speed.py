@@ -424,8 +424,10 @@ def run_ours(
         cache,
         "--out",
         str(run_dir),
+        "--overwrite",
         "--quiet",
         *flags,
+        *(["--compile"] if args.compile else []),
     ]
     if args.subset or seed is not None:
         cmd += ["--data", str(data_dir)]
@@ -619,6 +621,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="Ours: --precision."
     )
     p.add_argument("--cache", choices=["auto", "off"], default="auto", help="Ours: --cache.")
+    p.add_argument("--compile", action="store_true", help="Ours: --compile (torch.compile).")
     p.add_argument(
         "--device", default="auto", help="Both variants: auto (cuda, mps, cpu), cpu, cuda."
     )
