@@ -97,7 +97,9 @@ def _child(job: Job, conn) -> None:
         if job.kind == "baseline":
             metrics = train_baseline(job.config).metrics  # type: ignore[arg-type]
         else:
-            metrics = train(job.config, quiet=True, progress=False).metrics  # type: ignore[arg-type]
+            # A grid run again into the same OUT replaces its rows (each complete or absent).
+            run = train(job.config, quiet=True, progress=False, overwrite=True)  # type: ignore[arg-type]
+            metrics = run.metrics
         conn.send({"status": "ok", "metrics": metrics})
     except GPTClassifyError as exc:
         conn.send({"status": "failed", "error": str(exc)})
