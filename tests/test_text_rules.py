@@ -223,6 +223,7 @@ def test_a_failed_prediction_leaves_no_output_file(tiny_run, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n' * 3 + '{"text": 7}\n')
     out = tmp_path / "out.csv"
+    (tmp_path / ".out.csv.1234abcd.tmp").write_text("left by a run that was killed")
     res = CliRunner().invoke(
         cli, ["predict", str(tiny_run.path), "--input", str(bad), "--output", str(out)]
     )

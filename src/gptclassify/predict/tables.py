@@ -143,6 +143,8 @@ class PredictionWriter:
             self.path.exists() and not os.access(self.path, os.W_OK)
         ):
             raise GPTClassifyError(f"--output {self.path}: not writable")
+        for stale in folder.glob(f".{self.path.name}.*.tmp"):  # left by a killed run
+            stale.unlink(missing_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         self._handle: Any = None
         self._parquet: pq.ParquetWriter | None = None
