@@ -89,7 +89,6 @@ class Baseline:
         cfg: BaselineConfig | None = None,
     ) -> Baseline:
         """Fit the vectorizer and the regression on training texts with class names."""
-
         cfg = cfg or BaselineConfig()
         index = {name: i for i, name in enumerate(label_names)}
         y = np.array([index[label] for label in labels], dtype=np.int64)
@@ -155,7 +154,6 @@ class Baseline:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, (texts, classes), columns in `labels` order."""
-
         scores = self.decision_function(texts)
         if len(self.labels) == 2:
             # scikit-learn's binary form: one score for the second class, through a sigmoid.
@@ -171,7 +169,6 @@ class Baseline:
 
     def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write config.json, vocabulary.json and the safetensors weights into `directory`."""
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         vocab = self.vectorizer.vocabulary_
@@ -268,22 +265,6 @@ class Baseline:
 
 def _vectorizer(settings: dict[str, Any]) -> TfidfVectorizer:
     """A TfidfVectorizer with the transform-relevant settings recorded in config.json."""
-
-    return TfidfVectorizer(
-        analyzer=settings["analyzer"],
-        ngram_range=tuple(settings["ngram_range"]),
-        lowercase=settings["lowercase"],
-        token_pattern=settings["token_pattern"],
-        sublinear_tf=settings["sublinear_tf"],
-        norm=settings["norm"],
-        smooth_idf=settings["smooth_idf"],
-        dtype=np.float64,
-    )
-
-
-def _vectorizer(settings: dict[str, Any]) -> TfidfVectorizer:
-    """A TfidfVectorizer with the transform-relevant settings recorded in config.json."""
-
     return TfidfVectorizer(
         analyzer=settings["analyzer"],
         ngram_range=tuple(settings["ngram_range"]),
