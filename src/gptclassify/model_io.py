@@ -16,9 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gptclassify.artifact import (
-    CLASSIFIER_VERSION,
     CONFIG,
     FORMAT_CLASSIFIER,
+    TORCH_LAYOUT_VERSION,
     WEIGHTS,
     ClassifierConfig,
     LoraInfo,
@@ -57,7 +57,9 @@ def save_classifier(directory: str | Path, model: GPTClassifier, config: Classif
         weights_file=WEIGHTS,
         weights_sha256=sha256_file(directory / WEIGHTS),
         versions=versions(),
-        format_version=CLASSIFIER_VERSION,
+        format_version=TORCH_LAYOUT_VERSION,
+        onnx=None,
+        exported_from=None,
     )
     atomic_write(directory / CONFIG, json.dumps(config.to_json(), indent=2) + "\n")
     return directory / CONFIG
@@ -69,6 +71,11 @@ def load_classifier(
     """Rebuild the classifier from a folder, verifying the weights' checksum first."""
     directory = Path(directory)
     config = config or read_classifier_config(directory)
+    if not config.has_torch_weights:
+        raise GPTClassifyError(
+            f"{directory}: holds an ONNX graph, not PyTorch weights; run it with ONNX Runtime "
+            "(runtime 'onnx' or 'auto')"
+        )
     weights = directory / config.weights_file
     if not weights.is_file():
         raise GPTClassifyError(f"{weights}: file not found")

@@ -30,8 +30,17 @@ def _classifier_options(func):
                 "--precision",
                 default="auto",
                 show_default=True,
-                type=click.Choice(["auto", "fp32", "bf16"]),
-                help="Matmul precision; auto: bf16 where the hardware has fast bf16.",
+                type=click.Choice(["auto", "fp32", "bf16", "int8"]),
+                help="Matmul precision. PyTorch: auto is bf16 where the hardware has fast bf16 "
+                "(AMX, AVX512-BF16, recent GPUs), else fp32. ONNX: the graph's own (fp32 or int8).",
+            ),
+            click.option(
+                "--runtime",
+                default="auto",
+                show_default=True,
+                type=click.Choice(["auto", "torch", "onnx"]),
+                help="auto: what RUN holds (PyTorch weights, or an ONNX graph from "
+                "`gptclassify export`).",
             ),
         ]
     ):
@@ -52,7 +61,7 @@ def _classifier_options(func):
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @_classifier_options
 def evaluate(
-    run_dir, data, text_column, label_column, as_json, batch_size, device, precision
+    run_dir, data, text_column, label_column, as_json, batch_size, device, precision, runtime
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix (and confusion.png), ROC AUC."""
     import json
@@ -61,7 +70,7 @@ def evaluate(
     from gptclassify.plots import plot_confusion
     from gptclassify.predict import Classifier
 
-    classifier = Classifier.load(run_dir, device=device, precision=precision)
+    classifier = Classifier.load(run_dir, device=device, precision=precision, runtime=runtime)
     report = classifier.evaluate(data or run_dir, text_column, label_column, batch_size)
     plot_confusion(report["confusion_matrix"], classifier.labels, Path(run_dir) / "confusion.png")
     if as_json:
@@ -121,7 +130,17 @@ def _print_report(report: dict, labels: list[str]) -> None:
 )
 @_classifier_options
 def predict(
-    run_dir, texts, input_file, output, text_column, k, threshold, batch_size, device, precision
+    run_dir,
+    texts,
+    input_file,
+    output,
+    text_column,
+    k,
+    threshold,
+    batch_size,
+    device,
+    precision,
+    runtime,
 ) -> None:
     """Classify texts given as arguments, on stdin (one per line), or in a file."""
     from gptclassify.predict import Classifier, predict_table, write_predictions
@@ -142,7 +161,7 @@ def predict(
                 )
             texts = tuple(line.rstrip("\n") for line in sys.stdin if line.strip())
         frame, text_col = pd.DataFrame({"text": list(texts)}), "text"
-    classifier = Classifier.load(run_dir, device=device, precision=precision)
+    classifier = Classifier.load(run_dir, device=device, precision=precision, runtime=runtime)
     result = predict_table(classifier, frame, text_col, batch_size, threshold, k)
     if output:
         write_predictions(result, output)

@@ -2,7 +2,10 @@
 
 A Classifier is labels, an input policy and a temperature around a *runtime* that turns
 token ids into logits: PyTorch (predict/torch_runtime.py) for model folders written by
-`train`. This module imports no torch, so a runtime that needs none does not load it.
+`train`, ONNX Runtime (predict/onnx_runtime.py) for folders written by `gptclassify export
+--format onnx`. The folder decides (`runtime="auto"`): a folder holds either safetensors
+weights or an ONNX graph. This module imports no torch, so a runtime that needs none does
+not load it.
 
 Batches are formed from texts of similar length (sorted, then chunked) so padding is small,
 and results are put back in input order. With the default last-real-token pooling a text
@@ -104,7 +107,7 @@ class Classifier:
         return self.runtime.model  # type: ignore[attr-defined]
 
     @property
-    def device(self) -> torch.device:
+    def device(self) -> torch.device | str:
         return self.runtime.device  # type: ignore[attr-defined]
 
     @property
@@ -114,21 +117,53 @@ class Classifier:
     # ---- persistence ------------------------------------------------------------------
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto", precision: str = "auto") -> Classifier:
-        """Load a model folder written by `train` or `save` (checksum-verified, no pickle)."""
-        from gptclassify.model_io import load_classifier  # lazy: torch
+    def load(
+        cls,
+        run_dir: str | Path,
+        device: str = "auto",
+        precision: str = "auto",
+        runtime: str = "auto",
+    ) -> Classifier:
+        """Load a model folder written by `train`, `save` or `export --format onnx`
+        (checksum-verified, no pickle).
 
+        runtime: "auto" (what the folder holds: PyTorch weights or an ONNX graph), "torch" or
+        "onnx" (an error when the folder does not hold that). precision: for PyTorch, "auto"
+        (bf16 where the CPU or GPU has fast bf16, else fp32), "fp32" or "bf16"; an ONNX graph
+        runs in the precision it was exported in ("auto", or that precision by name).
+        """
         config = read_classifier_config(run_dir)
-        model, config = load_classifier(run_dir, config)
-        classifier = cls(
-            model,
-            config.labels,
-            InputPolicy(config.max_length, config.pad_length, config.truncate),
-            temperature=config.temperature,
-            device=device,
-            precision=precision,
-            provenance=config.provenance,
-        )
+        kind = choose_runtime(config, runtime, Path(run_dir))
+        policy = InputPolicy(config.max_length, config.pad_length, config.truncate)
+        if kind == "onnx":
+            check_onnx_settings(config, device, precision, Path(run_dir))
+            from gptclassify.predict.onnx_runtime import OnnxRuntime  # lazy: onnxruntime
+
+            classifier = cls.with_runtime(
+                OnnxRuntime(run_dir, config),
+                config.labels,
+                policy,
+                temperature=config.temperature,
+                provenance=config.provenance,
+            )
+        else:
+            if precision == "int8":
+                raise GPTClassifyError(
+                    f"--precision int8: {run_dir} holds PyTorch weights; int8 runs an ONNX "
+                    f"export: gptclassify export {run_dir} --format onnx --quantize int8 --out DIR"
+                )
+            from gptclassify.model_io import load_classifier  # lazy: torch
+
+            model, config = load_classifier(run_dir, config)
+            classifier = cls(
+                model,
+                config.labels,
+                policy,
+                temperature=config.temperature,
+                device=device,
+                precision=precision,
+                provenance=config.provenance,
+            )
         classifier.path = Path(run_dir)
         metrics = read_metrics(run_dir)
         classifier.metrics = metrics.to_json() if metrics is not None else None
@@ -155,6 +190,11 @@ class Classifier:
 
     def save(self, directory: str | Path) -> Path:
         """Write model.safetensors + config.json into `directory`; returns the folder."""
+        if self.runtime.name != "torch":
+            raise GPTClassifyError(
+                f"a classifier run by {self.runtime.name} is saved by exporting its training "
+                "run (gptclassify export), or by copying its folder"
+            )
         from gptclassify.model_io import save_classifier  # lazy: torch
 
         save_classifier(directory, self.model, self.config())
@@ -208,3 +248,37 @@ class Classifier:
         report = classification_report(probs, y, self.labels)
         report["source"] = str(path)
         return report
+
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def choose_runtime(config: ClassifierConfig, runtime: str, directory: Path) -> str:
+    """torch or onnx for a folder: what it holds, checked against what was asked for."""
+    if runtime not in RUNTIMES:
+        raise GPTClassifyError(f"--runtime: {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    held = "torch" if config.has_torch_weights else "onnx"
+    if runtime in ("auto", held):
+        return held
+    if held == "onnx":
+        raise GPTClassifyError(
+            f"{directory} holds an exported ONNX graph and no PyTorch weights: run it with "
+            "--runtime onnx (or auto), or use the training run it was exported from"
+            + (f" ({config.exported_from.path})" if config.exported_from else "")
+        )
+    raise GPTClassifyError(
+        f"{directory} holds PyTorch weights, not an ONNX graph; export it first: "
+        f"gptclassify export {directory} --format onnx --out DIR"
+    )
+
+
+def check_onnx_settings(config: ClassifierConfig, device: str, precision: str, where: Path) -> None:
+    """An ONNX folder runs on the CPU, in the precision its graph was exported in."""
+    graph = config.onnx.precision if config.onnx else "fp32"
+    if precision not in ("auto", graph):
+        raise GPTClassifyError(
+            f"--precision {precision}: {where} holds a {graph} ONNX graph, which runs in "
+            f"{graph} (use --precision auto, or export again with the precision you want)"
+        )
+    if device not in ("auto", "cpu"):
+        raise GPTClassifyError(f"--device {device}: the ONNX runtime runs on the CPU (use auto)")
