@@ -75,7 +75,11 @@ def fold_head_bias(weight: np.ndarray, ln_bias: np.ndarray, bias: np.ndarray) ->
     w = weight.astype(np.float64)
     c = bias.astype(np.float64)
     k = w.shape[0]
-    rank = int(np.linalg.matrix_rank(w))
+    # Rank at the precision the weights are stored in (fp32): rows that are dependent up to
+    # fp32 rounding count as dependent.
+    singular = np.linalg.svd(w, compute_uv=False)
+    tolerance = singular.max(initial=0.0) * max(w.shape) * np.finfo(np.float32).eps
+    rank = int((singular > tolerance).sum())
     if rank < k:
         raise GPTClassifyError(
             f"the head's {k} weight rows have rank {rank} < {k}: no change of ln_f's bias "
