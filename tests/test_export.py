@@ -343,3 +343,27 @@ def test_a_torch_command_without_torch_ends_with_one_line_naming_the_extra(tiny_
     assert res.stderr.strip() == (
         'Error: this needs torch, which is not installed: pip install "gptclassify[torch]"'
     )
+
+
+def test_cpu_flags_decide_what_is_fast():
+    from gptclassify.cpu import cpu_info, parse_cpuinfo
+
+    amx = parse_cpuinfo(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+        "flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+        "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+    )
+    assert amx.name == "Intel(R) Xeon(R) Processor"
+    assert amx.amx and amx.fast_bf16 and amx.fast_int8
+    assert amx.summary() == (
+        "Intel(R) Xeon(R) Processor; flags: avx2 avx512f amx_bf16 avx512_bf16 amx_int8 "
+        "avx512_vnni amx_tile"
+    )
+    epyc = parse_cpuinfo(
+        "model name\t: AMD EPYC 9R14\nflags\t: avx2 avx512f avx512_bf16 avx512_vnni\n"
+    )
+    assert not epyc.amx and epyc.fast_bf16 and epyc.fast_int8
+    old = parse_cpuinfo("model name\t: Intel Xeon E5\nflags\t: avx2 fma\n")
+    assert not (old.fast_bf16 or old.fast_int8)
+    assert parse_cpuinfo("", default_name="arm64").summary() == "arm64; flags: unknown"
+    assert isinstance(cpu_info().flags, frozenset)

@@ -50,17 +50,23 @@ class CpuInfo:
 
 @cache
 def cpu_info() -> CpuInfo:
-    name = platform.processor() or platform.machine()
-    flags: frozenset[str] = frozenset()
+    """This machine's CPU (cached)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return CpuInfo(name, flags)
+        text = ""
+    return parse_cpuinfo(text, default_name=platform.processor() or platform.machine())
+
+
+def parse_cpuinfo(text: str, default_name: str = "unknown CPU") -> CpuInfo:
+    """The first processor's name and flags from /proc/cpuinfo's text (x86 `model name` and
+    `flags`; ARM `Features`)."""
+    name, flags = None, None
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
-        if key == "model name" and name in ("", platform.machine(), platform.processor()):
+        if key == "model name" and name is None:
             name = value.strip()
-        elif key in ("flags", "Features") and not flags:
+        elif key in ("flags", "Features") and flags is None:
             flags = frozenset(value.split())
-    return CpuInfo(name, flags)
+    return CpuInfo(name or default_name, flags or frozenset())
