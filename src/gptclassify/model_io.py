@@ -66,9 +66,15 @@ def save_classifier(directory: str | Path, model: GPTClassifier, config: Classif
 
 
 def load_classifier(
-    directory: str | Path, config: ClassifierConfig | None = None
+    directory: str | Path,
+    config: ClassifierConfig | None = None,
+    weights_sha256: str | None = None,
 ) -> tuple[GPTClassifier, ClassifierConfig]:
-    """Rebuild the classifier from a folder, verifying the weights' checksum first."""
+    """Rebuild the classifier from a folder, verifying the weights' checksum first.
+
+    weights_sha256: the weights file's sha256 when the caller has computed it already (e.g.
+    in a thread while torch was being imported); computed here otherwise.
+    """
     directory = Path(directory)
     config = config or read_classifier_config(directory)
     if not config.has_torch_weights:
@@ -79,7 +85,7 @@ def load_classifier(
     weights = directory / config.weights_file
     if not weights.is_file():
         raise GPTClassifyError(f"{weights}: file not found")
-    if sha256_file(weights) != config.weights_sha256:
+    if (weights_sha256 or sha256_file(weights)) != config.weights_sha256:
         raise GPTClassifyError(
             f"{weights}: sha256 does not match config.json (the file changed after it was saved); "
             "refusing to load it"

@@ -171,10 +171,9 @@ def _export_hf(run_dir: Path, out: Path, data: str | Path | None) -> ExportRepor
             source.model,
             config.labels,
             _settings(config),
-            dataclasses.replace(config.provenance),
+            config.provenance,
             source.record,
         )
-    report.out = out
     return report
 
 

@@ -60,7 +60,10 @@ class OnnxRuntime:
         config: ClassifierConfig,
         threads: int | None = None,
         verify: bool = True,
+        digests: dict[str, str | None] | None = None,
     ) -> None:
+        """digests: file name -> sha256 already computed by the caller (e.g. in a thread while
+        onnxruntime was being imported); the rest are computed here."""
         info = config.onnx
         if info is None:
             raise GPTClassifyError(f"{directory}: config.json names no ONNX graph")
@@ -72,7 +75,8 @@ class OnnxRuntime:
             path = directory / name
             if not path.is_file():
                 raise GPTClassifyError(f"{path}: file not found")
-            if verify and sha256_file(path) != expected:
+            digest = (digests or {}).get(name) if verify else None
+            if verify and (digest or sha256_file(path)) != expected:
                 raise GPTClassifyError(
                     f"{path}: sha256 does not match config.json (the file changed after it was "
                     "exported); refusing to load it"
