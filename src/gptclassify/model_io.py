@@ -30,7 +30,7 @@ from gptclassify.config import PRESETS, GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_path, atomic_write, sha256_file
 from gptclassify.lora import is_adapter_or_head
-from gptclassify.model import GPTBody
+from gptclassify.model import GPTBody, skip_meta_init
 from gptclassify.weights import load_hf_directory, pretrained_dir, weights_file
 
 
@@ -95,11 +95,12 @@ def load_classifier(
     if adapters_only:
         gpt = _lora_base(lora, config.model, directory / CONFIG)
     else:
-        with torch.device("meta"):  # no wasted init: every tensor comes from the file
+        with skip_meta_init(), torch.device("meta"):  # every tensor comes from the file
             gpt = GPTBody(config.model, init=False)
-    model = GPTClassifier(gpt, len(config.labels), pool=config.pool, causal=config.causal)
-    if lora is not None and not lora.merged:
-        model.add_lora(lora.rank, lora.alpha, lora.targets)
+    with skip_meta_init():  # the head (and adapters) of a meta body are meta too
+        model = GPTClassifier(gpt, len(config.labels), pool=config.pool, causal=config.causal)
+        if lora is not None and not lora.merged:
+            model.add_lora(lora.rank, lora.alpha, lora.targets)
     try:
         state = load_file(weights)
     except (SafetensorError, OSError) as exc:
