@@ -187,19 +187,17 @@ def check_child(result: ChildResult, what: str) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: the CPU with the flags the choice of precision
+    depends on (gptclassify.cpu), thread count, versions."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from gptclassify.cpu import cpu_info
+
+    cpu = cpu_info()
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu.name,
+        "cpu_line": cpu.summary(),
+        "cpu_flags": sorted(cpu.flags),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -214,12 +212,11 @@ def machine_info() -> dict[str, Any]:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        pass
+    for name in ("transformers", "onnxruntime", "onnx"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            pass
     return info
 
 

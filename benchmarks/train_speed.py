@@ -723,7 +723,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"Training speed: GPT-2 small ({what}), SMS spam "
         f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)}, {args.epochs} epoch(s), "
-        f"{info['cpu']}, {args.threads} thread(s), torch {info['torch']}"
+        f"{info['cpu']}, {args.threads} thread(s), torch {info['torch']}\nCPU: {info['cpu_line']}"
     )
     text = f"{header}\n\n{table}\n\n(benchmark total {time.perf_counter() - t0:.0f} s)"
     print("\n" + text)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from gptclassify.config import PRESETS, GPTConfig
 from gptclassify.errors import GPTClassifyError
@@ -114,3 +115,35 @@ def test_config_json_round_trip_and_errors(tmp_path):
         GPTConfig.from_json(path)
     with pytest.raises(GPTClassifyError, match="unknown model preset 'gpt3'"):
         GPTConfig.from_name("gpt3")
+
+
+def test_skip_meta_init_skips_only_meta_tensors():
+    from gptclassify.model import skip_meta_init
+
+    torch.manual_seed(0)
+    with skip_meta_init():
+        real = nn.Linear(16, 16)
+        meta = nn.Linear(16, 16, device="meta")
+    assert real.weight.abs().sum() > 0 and meta.weight.is_meta
+    # Outside the block the initialisers are torch's own again.
+    assert nn.init.normal_.__module__ == "torch.nn.init"
+
+
+def test_loading_a_model_folder_does_not_import_torch_dynamo():
+    """torch._dynamo costs ~0.9 s of `predict` start-up; building the model for its weights
+    must not pull it in."""
+    import subprocess
+    import sys
+
+    from conftest import FIXTURES
+
+    code = (
+        "import sys\n"
+        "from gptclassify.predict import Classifier\n"
+        f"clf = Classifier.load({str(FIXTURES / 'v1' / 'classifier')!r})\n"
+        "clf.predict(['hello there'])\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"

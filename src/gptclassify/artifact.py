@@ -12,11 +12,17 @@ A classifier folder holds
 - `metrics.json` (training runs): a `RunMetrics`, the same layout for GPT runs and the TF-IDF
   baseline, so reports can read both.
 
+A folder exported to ONNX (`gptclassify export --format onnx`) has the same config.json with
+an `onnx` record instead of the safetensors weights: the graph's file and sha256, its
+precision (fp32 or int8), and what the export measured; `exported_from` names the folder it
+came from and that folder's file checksums. Such a folder is layout version 2: gptclassify
+0.1.0, which cannot run it, refuses it as newer rather than failing on a missing field.
+Folders with safetensors weights are still written as version 1, so 0.1.0 reads them.
+
 This module imports no torch: a folder's config and metrics can be read (and an exported
 ONNX folder run) without it. Every config.json carries `format` (which kind of folder) and
-`format_version`; folders
-written by gptclassify 0.1.0 still load (tests/fixtures/v1). Reading validates every field
-and names the file and field of the first problem.
+`format_version`; folders written by gptclassify 0.1.0 still load (tests/fixtures/v1).
+Reading validates every field and names the file and field of the first problem.
 """
 
 from __future__ import annotations
@@ -40,12 +46,17 @@ from gptclassify.files import atomic_write, read_json
 
 FORMAT_CLASSIFIER = "gptclassify-classifier"
 FORMAT_BASELINE = "gptclassify-tfidf-baseline"
-CLASSIFIER_VERSION = 1
-"""The layout of config.json; 1 since gptclassify 0.1.0. A reader refuses newer versions."""
+CLASSIFIER_VERSION = 2
+"""The newest layout of config.json this reads: 1 since gptclassify 0.1.0 (safetensors
+weights), 2 for folders holding an ONNX graph. A reader refuses newer versions."""
+TORCH_LAYOUT_VERSION = 1
+ONNX_LAYOUT_VERSION = 2
 METRICS_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+ONNX_WEIGHTS = "model.onnx"
 METRICS = "metrics.json"
+ONNX_PRECISIONS = ("fp32", "int8")
 
 
 # ---- config.json --------------------------------------------------------------------------
@@ -84,6 +95,65 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class OnnxInfo:
+    """The ONNX graph of an exported folder: inputs `input_ids` and `attention_mask` (int64,
+    batch x sequence, right padding), output `logits` (float32, batch x classes)."""
+
+    sha256: str
+    precision: str = "fp32"
+    """fp32, or int8 (ONNX Runtime dynamic quantization of the linear layers)."""
+    file: str = ONNX_WEIGHTS
+    data_file: str | None = None
+    """External tensor data (graphs over protobuf's 2 GB limit), beside the graph."""
+    data_sha256: str | None = None
+    opset: int | None = None
+    exporter: str | None = None
+    """Which torch.onnx exporter wrote the graph: dynamo or legacy (TorchScript)."""
+    checks: dict[str, Any] = field(default_factory=dict)
+    """What the export measured: largest logit difference from the PyTorch model on padded
+    batches of mixed lengths; for int8, label agreement and accuracy against fp32."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str) -> OnnxInfo:
+        r = _Fields(data, source)
+        data_file = r.string("data_file", optional=True)
+        return cls(
+            sha256=r.sha256("sha256"),
+            precision=r.choice("precision", ONNX_PRECISIONS, default="fp32"),
+            file=r.file_name("file", default=ONNX_WEIGHTS),
+            data_file=r.file_name("data_file", default=data_file) if data_file else None,
+            data_sha256=r.sha256("data_sha256") if data_file else None,
+            opset=r.integer("opset", 1, None, optional=True),
+            exporter=r.string("exporter", optional=True),
+            checks=r.object("checks", optional=True) or {},
+        )
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """The folder an export was made from, and the checksums of its files then."""
+
+    path: str
+    sha256: dict[str, str]
+    """File name -> sha256 (config.json, the weights; for LoRA adapters, the base's weights
+    under `lora_base`)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": dict(self.sha256)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str) -> ExportSource:
+        r = _Fields(data, source)
+        sums = r.object("sha256")
+        if not all(isinstance(v, str) for v in sums.values()):
+            raise r.fail("sha256", "must map file names to sha256 strings")
+        return cls(path=r.string("path"), sha256=dict(sums))
+
+
+@dataclass(frozen=True)
 class ClassifierConfig:
     """config.json of a classifier folder."""
 
@@ -99,13 +169,26 @@ class ClassifierConfig:
     weights_file: str = WEIGHTS
     weights_sha256: str = ""
     versions: dict[str, str] = field(default_factory=dict)
-    format_version: int = CLASSIFIER_VERSION
+    format_version: int = TORCH_LAYOUT_VERSION
+    """The version read from the file; writing uses the layout's own (`layout_version`)."""
+    onnx: OnnxInfo | None = None
+    """Set for an exported ONNX folder, which holds no safetensors weights."""
+    exported_from: ExportSource | None = None
+
+    @property
+    def layout_version(self) -> int:
+        """The oldest layout that describes this folder (so older readers still read it)."""
+        return ONNX_LAYOUT_VERSION if self.onnx is not None else TORCH_LAYOUT_VERSION
+
+    @property
+    def has_torch_weights(self) -> bool:
+        return self.onnx is None
 
     def to_json(self) -> dict[str, Any]:
         p = self.provenance
-        return {
+        out = {
             "format": FORMAT_CLASSIFIER,
-            "format_version": self.format_version,
+            "format_version": self.layout_version,
             "model": self.model.to_dict(),
             "base_model": p.base_model,
             "weights": p.weights,
@@ -125,6 +208,13 @@ class ClassifierConfig:
             "weights_sha256": self.weights_sha256,
             "versions": dict(self.versions),
         }
+        if self.onnx is not None:
+            # No safetensors weights here: the graph holds them.
+            del out["weights_file"], out["weights_sha256"]
+            out["onnx"] = self.onnx.to_json()
+        if self.exported_from is not None:
+            out["exported_from"] = self.exported_from.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Any, source: str) -> ClassifierConfig:
@@ -147,6 +237,10 @@ class ClassifierConfig:
                 f"{source}: tokenizer {tokenizer} is not supported (only tiktoken gpt2, pad 50256)"
             )
         lora = r.object("lora", optional=True)
+        version = r.data.get("format_version", 1)
+        onnx_data = r.object("onnx", optional=True) if version >= ONNX_LAYOUT_VERSION else None
+        onnx = OnnxInfo.from_json(onnx_data, f"{source}: onnx") if onnx_data else None
+        exported = r.object("exported_from", optional=True)
         provenance = Provenance(
             base_model=r.string("base_model", optional=True) or "unknown",
             weights=r.string("weights", optional=True) or "pretrained",
@@ -166,9 +260,13 @@ class ClassifierConfig:
             temperature=r.number("temperature", default=1.0, positive=True),
             provenance=provenance,
             weights_file=r.file_name("weights_file", default=WEIGHTS),
-            weights_sha256=r.sha256("weights_sha256"),
+            weights_sha256=r.sha256("weights_sha256") if onnx is None else "",
             versions=r.object("versions", optional=True) or {},
-            format_version=r.data.get("format_version", 1),
+            format_version=version,
+            onnx=onnx,
+            exported_from=(
+                ExportSource.from_json(exported, f"{source}: exported_from") if exported else None
+            ),
         )
 
 

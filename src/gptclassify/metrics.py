@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -48,6 +46,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     def nll(log_t: float) -> float:
         return cross_entropy(softmax(logits, float(np.exp(log_t))), labels)
 
+    from scipy.optimize import minimize_scalar  # lazy: scipy (start-up of `predict`)
+
     res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(res.x))
 
@@ -67,6 +67,14 @@ def classification_report(
     preds = probs.argmax(axis=1) if predictions is None else np.asarray(predictions)
     k = len(label_names)
     classes = list(range(k))
+    # Imported here: scikit-learn and scipy take 0.4-0.7 s to import, and `predict`, which
+    # needs only softmax from this module, should not wait for them.
+    from sklearn.metrics import (  # lazy: scikit-learn (start-up of `predict`)
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, preds, labels=classes, zero_division=0
     )

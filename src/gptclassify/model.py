@@ -15,7 +15,11 @@ fastpath.py and are swapped in by the callers that want them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import threading
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -218,3 +222,47 @@ def shallow_copy(module: nn.Module) -> nn.Module:
     for registry in ("_parameters", "_buffers", "_modules"):
         copy.__dict__[registry] = dict(module.__dict__[registry])
     return copy
+
+
+_INIT_FUNCTIONS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "xavier_uniform_",
+    "xavier_normal_",
+)
+_INIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def skip_meta_init() -> Iterator[None]:
+    """Within this block, torch.nn.init leaves meta tensors alone.
+
+    Modules built on the meta device (shapes only, for weights that are loaded next) still
+    run their initialisers. On a meta tensor that computes nothing, but it goes through
+    torch's Python reference kernels, whose first use imports torch._dynamo: about 0.9 s of
+    `gptclassify predict`'s start-up, for nothing. Tensors on real devices (for example other
+    threads' modules built meanwhile) are initialised as usual.
+    """
+    originals = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+
+    def skipping_meta(init):
+        @functools.wraps(init)
+        def wrapper(tensor, *args, **kwargs):
+            return tensor if tensor.is_meta else init(tensor, *args, **kwargs)
+
+        return wrapper
+
+    with _INIT_LOCK:
+        for name, init in originals.items():
+            setattr(nn.init, name, skipping_meta(init))
+        try:
+            yield
+        finally:
+            for name, init in originals.items():
+                setattr(nn.init, name, init)

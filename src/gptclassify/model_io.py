@@ -16,9 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gptclassify.artifact import (
-    CLASSIFIER_VERSION,
     CONFIG,
     FORMAT_CLASSIFIER,
+    TORCH_LAYOUT_VERSION,
     WEIGHTS,
     ClassifierConfig,
     LoraInfo,
@@ -30,7 +30,7 @@ from gptclassify.config import PRESETS, GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_path, atomic_write, sha256_file
 from gptclassify.lora import is_adapter_or_head
-from gptclassify.model import GPTBody
+from gptclassify.model import GPTBody, skip_meta_init
 from gptclassify.weights import load_hf_directory, pretrained_dir, weights_file
 
 
@@ -57,7 +57,9 @@ def save_classifier(directory: str | Path, model: GPTClassifier, config: Classif
         weights_file=WEIGHTS,
         weights_sha256=sha256_file(directory / WEIGHTS),
         versions=versions(),
-        format_version=CLASSIFIER_VERSION,
+        format_version=TORCH_LAYOUT_VERSION,
+        onnx=None,
+        exported_from=None,
     )
     atomic_write(directory / CONFIG, json.dumps(config.to_json(), indent=2) + "\n")
     return directory / CONFIG
@@ -67,18 +69,26 @@ def load_classifier(
     directory: str | Path,
     config: ClassifierConfig | None = None,
     base_model: str | Path | None = None,
+    weights_sha256: str | None = None,
 ) -> tuple[GPTClassifier, ClassifierConfig]:
     """Rebuild the classifier from a folder, verifying the weights' checksum first.
 
     base_model: for LoRA adapters saved alone, the base to put them on, when config.json
     does not name one that can be used (a Hub preset, or a path inside the folder).
+    weights_sha256: the weights file's sha256 when the caller has computed it already (e.g.
+    in a thread while torch was being imported); computed here otherwise.
     """
     directory = Path(directory)
     config = config or read_classifier_config(directory)
+    if not config.has_torch_weights:
+        raise GPTClassifyError(
+            f"{directory}: holds an ONNX graph, not PyTorch weights; run it with ONNX Runtime "
+            "(runtime 'onnx' or 'auto')"
+        )
     weights = directory / config.weights_file
     if not weights.is_file():
         raise GPTClassifyError(f"{weights}: file not found")
-    if sha256_file(weights) != config.weights_sha256:
+    if (weights_sha256 or sha256_file(weights)) != config.weights_sha256:
         raise GPTClassifyError(
             f"{weights}: sha256 does not match config.json (the file changed after it was saved); "
             "refusing to load it"
@@ -88,11 +98,12 @@ def load_classifier(
     if adapters_only:
         gpt = _lora_base(lora, config.model, directory, base_model)
     else:
-        with torch.device("meta"):  # no wasted init: every tensor comes from the file
+        with skip_meta_init(), torch.device("meta"):  # every tensor comes from the file
             gpt = GPTBody(config.model, init=False)
-    model = GPTClassifier(gpt, len(config.labels), pool=config.pool, causal=config.causal)
-    if lora is not None and not lora.merged:
-        model.add_lora(lora.rank, lora.alpha, lora.targets)
+    with skip_meta_init():  # the head (and adapters) of a meta body are meta too
+        model = GPTClassifier(gpt, len(config.labels), pool=config.pool, causal=config.causal)
+        if lora is not None and not lora.merged:
+            model.add_lora(lora.rank, lora.alpha, lora.targets)
     try:
         state = load_file(weights)
     except (SafetensorError, OSError) as exc:

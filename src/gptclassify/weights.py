@@ -20,7 +20,7 @@ from torch import Tensor
 from gptclassify.config import HUB_REPOS, PRESETS, GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import read_json
-from gptclassify.model import LAYER_NORM_EPS, GPTModel
+from gptclassify.model import LAYER_NORM_EPS, GPTModel, skip_meta_init
 
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 """Conv1D weights stored (in, out) in GPT-2 files; nn.Linear wants (out, in)."""
@@ -188,7 +188,7 @@ def map_hf_names(
 
 
 def _expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
+    with skip_meta_init(), torch.device("meta"):
         model = GPTModel(config)
     return {n: tuple(p.shape) for n, p in model.state_dict().items() if n != "lm_head.weight"}
 
@@ -206,7 +206,7 @@ def load_hf_directory(directory: str | Path) -> GPTModel:
     tensors = CheckpointTensors(directory)
     plan = map_hf_names({n: tensors.shape(n) for n in tensors.names()}, config, str(directory))
     # Allocate without the random init, then fill each parameter straight from the file.
-    with torch.device("meta"):
+    with skip_meta_init(), torch.device("meta"):
         model = GPTModel(config)
     model.to_empty(device="cpu")
     params = model.state_dict()

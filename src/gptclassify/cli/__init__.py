@@ -4,7 +4,15 @@ app.py holds the group; every other module here is one command or command group.
 import what they run when they run, so `gptclassify --help` stays instant.
 """
 
-from gptclassify.cli import baseline, data, experiments, generate, predict, train  # noqa: F401
+from gptclassify.cli import (  # noqa: F401
+    baseline,
+    data,
+    experiments,
+    export,
+    generate,
+    predict,
+    train,
+)
 from gptclassify.cli.app import cli, main
 
 __all__ = ["cli", "main"]

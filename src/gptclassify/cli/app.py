@@ -11,15 +11,40 @@ import click
 from gptclassify import __version__
 from gptclassify.errors import GPTClassifyError
 
+# Optional dependencies: the top-level module a command may need -> the extra that brings it.
+EXTRAS = {
+    "torch": "torch",
+    "safetensors": "torch",
+    "huggingface_hub": "torch",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "onnxscript": "onnx",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The one line to print when an optional dependency is missing, else None."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    return f'this needs {top}, which is not installed: pip install "gptclassify[{extra}]"'
+
 
 class _Group(click.Group):
-    """Turns GPTClassifyError into click's one-line `Error: ...` and exit status 1."""
+    """Turns GPTClassifyError into click's one-line `Error: ...` and exit status 1; so is a
+    missing optional dependency (naming the extra that brings it)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except GPTClassifyError as exc:
             raise click.ClickException(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            line = missing_extra(exc)
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

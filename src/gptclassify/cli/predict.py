@@ -30,8 +30,17 @@ def _classifier_options(func):
                 "--precision",
                 default="auto",
                 show_default=True,
-                type=click.Choice(["auto", "fp32", "bf16"]),
-                help="Matmul precision; auto: bf16 where the hardware has fast bf16.",
+                type=click.Choice(["auto", "fp32", "bf16", "int8"]),
+                help="Matmul precision. PyTorch: auto is bf16 where the hardware has fast bf16 "
+                "(AMX, AVX512-BF16, recent GPUs), else fp32. ONNX: the graph's own (fp32 or int8).",
+            ),
+            click.option(
+                "--runtime",
+                default="auto",
+                show_default=True,
+                type=click.Choice(["auto", "torch", "onnx"]),
+                help="auto: what RUN holds (PyTorch weights, or an ONNX graph from "
+                "`gptclassify export`).",
             ),
             click.option(
                 "--base-model",
@@ -59,7 +68,16 @@ def _classifier_options(func):
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @_classifier_options
 def evaluate(
-    run_dir, data, text_column, label_column, as_json, batch_size, device, precision, base_model
+    run_dir,
+    data,
+    text_column,
+    label_column,
+    as_json,
+    batch_size,
+    device,
+    precision,
+    runtime,
+    base_model,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix (and confusion.png), ROC AUC."""
     import json
@@ -68,7 +86,9 @@ def evaluate(
     from gptclassify.plots import plot_confusion
     from gptclassify.predict import Classifier
 
-    classifier = Classifier.load(run_dir, device=device, precision=precision, base_model=base_model)
+    classifier = Classifier.load(
+        run_dir, device=device, precision=precision, runtime=runtime, base_model=base_model
+    )
     report = classifier.evaluate(data or run_dir, text_column, label_column, batch_size)
     plot_confusion(report["confusion_matrix"], classifier.labels, Path(run_dir) / "confusion.png")
     if as_json:
@@ -140,6 +160,7 @@ def predict(
     batch_size,
     device,
     precision,
+    runtime,
     base_model,
 ) -> None:
     """Classify texts given as arguments, on stdin (one per line), or in a file.
@@ -172,7 +193,9 @@ def predict(
         refs = [f"text {i + 1}" for i in range(len(texts))]
         text_col, source = "text", "input"
         chunks = iter([Chunk(pd.DataFrame({"text": list(texts)}), refs)])
-    classifier = Classifier.load(run_dir, device=device, precision=precision, base_model=base_model)
+    classifier = Classifier.load(
+        run_dir, device=device, precision=precision, runtime=runtime, base_model=base_model
+    )
     shown: list[pd.DataFrame] = []
     rows = errors = cut = 0
     bar = tqdm(unit=" texts", disable=quiet or None, leave=False, file=sys.stderr)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gptclassify import tokenizer
+from gptclassify.config import PAD_TOKEN_ID
 from gptclassify.errors import GPTClassifyError
 
 
@@ -106,3 +107,17 @@ def encode_ids(
         labels=np.array(list(labels), dtype=np.int64) if labels is not None else None,
         cut=np.array([len(ids) > policy.max_length for ids in raw], dtype=bool),
     )
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask), both (B, width) int64, right-padded to the longest row.
+
+    The mask covers the `lengths` real tokens of each row; a fixed pad length's padding ids
+    are padding too.
+    """
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), PAD_TOKEN_ID, dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = seq
+    mask = (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+    return ids, mask

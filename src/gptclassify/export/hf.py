@@ -1,0 +1,206 @@
+"""The classifier as a Hugging Face `GPT2ForSequenceClassification` folder.
+
+What transformers' `pipeline("text-classification")`, `from_pretrained`, Optimum and vLLM
+load: config.json (GPT-2's fields, `id2label` / `label2id`, `pad_token_id` 50256),
+model.safetensors (GPT-2's names, Conv1D weights stored (in, out)) and the GPT-2 tokenizer
+files. Written with torch and safetensors only; transformers is not needed to export.
+
+Two differences between the models have to be bridged exactly or refused:
+
+- Pooling. `GPT2ForSequenceClassification` classifies the last token that is not
+  `pad_token_id` under the causal mask, which is our `last-real` pooling when texts never
+  contain token 50256 (our tokenizer never emits it for user text). Mean or first-token
+  pooling, the padded last position, or attention without the causal mask cannot be
+  expressed: refused, with the reason.
+- The head's bias. HF's `score` is a Linear without bias; ours has one (c). Only the pooled
+  row of the final hidden states reaches the head, and that row is ln_f(x) = g * n(x) + b
+  with ln_f's bias b, so moving the bias into b is exact if some b' has W b' = W b + c. When
+  the head's weight W (K x C) has full row rank, b' = b + W^T (W W^T)^-1 c is one (the
+  smallest change to b). Other positions' hidden states change; no output reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from gptclassify.artifact import ExportSource, Provenance
+from gptclassify.artifact import versions as library_versions
+from gptclassify.classifier import GPTClassifier
+from gptclassify.config import PAD_TOKEN_ID
+from gptclassify.errors import GPTClassifyError
+from gptclassify.files import atomic_write
+from gptclassify.model import LAYER_NORM_EPS
+from gptclassify.tokenizer import tokenizer_files
+from gptclassify.weights import TRANSPOSED
+
+FORMAT_HF_EXPORT = "gptclassify-hf-export"
+HF_EXPORT_VERSION = 1
+EOS = "<|endoftext|>"
+FOLD_TOLERANCE = 1e-5
+"""Largest |W b' - (W b + c)| (relative to the size of the head's logits' bias terms) accepted
+after the fold, in fp32."""
+
+
+def refusals(pool: str, causal: bool) -> list[str]:
+    """Why HF's GPT-2 classifier cannot compute this model's function (empty: it can)."""
+    reasons = []
+    if pool != "last-real":
+        what = {
+            "mean": "averages the final hidden states over the real tokens",
+            "first": "classifies the first token",
+            "last": "classifies the last padded position (which depends on how a batch is padded)",
+        }[pool]
+        reasons.append(
+            f"this model {what} (--pool {pool}); GPT2ForSequenceClassification classifies the "
+            "last token that is not padding, so Hugging Face cannot run it"
+        )
+    if not causal:
+        reasons.append(
+            "this model attends without the causal mask (--no-causal-mask); Hugging Face's GPT-2 "
+            "always applies it"
+        )
+    return reasons
+
+
+def fold_head_bias(weight: np.ndarray, ln_bias: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """ln_f's new bias b' with W b' = W b + c (see the module docstring); refuses when the
+    head's rows are linearly dependent or the fold is not exact in fp32."""
+    w = weight.astype(np.float64)
+    c = bias.astype(np.float64)
+    k = w.shape[0]
+    # Rank at the precision the weights are stored in (fp32): rows that are dependent up to
+    # fp32 rounding count as dependent.
+    singular = np.linalg.svd(w, compute_uv=False)
+    tolerance = singular.max(initial=0.0) * max(w.shape) * np.finfo(np.float32).eps
+    rank = int((singular > tolerance).sum())
+    if rank < k:
+        raise GPTClassifyError(
+            f"the head's {k} weight rows have rank {rank} < {k}: no change of ln_f's bias "
+            "reproduces the head's bias, and Hugging Face's `score` layer has no bias"
+        )
+    folded = ln_bias.astype(np.float64) + w.T @ np.linalg.solve(w @ w.T, c)
+    folded32 = folded.astype(np.float32).astype(np.float64)
+    want = w @ ln_bias.astype(np.float64) + c
+    error = float(np.abs(w @ folded32 - want).max())
+    scale = 1.0 + float(np.abs(want).max())
+    if error > FOLD_TOLERANCE * scale:
+        raise GPTClassifyError(
+            f"folding the head's bias into ln_f is not exact in fp32 (error {error:.1e}; the "
+            "head's rows are nearly dependent); Hugging Face's `score` layer has no bias"
+        )
+    return folded.astype(np.float32)
+
+
+def hf_state_dict(model: GPTClassifier) -> dict[str, torch.Tensor]:
+    """GPT2ForSequenceClassification's tensors (fp32, contiguous) for `model`."""
+    state = {}
+    for name, tensor in model.gpt.state_dict().items():
+        tensor = tensor.detach().float().cpu()
+        state[f"transformer.{name}"] = tensor.t() if name.endswith(TRANSPOSED) else tensor
+    c = model.gpt.config.emb_dim
+    for i in range(model.n_layers):
+        if f"transformer.h.{i}.attn.c_attn.bias" not in state:  # qkv_bias=False: HF has one
+            state[f"transformer.h.{i}.attn.c_attn.bias"] = torch.zeros(3 * c)
+    weight = model.head.weight.detach().float().cpu()
+    state["score.weight"] = weight
+    if model.head.bias is not None and bool(model.head.bias.any()):
+        folded = fold_head_bias(
+            weight.numpy(),
+            model.gpt.ln_f.bias.detach().float().cpu().numpy(),
+            model.head.bias.detach().float().cpu().numpy(),
+        )
+        state["transformer.ln_f.bias"] = torch.from_numpy(folded)
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def hf_config(
+    model: GPTClassifier, labels: tuple[str, ...], ours: dict[str, Any]
+) -> dict[str, Any]:
+    """config.json: transformers' GPT2Config fields, plus ours under "gptclassify"."""
+    g = model.gpt.config
+    return {
+        "architectures": ["GPT2ForSequenceClassification"],
+        "model_type": "gpt2",
+        "vocab_size": g.vocab_size,
+        "n_positions": g.context_length,
+        "n_embd": g.emb_dim,
+        "n_layer": g.n_layers,
+        "n_head": g.n_heads,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": g.drop_rate,
+        "embd_pdrop": g.drop_rate,
+        "attn_pdrop": g.drop_rate,
+        "layer_norm_epsilon": LAYER_NORM_EPS,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "use_cache": True,
+        "bos_token_id": PAD_TOKEN_ID,
+        "eos_token_id": PAD_TOKEN_ID,
+        "pad_token_id": PAD_TOKEN_ID,
+        "id2label": {str(i): name for i, name in enumerate(labels)},
+        "label2id": {name: i for i, name in enumerate(labels)},
+        "problem_type": "single_label_classification",
+        "torch_dtype": "float32",
+        "gptclassify": ours,
+    }
+
+
+def tokenizer_config(max_length: int, truncate: str) -> dict[str, Any]:
+    return {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": max_length,
+        "add_prefix_space": False,
+        "bos_token": EOS,
+        "eos_token": EOS,
+        "unk_token": EOS,
+        # GPT-2 has no padding token; <|endoftext|> doubles as one (as in gptclassify).
+        "pad_token": EOS,
+        "padding_side": "right",
+        # Our truncate="end" keeps the start of a text; "start" keeps its end.
+        "truncation_side": "right" if truncate == "end" else "left",
+    }
+
+
+def write_hf_folder(
+    folder: Path,
+    model: GPTClassifier,
+    labels: tuple[str, ...],
+    settings: dict[str, Any],
+    provenance: Provenance,
+    source: ExportSource,
+) -> None:
+    """Write the whole HF folder into `folder` (an empty temporary folder).
+
+    settings: pool, causal, max_length, pad_length, truncate, temperature.
+    """
+    save_file(hf_state_dict(model), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    ours = {
+        "format": FORMAT_HF_EXPORT,
+        "format_version": HF_EXPORT_VERSION,
+        "labels": list(labels),
+        **settings,
+        "base_model": provenance.base_model,
+        "trainable": provenance.trainable,
+        "head_bias": "folded into transformer.ln_f.bias",
+        "exported_from": source.to_json(),
+        "versions": library_versions(torch=torch.__version__),
+    }
+    config = hf_config(model, labels, ours)
+    atomic_write(folder / "config.json", json.dumps(config, indent=2) + "\n")
+    files = tokenizer_files()
+    shutil.copyfile(files["encoder.json"], folder / "vocab.json")
+    shutil.copyfile(files["vocab.bpe"], folder / "merges.txt")
+    special = {"bos_token": EOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
+    atomic_write(folder / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
+    tok = tokenizer_config(settings["max_length"], settings["truncate"])
+    atomic_write(folder / "tokenizer_config.json", json.dumps(tok, indent=2) + "\n")
