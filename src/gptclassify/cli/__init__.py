@@ -4,7 +4,7 @@ app.py holds the group; every other module here is one command or command group.
 import what they run when they run, so `gptclassify --help` stays instant.
 """
 
-from gptclassify.cli import baseline, data, experiments, generate, predict, train  # noqa: F401
+from gptclassify.cli import baseline, data, experiments, generate, predict, serve, train  # noqa: F401
 from gptclassify.cli.app import cli, main
 
 __all__ = ["cli", "main"]
