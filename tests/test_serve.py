@@ -22,7 +22,7 @@ from gptclassify.data.encode import Encoded, InputPolicy
 from gptclassify.files import sha256_file
 from gptclassify.predict import Classifier
 from gptclassify.serve import ServeSettings, create_app
-from gptclassify.serve.batching import budget_chunks
+from gptclassify.serve.batching import measure_pass_overhead, plan_passes
 from gptclassify.serve.schemas import EXPLAIN_MAX_STEPS, EXPLAIN_METHODS, EXPLAIN_STEPS
 
 SPAM = "WINNER!! You have been selected to receive a £900 prize reward! Call 09061701461 to claim"
@@ -382,6 +382,7 @@ class StubRuntime:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.passes: list[int] = []
+        self.lengths: list[list[int]] = []
 
     def describe(self) -> str:
         return "stub"
@@ -390,6 +391,7 @@ class StubRuntime:
         self.entered.set()
         assert self.release.wait(20), "the test never released the pass"
         self.passes.append(len(encoded))
+        self.lengths.append(sorted(int(n) for n in encoded.lengths))
         if self.fail:
             raise RuntimeError("secret internals /home/x/model.py line 3")
         lengths = encoded.lengths.astype(np.float32)[:, None]
@@ -401,6 +403,7 @@ class StubRuntime:
 def stub_app(**settings):
     runtime = StubRuntime()
     clf = Classifier.with_runtime(runtime, ["ham", "spam"], POLICY)
+    settings.setdefault("pass_overhead_tokens", 1e6)  # never measured (the stub blocks)
     return runtime, create_app(clf, ServeSettings(**settings))
 
 
@@ -450,6 +453,24 @@ def test_health_answers_while_a_pass_runs_and_waiting_requests_share_the_next_pa
         assert got["ham"] == pytest.approx(want[0]) and got["spam"] == pytest.approx(want[1])
 
 
+def test_the_oldest_text_goes_first_and_a_long_one_gets_a_pass_of_its_own():
+    runtime, app = stub_app(max_wait_ms=0, pass_overhead_tokens=5)
+    long = "word " * 30
+    with TestClient(app) as c:
+        threads = [in_thread(c.post, "/predict", json={"inputs": "x"})]
+        assert runtime.entered.wait(10)
+        for i, text in enumerate(["a", long, "b", "c"]):  # "a" is the oldest waiting
+            threads.append(in_thread(c.post, "/predict", json={"inputs": text}))
+            wait_for(lambda i=i: app.state.service.batcher.depth == i + 1)
+        runtime.release.set()
+        for thread, _ in threads:
+            thread.join(10)
+        assert all(out["result"].status_code == 200 for _, out in threads)
+    n = len(clf_tokens(long))
+    # padding "a", "b" and "c" to the long text's width would cost 3 x n tokens; a pass costs 5
+    assert runtime.lengths == [[1], [1, 1, 1], [n]]
+
+
 def test_429_only_when_the_queue_is_full():
     runtime, app = stub_app(max_queue=3, max_texts=2, max_wait_ms=0)
     with TestClient(app) as c:
@@ -489,7 +510,8 @@ def test_a_request_past_its_timeout_gets_503_and_leaves_the_queue():
 def test_a_failed_pass_is_a_424_without_internals():
     runtime = StubRuntime(fail=True)
     runtime.release.set()
-    app = create_app(Classifier.with_runtime(runtime, ["ham", "spam"], POLICY))
+    settings = ServeSettings(pass_overhead_tokens=0)
+    app = create_app(Classifier.with_runtime(runtime, ["ham", "spam"], POLICY), settings)
     with TestClient(app) as c:
         body = assert_error(c.post("/predict", json={"inputs": "x"}), 424, "backend")
         assert "secret" not in body["error"] and "model.py" not in body["error"]
@@ -506,16 +528,42 @@ def test_explain_needs_the_torch_runtime():
         assert_error(c.post("/explain", json={"inputs": "x"}), 501, "backend")
 
 
-def test_budget_chunks_follow_the_token_budget_rule_of_predict_batches():
+def test_passes_are_cut_where_padding_costs_more_than_a_pass():
+    # one 100-token text and three of 10: a pass for the long one saves 270 padded tokens
+    assert plan_passes([10, 100, 10, 10], 4096, overhead=50) == [[1], [0, 2, 3]]
+    assert plan_passes([10, 100, 10, 10], 4096, overhead=500) == [[1, 0, 2, 3]]
+    assert plan_passes([3, 5, 3, 5], 4096, overhead=0) == [[1, 3], [0, 2]]  # equal lengths
     rng = np.random.default_rng(0)
     for _ in range(20):
         lengths = rng.integers(1, 200, size=int(rng.integers(1, 60))).tolist()
         budget = int(rng.integers(50, 2000))
-        ours = budget_chunks(lengths, budget)
-        theirs = [b.tolist() for b in token_budget_batches(torch.tensor(lengths), budget)]
-        assert ours == theirs
-        for chunk in ours:
-            assert len(chunk) == 1 or max(lengths[i] for i in chunk) * len(chunk) <= budget
+        greedy = token_budget_batches(torch.tensor(lengths), budget)  # what predict batches do
+        for overhead in (0.0, 64.0, 1e9):
+            passes = plan_passes(lengths, budget, overhead)
+            assert sorted(i for p in passes for i in p) == list(range(len(lengths)))
+            widths = [max(lengths[i] for i in p) for p in passes]
+            assert widths == sorted(widths, reverse=True)  # longest first
+            for p in passes:
+                assert len(p) == 1 or max(lengths[i] for i in p) * len(p) <= budget
+            cost = sum(overhead + w * len(p) for w, p in zip(widths, passes, strict=True))
+            greedy_cost = sum(overhead + int(lengths_max(lengths, b)) * len(b) for b in greedy)
+            assert cost <= greedy_cost + 1e-6  # never worse than the greedy budget rule
+        assert len(plan_passes(lengths, budget, 1e9)) == len(greedy)  # fewest passes
+
+
+def lengths_max(lengths, batch) -> int:
+    return max(lengths[i] for i in batch.tolist())
+
+
+def test_the_pass_overhead_is_measured_from_a_small_and_a_large_pass():
+    now = [0.0]
+
+    def run(encoded):  # 20 ms per pass plus 0.1 ms per padded token: 200 tokens' worth
+        now[0] += 0.020 + 0.0001 * len(encoded) * max(encoded.lengths)
+        return np.zeros((len(encoded), 2))
+
+    assert measure_pass_overhead(run, 128, clock=lambda: now[0]) == pytest.approx(200)
+    assert measure_pass_overhead(lambda e: np.zeros((len(e), 2)), 128, clock=lambda: 0.0) > 0
 
 
 def test_settings_refuse_nonsense():

@@ -87,6 +87,13 @@ SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify
     help="Texts waiting for a pass (429 when full).",
 )
 @click.option(
+    "--pass-overhead-tokens",
+    default=None,
+    type=click.FloatRange(min=0),
+    help="What one more model pass costs, in padded tokens (where waiting texts are cut "
+    "into passes). Default: measured when the server starts.",
+)
+@click.option(
     "--timeout",
     "timeout_s",
     default=30.0,
@@ -135,6 +142,7 @@ def serve(
     max_batch_tokens: int,
     max_wait_ms: float,
     max_queue: int,
+    pass_overhead_tokens: float | None,
     timeout_s: float,
     inference_threads: int,
     device: str,
@@ -165,6 +173,7 @@ def serve(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_queue=max_queue,
+        pass_overhead_tokens=pass_overhead_tokens,
         timeout_s=timeout_s,
         workers=inference_threads,
     )
@@ -270,5 +279,5 @@ def _print_explanation(e) -> None:
 def _shade(value: float) -> str:
     """A background colour: white at 0, red toward +1, blue toward -1."""
     v = max(-1.0, min(1.0, value))
-    fade = int(255 * (1 - abs(v)))
+    fade = int(255 * (1 - 0.7 * abs(v)))  # never too dark to read the token on it
     return f"rgb(255,{fade},{fade})" if v >= 0 else f"rgb({fade},{fade},255)"

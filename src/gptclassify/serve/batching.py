@@ -4,10 +4,19 @@ A request puts its texts (already tokenized, an `Encoded`) on one bounded queue 
 future. Worker threads take what is waiting, oldest first, up to `max_batch` texts and
 `max_tokens` real tokens; when less than that is waiting they wait for more, but never
 longer than `max_wait` after the oldest waiting text arrived (under load the queue is never
-short, so nobody waits on purpose). What a worker took is sorted by length and run in passes
-of at most `max_tokens` padded tokens (`budget_chunks`: the rule of
-data.batches.token_budget_batches), through the classifier's runtime, which batches the same
-way `predict` does. Each row goes back to its request on the request's event loop.
+short, so nobody waits on purpose). The oldest `max_batch` waiting texts are sorted by
+length, as `predict` sorts, and planned into passes (`plan_passes`); the worker runs the pass
+that holds the oldest text through the classifier's runtime, and leaves the others waiting,
+to be planned again with what arrives meanwhile (so the oldest text always goes next, and
+later passes draw on a fuller pool). Each row goes back to its request on the request's
+event loop.
+
+Where to cut: `predict` sorts a whole file, so its batches hold texts of nearly one length;
+a server only has the texts that happen to be waiting, and one pass padded to the longest
+of, say, 32 random messages computes about twice the tokens they hold. Every pass also has a
+fixed cost (on a CPU, reading every weight once; `measure_pass_overhead` finds it, in
+tokens' worth of compute, when the server starts). `plan_passes` cuts the sorted texts where
+the padding saved outweighs the extra passes, within the `max_tokens` budget per pass.
 
 The event loop never runs the model, so it goes on answering (health checks, refusals) while
 a large pass runs. A full queue refuses at once (`QueueFull`, the server's 429); a request
@@ -18,6 +27,7 @@ dropped from the queue, as are those of a request whose client went away.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
@@ -53,35 +63,83 @@ class PassObserver(Protocol):
 @dataclass(frozen=True)
 class BatchLimits:
     max_tokens: int = 4096
-    """Real tokens taken per round, and padded tokens per pass."""
+    """Padded tokens per pass (a longer text runs alone)."""
     max_batch: int = 64
-    """Texts per round (and so per pass)."""
+    """Texts planned together (and so at most per pass)."""
     max_wait_s: float = 0.002
     max_queue: int = 1024
     """Texts waiting (not yet taken by a worker)."""
     workers: int = 1
 
 
-def budget_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Indices into `lengths`, longest first (stable), cut into passes whose padded size
-    (longest x rows) stays within `max_tokens`; a text longer than that runs alone.
+def plan_passes(lengths: Sequence[int], max_tokens: int, overhead: float) -> list[list[int]]:
+    """Indices into `lengths`, longest first (stable), cut into passes that minimise the work:
+    each pass costs `overhead` plus its padded tokens (longest x rows), and holds at most
+    `max_tokens` padded tokens unless it is a single text.
 
-    The rule of data.batches.token_budget_batches, without torch (a runtime may have none).
+    Sorted, contiguous passes are optimal for this cost; the cut points come from a dynamic
+    programme over the sorted lengths (quadratic in texts per round: `max_batch` bounds it).
+    With a huge overhead it finds the fewest passes, as data.batches.token_budget_batches'
+    greedy rule does; with none, it groups equal lengths.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    width = 0
-    for i in order:
-        new_width = max(width, lengths[i])
-        if current and new_width * (len(current) + 1) > max_tokens:
-            chunks.append(current)
-            current, new_width = [], lengths[i]
-        current.append(i)
-        width = new_width
-    if current:
-        chunks.append(current)
-    return chunks
+    s = [lengths[i] for i in order]
+    n = len(s)
+    best = [0.0] + [math.inf] * n  # best[j]: least cost of the first j sorted texts
+    start = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):  # the last pass is s[i:j], padded to s[i]
+            padded = s[i] * (j - i)
+            if j - i > 1 and padded > max_tokens:
+                break  # longer passes only get wider
+            cost = best[i] + overhead + padded
+            if cost <= best[j]:  # ties: the longer last pass, so fewer passes
+                best[j], start[j] = cost, i
+    passes: list[list[int]] = []
+    j = n
+    while j > 0:
+        passes.append(order[start[j] : j])
+        j = start[j]
+    return passes[::-1]
+
+
+def measure_pass_overhead(
+    run: Callable[[Encoded], np.ndarray],
+    max_length: int,
+    clock: Callable[[], float] = time.perf_counter,
+    repeats: int = 3,
+) -> float:
+    """What one more pass costs, in padded tokens' worth of compute: times a small pass and
+    a large one (best of `repeats`, after a first call that warms the runtime up) and fits
+    seconds = a + b x tokens; returns a / b (0 when the fit is nonsense)."""
+    width = min(64, max_length)
+    small = _dummy(1, min(8, max_length))
+    large = _dummy(16, width)
+
+    def best(encoded: Encoded) -> float:
+        run(encoded)
+        times = []
+        for _ in range(repeats):
+            t = clock()
+            run(encoded)
+            times.append(clock() - t)
+        return min(times)
+
+    t_small, t_large = best(small), best(large)
+    tokens_small, tokens_large = int(small.lengths.sum()), int(large.lengths.sum())
+    b = (t_large - t_small) / (tokens_large - tokens_small)
+    if b <= 0:
+        return float(tokens_large)  # tokens look free: cut only for the budget
+    return max(0.0, (t_small - b * tokens_small) / b)
+
+
+def _dummy(rows: int, width: int) -> Encoded:
+    return Encoded(
+        ids=[[13] * width for _ in range(rows)],
+        lengths=np.full(rows, width, dtype=np.int64),
+        labels=None,
+        truncated=0,
+    )
 
 
 class _Job:
@@ -115,10 +173,13 @@ class MicroBatcher:
         run: Callable[[Encoded], np.ndarray],
         limits: BatchLimits,
         observer: PassObserver | None = None,
+        pass_overhead: float = 0.0,
     ) -> None:
         self.run = run
         self.limits = limits
         self.observer = observer
+        self.pass_overhead = pass_overhead
+        """The fixed cost of a pass in tokens (`plan_passes`)."""
         self._pending: deque[_Item] = deque()
         self._pending_tokens = 0
         self._running = 0
@@ -205,8 +266,11 @@ class MicroBatcher:
             items = self._take()
             if items is None:
                 return
-            if items:
-                self._run(items)
+            try:
+                self._run_pass(items)
+            finally:
+                with self._cond:
+                    self._running -= len(items)
 
     def _full(self) -> bool:
         return (
@@ -215,45 +279,45 @@ class MicroBatcher:
         )
 
     def _take(self) -> list[_Item] | None:
-        """The next round's texts, oldest first; None when stopping."""
+        """The next pass: the oldest waiting text and those `plan_passes` puts with it, out
+        of the `max_batch` oldest. The others stay at the front of the queue, and are planned
+        again with whatever arrives meanwhile. None when stopping."""
         limits = self.limits
         with self._cond:
-            while not self._pending:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            deadline = self._pending[0].queued_at + limits.max_wait_s
-            while self._pending and not self._full() and not self._stopping:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while True:
+                while not self._pending:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                deadline = self._pending[0].queued_at + limits.max_wait_s
+                while self._pending and not self._full() and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                candidates: list[_Item] = []
+                while self._pending and len(candidates) < limits.max_batch:
+                    item = self._pending.popleft()
+                    if item.job.done:  # abandoned
+                        self._pending_tokens -= item.length
+                    else:
+                        candidates.append(item)
+                if candidates:
                     break
-                self._cond.wait(left)
-            taken: list[_Item] = []
-            tokens = 0
-            while self._pending and len(taken) < limits.max_batch:
-                item = self._pending[0]
-                if taken and tokens + item.length > limits.max_tokens:
-                    break
-                self._pending.popleft()
-                self._pending_tokens -= item.length
-                if not item.job.done:
-                    taken.append(item)
-                    tokens += item.length
+            lengths = [item.length for item in candidates]
+            plan = plan_passes(lengths, limits.max_tokens, self.pass_overhead)
+            chosen = set(next(p for p in plan if 0 in p))  # candidates[0] is the oldest
+            taken = [item for i, item in enumerate(candidates) if i in chosen]
+            back = [item for i, item in enumerate(candidates) if i not in chosen]
+            self._pending.extendleft(reversed(back))
+            self._pending_tokens -= sum(item.length for item in taken)
             self._running += len(taken)
-        if self.observer is not None and taken:
+            if back:
+                self._cond.notify()  # another worker may take them
+        if self.observer is not None:
             now = time.monotonic()
             self.observer.on_wait([now - item.queued_at for item in taken])
         return taken
-
-    def _run(self, items: list[_Item]) -> None:
-        try:
-            for chunk in budget_chunks([item.length for item in items], self.limits.max_tokens):
-                live = [items[i] for i in chunk if not items[i].job.done]
-                if live:
-                    self._run_pass(live)
-        finally:
-            with self._cond:
-                self._running -= len(items)
 
     def _run_pass(self, items: list[_Item]) -> None:
         encoded = Encoded(

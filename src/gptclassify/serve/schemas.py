@@ -145,6 +145,7 @@ class Info(BaseModel):
     max_batch_texts: int
     max_batch_tokens: int
     max_wait_ms: float
+    pass_overhead_tokens: float
     max_queue: int
     timeout_s: float
     model_sha256: str | None

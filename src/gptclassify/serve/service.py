@@ -28,6 +28,7 @@ from gptclassify.serve.batching import (
     QueueFull,
     RequestTimeout,
     ShuttingDown,
+    measure_pass_overhead,
 )
 from gptclassify.serve.schemas import EXPLAIN_METHODS
 from gptclassify.serve.settings import ServeSettings
@@ -83,6 +84,7 @@ class ClassifierService:
                 workers=settings.workers,
             ),
             observer,
+            pass_overhead=settings.pass_overhead_tokens or 0.0,
         )
         self.model_sha256 = _weights_sha256(path)
         self.can_explain = classifier.runtime.name == "torch"
@@ -90,6 +92,10 @@ class ClassifierService:
         self._explaining = 0
 
     def start(self) -> None:
+        if self.settings.pass_overhead_tokens is None:  # also warms the runtime up
+            self.batcher.pass_overhead = measure_pass_overhead(
+                self._logits, self.classifier.policy.max_length
+            )
         self.batcher.start()
         self._explainer = ThreadPoolExecutor(1, thread_name_prefix="gptclassify-explain")
 
@@ -206,6 +212,7 @@ class ClassifierService:
             "max_batch_texts": s.max_batch,
             "max_batch_tokens": s.max_batch_tokens,
             "max_wait_ms": s.max_wait_ms,
+            "pass_overhead_tokens": round(self.batcher.pass_overhead, 1),
             "max_queue": s.max_queue,
             "timeout_s": s.timeout_s,
             "model_sha256": self.model_sha256,

@@ -34,6 +34,9 @@ class ServeSettings:
     """Texts per model pass."""
     max_wait_ms: float = 2.0
     """How long the oldest waiting text may wait for others to share its pass."""
+    pass_overhead_tokens: float | None = None
+    """What one more model pass costs, in padded tokens (where a round is cut into passes);
+    None: measured when the server starts (serve/batching.measure_pass_overhead)."""
     max_queue: int = 1024
     """Texts waiting for a pass; a request that does not fit is refused with 429."""
     timeout_s: float = 30.0
@@ -58,6 +61,8 @@ class ServeSettings:
                 raise GPTClassifyError(f"--{name.replace('_', '-')} must be >= 1")
         if self.max_wait_ms < 0 or self.timeout_s <= 0 or self.max_explain_waiting < 0:
             raise GPTClassifyError("--max-wait-ms must be >= 0 and --timeout > 0")
+        if self.pass_overhead_tokens is not None and self.pass_overhead_tokens < 0:
+            raise GPTClassifyError("--pass-overhead-tokens must be >= 0")
         if self.max_queue < self.max_texts:
             raise GPTClassifyError(
                 f"--max-queue ({self.max_queue}) must hold one request of --max-texts "

@@ -1,0 +1,475 @@
+"""Serving under load: `gptclassify serve` on 127.0.0.1 against `Classifier.predict`.
+
+A GPT-2-small-shaped classifier (random weights, seed 123, a 2-class head) is written once
+as a model folder. Then, each in a fresh child process:
+
+- offline: `Classifier.predict_proba` over the benchmark's messages in one call (the
+  Classifier's own batching, `--offline-batch-size`), and each of the lone-client level's
+  messages alone (its single-message compute time);
+- the server: `python -m gptclassify serve`, then closed-loop clients at each concurrency
+  level (default 1, 8, 32, 128), every client one keep-alive connection sending
+  single-message `POST /predict` requests, one after the other. A level sends `--requests`
+  messages (at least 4 per client) and stops early after `--duration` seconds.
+
+It prints, per level, throughput (answered requests per second), latency percentiles, the
+429s (counted apart: the queue was full) and failures (anything else, connection errors
+included), and the mean texts per model pass (from the server's /metrics); then the checks
+against the targets. The load generator is a small asyncio HTTP/1.1 client in this process,
+so its own cost on a small machine stays low (it shares the CPU with the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import common
+
+LABELS = ["ham", "spam"]
+MARKER = "serve-model.json"
+
+
+# ---- the model folder ---------------------------------------------------------------------
+
+
+def ensure_model(directory: Path, weights: Path, seed: int) -> Path:
+    """A gptclassify model folder: GPT-2 small (random) with a seeded 2-class head."""
+    marker = directory / MARKER
+    if marker.is_file() and (directory / "config.json").is_file():
+        try:
+            if json.loads(marker.read_text())["seed"] == seed:
+                return directory
+        except (ValueError, KeyError):
+            pass
+    import shutil
+
+    import torch
+
+    from gptclassify.classifier import GPTClassifier
+    from gptclassify.data.encode import InputPolicy
+    from gptclassify.predict import Classifier
+    from gptclassify.weights import load_pretrained
+
+    print(f"Writing the served model folder to {directory} ...", flush=True)
+    torch.manual_seed(seed)
+    model = GPTClassifier(load_pretrained(str(weights)), len(LABELS))
+    clf = Classifier(model, LABELS, InputPolicy(max_length=1024, pad_length=None))
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    clf.save(tmp)
+    (tmp / MARKER).write_text(json.dumps({"seed": seed, "base": str(weights)}) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+# ---- offline (child process) -----------------------------------------------------------------
+
+
+def offline_worker(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from gptclassify.predict import Classifier
+
+    torch.set_num_threads(args.threads)
+    texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))
+    clf = Classifier.load(args.model, precision=args.precision)
+    b = args.offline_batch_size
+    clf.predict(texts, batch_size=b)  # warm-up: the runtime has seen every shape once
+    t = time.perf_counter()
+    clf.predict(texts, batch_size=b)
+    batch_s = time.perf_counter() - t
+    singles = []
+    for text in texts[: args.single]:
+        clf.predict_proba([text])  # warm-up, as the server has been (see main)
+        t = time.perf_counter()
+        clf.predict_proba([text])
+        singles.append(time.perf_counter() - t)
+    return {
+        "messages": len(texts),
+        "batch_size": b,
+        "batch_s": batch_s,
+        "msgs_per_s": len(texts) / batch_s,
+        "single_s": singles,
+        "runtime": clf.runtime.describe(),
+    }
+
+
+# ---- the load generator --------------------------------------------------------------------
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: POST a JSON body, read status and body."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split()[1])
+        length, close = 0, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "connection" and value.strip().lower() == "close":
+                close = True
+        data = await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def run_level(
+    host: str, port: int, texts: list[str], clients: int, duration: float
+) -> dict[str, Any]:
+    """`clients` closed-loop clients share `texts` (each sent once, in order)."""
+    bodies = [json.dumps({"inputs": t}).encode() for t in texts]
+    latencies: list[float | None] = [None] * len(bodies)
+    statuses: list[int | None] = [None] * len(bodies)
+    failures: list[str] = []
+    next_index = 0
+    start = time.perf_counter()
+    stop_at = start + duration
+
+    async def client() -> None:
+        nonlocal next_index
+        conn = Connection(host, port)
+        try:
+            while next_index < len(bodies) and time.perf_counter() < stop_at:
+                i = next_index
+                next_index += 1
+                t = time.perf_counter()
+                try:
+                    status, _ = await conn.post("/predict", bodies[i])
+                except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                    statuses[i] = -1
+                    conn.close()
+                    continue
+                latencies[i] = time.perf_counter() - t
+                statuses[i] = status
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.perf_counter() - start
+    sent = [i for i, s in enumerate(statuses) if s is not None]
+    ok = [i for i in sent if statuses[i] == 200]
+    lat = sorted(latencies[i] for i in ok)  # type: ignore[type-var]
+    return {
+        "clients": clients,
+        "sent": len(sent),
+        "ok": len(ok),
+        "rejected_429": sum(statuses[i] == 429 for i in sent),
+        "failed": sum(statuses[i] not in (200, 429) for i in sent),
+        "failures": failures[:5],
+        "wall_s": wall,
+        "req_per_s": len(ok) / wall,
+        "p50_ms": 1000 * _pct(lat, 50),
+        "p95_ms": 1000 * _pct(lat, 95),
+        "p99_ms": 1000 * _pct(lat, 99),
+        "max_ms": 1000 * lat[-1] if lat else None,
+        "latency_s": [latencies[i] for i in range(len(bodies))],
+    }
+
+
+def _pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return float("nan")
+    k = max(0, min(len(values) - 1, int(-(-q * len(values) // 100)) - 1))
+    return values[k]
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The server's pass counters: texts and passes so far."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for name in ("gptclassify_batch_texts_sum", "gptclassify_batch_texts_count"):
+        m = re.search(rf"^{name} (\S+)$", text, flags=re.M)
+        out[name] = float(m.group(1)) if m else 0.0
+    return out
+
+
+# ---- driver ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace, model: Path, out: Path) -> tuple[subprocess.Popen, str]:
+    port = args.port or free_port()
+    cmd = [
+        sys.executable, "-m", "gptclassify", "serve", str(model),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--precision", args.precision,
+        "--max-batch", str(args.max_batch),
+        "--max-batch-tokens", str(args.max_batch_tokens),
+        "--max-wait-ms", str(args.max_wait_ms),
+        "--max-queue", str(args.max_queue),
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    log = open(out / "serve_load-server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=common.child_env(args.threads)
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"the server did not start; see {out / 'serve_load-server.log'}")
+        time.sleep(0.25)
+
+
+def report(levels: list[dict[str, Any]], offline: dict[str, Any]) -> str:
+    headers = [
+        "clients", "sent", "ok", "429", "failed", "wall s", "req/s", "vs offline",
+        "p50 ms", "p95 ms", "p99 ms", "max ms", "texts/pass",
+    ]  # fmt: skip
+    rows = [
+        [
+            r["clients"],
+            r["sent"],
+            r["ok"],
+            r["rejected_429"],
+            r["failed"],
+            r["wall_s"],
+            r["req_per_s"],
+            f"{100 * r['req_per_s'] / offline['msgs_per_s']:.0f}%",
+            r["p50_ms"],
+            r["p95_ms"],
+            r["p99_ms"],
+            r["max_ms"],
+            r["texts_per_pass"],
+        ]  # fmt: skip
+        for r in levels
+    ]
+    singles = sorted(offline["single_s"])
+    lines = [
+        common.format_table(headers, rows),
+        "",
+        f"offline Classifier.predict, {offline['messages']} messages in one call "
+        f"(batch size {offline['batch_size']}): {offline['msgs_per_s']:.2f} msgs/s "
+        f"({offline['batch_s']:.2f} s)",
+        f"single-message compute (Classifier.predict_proba([text]), the lone level's "
+        f"{len(singles)} messages): median {1000 * statistics.median(singles):.1f} ms, "
+        f"p99 {1000 * _pct(singles, 99):.1f} ms",
+    ]
+    lines += ["", *checks(levels, offline)]
+    return "\n".join(lines)
+
+
+def checks(levels: list[dict[str, Any]], offline: dict[str, Any]) -> list[str]:
+    out = []
+    by = {r["clients"]: r for r in levels}
+    if 32 in by:
+        share = by[32]["req_per_s"] / offline["msgs_per_s"]
+        out.append(
+            f"32 clients: {by[32]['req_per_s']:.1f} req/s = {100 * share:.0f}% of offline "
+            f"(target >= 70%: {'met' if share >= 0.7 else 'NOT met'})"
+        )
+    if 1 in by:
+        lone = by[1]
+        # each lone request against the same message's own compute time
+        ratios = sorted(
+            lat / single
+            for lat, single in zip(lone["latency_s"], offline["single_s"], strict=False)
+            if lat is not None
+        )
+        p99_ratio = _pct(ratios, 99)
+        p99_single = _pct(sorted(offline["single_s"]), 99)
+        out.append(
+            f"1 client: p99 of latency / that message's single-message compute = "
+            f"{p99_ratio:.2f}x (target < 3x: {'met' if p99_ratio < 3 else 'NOT met'}); "
+            f"p99 latency {lone['p99_ms']:.1f} ms vs p99 compute {1000 * p99_single:.1f} ms "
+            f"({lone['p99_ms'] / (1000 * p99_single):.2f}x)"
+        )
+    if 128 in by:
+        r = by[128]
+        lost = r["sent"] - r["ok"] - r["rejected_429"] - r["failed"]
+        fine = r["failed"] == 0 and lost == 0
+        out.append(
+            f"128 clients: {r['ok']} answered, {r['rejected_429']} refused with 429 (queue "
+            f"full), {r['failed']} failed, {lost} lost (target: none failed or lost: "
+            f"{'met' if fine else 'NOT met'})"
+        )
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    p.add_argument(
+        "--requests", type=int, default=400, help="Requests per level (at least 4 per client)."
+    )
+    p.add_argument("--duration", type=float, default=60.0, help="Seconds per level, at most.")
+    p.add_argument(
+        "--single",
+        type=int,
+        default=200,
+        help="Messages timed alone offline (the lone level's first ones).",
+    )
+    p.add_argument(
+        "--offline-batch-size", type=int, default=32, help="Classifier.predict's batch size."
+    )
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=common.default_threads())
+    p.add_argument("--max-batch", type=int, default=64, help="serve --max-batch")
+    p.add_argument("--max-batch-tokens", type=int, default=4096, help="serve --max-batch-tokens")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="serve --max-wait-ms")
+    p.add_argument("--max-queue", type=int, default=1024, help="serve --max-queue")
+    p.add_argument("--port", type=int, default=0, help="0: a free port")
+    p.add_argument(
+        "--seed", type=int, default=123, help="Seed of the weights, head and message order."
+    )
+    p.add_argument("--out", type=Path, default=common.DEFAULT_OUT)
+    p.add_argument("--worker", choices=["offline"], help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--texts", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if min(args.concurrency) < 1 or args.requests < 1 or args.duration <= 0:
+        p.error("--concurrency and --requests must be >= 1, --duration > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    common.setup_offline_env()
+    args = parse_args(argv)
+    if args.worker:
+        common.write_json(Path(args.result), offline_worker(args))
+        return
+
+    from gptclassify.data.sms_spam import prepare_sms_spam
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    weights = common.ensure_gpt2_weights(out / f"gpt2-small-random-seed{args.seed}", args.seed)
+    model = ensure_model(out / f"serve-model-seed{args.seed}", weights, args.seed)
+    splits = prepare_sms_spam(source=str(common.DEFAULT_SMS_SOURCE), seed=args.seed)
+    pool = [t for _, part in splits.parts() for t in part.texts]
+    random.Random(args.seed).shuffle(pool)
+    per_level = {c: max(args.requests, 4 * c) for c in args.concurrency}
+    n = max(per_level.values())
+    texts = (pool * (n // len(pool) + 1))[:n]
+    texts_path = out / "serve_load-texts.json"
+    texts_path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+
+    print(f"Offline: Classifier.predict over {n} messages ...", flush=True)
+    result_path = out / "serve_load-offline.json"
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--worker", "offline",
+        "--model", str(model), "--texts", str(texts_path), "--result", str(result_path),
+        "--precision", args.precision, "--threads", str(args.threads),
+        "--offline-batch-size", str(args.offline_batch_size), "--single", str(args.single),
+    ]  # fmt: skip
+    child = common.run_child(cmd, common.child_env(args.threads), out / "serve_load-offline.log")
+    common.check_child(child, "the offline run")
+    offline = json.loads(result_path.read_text())
+
+    print("Starting the server ...", flush=True)
+    proc, url = start_server(args, model, out)
+    host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+    levels = []
+    try:
+        # warm-up: the lone level's messages once, and a burst of the larger levels' shapes
+        lone = per_level.get(1, args.single)
+        asyncio.run(run_level(host, port, texts[:lone], 1, args.duration))
+        asyncio.run(run_level(host, port, texts[: 4 * 32], 32, args.duration))
+        with urllib.request.urlopen(url + "/info", timeout=10) as r:
+            overhead = json.loads(r.read())["pass_overhead_tokens"]
+        for c in args.concurrency:
+            before = scrape(url)
+            print(f"{c} client(s): {per_level[c]} requests ...", flush=True)
+            level = asyncio.run(run_level(host, port, texts[: per_level[c]], c, args.duration))
+            after = scrape(url)
+            passes = (
+                after["gptclassify_batch_texts_count"] - before["gptclassify_batch_texts_count"]
+            )
+            ran = after["gptclassify_batch_texts_sum"] - before["gptclassify_batch_texts_sum"]
+            level["texts_per_pass"] = ran / passes if passes else None
+            levels.append(level)
+            print(
+                f"  {level['req_per_s']:.1f} req/s, p50 {level['p50_ms']:.0f} ms, "
+                f"p99 {level['p99_ms']:.0f} ms, 429 {level['rejected_429']}, "
+                f"failed {level['failed']}",
+                flush=True,
+            )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    info = common.machine_info()
+    header = (
+        f"Serving: GPT-2 small (random weights, seed {args.seed}), single-message POST /predict "
+        f"on 127.0.0.1, {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, "
+        f"{offline['runtime']}; serve --max-batch {args.max_batch} --max-batch-tokens "
+        f"{args.max_batch_tokens} --max-wait-ms {args.max_wait_ms:g} --max-queue {args.max_queue} "
+        f"(pass overhead measured at start: {overhead:g} tokens)"
+    )
+    text = f"{header}\n\n{report(levels, offline)}\n\n(benchmark total {time.perf_counter() - t_start:.0f} s)"
+    print("\n" + text)
+    common.write_json(
+        out / "serve_load.json",
+        {"args": vars(args), "machine": info, "offline": offline, "levels": levels, "table": text},
+    )
+    (out / "serve_load.txt").write_text(text + "\n", encoding="utf-8")
+    print(f"\nWrote {out / 'serve_load.json'} and {out / 'serve_load.txt'}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
