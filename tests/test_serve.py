@@ -174,6 +174,32 @@ def test_explain_route(client):
     assert_error(client.post("/explain", json={"inputs": ""}), 422, "validation")
 
 
+def test_explanations_queue_behind_one_another_and_429_past_the_limit(clf, monkeypatch):
+    release, entered, calls = threading.Event(), threading.Event(), []
+    real = clf.explain
+
+    def slow(text, *args):
+        calls.append(text)
+        entered.set()
+        assert release.wait(20)
+        return real(text, *args)
+
+    monkeypatch.setattr(clf, "explain", slow)
+    settings = ServeSettings(max_explain_waiting=1, pass_overhead_tokens=0)
+    with TestClient(create_app(clf, settings)) as c:
+        first = in_thread(c.post, "/explain", json={"inputs": SPAM, "steps": 2})
+        assert entered.wait(10)
+        second = in_thread(c.post, "/explain", json={"inputs": HAM, "steps": 2})
+        wait_for(lambda: c.app.state.service._explaining == 2)
+        assert_error(c.post("/explain", json={"inputs": "x"}), 429, "overloaded")
+        assert c.post("/predict", json={"inputs": HAM}).status_code == 200  # not blocked
+        release.set()
+        for thread, out in (first, second):
+            thread.join(20)
+            assert out["result"].status_code == 200
+    assert calls == [SPAM, HAM]  # one at a time, in order
+
+
 def test_metrics_in_prometheus_format(client):
     client.post("/predict", json={"inputs": HAM})
     client.post("/predict", json={"inputs": 5})
