@@ -62,6 +62,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         413: "Body, batch or text too large",
         422: "Malformed JSON, wrong types, empty text",
         429: "Queue full: the model is overloaded",
+        424: "The model pass failed",
         503: "Timed out or shutting down",
     }.items()
 }

@@ -1,20 +1,19 @@
 """Dynamic micro-batching: the texts of concurrent requests share model passes.
 
 A request puts its texts (already tokenized, an `Encoded`) on one bounded queue and awaits a
-future. Worker threads take what is waiting, oldest first, up to `max_batch` texts and
-`max_tokens` real tokens; when less than that is waiting they wait for more, but never
-longer than `max_wait` after the oldest waiting text arrived (under load the queue is never
-short, so nobody waits on purpose). The oldest `max_batch` waiting texts are sorted by
-length, as `predict` sorts, and planned into passes (`plan_passes`); the worker runs the pass
-that holds the oldest text through the classifier's runtime, and leaves the others waiting,
-to be planned again with what arrives meanwhile (so the oldest text always goes next, and
-later passes draw on a fuller pool). Each row goes back to its request on the request's
-event loop.
+future. A worker thread waits until texts are waiting; while fewer than a pass's worth are
+(`max_batch` texts or `max_tokens` tokens), it waits for more, but never longer than
+`max_wait` after the oldest waiting text arrived (under load the queue is never short, so
+nobody waits on purpose). It sorts the oldest `max_batch` waiting texts by length, as
+`predict` sorts, plans them into passes (`plan_passes`), runs the pass that holds the oldest
+text through the classifier's runtime, and leaves the others waiting, to be planned again
+with what arrives meanwhile: the oldest text always goes next, and later passes draw on a
+fuller pool. Each row goes back to its request on the request's event loop.
 
 Where to cut: `predict` sorts a whole file, so its batches hold texts of nearly one length;
-a server only has the texts that happen to be waiting, and one pass padded to the longest
-of, say, 32 random messages computes about twice the tokens they hold. Every pass also has a
-fixed cost (on a CPU, reading every weight once; `measure_pass_overhead` finds it, in
+a server only has the texts that happen to be waiting, and one pass padded to the longest of
+a few dozen random messages computes far more tokens than they hold. Every pass also has a
+fixed cost (on a CPU, mostly reading every weight once; `measure_pass_overhead` finds it, in
 tokens' worth of compute, when the server starts). `plan_passes` cuts the sorted texts where
 the padding saved outweighs the extra passes, within the `max_tokens` budget per pass.
 
