@@ -607,6 +607,15 @@ def test_settings_refuse_nonsense():
     assert not ServeSettings(host="0.0.0.0").loopback
 
 
+def test_the_server_needs_no_torch_until_a_runtime_does():
+    """A server around another runtime (ONNX) must not pay for importing torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, gptclassify.serve; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_the_api_schema_knows_the_explain_module_limits():
     from gptclassify.predict import explain
 
