@@ -22,7 +22,7 @@ from gptclassify.data.encode import Encoded, InputPolicy
 from gptclassify.files import sha256_file
 from gptclassify.predict import Classifier
 from gptclassify.serve import ServeSettings, create_app
-from gptclassify.serve.batching import measure_pass_overhead, plan_passes
+from gptclassify.serve.batching import PassCost, measure_pass_cost, plan_passes
 from gptclassify.serve.schemas import EXPLAIN_MAX_STEPS, EXPLAIN_METHODS, EXPLAIN_STEPS
 
 SPAM = "WINNER!! You have been selected to receive a £900 prize reward! Call 09061701461 to claim"
@@ -581,15 +581,30 @@ def lengths_max(lengths, batch) -> int:
     return max(lengths[i] for i in batch.tolist())
 
 
-def test_the_pass_overhead_is_measured_from_a_small_and_a_large_pass():
+def test_the_pass_cost_is_fitted_to_the_passes_run():
     now = [0.0]
 
     def run(encoded):  # 20 ms per pass plus 0.1 ms per padded token: 200 tokens' worth
         now[0] += 0.020 + 0.0001 * len(encoded) * max(encoded.lengths)
         return np.zeros((len(encoded), 2))
 
-    assert measure_pass_overhead(run, 128, clock=lambda: now[0]) == pytest.approx(200)
-    assert measure_pass_overhead(lambda e: np.zeros((len(e), 2)), 128, clock=lambda: 0.0) > 0
+    samples = measure_pass_cost(run, 128, clock=lambda: now[0])
+    assert [tokens for tokens, _ in samples] == [8, 16 * 64]
+    cost = PassCost()
+    assert cost.overhead == 0.0
+    cost.observe(*samples[0])
+    assert cost.overhead == 0.0  # one size seen: nothing to fit yet
+    cost.observe(*samples[1])
+    assert cost.overhead == pytest.approx(200)
+    # the machine changes (a pass now costs 60 ms plus 0.1 ms per token): the fit follows
+    for step in range(300):
+        tokens = 50 + 37 * (step % 20)
+        cost.observe(tokens, 0.060 + 0.0001 * tokens)
+    assert cost.overhead == pytest.approx(600, rel=0.05)
+    fixed = PassCost(fixed_overhead=10)
+    fixed.observe(8, 1.0)
+    fixed.observe(1000, 1.1)
+    assert fixed.overhead == 10
 
 
 def test_settings_refuse_nonsense():

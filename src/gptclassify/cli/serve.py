@@ -91,7 +91,7 @@ SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify
     default=None,
     type=click.FloatRange(min=0),
     help="What one more model pass costs, in padded tokens (where waiting texts are cut "
-    "into passes). Default: measured when the server starts.",
+    "into passes). Default: measured at start, then fitted to the passes run.",
 )
 @click.option(
     "--timeout",

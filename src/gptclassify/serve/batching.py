@@ -13,9 +13,10 @@ fuller pool. Each row goes back to its request on the request's event loop.
 Where to cut: `predict` sorts a whole file, so its batches hold texts of nearly one length;
 a server only has the texts that happen to be waiting, and one pass padded to the longest of
 a few dozen random messages computes far more tokens than they hold. Every pass also has a
-fixed cost (on a CPU, mostly reading every weight once; `measure_pass_overhead` finds it, in
-tokens' worth of compute, when the server starts). `plan_passes` cuts the sorted texts where
-the padding saved outweighs the extra passes, within the `max_tokens` budget per pass.
+fixed cost (on a CPU, mostly reading every weight once): `PassCost` fits it to the passes
+run, from two timed at start (`measure_pass_cost`), in tokens' worth of compute, and
+`plan_passes` cuts the sorted texts where the padding saved outweighs the extra passes,
+within the `max_tokens` budget per pass.
 
 The event loop never runs the model, so it goes on answering (health checks, refusals) while
 a large pass runs. A full queue refuses at once (`QueueFull`, the server's 429); a request
@@ -102,34 +103,62 @@ def plan_passes(lengths: Sequence[int], max_tokens: int, overhead: float) -> lis
     return passes[::-1]
 
 
-def measure_pass_overhead(
+class PassCost:
+    """What a pass costs: seconds = fixed + per_token x padded tokens, least squares over the
+    passes seen, recent ones weighing more (`decay` per pass), so the estimate follows the
+    machine. `overhead` is fixed / per_token: the fixed cost in tokens' worth of compute.
+
+    A `fixed_overhead` (the user's) is used as it is; otherwise, until the passes seen differ
+    enough in size to fit a line, the overhead is 0 (cut wherever padding is saved)."""
+
+    def __init__(self, fixed_overhead: float | None = None, decay: float = 0.98) -> None:
+        self.fixed_overhead = fixed_overhead
+        self.decay = decay
+        self._lock = threading.Lock()
+        self._sums = [0.0] * 5  # weight, x, y, x^2, x*y (x: tokens, y: seconds)
+        self._overhead = fixed_overhead if fixed_overhead is not None else 0.0
+
+    @property
+    def overhead(self) -> float:
+        return self._overhead
+
+    def observe(self, tokens: float, seconds: float, weight: float = 1.0) -> None:
+        if self.fixed_overhead is not None:
+            return
+        with self._lock:
+            d = self.decay
+            new = (weight, weight * tokens, weight * seconds)
+            new += (weight * tokens * tokens, weight * tokens * seconds)
+            self._sums = [old * d + add for old, add in zip(self._sums, new, strict=True)]
+            w, x, y, xx, xy = self._sums
+            mean_x, mean_y = x / w, y / w
+            var = xx / w - mean_x * mean_x
+            if var <= 1e-6 * max(1.0, mean_x * mean_x):
+                return  # passes of one size: no line to fit yet
+            per_token = (xy / w - mean_x * mean_y) / var
+            if per_token > 0:
+                self._overhead = max(0.0, (mean_y - per_token * mean_x) / per_token)
+
+
+def measure_pass_cost(
     run: Callable[[Encoded], np.ndarray],
     max_length: int,
     clock: Callable[[], float] = time.perf_counter,
     repeats: int = 3,
-) -> float:
-    """What one more pass costs, in padded tokens' worth of compute: times a small pass and
-    a large one (best of `repeats`, after a first call that warms the runtime up) and fits
-    seconds = a + b x tokens; returns a / b (0 when the fit is nonsense)."""
-    width = min(64, max_length)
-    small = _dummy(1, min(8, max_length))
-    large = _dummy(16, width)
-
-    def best(encoded: Encoded) -> float:
+) -> list[tuple[int, float]]:
+    """(padded tokens, seconds) of a small pass and a large one, each the best of `repeats`,
+    timed in turns after a first call of each that warms the runtime up (so a busy moment
+    of the machine slows both alike)."""
+    passes = [_dummy(1, min(8, max_length)), _dummy(16, min(64, max_length))]
+    for encoded in passes:
         run(encoded)
-        times = []
-        for _ in range(repeats):
+    best = [math.inf, math.inf]
+    for _ in range(repeats):
+        for i, encoded in enumerate(passes):
             t = clock()
             run(encoded)
-            times.append(clock() - t)
-        return min(times)
-
-    t_small, t_large = best(small), best(large)
-    tokens_small, tokens_large = int(small.lengths.sum()), int(large.lengths.sum())
-    b = (t_large - t_small) / (tokens_large - tokens_small)
-    if b <= 0:
-        return float(tokens_large)  # tokens look free: cut only for the budget
-    return max(0.0, (t_small - b * tokens_small) / b)
+            best[i] = min(best[i], clock() - t)
+    return [(int(e.lengths.sum()), b) for e, b in zip(passes, best, strict=True)]
 
 
 def _dummy(rows: int, width: int) -> Encoded:
@@ -172,13 +201,13 @@ class MicroBatcher:
         run: Callable[[Encoded], np.ndarray],
         limits: BatchLimits,
         observer: PassObserver | None = None,
-        pass_overhead: float = 0.0,
+        cost: PassCost | None = None,
     ) -> None:
         self.run = run
         self.limits = limits
         self.observer = observer
-        self.pass_overhead = pass_overhead
-        """The fixed cost of a pass in tokens (`plan_passes`)."""
+        self.cost = cost or PassCost()
+        """What a pass costs (`plan_passes` cuts by it), refitted after every pass."""
         self._pending: deque[_Item] = deque()
         self._pending_tokens = 0
         self._running = 0
@@ -304,7 +333,7 @@ class MicroBatcher:
                 if candidates:
                     break
             lengths = [item.length for item in candidates]
-            plan = plan_passes(lengths, limits.max_tokens, self.pass_overhead)
+            plan = plan_passes(lengths, limits.max_tokens, self.cost.overhead)
             chosen = set(next(p for p in plan if 0 in p))  # candidates[0] is the oldest
             taken = [item for i, item in enumerate(candidates) if i in chosen]
             back = [item for i, item in enumerate(candidates) if i not in chosen]
@@ -333,9 +362,10 @@ class MicroBatcher:
                 self._fail(item.job, exc)
             return
         seconds = time.perf_counter() - t0
+        padded = max(item.length for item in items) * len(items)
+        self.cost.observe(padded, seconds)
         if self.observer is not None:
-            width = max(item.length for item in items)
-            self.observer.on_pass(len(items), width * len(items), seconds)
+            self.observer.on_pass(len(items), padded, seconds)
         for item, row in zip(items, logits, strict=True):
             self._deliver(item, row)
 

@@ -24,15 +24,18 @@ from gptclassify.predict import Classifier
 from gptclassify.serve.batching import (
     BatchLimits,
     MicroBatcher,
+    PassCost,
     PassObserver,
     QueueFull,
     RequestTimeout,
     ShuttingDown,
-    measure_pass_overhead,
+    measure_pass_cost,
 )
 from gptclassify.serve.schemas import EXPLAIN_METHODS
 from gptclassify.serve.settings import ServeSettings
 
+STARTUP_WEIGHT = 8.0
+"""The passes timed at start count as this many passes each in the cost fit."""
 TOKENIZE_INLINE_CHARS = 8192
 """Requests with more characters than this are tokenized on a thread, off the event loop."""
 
@@ -84,7 +87,7 @@ class ClassifierService:
                 workers=settings.workers,
             ),
             observer,
-            pass_overhead=settings.pass_overhead_tokens or 0.0,
+            PassCost(settings.pass_overhead_tokens),
         )
         self.model_sha256 = _weights_sha256(path)
         self.can_explain = classifier.runtime.name == "torch"
@@ -93,9 +96,10 @@ class ClassifierService:
 
     def start(self) -> None:
         if self.settings.pass_overhead_tokens is None:  # also warms the runtime up
-            self.batcher.pass_overhead = measure_pass_overhead(
+            for tokens, seconds in measure_pass_cost(
                 self._logits, self.classifier.policy.max_length
-            )
+            ):
+                self.batcher.cost.observe(tokens, seconds, weight=STARTUP_WEIGHT)
         self.batcher.start()
         self._explainer = ThreadPoolExecutor(1, thread_name_prefix="gptclassify-explain")
 
@@ -212,7 +216,7 @@ class ClassifierService:
             "max_batch_texts": s.max_batch,
             "max_batch_tokens": s.max_batch_tokens,
             "max_wait_ms": s.max_wait_ms,
-            "pass_overhead_tokens": round(self.batcher.pass_overhead, 1),
+            "pass_overhead_tokens": round(self.batcher.cost.overhead, 1),
             "max_queue": s.max_queue,
             "timeout_s": s.timeout_s,
             "model_sha256": self.model_sha256,

@@ -35,8 +35,8 @@ class ServeSettings:
     max_wait_ms: float = 2.0
     """How long the oldest waiting text may wait for others to share its pass."""
     pass_overhead_tokens: float | None = None
-    """What one more model pass costs, in padded tokens (where a round is cut into passes);
-    None: measured when the server starts (serve/batching.measure_pass_overhead)."""
+    """What one more model pass costs, in padded tokens (where waiting texts are cut into
+    passes); None: measured at start and refitted to the passes run (serve/batching.PassCost)."""
     max_queue: int = 1024
     """Texts waiting for a pass; a request that does not fit is refused with 429."""
     timeout_s: float = 30.0
