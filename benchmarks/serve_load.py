@@ -81,6 +81,7 @@ def ensure_model(directory: Path, weights: Path, seed: int) -> Path:
 def offline_worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from gptclassify.data.encode import encode
     from gptclassify.predict import Classifier
 
     torch.set_num_threads(args.threads)
@@ -97,9 +98,13 @@ def offline_worker(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         clf.predict_proba([text])
         singles.append(time.perf_counter() - t)
+    # Classifier batching: longest first, `b` per batch, each padded to its longest
+    lengths = sorted((len(ids) for ids in encode(texts, clf.policy).ids), reverse=True)
+    padded = sum(lengths[i] * len(lengths[i : i + b]) for i in range(0, len(lengths), b))
     return {
         "messages": len(texts),
         "batch_size": b,
+        "padded_per_real": padded / sum(lengths),
         "batch_s": batch_s,
         "msgs_per_s": len(texts) / batch_s,
         "single_s": singles,
@@ -217,11 +222,17 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def scrape(url: str) -> dict[str, float]:
-    """The server's pass counters: texts and passes so far."""
+    """The server's pass counters so far: texts, passes, padded and real tokens."""
     with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
         text = r.read().decode()
     out = {}
-    for name in ("gptclassify_batch_texts_sum", "gptclassify_batch_texts_count"):
+    names = (
+        "gptclassify_batch_texts_sum",
+        "gptclassify_batch_texts_count",
+        "gptclassify_batch_padded_tokens_sum",
+        "gptclassify_tokens_total",
+    )
+    for name in names:
         m = re.search(rf"^{name} (\S+)$", text, flags=re.M)
         out[name] = float(m.group(1)) if m else 0.0
     return out
@@ -270,7 +281,7 @@ def start_server(args: argparse.Namespace, model: Path, out: Path) -> tuple[subp
 def report(levels: list[dict[str, Any]], offline: dict[str, Any]) -> str:
     headers = [
         "clients", "sent", "ok", "429", "failed", "wall s", "req/s", "vs offline",
-        "p50 ms", "p95 ms", "p99 ms", "max ms", "texts/pass",
+        "p50 ms", "p95 ms", "p99 ms", "max ms", "texts/pass", "padded/real",
     ]  # fmt: skip
     rows = [
         [
@@ -287,6 +298,7 @@ def report(levels: list[dict[str, Any]], offline: dict[str, Any]) -> str:
             r["p99_ms"],
             r["max_ms"],
             r["texts_per_pass"],
+            r["padded_per_real"],
         ]  # fmt: skip
         for r in levels
     ]
@@ -296,7 +308,7 @@ def report(levels: list[dict[str, Any]], offline: dict[str, Any]) -> str:
         "",
         f"offline Classifier.predict, {offline['messages']} messages in one call "
         f"(batch size {offline['batch_size']}): {offline['msgs_per_s']:.2f} msgs/s "
-        f"({offline['batch_s']:.2f} s)",
+        f"({offline['batch_s']:.2f} s; padded/real tokens {offline['padded_per_real']:.2f})",
         f"single-message compute (Classifier.predict_proba([text]), the lone level's "
         f"{len(singles)} messages): median {1000 * statistics.median(singles):.1f} ms, "
         f"p99 {1000 * _pct(singles, 99):.1f} ms",
@@ -438,6 +450,12 @@ def main(argv: list[str] | None = None) -> None:
             )
             ran = after["gptclassify_batch_texts_sum"] - before["gptclassify_batch_texts_sum"]
             level["texts_per_pass"] = ran / passes if passes else None
+            padded = (
+                after["gptclassify_batch_padded_tokens_sum"]
+                - before["gptclassify_batch_padded_tokens_sum"]
+            )
+            real = after["gptclassify_tokens_total"] - before["gptclassify_tokens_total"]
+            level["padded_per_real"] = padded / real if real else None
             levels.append(level)
             print(
                 f"  {level['req_per_s']:.1f} req/s, p50 {level['p50_ms']:.0f} ms, "

@@ -215,6 +215,7 @@ def test_metrics_in_prometheus_format(client):
         "gptclassify_queue_depth 0.0",
         "gptclassify_running_texts 0.0",
         "gptclassify_texts_total",
+        "gptclassify_tokens_total",
     ):
         assert name in text, name
 

@@ -55,7 +55,7 @@ class ShuttingDown(Exception):
 class PassObserver(Protocol):
     """Told about every model pass (for metrics)."""
 
-    def on_pass(self, texts: int, padded_tokens: int, seconds: float) -> None: ...
+    def on_pass(self, texts: int, tokens: int, padded_tokens: int, seconds: float) -> None: ...
 
     def on_wait(self, seconds: Sequence[float]) -> None: ...
 
@@ -365,7 +365,8 @@ class MicroBatcher:
         padded = max(item.length for item in items) * len(items)
         self.cost.observe(padded, seconds)
         if self.observer is not None:
-            self.observer.on_pass(len(items), padded, seconds)
+            tokens = sum(item.length for item in items)
+            self.observer.on_pass(len(items), tokens, padded, seconds)
         for item, row in zip(items, logits, strict=True):
             self._deliver(item, row)
 

@@ -44,6 +44,11 @@ class ServeMetrics:
         self.texts = Counter(
             "gptclassify_texts", "Texts classified (every request shape).", registry=r
         )
+        self.tokens = Counter(
+            "gptclassify_tokens",
+            "Tokens of the texts run (padding not counted: see the padded tokens per pass).",
+            registry=r,
+        )
         self.batch_texts = Histogram(
             "gptclassify_batch_texts", "Texts per model pass.", buckets=TEXT_BUCKETS, registry=r
         )
@@ -76,7 +81,8 @@ class ServeMetrics:
         )
 
     # PassObserver (serve/batching.py)
-    def on_pass(self, texts: int, padded_tokens: int, seconds: float) -> None:
+    def on_pass(self, texts: int, tokens: int, padded_tokens: int, seconds: float) -> None:
+        self.tokens.inc(tokens)
         self.batch_texts.observe(texts)
         self.batch_tokens.observe(padded_tokens)
         self.pass_seconds.observe(seconds)
