@@ -23,7 +23,15 @@ from gptclassify.files import sha256_file
 from gptclassify.predict import Classifier
 from gptclassify.serve import ServeSettings, create_app
 from gptclassify.serve.batching import PassCost, measure_pass_cost, plan_passes
-from gptclassify.serve.schemas import EXPLAIN_MAX_STEPS, EXPLAIN_METHODS, EXPLAIN_STEPS
+from gptclassify.serve.schemas import (
+    EXPLAIN_MAX_STEPS,
+    EXPLAIN_METHODS,
+    EXPLAIN_STEPS,
+    ClassifyResponse,
+    ExplainResponse,
+    Info,
+    ModelList,
+)
 
 SPAM = "WINNER!! You have been selected to receive a £900 prize reward! Call 09061701461 to claim"
 HAM = "Ok lar... I'll see you at home later, going to the shops now"
@@ -64,6 +72,8 @@ def assert_error(response, status: int, error_type: str) -> dict:
 def test_health_info_and_models(client, clf, tiny_run):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/info").json()
+    assert set(info) == set(Info.model_fields)  # what the docs say is what comes
+    Info.model_validate(info)
     assert info["labels"] == ["ham", "spam"]
     assert info["max_input_tokens"] == clf.policy.max_length
     assert info["max_client_batch_size"] == 8 and info["max_batch_texts"] == 64
@@ -71,6 +81,7 @@ def test_health_info_and_models(client, clf, tiny_run):
     assert info["version"] and info["explain"] is True and info["auth"] is False
     assert info["test_accuracy"] == clf.metrics["test"]["accuracy"]
     models = client.get("/v1/models").json()
+    ModelList.model_validate(models)
     assert models["object"] == "list" and len(models["data"]) == 1
     card = models["data"][0]
     assert card["id"] == info["model_id"] == tiny_run.path.name
@@ -135,6 +146,7 @@ def test_classify_in_vllm_shape(client, clf):
     name = client.get("/v1/models").json()["data"][0]["id"]
     for path in ("/classify", "/v1/classify"):
         body = client.post(path, json={"model": name, "input": [SPAM, HAM]}).json()
+        ClassifyResponse.model_validate(body)
         assert set(body) == {"id", "object", "created", "model", "data", "usage"}
         assert body["object"] == "list" and body["model"] == name
         assert body["id"].startswith("classify-")
@@ -161,6 +173,7 @@ def clf_tokens(text: str) -> list[int]:
 
 def test_explain_route(client):
     body = client.post("/explain", json={"inputs": SPAM, "method": "gradient-x-input"}).json()
+    assert set(ExplainResponse.model_validate(body).model_dump()) == set(body)
     assert body["method"] == "gradient-x-input" and body["steps"] is None
     assert "".join(t["text"] for t in body["tokens"]) == SPAM
     assert body["label"] == body["target"] and set(body["probs"]) == {"ham", "spam"}
