@@ -1,21 +1,23 @@
 """Serving under load: `gptclassify serve` on 127.0.0.1 against `Classifier.predict`.
 
 A GPT-2-small-shaped classifier (random weights, seed 123, a 2-class head) is written once
-as a model folder. Then, each in a fresh child process:
+as a model folder. The server (`python -m gptclassify serve`) runs in a child process; this
+process loads the same folder too, for the offline figures, and is the load generator.
 
-- offline: `Classifier.predict_proba` over the benchmark's messages in one call (the
-  Classifier's own batching, `--offline-batch-size`), and each of the lone-client level's
-  messages alone (its single-message compute time);
-- the server: `python -m gptclassify serve`, then closed-loop clients at each concurrency
-  level (default 1, 8, 32, 128), every client one keep-alive connection sending
-  single-message `POST /predict` requests, one after the other. A level sends `--requests`
-  messages (at least 4 per client) and stops early after `--duration` seconds.
+For each concurrency level (default 1, 8, 32, 128), with the server idle, it first times
+`Classifier.predict` over the level's messages in one call (and, before the lone level, each
+message alone: its single-message compute time). Then that many closed-loop clients, each
+one keep-alive connection, send the same messages as single-message `POST /predict`
+requests, one after the other; a level sends `--requests` messages (at least 4 per client)
+and stops early after `--duration` seconds. Offline and served figures of a level are taken
+minutes apart at most, so a shared machine's drifting load affects both alike.
 
-It prints, per level, throughput (answered requests per second), latency percentiles, the
-429s (counted apart: the queue was full) and failures (anything else, connection errors
-included), and the mean texts per model pass (from the server's /metrics); then the checks
-against the targets. The load generator is a small asyncio HTTP/1.1 client in this process,
-so its own cost on a small machine stays low (it shares the CPU with the server).
+It prints, per level, throughput (answered requests per second) against the offline
+figure, latency percentiles, the 429s (counted apart: the queue was full) and failures
+(anything else, connection errors included), and from the server's /metrics the texts per
+model pass, the time per pass, how busy the model was and the padding; then the checks
+against the targets. The client is a small asyncio HTTP/1.1 client, cheap beside a model
+pass, but it shares the CPU with the server.
 """
 
 from __future__ import annotations
@@ -75,41 +77,52 @@ def ensure_model(directory: Path, weights: Path, seed: int) -> Path:
     return directory
 
 
-# ---- offline (child process) -----------------------------------------------------------------
+# ---- offline, in this process ------------------------------------------------------------------
 
 
-def offline_worker(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+class Offline:
+    """`Classifier.predict` on the same model folder, in the driver process, measured right
+    before each level while the server idles: a shared machine's load drifts, and a figure
+    taken minutes earlier would compare the server with another machine state."""
 
-    from gptclassify.data.encode import encode
-    from gptclassify.predict import Classifier
+    def __init__(self, model: Path, precision: str, threads: int, batch_size: int) -> None:
+        import torch
 
-    torch.set_num_threads(args.threads)
-    texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))
-    clf = Classifier.load(args.model, precision=args.precision)
-    b = args.offline_batch_size
-    clf.predict(texts, batch_size=b)  # warm-up: the runtime has seen every shape once
-    t = time.perf_counter()
-    clf.predict(texts, batch_size=b)
-    batch_s = time.perf_counter() - t
-    singles = []
-    for text in texts[: args.single]:
-        clf.predict_proba([text])  # warm-up, as the server has been (see main)
+        from gptclassify.predict import Classifier
+
+        torch.set_num_threads(threads)
+        self.clf = Classifier.load(model, precision=precision)
+        self.batch_size = batch_size
+
+    def warm_up(self, texts: list[str]) -> None:
+        """Every shape the runtime will see, once (the server has been warmed up alike)."""
+        self.clf.predict(texts, batch_size=self.batch_size)
+        for text in texts:
+            self.clf.predict_proba([text])
+
+    def throughput(self, texts: list[str]) -> float:
+        """Messages per second of one `predict` call over `texts`."""
         t = time.perf_counter()
-        clf.predict_proba([text])
-        singles.append(time.perf_counter() - t)
-    # Classifier batching: longest first, `b` per batch, each padded to its longest
-    lengths = sorted((len(ids) for ids in encode(texts, clf.policy).ids), reverse=True)
-    padded = sum(lengths[i] * len(lengths[i : i + b]) for i in range(0, len(lengths), b))
-    return {
-        "messages": len(texts),
-        "batch_size": b,
-        "padded_per_real": padded / sum(lengths),
-        "batch_s": batch_s,
-        "msgs_per_s": len(texts) / batch_s,
-        "single_s": singles,
-        "runtime": clf.runtime.describe(),
-    }
+        self.clf.predict(texts, batch_size=self.batch_size)
+        return len(texts) / (time.perf_counter() - t)
+
+    def singles(self, texts: list[str]) -> list[float]:
+        """Seconds of `predict_proba([text])` per text: the single-message compute time."""
+        out = []
+        for text in texts:
+            t = time.perf_counter()
+            self.clf.predict_proba([text])
+            out.append(time.perf_counter() - t)
+        return out
+
+    def padded_per_real(self, texts: list[str]) -> float:
+        """Padded over real tokens of `predict`'s batches (longest first, `batch_size` each)."""
+        from gptclassify.data.encode import encode
+
+        lengths = sorted(encode(texts, self.clf.policy).lengths.tolist(), reverse=True)
+        b = self.batch_size
+        padded = sum(lengths[i] * len(lengths[i : i + b]) for i in range(0, len(lengths), b))
+        return padded / sum(lengths)
 
 
 # ---- the load generator --------------------------------------------------------------------
@@ -230,6 +243,7 @@ def scrape(url: str) -> dict[str, float]:
         "gptclassify_batch_texts_sum",
         "gptclassify_batch_texts_count",
         "gptclassify_batch_padded_tokens_sum",
+        "gptclassify_batch_duration_seconds_sum",
         "gptclassify_tokens_total",
     )
     for name in names:
@@ -278,10 +292,10 @@ def start_server(args: argparse.Namespace, model: Path, out: Path) -> tuple[subp
         time.sleep(0.25)
 
 
-def report(levels: list[dict[str, Any]], offline: dict[str, Any]) -> str:
+def report(levels: list[dict[str, Any]], singles: list[float], batch_size: int) -> str:
     headers = [
-        "clients", "sent", "ok", "429", "failed", "wall s", "req/s", "vs offline",
-        "p50 ms", "p95 ms", "p99 ms", "max ms", "texts/pass", "padded/real",
+        "clients", "sent", "ok", "429", "failed", "req/s", "offline msgs/s", "vs offline",
+        "p50 ms", "p95 ms", "p99 ms", "max ms", "texts/pass", "pass ms", "busy", "padded/real",
     ]  # fmt: skip
     rows = [
         [
@@ -290,52 +304,58 @@ def report(levels: list[dict[str, Any]], offline: dict[str, Any]) -> str:
             r["ok"],
             r["rejected_429"],
             r["failed"],
-            r["wall_s"],
             r["req_per_s"],
-            f"{100 * r['req_per_s'] / offline['msgs_per_s']:.0f}%",
+            r["offline_msgs_per_s"],
+            f"{100 * r['req_per_s'] / r['offline_msgs_per_s']:.0f}%",
             r["p50_ms"],
             r["p95_ms"],
             r["p99_ms"],
             r["max_ms"],
             r["texts_per_pass"],
-            r["padded_per_real"],
+            r["pass_ms"],
+            f"{100 * r['busy']:.0f}%",
+            f"{r['padded_per_real']:.2f} ({r['offline_padded_per_real']:.2f})",
         ]  # fmt: skip
         for r in levels
     ]
-    singles = sorted(offline["single_s"])
     lines = [
         common.format_table(headers, rows),
         "",
-        f"offline Classifier.predict, {offline['messages']} messages in one call "
-        f"(batch size {offline['batch_size']}): {offline['msgs_per_s']:.2f} msgs/s "
-        f"({offline['batch_s']:.2f} s; padded/real tokens {offline['padded_per_real']:.2f})",
-        f"single-message compute (Classifier.predict_proba([text]), the lone level's "
-        f"{len(singles)} messages): median {1000 * statistics.median(singles):.1f} ms, "
-        f"p99 {1000 * _pct(singles, 99):.1f} ms",
+        f"offline msgs/s: Classifier.predict over the level's messages in one call (batch size "
+        f"{batch_size}), in the driver, just before the level. busy: the server's time in "
+        "model passes / the level's wall time. padded/real: the server's padded tokens per "
+        "real token (offline's in brackets).",
     ]
-    lines += ["", *checks(levels, offline)]
+    if singles:
+        lines.append(
+            f"single-message compute (Classifier.predict_proba([text]), the lone level's first "
+            f"{len(singles)} messages): median {1000 * statistics.median(singles):.1f} ms, "
+            f"p99 {1000 * _pct(sorted(singles), 99):.1f} ms"
+        )
+    lines += ["", *checks(levels, singles)]
     return "\n".join(lines)
 
 
-def checks(levels: list[dict[str, Any]], offline: dict[str, Any]) -> list[str]:
+def checks(levels: list[dict[str, Any]], singles: list[float]) -> list[str]:
     out = []
     by = {r["clients"]: r for r in levels}
     if 32 in by:
-        share = by[32]["req_per_s"] / offline["msgs_per_s"]
+        r = by[32]
+        share = r["req_per_s"] / r["offline_msgs_per_s"]
         out.append(
-            f"32 clients: {by[32]['req_per_s']:.1f} req/s = {100 * share:.0f}% of offline "
+            f"32 clients: {r['req_per_s']:.1f} req/s = {100 * share:.0f}% of offline "
             f"(target >= 70%: {'met' if share >= 0.7 else 'NOT met'})"
         )
-    if 1 in by:
+    if 1 in by and singles:
         lone = by[1]
         # each lone request against the same message's own compute time
         ratios = sorted(
             lat / single
-            for lat, single in zip(lone["latency_s"], offline["single_s"], strict=False)
+            for lat, single in zip(lone["latency_s"], singles, strict=False)
             if lat is not None
         )
         p99_ratio = _pct(ratios, 99)
-        p99_single = _pct(sorted(offline["single_s"]), 99)
+        p99_single = _pct(sorted(singles), 99)
         out.append(
             f"1 client: p99 of latency / that message's single-message compute = "
             f"{p99_ratio:.2f}x (target < 3x: {'met' if p99_ratio < 3 else 'NOT met'}); "
@@ -384,10 +404,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seed", type=int, default=123, help="Seed of the weights, head and message order."
     )
     p.add_argument("--out", type=Path, default=common.DEFAULT_OUT)
-    p.add_argument("--worker", choices=["offline"], help=argparse.SUPPRESS)
-    p.add_argument("--model", help=argparse.SUPPRESS)
-    p.add_argument("--texts", help=argparse.SUPPRESS)
-    p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min(args.concurrency) < 1 or args.requests < 1 or args.duration <= 0:
         p.error("--concurrency and --requests must be >= 1, --duration > 0")
@@ -397,9 +413,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     common.setup_offline_env()
     args = parse_args(argv)
-    if args.worker:
-        common.write_json(Path(args.result), offline_worker(args))
-        return
 
     from gptclassify.data.sms_spam import prepare_sms_spam
 
@@ -417,50 +430,53 @@ def main(argv: list[str] | None = None) -> None:
     texts_path = out / "serve_load-texts.json"
     texts_path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
 
-    print(f"Offline: Classifier.predict over {n} messages ...", flush=True)
-    result_path = out / "serve_load-offline.json"
-    cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--worker", "offline",
-        "--model", str(model), "--texts", str(texts_path), "--result", str(result_path),
-        "--precision", args.precision, "--threads", str(args.threads),
-        "--offline-batch-size", str(args.offline_batch_size), "--single", str(args.single),
-    ]  # fmt: skip
-    child = common.run_child(cmd, common.child_env(args.threads), out / "serve_load-offline.log")
-    common.check_child(child, "the offline run")
-    offline = json.loads(result_path.read_text())
-
     print("Starting the server ...", flush=True)
     proc, url = start_server(args, model, out)
     host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
     levels = []
+    singles: list[float] = []
     try:
-        # warm-up: the lone level's messages once, and a burst of the larger levels' shapes
+        print(f"Offline: loading the model here, warming up over {n} messages ...", flush=True)
+        offline = Offline(model, args.precision, args.threads, args.offline_batch_size)
+        offline.warm_up(texts)
+        # the server's warm-up: the lone level's messages once, and a burst from 32 clients
         lone = per_level.get(1, args.single)
         asyncio.run(run_level(host, port, texts[:lone], 1, args.duration))
         asyncio.run(run_level(host, port, texts[: 4 * 32], 32, args.duration))
         with urllib.request.urlopen(url + "/info", timeout=10) as r:
             overhead = json.loads(r.read())["pass_overhead_tokens"]
         for c in args.concurrency:
+            sent = texts[: per_level[c]]
+            offline_rate = offline.throughput(sent)
+            if c == 1:
+                singles = offline.singles(sent[: args.single])
             before = scrape(url)
-            print(f"{c} client(s): {per_level[c]} requests ...", flush=True)
-            level = asyncio.run(run_level(host, port, texts[: per_level[c]], c, args.duration))
+            print(f"{c} client(s): {len(sent)} requests ...", flush=True)
+            level = asyncio.run(run_level(host, port, sent, c, args.duration))
             after = scrape(url)
-            passes = (
-                after["gptclassify_batch_texts_count"] - before["gptclassify_batch_texts_count"]
+
+            def delta(name: str) -> float:
+                return after[name] - before[name]  # noqa: B023 - used at once
+
+            passes = delta("gptclassify_batch_texts_count")
+            real = delta("gptclassify_tokens_total")
+            level.update(
+                offline_msgs_per_s=offline_rate,
+                offline_padded_per_real=offline.padded_per_real(sent),
+                texts_per_pass=delta("gptclassify_batch_texts_sum") / passes if passes else None,
+                padded_per_real=delta("gptclassify_batch_padded_tokens_sum") / real
+                if real
+                else None,
+                pass_ms=1000 * delta("gptclassify_batch_duration_seconds_sum") / passes
+                if passes
+                else None,
+                busy=delta("gptclassify_batch_duration_seconds_sum") / level["wall_s"],
             )
-            ran = after["gptclassify_batch_texts_sum"] - before["gptclassify_batch_texts_sum"]
-            level["texts_per_pass"] = ran / passes if passes else None
-            padded = (
-                after["gptclassify_batch_padded_tokens_sum"]
-                - before["gptclassify_batch_padded_tokens_sum"]
-            )
-            real = after["gptclassify_tokens_total"] - before["gptclassify_tokens_total"]
-            level["padded_per_real"] = padded / real if real else None
             levels.append(level)
             print(
-                f"  {level['req_per_s']:.1f} req/s, p50 {level['p50_ms']:.0f} ms, "
-                f"p99 {level['p99_ms']:.0f} ms, 429 {level['rejected_429']}, "
-                f"failed {level['failed']}",
+                f"  {level['req_per_s']:.1f} req/s (offline {offline_rate:.1f} msgs/s), "
+                f"p50 {level['p50_ms']:.0f} ms, p99 {level['p99_ms']:.0f} ms, "
+                f"429 {level['rejected_429']}, failed {level['failed']}",
                 flush=True,
             )
     finally:
@@ -474,15 +490,16 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"Serving: GPT-2 small (random weights, seed {args.seed}), single-message POST /predict "
         f"on 127.0.0.1, {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, "
-        f"{offline['runtime']}; serve --max-batch {args.max_batch} --max-batch-tokens "
+        f"{offline.clf.runtime.describe()}; serve --max-batch {args.max_batch} --max-batch-tokens "
         f"{args.max_batch_tokens} --max-wait-ms {args.max_wait_ms:g} --max-queue {args.max_queue} "
         f"(pass overhead measured at start: {overhead:g} tokens)"
     )
-    text = f"{header}\n\n{report(levels, offline)}\n\n(benchmark total {time.perf_counter() - t_start:.0f} s)"
+    body = report(levels, singles, args.offline_batch_size)
+    text = f"{header}\n\n{body}\n\n(benchmark total {time.perf_counter() - t_start:.0f} s)"
     print("\n" + text)
     common.write_json(
         out / "serve_load.json",
-        {"args": vars(args), "machine": info, "offline": offline, "levels": levels, "table": text},
+        {"args": vars(args), "machine": info, "single_s": singles, "levels": levels, "table": text},
     )
     (out / "serve_load.txt").write_text(text + "\n", encoding="utf-8")
     print(f"\nWrote {out / 'serve_load.json'} and {out / 'serve_load.txt'}")

@@ -559,6 +559,30 @@ def test_a_failed_pass_is_a_424_without_internals():
         assert_error(c.post("/predict", json={"inputs": "y"}), 424, "backend")
 
 
+def test_the_start_measurement_runs_on_the_pass_thread_and_a_failure_stops_the_start():
+    runtime = StubRuntime()
+    runtime.release.set()
+    threads = []
+    real = runtime.logits
+
+    def logits(encoded, batch_size):
+        threads.append(threading.current_thread().name)
+        return real(encoded, batch_size)
+
+    runtime.logits = logits  # type: ignore[method-assign]
+    app = create_app(Classifier.with_runtime(runtime, ["ham", "spam"], POLICY))
+    with TestClient(app) as c:
+        assert runtime.passes  # measured before the first request
+        assert c.get("/info").json()["pass_overhead_tokens"] >= 0
+        c.post("/predict", json={"inputs": "x"})
+    assert set(threads) == {"gptclassify-batch-0"}  # one thread runs every model call
+    broken = StubRuntime(fail=True)
+    broken.release.set()
+    app = create_app(Classifier.with_runtime(broken, ["ham", "spam"], POLICY))
+    with pytest.raises(RuntimeError, match="secret internals"), TestClient(app):
+        pass
+
+
 def test_explain_needs_the_torch_runtime():
     runtime = StubRuntime()
     runtime.release.set()

@@ -217,13 +217,36 @@ class MicroBatcher:
 
     # ---- life cycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, prepare: Callable[[], None] | None = None) -> None:
+        """Start the workers. `prepare` (a warm-up, a measurement) runs first, on a worker's
+        own thread, and `start` returns when it is done: every model call happens on the
+        threads that run the passes, so a runtime whose thread pools belong to the calling
+        thread (OpenMP's do) keeps one set of them busy, not two taking turns."""
         with self._cond:
             self._stopping = False
+        ready = threading.Event()
+        failed: list[BaseException] = []
+
+        def first() -> None:
+            try:
+                if prepare is not None:
+                    prepare()
+            except BaseException as exc:  # raised again by start, on the caller's thread
+                failed.append(exc)
+                return
+            finally:
+                ready.set()
+            self._work()
+
         for i in range(self.limits.workers):
-            thread = threading.Thread(target=self._work, name=f"gptclassify-batch-{i}", daemon=True)
+            target = first if i == 0 else self._work
+            thread = threading.Thread(target=target, name=f"gptclassify-batch-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        ready.wait()
+        if failed:
+            self.stop()
+            raise failed[0]
 
     def stop(self, timeout: float = 10.0) -> None:
         """Refuse new work, fail what is waiting, let running passes finish."""

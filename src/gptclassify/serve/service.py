@@ -95,12 +95,9 @@ class ClassifierService:
         self._explaining = 0
 
     def start(self) -> None:
-        if self.settings.pass_overhead_tokens is None:  # also warms the runtime up
-            for tokens, seconds in measure_pass_cost(
-                self._logits, self.classifier.policy.max_length
-            ):
-                self.batcher.cost.observe(tokens, seconds, weight=STARTUP_WEIGHT)
-        self.batcher.start()
+        self.batcher.start(
+            prepare=self._measure if self.settings.pass_overhead_tokens is None else None
+        )
         self._explainer = ThreadPoolExecutor(1, thread_name_prefix="gptclassify-explain")
 
     def stop(self) -> None:
@@ -108,6 +105,11 @@ class ClassifierService:
         if self._explainer is not None:
             self._explainer.shutdown(wait=False, cancel_futures=True)
             self._explainer = None
+
+    def _measure(self) -> None:
+        """What a pass costs, from two passes timed at start (which also warm the runtime up)."""
+        for tokens, seconds in measure_pass_cost(self._logits, self.classifier.policy.max_length):
+            self.batcher.cost.observe(tokens, seconds, weight=STARTUP_WEIGHT)
 
     # ---- classification -------------------------------------------------------------------
 
