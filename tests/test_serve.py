@@ -187,30 +187,46 @@ def test_explain_route(client):
     assert_error(client.post("/explain", json={"inputs": ""}), 422, "validation")
 
 
-def test_explanations_queue_behind_one_another_and_429_past_the_limit(clf, monkeypatch):
+def test_explanations_take_turns_with_passes_on_the_pass_thread_and_429_past_the_limit(
+    clf, monkeypatch
+):
     release, entered, calls = threading.Event(), threading.Event(), []
-    real = clf.explain
+    real_explain, real_logits = clf.explain, clf.runtime.logits
 
-    def slow(text, *args):
-        calls.append(text)
+    def slow_explain(text, *args):
+        calls.append(("explain", text, threading.current_thread().name))
         entered.set()
-        assert release.wait(20)
-        return real(text, *args)
+        release.wait(20)
+        return real_explain(text, *args)
 
-    monkeypatch.setattr(clf, "explain", slow)
+    def logits(encoded, batch_size):
+        calls.append(("pass", len(encoded), threading.current_thread().name))
+        return real_logits(encoded, batch_size)
+
+    monkeypatch.setattr(clf, "explain", slow_explain)
+    monkeypatch.setattr(clf.runtime, "logits", logits)
     settings = ServeSettings(max_explain_waiting=1, pass_overhead_tokens=0)
     with TestClient(create_app(clf, settings)) as c:
+        service = c.app.state.service
         first = in_thread(c.post, "/explain", json={"inputs": SPAM, "steps": 2})
         assert entered.wait(10)
         second = in_thread(c.post, "/explain", json={"inputs": HAM, "steps": 2})
-        wait_for(lambda: c.app.state.service._explaining == 2)
+        wait_for(lambda: service.batcher.tasks == 2)
         assert_error(c.post("/explain", json={"inputs": "x"}), 429, "overloaded")
-        assert c.post("/predict", json={"inputs": HAM}).status_code == 200  # not blocked
+        predict = in_thread(c.post, "/predict", json={"inputs": HAM})
+        wait_for(lambda: service.batcher.depth == 1)
+        assert c.get("/health").status_code == 200
         release.set()
-        for thread, out in (first, second):
-            thread.join(20)
+        for thread, out in (first, second, predict):
+            thread.join(30)
             assert out["result"].status_code == 200
-    assert calls == [SPAM, HAM]  # one at a time, in order
+    # one thread runs every model call; a waiting pass goes between two explanations
+    assert [(kind, what) for kind, what, _ in calls] == [
+        ("explain", SPAM),
+        ("pass", 1),
+        ("explain", HAM),
+    ]
+    assert {thread for _, _, thread in calls} == {"gptclassify-batch-0"}
 
 
 def test_metrics_in_prometheus_format(client):
@@ -393,13 +409,19 @@ def test_serve_command_builds_the_app_from_flags_and_the_environment(tiny_run, m
     assert result.exit_code == 0, result.output
     assert seen["host"] == "127.0.0.1" and seen["port"] == 9123 and seen["access_log"] is False
     service = seen["app"].state.service
+    service.stop()  # the command started it (uvicorn would stop it)
     assert service.settings.api_key == "from-env" and service.settings.max_texts == 4
-    assert "Warning" not in result.output
+    assert service.classifier.labels == ["ham", "spam"] and service.model_id == "tiny"
+    assert "Warning" not in result.output and "Serving" in result.output
     monkeypatch.delenv("GPTCLASSIFY_API_KEY")
     result = CliRunner().invoke(cli, ["serve", str(tiny_run.path), "--host", "0.0.0.0"])
+    seen["app"].state.service.stop()
     assert result.exit_code == 0 and "without --api-key" in result.output
     bad = CliRunner().invoke(cli, ["serve", str(tiny_run.path), "--max-queue", "2"])
     assert bad.exit_code == 1 and "--max-queue" in bad.output
+    missing = CliRunner().invoke(cli, ["serve", str(tiny_run.path / "nope")])
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert "not a folder" in missing.output
 
 
 # ---- the micro-batching queue -----------------------------------------------------------------

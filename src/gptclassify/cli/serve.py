@@ -106,7 +106,8 @@ SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Threads running model passes.",
+    help="Threads running model passes. On a CPU, one already uses every core, and more "
+    "make their thread pools compete; more can help on a GPU.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
@@ -177,8 +178,12 @@ def serve(
         timeout_s=timeout_s,
         workers=inference_threads,
     )
-    classifier = Classifier.load(run_dir, device=device, precision=precision)
-    app = create_app(classifier, settings)
+    # The model loads on the thread that will run its passes (one thread pool for all the
+    # model's work); starting here makes a bad model folder a one-line error.
+    app = create_app(lambda: Classifier.load(run_dir, device=device, precision=precision), settings)
+    service = app.state.service
+    service.start()
+    classifier = service.classifier
     if not settings.loopback and not api_key:
         click.echo(
             f"Warning: listening on {host} without --api-key: anyone who can reach this "

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from importlib import resources
@@ -79,7 +79,12 @@ Errors are `{"error": ..., "error_type": ...}`: 413 too large, 422 invalid input
 """
 
 
-def create_app(classifier: Classifier, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(
+    classifier: Classifier | Callable[[], Classifier], settings: ServeSettings | None = None
+) -> FastAPI:
+    """The app around a loaded classifier, or around a function that loads one (loaded when
+    the app starts, on the thread that runs its passes: `gptclassify serve` does this, and
+    starts the service before uvicorn so a bad model folder is a one-line error)."""
     settings = settings or ServeSettings()
     metrics = ServeMetrics(
         depth=lambda: service.batcher.depth, running=lambda: service.batcher.running
@@ -124,7 +129,6 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
 
 
 def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics) -> None:
-    clf = service.classifier
     started = int(time.time())
 
     @app.get("/", include_in_schema=False)
@@ -163,6 +167,7 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
     async def predict(body: PredictRequest) -> JSONResponse:
         """Text-embeddings-inference's predict: every class with its score, highest first,
         for one text (a list) or for each of a list of texts (a list of lists)."""
+        clf = service.classifier
         texts = service.texts(body.inputs)
         params = body.parameters or PredictParameters()
         if params.threshold is not None and len(clf.labels) != 2:
@@ -180,6 +185,7 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
     async def classify(body: ClassifyRequest) -> JSONResponse:
         """vLLM's classify: per text the label and every class's probability (in the
         model's class order, see /info), and the tokens read."""
+        clf = service.classifier
         if body.model is not None and body.model != service.model_id:
             raise APIError(404, "not_found", f"The model `{body.model}` does not exist.")
         texts = service.texts(body.input)
@@ -211,7 +217,7 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
                     "owned_by": "gptclassify",
                     "root": service.model_id,
                     "parent": None,
-                    "max_model_len": clf.policy.max_length,
+                    "max_model_len": service.classifier.policy.max_length,
                 }
             ],
         }

@@ -193,6 +193,14 @@ class _Item:
     queued_at: float
 
 
+@dataclass(slots=True)
+class _Task:
+    """Other model work (an explanation) for the pass thread."""
+
+    job: _Job
+    fn: Callable[[], object]
+
+
 class MicroBatcher:
     """The queue and its worker threads; `run` turns an `Encoded` into (N, K) logits."""
 
@@ -211,6 +219,10 @@ class MicroBatcher:
         self._pending: deque[_Item] = deque()
         self._pending_tokens = 0
         self._running = 0
+        self._tasks: deque[_Task] = deque()
+        self._tasks_running = 0
+        self._task_turn = True
+        """Whether a waiting task goes before waiting texts (they take turns)."""
         self._cond = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -252,12 +264,13 @@ class MicroBatcher:
         """Refuse new work, fail what is waiting, let running passes finish."""
         with self._cond:
             self._stopping = True
-            waiting = list(self._pending)
+            waiting = [item.job for item in self._pending] + [task.job for task in self._tasks]
             self._pending.clear()
+            self._tasks.clear()
             self._pending_tokens = 0
             self._cond.notify_all()
-        for item in waiting:
-            self._fail(item.job, ShuttingDown("the server is shutting down"))
+        for job in waiting:
+            self._fail(job, ShuttingDown("the server is shutting down"))
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
@@ -273,6 +286,11 @@ class MicroBatcher:
     def running(self) -> int:
         """Texts in passes now."""
         return self._running
+
+    @property
+    def tasks(self) -> int:
+        """Tasks (`call`) waiting or running."""
+        return len(self._tasks) + self._tasks_running
 
     # ---- the event loop's side ----------------------------------------------------------
 
@@ -302,6 +320,23 @@ class MicroBatcher:
             if not job.done:  # timed out, or the client went away: drop its waiting texts
                 self._abandon(job)
 
+    async def call(self, fn: Callable[[], object], timeout: float | None) -> object:
+        """`fn()` run on a pass thread, between passes (waiting texts and tasks take turns),
+        so that every model call of the server happens on the threads that run the passes."""
+        job = _Job(asyncio.get_running_loop(), 1)
+        with self._cond:
+            if self._stopping:
+                raise ShuttingDown("the server is shutting down")
+            self._tasks.append(_Task(job, fn))
+            self._cond.notify_all()
+        try:
+            return await asyncio.wait_for(job.future, timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no answer within {timeout:g} s") from None
+        finally:
+            if not job.done:
+                self._abandon(job)
+
     def _abandon(self, job: _Job) -> None:
         with self._cond:
             job.done = True
@@ -309,19 +344,37 @@ class MicroBatcher:
             if len(kept) != len(self._pending):
                 self._pending = deque(kept)
                 self._pending_tokens = sum(item.length for item in kept)
+            self._tasks = deque(task for task in self._tasks if task.job is not job)
 
     # ---- the workers' side --------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
-            items = self._take()
-            if items is None:
+            work = self._take()
+            if work is None:
                 return
+            if isinstance(work, _Task):
+                self._run_task(work)
+                continue
             try:
-                self._run_pass(items)
+                self._run_pass(work)
             finally:
                 with self._cond:
-                    self._running -= len(items)
+                    self._running -= len(work)
+
+    def _run_task(self, task: _Task) -> None:
+        try:
+            result = task.fn()
+        except Exception as exc:
+            self._fail(task.job, exc)
+        else:
+            with self._cond:
+                done, task.job.done = task.job.done, True
+            if not done:
+                _call_soon(task.job, _resolve, task.job.future, result)
+        finally:
+            with self._cond:
+                self._tasks_running -= 1
 
     def _full(self) -> bool:
         return (
@@ -329,17 +382,23 @@ class MicroBatcher:
             or self._pending_tokens >= self.limits.max_tokens
         )
 
-    def _take(self) -> list[_Item] | None:
+    def _take(self) -> list[_Item] | _Task | None:
         """The next pass: the oldest waiting text and those `plan_passes` puts with it, out
         of the `max_batch` oldest. The others stay at the front of the queue, and are planned
-        again with whatever arrives meanwhile. None when stopping."""
+        again with whatever arrives meanwhile. Or the next task, when it is their turn.
+        None when stopping."""
         limits = self.limits
         with self._cond:
             while True:
-                while not self._pending:
+                while not self._pending and not self._tasks:
                     if self._stopping:
                         return None
                     self._cond.wait()
+                if self._tasks and (self._task_turn or not self._pending):
+                    self._task_turn = False
+                    self._tasks_running += 1
+                    return self._tasks.popleft()
+                self._task_turn = True
                 deadline = self._pending[0].queued_at + limits.max_wait_s
                 while self._pending and not self._full() and not self._stopping:
                     left = deadline - time.monotonic()

@@ -8,8 +8,9 @@ refusal is an `APIError` carrying TEI's status code and error type.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,16 @@ class Classified:
 
 
 class ClassifierService:
+    """`classifier`: a loaded Classifier, or a function that loads one: then it is loaded by
+    `start`, on the thread that will run its passes (see `MicroBatcher.start`)."""
+
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Classifier | Callable[[], Classifier],
         settings: ServeSettings,
         observer: PassObserver | None = None,
     ) -> None:
-        self.classifier = classifier
         self.settings = settings
-        path = classifier.path
-        self.model_id = settings.model_name or (path.name if path is not None else "gptclassify")
         self.batcher = MicroBatcher(
             self._logits,
             BatchLimits(
@@ -89,27 +90,41 @@ class ClassifierService:
             observer,
             PassCost(settings.pass_overhead_tokens),
         )
+        self._loader = None if isinstance(classifier, Classifier) else classifier
+        self._started = False
+        if isinstance(classifier, Classifier):
+            self._attach(classifier)
+
+    def _attach(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+        path = classifier.path
+        self.model_id = self.settings.model_name or (
+            path.name if path is not None else "gptclassify"
+        )
         self.model_sha256 = _weights_sha256(path)
         self.can_explain = classifier.runtime.name == "torch"
-        self._explainer: ThreadPoolExecutor | None = None
-        self._explaining = 0
 
     def start(self) -> None:
-        self.batcher.start(
-            prepare=self._measure if self.settings.pass_overhead_tokens is None else None
-        )
-        self._explainer = ThreadPoolExecutor(1, thread_name_prefix="gptclassify-explain")
+        """Load the classifier (when given a loader), time two passes (unless the pass cost
+        is set), and start the pass thread, all on that thread; errors are raised here.
+        Starting a started service does nothing."""
+        if self._started:
+            return
+        self.batcher.start(prepare=self._prepare)
+        self._started = True
+
+    def _prepare(self) -> None:
+        if self._loader is not None:
+            self._attach(self._loader())
+        if self.settings.pass_overhead_tokens is None:  # also warms the runtime up
+            for tokens, seconds in measure_pass_cost(
+                self._logits, self.classifier.policy.max_length
+            ):
+                self.batcher.cost.observe(tokens, seconds, weight=STARTUP_WEIGHT)
 
     def stop(self) -> None:
         self.batcher.stop()
-        if self._explainer is not None:
-            self._explainer.shutdown(wait=False, cancel_futures=True)
-            self._explainer = None
-
-    def _measure(self) -> None:
-        """What a pass costs, from two passes timed at start (which also warm the runtime up)."""
-        for tokens, seconds in measure_pass_cost(self._logits, self.classifier.policy.max_length):
-            self.batcher.cost.observe(tokens, seconds, weight=STARTUP_WEIGHT)
+        self._started = False
 
     # ---- classification -------------------------------------------------------------------
 
@@ -167,7 +182,7 @@ class ClassifierService:
     # ---- explanations ---------------------------------------------------------------------
 
     async def explain(self, text: str, method: str, steps: int, target: str | None) -> Any:
-        """`Classifier.explain` on a thread of its own, one at a time."""
+        """`Classifier.explain` on the pass thread, taking turns with the passes."""
         s = self.settings
         if not self.can_explain:
             raise APIError(
@@ -180,24 +195,18 @@ class ClassifierService:
             raise too_large(f"the text has {len(text)} characters; at most {s.max_chars}")
         if not text:
             raise invalid("the text is empty: nothing to explain")
-        if self._explaining > s.max_explain_waiting or self._explainer is None:
+        if self.batcher.tasks > s.max_explain_waiting:
             raise APIError(429, "overloaded", "Model is overloaded: too many explanations waiting")
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(
-            self._explainer, self.classifier.explain, text, method, steps, target
-        )
-        # Counted until the computation ends, even if its request times out first.
-        self._explaining += 1
-        future.add_done_callback(self._explained)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), s.timeout_s)
-        except asyncio.TimeoutError:
+            return await self.batcher.call(
+                partial(self.classifier.explain, text, method, steps, target), s.timeout_s
+            )
+        except RequestTimeout:
             raise APIError(503, "timeout", f"no explanation within {s.timeout_s:g} s") from None
+        except ShuttingDown as exc:
+            raise APIError(503, "unhealthy", str(exc)) from None
         except GPTClassifyError as exc:
             raise invalid(str(exc)) from None
-
-    def _explained(self, _: object) -> None:
-        self._explaining -= 1
 
     # ---- facts ------------------------------------------------------------------------------
 

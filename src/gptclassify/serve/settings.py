@@ -42,7 +42,8 @@ class ServeSettings:
     timeout_s: float = 30.0
     """Per request, queueing plus inference; 503 after that."""
     workers: int = 1
-    """Threads running model passes (on a CPU one uses every core already)."""
+    """Threads running model passes. On a CPU one already uses every core, and more make
+    their OpenMP thread pools compete (each calling thread gets its own)."""
     max_explain_waiting: int = 4
     """Explanations queued behind the one running; more are refused with 429."""
 
