@@ -273,6 +273,8 @@ def start_server(args: argparse.Namespace, model: Path, out: Path) -> tuple[subp
         "--max-queue", str(args.max_queue),
         "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
+    if args.pass_overhead_tokens is not None:
+        cmd += ["--pass-overhead-tokens", str(args.pass_overhead_tokens)]
     log = open(out / "serve_load-server.log", "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=common.child_env(args.threads)
@@ -399,6 +401,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="serve --max-batch-tokens")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="serve --max-wait-ms")
     p.add_argument("--max-queue", type=int, default=1024, help="serve --max-queue")
+    p.add_argument(
+        "--pass-overhead-tokens",
+        type=float,
+        default=None,
+        help="serve --pass-overhead-tokens (default: the server measures and fits it)",
+    )
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument(
         "--seed", type=int, default=123, help="Seed of the weights, head and message order."
@@ -444,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run_level(host, port, texts[:lone], 1, args.duration))
         asyncio.run(run_level(host, port, texts[: 4 * 32], 32, args.duration))
         with urllib.request.urlopen(url + "/info", timeout=10) as r:
-            overhead = json.loads(r.read())["pass_overhead_tokens"]
+            overhead_start = json.loads(r.read())["pass_overhead_tokens"]
         for c in args.concurrency:
             sent = texts[: per_level[c]]
             offline_rate = offline.throughput(sent)
@@ -479,6 +487,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"429 {level['rejected_429']}, failed {level['failed']}",
                 flush=True,
             )
+        with urllib.request.urlopen(url + "/info", timeout=10) as r:
+            overhead_end = json.loads(r.read())["pass_overhead_tokens"]
     finally:
         proc.terminate()
         try:
@@ -492,7 +502,8 @@ def main(argv: list[str] | None = None) -> None:
         f"on 127.0.0.1, {info['cpu']}, {args.threads} thread(s), torch {info['torch']}, "
         f"{offline.clf.runtime.describe()}; serve --max-batch {args.max_batch} --max-batch-tokens "
         f"{args.max_batch_tokens} --max-wait-ms {args.max_wait_ms:g} --max-queue {args.max_queue} "
-        f"(pass overhead measured at start: {overhead:g} tokens)"
+        f"{'' if args.pass_overhead_tokens is None else f'--pass-overhead-tokens {args.pass_overhead_tokens:g} '}"
+        f"(pass overhead after warm-up: {overhead_start:g} tokens, at the end: {overhead_end:g})"
     )
     body = report(levels, singles, args.offline_batch_size)
     text = f"{header}\n\n{body}\n\n(benchmark total {time.perf_counter() - t_start:.0f} s)"
