@@ -11,6 +11,7 @@ from gptclassify.cli import (  # noqa: F401
     export,
     generate,
     predict,
+    serve,
     train,
 )
 from gptclassify.cli.app import cli, main

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from gptclassify.classifier import GPTClassifier
+    from gptclassify.predict.explain import Explanation
 
 
 class Runtime(Protocol):
@@ -241,6 +242,29 @@ class Classifier:
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str]:
         """Class names, one per text."""
         return [self.labels[i] for i in self.predict_proba(texts, batch_size).argmax(axis=1)]
+
+    def explain(
+        self,
+        text: str,
+        method: str = "integrated-gradients",
+        steps: int = 32,
+        target: str | None = None,
+    ) -> Explanation:
+        """Why `text` gets its label: each token's class probabilities along the text and its
+        attribution (integrated gradients or gradient x input); see predict/explain.py.
+
+        `target`: the class to explain (default: the predicted one). Needs the torch runtime.
+        """
+        if self.runtime.name != "torch":
+            raise GPTClassifyError(
+                f"explanations need the PyTorch runtime; this classifier runs on "
+                f"{self.runtime.name} (load the model folder written by `train` instead)"
+            )
+        from gptclassify.predict.explain import explain  # lazy: torch
+
+        return explain(
+            self.model, text, self.labels, self.policy, self.temperature, method, steps, target
+        )
 
     def evaluate(
         self,

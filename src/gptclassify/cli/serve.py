@@ -1,0 +1,316 @@
+"""`gptclassify serve` (the HTTP API and web page) and `gptclassify explain` (why a label)."""
+
+from __future__ import annotations
+
+import click
+
+from gptclassify.cli.app import cli
+from gptclassify.errors import GPTClassifyError
+
+SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify[serve]"'
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 exposes the server to the network (set --api-key).",
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--api-key",
+    envvar="GPTCLASSIFY_API_KEY",
+    default=None,
+    help="Require 'Authorization: Bearer KEY' on every route but /health and the page "
+    "(or set GPTCLASSIFY_API_KEY).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Allow browser pages from this origin (repeatable); none by default.",
+)
+@click.option(
+    "--model-name",
+    default=None,
+    help="Model id for /v1/models and /classify (default: the folder's name).",
+)
+@click.option(
+    "--max-texts",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Texts per request (413 beyond).",
+)
+@click.option(
+    "--max-chars",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Characters per text (413 beyond).",
+)
+@click.option(
+    "--max-body-bytes",
+    default=1 << 20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Request body size (413 beyond).",
+)
+@click.option(
+    "--max-batch",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Texts per model pass.",
+)
+@click.option(
+    "--max-batch-tokens",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Padded tokens per model pass.",
+)
+@click.option(
+    "--max-wait-ms",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="How long a waiting text may wait for others to share its pass.",
+)
+@click.option(
+    "--max-queue",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Texts waiting for a pass (429 when full).",
+)
+@click.option(
+    "--pass-overhead-tokens",
+    default=None,
+    type=click.FloatRange(min=0),
+    help="What one more model pass costs, in padded tokens (where waiting texts are cut "
+    "into passes). Default: measured at start, then fitted to the passes run.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds per request, queueing included (503 after).",
+)
+@click.option(
+    "--inference-threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Threads running model passes. On a CPU, one already uses every core, and more "
+    "make their thread pools compete; more can help on a GPU.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--precision",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "fp32", "bf16", "int8"]),
+    help="PyTorch: auto is bf16 where the hardware has fast bf16, else fp32. ONNX: the "
+    "graph's own (fp32 or int8).",
+)
+@click.option(
+    "--runtime",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "torch", "onnx"]),
+    help="auto: what RUN holds (PyTorch weights, or an ONNX graph from `gptclassify export`).",
+)
+@click.option(
+    "--base-model",
+    default=None,
+    metavar="DIR_OR_PRESET",
+    help="LoRA adapters saved alone on a local base: that base (its sha256 is checked).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One log line per request.",
+)
+def serve(
+    run_dir: str,
+    host: str,
+    port: int,
+    api_key: str | None,
+    cors_origins: tuple[str, ...],
+    model_name: str | None,
+    max_texts: int,
+    max_chars: int,
+    max_body_bytes: int,
+    max_batch: int,
+    max_batch_tokens: int,
+    max_wait_ms: float,
+    max_queue: int,
+    pass_overhead_tokens: float | None,
+    timeout_s: float,
+    inference_threads: int,
+    device: str,
+    precision: str,
+    runtime: str,
+    base_model: str | None,
+    log_level: str,
+    access_log: bool,
+) -> None:
+    """Serve a trained classifier over HTTP: TEI's /predict, vLLM's /classify, /explain,
+    /info, /metrics, OpenAPI docs at /docs, and a web page at /."""
+    try:
+        import uvicorn
+
+        from gptclassify.serve import ServeSettings, create_app
+    except ModuleNotFoundError as exc:
+        raise GPTClassifyError(f"{SERVE_EXTRA} ({exc})") from None
+    from gptclassify.predict import Classifier
+
+    settings = ServeSettings(
+        host=host,
+        port=port,
+        api_key=api_key,
+        cors_origins=cors_origins,
+        model_name=model_name,
+        max_body_bytes=max_body_bytes,
+        max_texts=max_texts,
+        max_chars=max_chars,
+        max_batch_tokens=max_batch_tokens,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        pass_overhead_tokens=pass_overhead_tokens,
+        timeout_s=timeout_s,
+        workers=inference_threads,
+    )
+    # The model loads on the thread that will run its passes (one thread pool for all the
+    # model's work); starting here makes a bad model folder a one-line error.
+    app = create_app(
+        lambda: Classifier.load(
+            run_dir, device=device, precision=precision, runtime=runtime, base_model=base_model
+        ),
+        settings,
+    )
+    service = app.state.service
+    service.start()
+    classifier = service.classifier
+    if not settings.loopback and not api_key:
+        click.echo(
+            f"Warning: listening on {host} without --api-key: anyone who can reach this "
+            "machine can use the model",
+            err=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"Serving {run_dir} ({', '.join(classifier.labels)}; {classifier.runtime.describe()}) "
+        f"on http://{shown}:{port}/ (API docs: /docs)",
+        err=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN")
+@click.argument("text")
+@click.option(
+    "--method",
+    default="integrated-gradients",
+    show_default=True,
+    type=click.Choice(["integrated-gradients", "gradient-x-input"]),
+    help="How tokens are credited.",
+)
+@click.option(
+    "--steps",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1, 512),
+    help="Integration steps (integrated gradients).",
+)
+@click.option("--target", default=None, help="The class to explain (default: the predicted one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--base-model",
+    default=None,
+    metavar="DIR_OR_PRESET",
+    help="LoRA adapters saved alone on a local base: that base (its sha256 is checked).",
+)
+def explain(
+    run_dir: str,
+    text: str,
+    method: str,
+    steps: int,
+    target: str | None,
+    as_json: bool,
+    device: str,
+    base_model: str | None,
+) -> None:
+    """Why TEXT gets its label: where along the text the class took hold, and each token's
+    attribution, shaded in the terminal."""
+    import json
+
+    from gptclassify.predict import Classifier
+
+    classifier = Classifier.load(run_dir, device=device, precision="fp32", base_model=base_model)
+    explanation = classifier.explain(text, method=method, steps=steps, target=target)
+    if as_json:
+        click.echo(json.dumps(explanation.to_json(), indent=2, ensure_ascii=False))
+        return
+    _print_explanation(explanation)
+
+
+def _print_explanation(e) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    t = e.labels.index(e.target)
+    probs = ", ".join(f"{name} {p:.3f}" for name, p in zip(e.labels, e.probs, strict=True))
+    console.print(Text.assemble(("Label: ", "bold"), (e.label, "bold"), f"  ({probs})"))
+    if e.truncated_tokens:
+        console.print(f"(the model read the text without its last {e.truncated_tokens} tokens)")
+    if e.tokens[0].probs is not None:
+        console.print(f"\nWhere it became {e.target}: p({e.target}) of the text up to each token")
+        line = Text()
+        for token in e.tokens:
+            p = token.probs[t]
+            line.append(token.text, style=f"black on {_shade(2 * p - 1)}")  # white at 0.5
+        console.print(line)
+    what = "integrated gradients" if e.method == "integrated-gradients" else "gradient x input"
+    steps = f", {e.steps} steps" if e.steps else ""
+    console.print(
+        f"\nAttribution ({what}{steps}) to log p({e.target}): red toward it, blue against"
+    )
+    peak = max((abs(x.attribution) for x in e.tokens), default=0.0) or 1.0
+    line = Text()
+    for token in e.tokens:
+        line.append(token.text, style=f"black on {_shade(token.attribution / peak)}")
+    console.print(line)
+    top = sorted(e.tokens, key=lambda x: -x.attribution)[:5]
+    console.print(
+        "Strongest toward it: "
+        + ", ".join(f"{x.text.strip() or repr(x.text)} {x.attribution:+.3f}" for x in top)
+    )
+    if e.completeness_gap is not None:
+        console.print(
+            f"(attributions sum to {sum(x.attribution for x in e.tokens):+.3f}; log p({e.target}) "
+            f"went from {e.baseline_score:.3f} at the baseline to {e.score:.3f})"
+        )
+
+
+def _shade(value: float) -> str:
+    """A background colour: white at 0, red toward +1, blue toward -1."""
+    v = max(-1.0, min(1.0, value))
+    fade = int(255 * (1 - 0.7 * abs(v)))  # never too dark to read the token on it
+    return f"rgb(255,{fade},{fade})" if v >= 0 else f"rgb({fade},{fade},255)"

@@ -1,0 +1,310 @@
+"""The FastAPI app: routes that decode a request, call the service, and encode the answer.
+
+`create_app(classifier, settings)` builds it; `gptclassify serve` runs it under uvicorn. The
+model work is in predict/ (through serve/service.py); the shapes are in serve/schemas.py
+and serve/formats.py; every error, ours or FastAPI's, leaves as TEI's `{"error",
+"error_type"}` with TEI's status codes, never with a stack trace.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from gptclassify import __version__
+from gptclassify.errors import GPTClassifyError
+from gptclassify.predict import Classifier
+from gptclassify.serve import formats
+from gptclassify.serve.metrics import CONTENT_TYPE, ServeMetrics
+from gptclassify.serve.middleware import BearerAuth, BodyLimit, RequestMetrics, error_response
+from gptclassify.serve.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorBody,
+    ExplainRequest,
+    ExplainResponse,
+    Health,
+    Info,
+    ModelList,
+    Prediction,
+    PredictParameters,
+    PredictRequest,
+)
+from gptclassify.serve.service import APIError, ClassifierService, invalid
+from gptclassify.serve.settings import ServeSettings
+
+log = logging.getLogger("gptclassify.serve")
+
+OPEN_PATHS = ("/health", "/")
+"""Answered without the API key: the health check, and the page (static, no data: its API
+calls carry the key the user types in)."""
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": what}
+    for code, what in {
+        400: "Empty input",
+        401: "Missing or wrong API key",
+        413: "Body, batch or text too large",
+        422: "Malformed JSON, wrong types, empty text",
+        429: "Queue full: the model is overloaded",
+        424: "The model pass failed",
+        503: "Timed out or shutting down",
+    }.items()
+}
+
+DESCRIPTION = """\
+Classify texts with a fine-tuned GPT-2.
+
+- `POST /predict`: Hugging Face text-embeddings-inference's shape (and the Inference API's
+  `parameters.top_k` / `function_to_apply`, plus `parameters.threshold` for two classes).
+- `POST /classify` (also `/v1/classify`), `GET /v1/models`: vLLM's classification API.
+- `POST /explain`: each token's class probabilities along the text and its attribution.
+
+Errors are `{"error": ..., "error_type": ...}`: 413 too large, 422 invalid input, 429 queue full.
+"""
+
+
+def create_app(
+    classifier: Classifier | Callable[[], Classifier], settings: ServeSettings | None = None
+) -> FastAPI:
+    """The app around a loaded classifier, or around a function that loads one (loaded when
+    the app starts, on the thread that runs its passes: `gptclassify serve` does this, and
+    starts the service before uvicorn so a bad model folder is a one-line error)."""
+    settings = settings or ServeSettings()
+    metrics = ServeMetrics(
+        depth=lambda: service.batcher.depth, running=lambda: service.batcher.running
+    )
+    service = ClassifierService(classifier, settings, observer=metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(
+        title="gptclassify",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    _add_error_handlers(app)
+    _add_routes(app, service, metrics)
+    routes = {route.path for route in app.routes if hasattr(route, "path")}
+
+    # Outermost last: CORS answers preflights before the key is asked for; metrics count
+    # every answer, refusals included; the key is checked before the body is read.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(BearerAuth, api_key=settings.api_key, open_paths=OPEN_PATHS)
+        app.openapi = _openapi_with_bearer(app)  # type: ignore[method-assign]
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=routes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app
+
+
+def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics) -> None:
+    started = int(time.time())
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        html, csp = _page()
+        return HTMLResponse(
+            html,
+            headers={
+                "Content-Security-Policy": csp,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    async def health() -> dict[str, str]:
+        """200 while the server runs; never needs the API key, never waits for the model."""
+        return {"status": "ok"}
+
+    @app.get("/info", response_model=Info, responses=ERRORS, tags=["service"])
+    async def info() -> JSONResponse:
+        """The model and the server's limits."""
+        return JSONResponse(service.info())
+
+    @app.get("/metrics", tags=["service"], responses=ERRORS)
+    async def prometheus() -> Response:
+        """Prometheus text format: requests, latencies, batch sizes, queue depth."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    @app.post(
+        "/predict",
+        response_model=list[Prediction] | list[list[Prediction]],
+        responses=ERRORS,
+        tags=["classify"],
+    )
+    async def predict(body: PredictRequest) -> JSONResponse:
+        """Text-embeddings-inference's predict: every class with its score, highest first,
+        for one text (a list) or for each of a list of texts (a list of lists)."""
+        clf = service.classifier
+        texts = service.texts(body.inputs)
+        params = body.parameters or PredictParameters()
+        if params.threshold is not None and len(clf.labels) != 2:
+            raise invalid(f"threshold needs a two-class model; this one has {len(clf.labels)}")
+        result = await service.classify(texts, body.truncate)
+        metrics.texts.inc(len(texts))
+        function = "none" if body.raw_scores else params.function_to_apply or "softmax"
+        rows = formats.tei_predictions(
+            result.logits, clf.labels, clf.temperature, function, params.top_k, params.threshold
+        )
+        return JSONResponse(rows[0] if isinstance(body.inputs, str) else rows)
+
+    @app.post("/classify", response_model=ClassifyResponse, responses=ERRORS, tags=["classify"])
+    @app.post("/v1/classify", include_in_schema=False)
+    async def classify(body: ClassifyRequest) -> JSONResponse:
+        """vLLM's classify: per text the label and every class's probability (in the
+        model's class order, see /info), and the tokens read."""
+        clf = service.classifier
+        if body.model is not None and body.model != service.model_id:
+            raise APIError(404, "not_found", f"The model `{body.model}` does not exist.")
+        texts = service.texts(body.input)
+        if body.threshold is not None and len(clf.labels) != 2:
+            raise invalid(f"threshold needs a two-class model; this one has {len(clf.labels)}")
+        result = await service.classify(texts)
+        metrics.texts.inc(len(texts))
+        return JSONResponse(
+            formats.vllm_classification(
+                result.logits,
+                clf.labels,
+                clf.temperature,
+                service.model_id,
+                result.tokens,
+                body.threshold,
+            )
+        )
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS, tags=["classify"])
+    async def models() -> dict[str, Any]:
+        """The one served model (vLLM / OpenAI model list)."""
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": service.model_id,
+                    "object": "model",
+                    "created": started,
+                    "owned_by": "gptclassify",
+                    "root": service.model_id,
+                    "parent": None,
+                    "max_model_len": service.classifier.policy.max_length,
+                }
+            ],
+        }
+
+    @app.post("/explain", response_model=ExplainResponse, responses=ERRORS, tags=["explain"])
+    async def explain(body: ExplainRequest) -> JSONResponse:
+        """Why the text gets its label: per token, the class probabilities of the text up to
+        it, and its attribution to the target class's log-probability (method named)."""
+        result = await service.explain(body.inputs, body.method, body.steps, body.target)
+        metrics.explanations.inc()
+        return JSONResponse({"model": service.model_id, **result.to_json()})
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc.status, exc.error_type, exc.message)
+
+    @app.exception_handler(GPTClassifyError)
+    async def user_error(_: Request, exc: GPTClassifyError) -> JSONResponse:
+        return error_response(422, "validation", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "validation", _describe(exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        kinds = {401: "unauthorized", 404: "not_found", 405: "validation", 413: "validation"}
+        kind = getattr(exc, "error_type", None) or kinds.get(exc.status_code, "validation")
+        return error_response(exc.status_code, kind, str(exc.detail), **(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "backend", "internal server error")
+
+
+def _describe(errors: Any) -> str:
+    """pydantic's errors in one line: where and what, never the offending input."""
+    parts = []
+    for e in list(errors)[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ())[1:]) or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    more = len(errors) - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _openapi_with_bearer(app: FastAPI):
+    """The generated schema, plus the bearer scheme on every route that needs the key."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+            for path, operations in schema.get("paths", {}).items():
+                if path not in OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
+@cache
+def _page() -> tuple[str, str]:
+    """The page and a Content-Security-Policy that lets only its own inline script and style
+    run (by hash): even text that slipped into the page as markup could not execute."""
+    html = (resources.files("gptclassify.serve") / "static" / "index.html").read_text("utf-8")
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+        return " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'"
+            for b in blocks
+        )
+
+    csp = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        "connect-src 'self'; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return html, csp

@@ -1,0 +1,489 @@
+"""Dynamic micro-batching: the texts of concurrent requests share model passes.
+
+A request puts its texts (already tokenized, an `Encoded`) on one bounded queue and awaits a
+future. A worker thread waits until texts are waiting; while fewer than a pass's worth are
+(`max_batch` texts or `max_tokens` tokens), it waits for more, but never longer than
+`max_wait` after the oldest waiting text arrived (under load the queue is never short, so
+nobody waits on purpose). It sorts the oldest `max_batch` waiting texts by length, as
+`predict` sorts, plans them into passes (`plan_passes`), runs the pass that holds the oldest
+text through the classifier's runtime, and leaves the others waiting, to be planned again
+with what arrives meanwhile: the oldest text always goes next, and later passes draw on a
+fuller pool. Each row goes back to its request on the request's event loop.
+
+Where to cut: `predict` sorts a whole file, so its batches hold texts of nearly one length;
+a server only has the texts that happen to be waiting, and one pass padded to the longest of
+a few dozen random messages computes far more tokens than they hold. Every pass also has a
+fixed cost (on a CPU, mostly reading every weight once): `PassCost` fits it to the passes
+run, from two timed at start (`measure_pass_cost`), in tokens' worth of compute, and
+`plan_passes` cuts the sorted texts where the padding saved outweighs the extra passes,
+within the `max_tokens` budget per pass.
+
+The event loop never runs the model, so it goes on answering (health checks, refusals) while
+a large pass runs. A full queue refuses at once (`QueueFull`, the server's 429); a request
+still unanswered after its timeout gets `RequestTimeout`, and its texts that have not run are
+dropped from the queue, as are those of a request whose client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from gptclassify.data.encode import Encoded
+
+
+class QueueFull(Exception):
+    """The queue cannot take the request's texts now."""
+
+
+class RequestTimeout(Exception):
+    """The request was not answered within its timeout."""
+
+
+class ShuttingDown(Exception):
+    """The server stopped before the request ran."""
+
+
+class PassObserver(Protocol):
+    """Told about every model pass (for metrics)."""
+
+    def on_pass(self, texts: int, tokens: int, padded_tokens: int, seconds: float) -> None: ...
+
+    def on_wait(self, seconds: Sequence[float]) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_tokens: int = 4096
+    """Padded tokens per pass (a longer text runs alone)."""
+    max_batch: int = 64
+    """Texts planned together (and so at most per pass)."""
+    max_wait_s: float = 0.002
+    max_queue: int = 1024
+    """Texts waiting (not yet taken by a worker)."""
+    workers: int = 1
+
+
+def plan_passes(lengths: Sequence[int], max_tokens: int, overhead: float) -> list[list[int]]:
+    """Indices into `lengths`, longest first (stable), cut into passes that minimise the work:
+    each pass costs `overhead` plus its padded tokens (longest x rows), and holds at most
+    `max_tokens` padded tokens unless it is a single text.
+
+    Sorted, contiguous passes are optimal for this cost; the cut points come from a dynamic
+    programme over the sorted lengths (quadratic in texts per round: `max_batch` bounds it).
+    With a huge overhead it finds the fewest passes, as data.batches.token_budget_batches'
+    greedy rule does; with none, it groups equal lengths.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    s = [lengths[i] for i in order]
+    n = len(s)
+    best = [0.0] + [math.inf] * n  # best[j]: least cost of the first j sorted texts
+    start = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):  # the last pass is s[i:j], padded to s[i]
+            padded = s[i] * (j - i)
+            if j - i > 1 and padded > max_tokens:
+                break  # longer passes only get wider
+            cost = best[i] + overhead + padded
+            if cost <= best[j]:  # ties: the longer last pass, so fewer passes
+                best[j], start[j] = cost, i
+    passes: list[list[int]] = []
+    j = n
+    while j > 0:
+        passes.append(order[start[j] : j])
+        j = start[j]
+    return passes[::-1]
+
+
+class PassCost:
+    """What a pass costs: seconds = fixed + per_token x padded tokens, least squares over the
+    passes seen, recent ones weighing more (`decay` per pass), so the estimate follows the
+    machine. `overhead` is fixed / per_token: the fixed cost in tokens' worth of compute.
+
+    A `fixed_overhead` (the user's) is used as it is; otherwise, until the passes seen differ
+    enough in size to fit a line, the overhead is 0 (cut wherever padding is saved)."""
+
+    def __init__(self, fixed_overhead: float | None = None, decay: float = 0.98) -> None:
+        self.fixed_overhead = fixed_overhead
+        self.decay = decay
+        self._lock = threading.Lock()
+        self._sums = [0.0] * 5  # weight, x, y, x^2, x*y (x: tokens, y: seconds)
+        self._overhead = fixed_overhead if fixed_overhead is not None else 0.0
+
+    @property
+    def overhead(self) -> float:
+        return self._overhead
+
+    def observe(self, tokens: float, seconds: float, weight: float = 1.0) -> None:
+        if self.fixed_overhead is not None:
+            return
+        with self._lock:
+            d = self.decay
+            new = (weight, weight * tokens, weight * seconds)
+            new += (weight * tokens * tokens, weight * tokens * seconds)
+            self._sums = [old * d + add for old, add in zip(self._sums, new, strict=True)]
+            w, x, y, xx, xy = self._sums
+            mean_x, mean_y = x / w, y / w
+            var = xx / w - mean_x * mean_x
+            if var <= 1e-6 * max(1.0, mean_x * mean_x):
+                return  # passes of one size: no line to fit yet
+            per_token = (xy / w - mean_x * mean_y) / var
+            if per_token > 0:
+                self._overhead = max(0.0, (mean_y - per_token * mean_x) / per_token)
+
+
+def measure_pass_cost(
+    run: Callable[[Encoded], np.ndarray],
+    max_length: int,
+    clock: Callable[[], float] = time.perf_counter,
+    repeats: int = 3,
+) -> list[tuple[int, float]]:
+    """(padded tokens, seconds) of a small pass and a large one, each the best of `repeats`,
+    timed in turns after a first call of each that warms the runtime up (so a busy moment
+    of the machine slows both alike)."""
+    passes = [_dummy(1, min(8, max_length)), _dummy(16, min(64, max_length))]
+    for encoded in passes:
+        run(encoded)
+    best = [math.inf, math.inf]
+    for _ in range(repeats):
+        for i, encoded in enumerate(passes):
+            t = clock()
+            run(encoded)
+            best[i] = min(best[i], clock() - t)
+    return [(int(e.lengths.sum()), b) for e, b in zip(passes, best, strict=True)]
+
+
+def _dummy(rows: int, width: int) -> Encoded:
+    return Encoded(
+        ids=[[13] * width for _ in range(rows)],
+        lengths=np.full(rows, width, dtype=np.int64),
+        labels=None,
+        cut=np.zeros(rows, dtype=bool),
+    )
+
+
+class _Job:
+    """One request: its rows' results, filled in by workers."""
+
+    __slots__ = ("loop", "future", "rows", "remaining", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[np.ndarray] = loop.create_future()
+        self.rows: list[np.ndarray | None] = [None] * n
+        self.remaining = n
+        self.done = False
+        """Answered, failed or abandoned: its waiting texts are skipped."""
+
+
+@dataclass(slots=True)
+class _Item:
+    job: _Job
+    row: int
+    ids: list[int]
+    length: int
+    queued_at: float
+
+
+@dataclass(slots=True)
+class _Task:
+    """Other model work (an explanation) for the pass thread."""
+
+    job: _Job
+    fn: Callable[[], object]
+
+
+class MicroBatcher:
+    """The queue and its worker threads; `run` turns an `Encoded` into (N, K) logits."""
+
+    def __init__(
+        self,
+        run: Callable[[Encoded], np.ndarray],
+        limits: BatchLimits,
+        observer: PassObserver | None = None,
+        cost: PassCost | None = None,
+    ) -> None:
+        self.run = run
+        self.limits = limits
+        self.observer = observer
+        self.cost = cost or PassCost()
+        """What a pass costs (`plan_passes` cuts by it), refitted after every pass."""
+        self._pending: deque[_Item] = deque()
+        self._pending_tokens = 0
+        self._running = 0
+        self._tasks: deque[_Task] = deque()
+        self._tasks_running = 0
+        self._task_turn = True
+        """Whether a waiting task goes before waiting texts (they take turns)."""
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    def start(self, prepare: Callable[[], None] | None = None) -> None:
+        """Start the workers. `prepare` (a warm-up, a measurement) runs first, on a worker's
+        own thread, and `start` returns when it is done: every model call happens on the
+        threads that run the passes, so a runtime whose thread pools belong to the calling
+        thread (OpenMP's do) keeps one set of them busy, not two taking turns."""
+        with self._cond:
+            self._stopping = False
+        ready = threading.Event()
+        failed: list[BaseException] = []
+
+        def first() -> None:
+            try:
+                if prepare is not None:
+                    prepare()
+            except BaseException as exc:  # raised again by start, on the caller's thread
+                failed.append(exc)
+                return
+            finally:
+                ready.set()
+            self._work()
+
+        for i in range(self.limits.workers):
+            target = first if i == 0 else self._work
+            thread = threading.Thread(target=target, name=f"gptclassify-batch-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        ready.wait()
+        if failed:
+            self.stop()
+            raise failed[0]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Refuse new work, fail what is waiting, let running passes finish."""
+        with self._cond:
+            self._stopping = True
+            waiting = [item.job for item in self._pending] + [task.job for task in self._tasks]
+            self._pending.clear()
+            self._tasks.clear()
+            self._pending_tokens = 0
+            self._cond.notify_all()
+        for job in waiting:
+            self._fail(job, ShuttingDown("the server is shutting down"))
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    # ---- state, for /metrics ------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Texts waiting for a pass."""
+        return len(self._pending)
+
+    @property
+    def running(self) -> int:
+        """Texts in passes now."""
+        return self._running
+
+    @property
+    def tasks(self) -> int:
+        """Tasks (`call`) waiting or running."""
+        return len(self._tasks) + self._tasks_running
+
+    # ---- the event loop's side ----------------------------------------------------------
+
+    async def submit(self, encoded: Encoded, timeout: float | None) -> np.ndarray:
+        """Logits (N, K) of `encoded`'s rows, in order, once workers have run them."""
+        n = len(encoded)
+        job = _Job(asyncio.get_running_loop(), n)
+        now = time.monotonic()
+        lengths = [int(x) for x in encoded.lengths]
+        with self._cond:
+            if self._stopping:
+                raise ShuttingDown("the server is shutting down")
+            if len(self._pending) + n > self.limits.max_queue:
+                raise QueueFull(
+                    f"the queue holds {len(self._pending)} of at most {self.limits.max_queue} "
+                    f"texts; this request has {n}"
+                )
+            for row in range(n):
+                self._pending.append(_Item(job, row, encoded.ids[row], lengths[row], now))
+            self._pending_tokens += sum(lengths)
+            self._cond.notify_all()
+        try:
+            return await asyncio.wait_for(job.future, timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no answer within {timeout:g} s") from None
+        finally:
+            if not job.done:  # timed out, or the client went away: drop its waiting texts
+                self._abandon(job)
+
+    async def call(self, fn: Callable[[], object], timeout: float | None) -> object:
+        """`fn()` run on a pass thread, between passes (waiting texts and tasks take turns),
+        so that every model call of the server happens on the threads that run the passes."""
+        job = _Job(asyncio.get_running_loop(), 1)
+        with self._cond:
+            if self._stopping:
+                raise ShuttingDown("the server is shutting down")
+            self._tasks.append(_Task(job, fn))
+            self._cond.notify_all()
+        try:
+            return await asyncio.wait_for(job.future, timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no answer within {timeout:g} s") from None
+        finally:
+            if not job.done:
+                self._abandon(job)
+
+    def _abandon(self, job: _Job) -> None:
+        with self._cond:
+            job.done = True
+            kept = [item for item in self._pending if item.job is not job]
+            if len(kept) != len(self._pending):
+                self._pending = deque(kept)
+                self._pending_tokens = sum(item.length for item in kept)
+            self._tasks = deque(task for task in self._tasks if task.job is not job)
+
+    # ---- the workers' side --------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            work = self._take()
+            if work is None:
+                return
+            if isinstance(work, _Task):
+                self._run_task(work)
+                continue
+            try:
+                self._run_pass(work)
+            finally:
+                with self._cond:
+                    self._running -= len(work)
+
+    def _run_task(self, task: _Task) -> None:
+        try:
+            result = task.fn()
+        except Exception as exc:
+            self._fail(task.job, exc)
+        else:
+            with self._cond:
+                done, task.job.done = task.job.done, True
+            if not done:
+                _call_soon(task.job, _resolve, task.job.future, result)
+        finally:
+            with self._cond:
+                self._tasks_running -= 1
+
+    def _full(self) -> bool:
+        return (
+            len(self._pending) >= self.limits.max_batch
+            or self._pending_tokens >= self.limits.max_tokens
+        )
+
+    def _take(self) -> list[_Item] | _Task | None:
+        """The next pass: the oldest waiting text and those `plan_passes` puts with it, out
+        of the `max_batch` oldest. The others stay at the front of the queue, and are planned
+        again with whatever arrives meanwhile. Or the next task, when it is their turn.
+        None when stopping."""
+        limits = self.limits
+        with self._cond:
+            while True:
+                while not self._pending and not self._tasks:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                if self._tasks and (self._task_turn or not self._pending):
+                    self._task_turn = False
+                    self._tasks_running += 1
+                    return self._tasks.popleft()
+                self._task_turn = True
+                deadline = self._pending[0].queued_at + limits.max_wait_s
+                while self._pending and not self._full() and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                candidates: list[_Item] = []
+                while self._pending and len(candidates) < limits.max_batch:
+                    item = self._pending.popleft()
+                    if item.job.done:  # abandoned
+                        self._pending_tokens -= item.length
+                    else:
+                        candidates.append(item)
+                if candidates:
+                    break
+            lengths = [item.length for item in candidates]
+            plan = plan_passes(lengths, limits.max_tokens, self.cost.overhead)
+            chosen = set(next(p for p in plan if 0 in p))  # candidates[0] is the oldest
+            taken = [item for i, item in enumerate(candidates) if i in chosen]
+            back = [item for i, item in enumerate(candidates) if i not in chosen]
+            self._pending.extendleft(reversed(back))
+            self._pending_tokens -= sum(item.length for item in taken)
+            self._running += len(taken)
+            if back:
+                self._cond.notify()  # another worker may take them
+        if self.observer is not None:
+            now = time.monotonic()
+            self.observer.on_wait([now - item.queued_at for item in taken])
+        return taken
+
+    def _run_pass(self, items: list[_Item]) -> None:
+        encoded = Encoded(
+            ids=[item.ids for item in items],
+            lengths=np.array([item.length for item in items], dtype=np.int64),
+            labels=None,
+            cut=np.zeros(len(items), dtype=bool),
+        )
+        t0 = time.perf_counter()
+        try:
+            logits = self.run(encoded)
+        except Exception as exc:  # the requests get the error, the worker goes on
+            for item in items:
+                self._fail(item.job, exc)
+            return
+        seconds = time.perf_counter() - t0
+        padded = max(item.length for item in items) * len(items)
+        self.cost.observe(padded, seconds)
+        if self.observer is not None:
+            tokens = sum(item.length for item in items)
+            self.observer.on_pass(len(items), tokens, padded, seconds)
+        for item, row in zip(items, logits, strict=True):
+            self._deliver(item, row)
+
+    def _deliver(self, item: _Item, row: np.ndarray) -> None:
+        job = item.job
+        with self._cond:
+            if job.done:
+                return
+            job.rows[item.row] = row
+            job.remaining -= 1
+            if job.remaining:
+                return
+            job.done = True
+        _call_soon(job, _resolve, job.future, np.stack(job.rows))  # type: ignore[arg-type]
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        with self._cond:
+            if job.done:
+                return
+            job.done = True
+        _call_soon(job, _reject, job.future, exc)
+
+
+def _call_soon(job: _Job, callback: Callable[..., None], *args: object) -> None:
+    try:
+        job.loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the event loop is closed: nobody is waiting any more
+        pass
+
+
+def _resolve(future: asyncio.Future, value: np.ndarray) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _reject(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

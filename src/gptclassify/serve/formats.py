@@ -1,0 +1,92 @@
+"""Logits in, response bodies out: the TEI / Hugging Face list of {label, score} per text, and
+vLLM's classification objects. Plain functions of arrays (no HTTP, no model)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gptclassify.metrics import softmax
+from gptclassify.predict.tables import decide
+
+
+def scores(logits: np.ndarray, temperature: float, function: str) -> np.ndarray:
+    """(N, K) scores: softmax (probabilities), sigmoid (each class on its own) or none (the
+    calibrated logits, logits / temperature, whose softmax is the probabilities)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    if function == "softmax":
+        return softmax(z)
+    if function == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-z))
+    if function == "none":
+        return z
+    raise ValueError(f"unknown function {function!r}")
+
+
+def tei_predictions(
+    logits: np.ndarray,
+    labels: Sequence[str],
+    temperature: float,
+    function: str = "softmax",
+    top_k: int | None = None,
+    threshold: float | None = None,
+) -> list[list[dict[str, Any]]]:
+    """Per text, [{"label", "score"}] for every class (or the top k), highest score first.
+
+    With `threshold` (two classes) the class it decides on comes first whatever the scores, so
+    a client reading the first entry gets the thresholded label.
+    """
+    values = scores(logits, temperature, function)
+    decided = None
+    if threshold is not None:
+        decided = decide(softmax(logits, temperature), labels, threshold)
+    out = []
+    for i, row in enumerate(values):
+        order = list(np.argsort(-row, kind="stable"))
+        if decided is not None:
+            first = labels.index(decided[i])
+            order.remove(first)
+            order.insert(0, first)
+        if top_k is not None:
+            order = order[:top_k]
+        out.append([{"label": labels[j], "score": float(row[j])} for j in order])
+    return out
+
+
+def vllm_classification(
+    logits: np.ndarray,
+    labels: Sequence[str],
+    temperature: float,
+    model: str,
+    prompt_tokens: int,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """vLLM's /classify answer: one entry per text with the label and every class's
+    probability (in the model's class order), and the tokens read."""
+    probs = softmax(logits, temperature)
+    chosen = decide(probs, labels, threshold)
+    return {
+        "id": f"classify-{uuid.uuid4().hex}",
+        "object": "list",
+        "created": int(time.time()),
+        "model": model,
+        "data": [
+            {
+                "index": i,
+                "label": chosen[i],
+                "probs": [float(p) for p in row],
+                "num_classes": len(labels),
+            }
+            for i, row in enumerate(probs)
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens,
+            "completion_tokens": 0,
+            "prompt_tokens_details": None,
+        },
+    }

@@ -1,0 +1,132 @@
+"""ASGI layers around the routes: the API key, the body-size cap and request metrics.
+
+They sit in front of FastAPI's own request handling on purpose: a request without the key
+is refused before its body is read or parsed, and an oversized body is refused from its
+Content-Length header, or, when it has none (chunked), as soon as what arrived passes the cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Collection
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gptclassify.serve.metrics import ServeMetrics
+
+
+def error_response(status: int, error_type: str, message: str, **headers: str) -> JSONResponse:
+    """TEI's error body."""
+    return JSONResponse({"error": message, "error_type": error_type}, status, headers=headers)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while FastAPI reads a body past the cap (FastAPI passes HTTPExceptions on)."""
+
+    error_type = "validation"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = error_response(
+                413, "validation", f"request body is larger than {self.max_bytes} bytes"
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class BearerAuth:
+    """`Authorization: Bearer <key>` on every path but `open_paths`, compared in constant
+    time (digests of equal length, so not even the key's length shows in the timing)."""
+
+    def __init__(self, app: ASGIApp, api_key: str, open_paths: Collection[str]) -> None:
+        self.app = app
+        self.digest = hashlib.sha256(api_key.encode()).digest()
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(
+            401,
+            "unauthorized",
+            "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+            **{"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        value = _header(scope, b"authorization") or ""
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        given = hashlib.sha256(token.strip().encode()).digest()
+        return hmac.compare_digest(given, self.digest)
+
+
+class RequestMetrics:
+    """Counts every answer by route and status, and its latency. Paths that are not routes
+    count as "other", so scanners cannot grow the label set."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics, routes: Collection[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = frozenset(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = scope["path"]
+            route = path if path in self.routes else "other"
+            self.metrics.observe_request(
+                route, scope["method"], status, time.perf_counter() - start
+            )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None

@@ -1,0 +1,250 @@
+"""One loaded classifier behind the HTTP routes: request caps, tokenizing, the micro-batching
+queue, explanations, and the facts /info reports.
+
+Everything a route needs beyond decoding its body and encoding its answer is here, and every
+refusal is an `APIError` carrying TEI's status code and error type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gptclassify import __version__, tokenizer
+from gptclassify.artifact import CONFIG
+from gptclassify.data.encode import Encoded, encode_ids
+from gptclassify.errors import GPTClassifyError
+from gptclassify.files import read_json
+from gptclassify.predict import Classifier
+from gptclassify.serve.batching import (
+    BatchLimits,
+    MicroBatcher,
+    PassCost,
+    PassObserver,
+    QueueFull,
+    RequestTimeout,
+    ShuttingDown,
+    measure_pass_cost,
+)
+from gptclassify.serve.schemas import EXPLAIN_METHODS
+from gptclassify.serve.settings import ServeSettings
+
+STARTUP_WEIGHT = 8.0
+"""The passes timed at start count as this many passes each in the cost fit."""
+TOKENIZE_INLINE_CHARS = 8192
+"""Requests with more characters than this are tokenized on a thread, off the event loop."""
+
+
+class APIError(Exception):
+    """A refusal, in TEI's terms: HTTP status and error type."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+
+
+def too_large(message: str) -> APIError:
+    return APIError(413, "validation", message)
+
+
+def invalid(message: str) -> APIError:
+    return APIError(422, "validation", message)
+
+
+@dataclass
+class Classified:
+    logits: np.ndarray
+    """(N, K) logits, in request order."""
+    tokens: int
+    """Tokens read (after truncation)."""
+
+
+class ClassifierService:
+    """`classifier`: a loaded Classifier, or a function that loads one: then it is loaded by
+    `start`, on the thread that will run its passes (see `MicroBatcher.start`)."""
+
+    def __init__(
+        self,
+        classifier: Classifier | Callable[[], Classifier],
+        settings: ServeSettings,
+        observer: PassObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.batcher = MicroBatcher(
+            self._logits,
+            BatchLimits(
+                max_tokens=settings.max_batch_tokens,
+                max_batch=settings.max_batch,
+                max_wait_s=settings.max_wait_ms / 1000.0,
+                max_queue=settings.max_queue,
+                workers=settings.workers,
+            ),
+            observer,
+            PassCost(settings.pass_overhead_tokens),
+        )
+        self._loader = None if isinstance(classifier, Classifier) else classifier
+        self._started = False
+        if isinstance(classifier, Classifier):
+            self._attach(classifier)
+
+    def _attach(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+        path = classifier.path
+        self.model_id = self.settings.model_name or (
+            path.name if path is not None else "gptclassify"
+        )
+        self.model_sha256 = _weights_sha256(path)
+        self.can_explain = classifier.runtime.name == "torch"
+
+    def start(self) -> None:
+        """Load the classifier (when given a loader), time two passes (unless the pass cost
+        is set), and start the pass thread, all on that thread; errors are raised here.
+        Starting a started service does nothing."""
+        if self._started:
+            return
+        self.batcher.start(prepare=self._prepare)
+        self._started = True
+
+    def _prepare(self) -> None:
+        if self._loader is not None:
+            self._attach(self._loader())
+        if self.settings.pass_overhead_tokens is None:  # also warms the runtime up
+            for tokens, seconds in measure_pass_cost(
+                self._logits, self.classifier.policy.max_length
+            ):
+                self.batcher.cost.observe(tokens, seconds, weight=STARTUP_WEIGHT)
+
+    def stop(self) -> None:
+        self.batcher.stop()
+        self._started = False
+
+    # ---- classification -------------------------------------------------------------------
+
+    def _logits(self, encoded: Encoded) -> np.ndarray:
+        # One call per pass: the queue has already sorted and sized it.
+        return self.classifier.runtime.logits(encoded, len(encoded))
+
+    def texts(self, inputs: str | list[str]) -> list[str]:
+        """The request's texts, checked against the caps."""
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        s = self.settings
+        if not texts:
+            raise APIError(400, "empty", "inputs is an empty list: nothing to classify")
+        if len(texts) > s.max_texts:
+            raise too_large(f"batch size {len(texts)} > maximum allowed batch size {s.max_texts}")
+        for i, text in enumerate(texts):
+            if len(text) > s.max_chars:
+                raise too_large(
+                    f"text {i + 1} has {len(text)} characters; at most {s.max_chars} are allowed"
+                )
+        return texts
+
+    async def classify(self, texts: list[str], truncate: bool = True) -> Classified:
+        if sum(map(len, texts)) > TOKENIZE_INLINE_CHARS:
+            encoded = await asyncio.to_thread(self.encode, texts, truncate)
+        else:
+            encoded = self.encode(texts, truncate)
+        try:
+            logits = await self.batcher.submit(encoded, self.settings.timeout_s)
+        except QueueFull as exc:
+            raise APIError(429, "overloaded", f"Model is overloaded: {exc}") from None
+        except RequestTimeout as exc:
+            raise APIError(503, "timeout", f"Request timed out: {exc}") from None
+        except ShuttingDown as exc:
+            raise APIError(503, "unhealthy", str(exc)) from None
+        except Exception as exc:  # a failed pass: say so, without internals
+            raise APIError(424, "backend", f"Inference failed: {type(exc).__name__}") from exc
+        return Classified(logits, int(encoded.lengths.sum()))
+
+    def encode(self, texts: list[str], truncate: bool) -> Encoded:
+        """Token ids under the model's input policy; refuses empty texts and, without
+        `truncate`, texts longer than the model reads."""
+        policy = self.classifier.policy
+        raw = [tokenizer.encode(text) for text in texts]
+        for i, ids in enumerate(raw):
+            if not ids:
+                raise invalid(f"text {i + 1} is empty: nothing to classify")
+            if not truncate and len(ids) > policy.max_length:
+                raise too_large(
+                    f"text {i + 1} has {len(ids)} tokens; the model reads at most "
+                    f"{policy.max_length} (send truncate: true to cut it)"
+                )
+        return encode_ids(raw, policy)
+
+    # ---- explanations ---------------------------------------------------------------------
+
+    async def explain(self, text: str, method: str, steps: int, target: str | None) -> Any:
+        """`Classifier.explain` on the pass thread, taking turns with the passes."""
+        s = self.settings
+        if not self.can_explain:
+            raise APIError(
+                501,
+                "backend",
+                f"explanations need the PyTorch runtime; this server runs "
+                f"{self.classifier.runtime.name}",
+            )
+        if len(text) > s.max_chars:
+            raise too_large(f"the text has {len(text)} characters; at most {s.max_chars}")
+        if not text:
+            raise invalid("the text is empty: nothing to explain")
+        if self.batcher.tasks > s.max_explain_waiting:
+            raise APIError(429, "overloaded", "Model is overloaded: too many explanations waiting")
+        try:
+            return await self.batcher.call(
+                partial(self.classifier.explain, text, method, steps, target), s.timeout_s
+            )
+        except RequestTimeout:
+            raise APIError(503, "timeout", f"no explanation within {s.timeout_s:g} s") from None
+        except ShuttingDown as exc:
+            raise APIError(503, "unhealthy", str(exc)) from None
+        except GPTClassifyError as exc:
+            raise invalid(str(exc)) from None
+
+    # ---- facts ------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        c = self.classifier
+        s = self.settings
+        test = (c.metrics or {}).get("test") or {}
+        return {
+            "model_id": self.model_id,
+            "labels": list(c.labels),
+            "base_model": c.provenance.base_model,
+            "runtime": c.runtime.describe(),
+            "max_input_tokens": c.policy.max_length,
+            "truncate": c.policy.truncate,
+            "max_client_batch_size": s.max_texts,
+            "max_chars": s.max_chars,
+            "max_body_bytes": s.max_body_bytes,
+            "max_batch_texts": s.max_batch,
+            "max_batch_tokens": s.max_batch_tokens,
+            "max_wait_ms": s.max_wait_ms,
+            "pass_overhead_tokens": round(self.batcher.cost.overhead, 1),
+            "max_queue": s.max_queue,
+            "timeout_s": s.timeout_s,
+            "model_sha256": self.model_sha256,
+            "version": __version__,
+            "explain": self.can_explain,
+            "explain_methods": list(EXPLAIN_METHODS) if self.can_explain else [],
+            "auth": s.api_key is not None,
+            "test_accuracy": test.get("accuracy"),
+        }
+
+
+def _weights_sha256(folder: Path | None) -> str | None:
+    """The weights' sha256 recorded in the folder's config.json (checked when it loaded)."""
+    if folder is None:
+        return None
+    try:
+        value = read_json(folder / CONFIG).get("weights_sha256")
+    except (GPTClassifyError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

@@ -1,0 +1,698 @@
+"""The HTTP API (FastAPI's TestClient, no sockets): every route, both request shapes, every
+error status, the API key, the caps, and the micro-batching queue (with a runtime stub that
+blocks until the test lets it go, so "while a pass runs" and "when the queue is full" are
+states the test sets up, not timings it hopes for)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from gptclassify.config import GPTConfig
+from gptclassify.data.batches import token_budget_batches
+from gptclassify.data.encode import Encoded, InputPolicy
+from gptclassify.files import sha256_file
+from gptclassify.predict import Classifier
+from gptclassify.serve import ServeSettings, create_app
+from gptclassify.serve.batching import PassCost, measure_pass_cost, plan_passes
+from gptclassify.serve.schemas import (
+    EXPLAIN_MAX_STEPS,
+    EXPLAIN_METHODS,
+    EXPLAIN_STEPS,
+    ClassifyResponse,
+    ExplainResponse,
+    Info,
+    ModelList,
+)
+
+SPAM = "WINNER!! You have been selected to receive a £900 prize reward! Call 09061701461 to claim"
+HAM = "Ok lar... I'll see you at home later, going to the shops now"
+TEXTS = [
+    SPAM,
+    HAM,
+    "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. Text FA to 87121",
+    "ok",
+    "Sorry, I'll call later",
+    "URGENT! Your mobile number has been awarded a £2000 bonus. Call 09066362231 now " * 3,
+]
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_run) -> Classifier:
+    """The session's tiny model in fp32: exact comparisons between request shapes."""
+    return Classifier.load(tiny_run.path, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def client(clf) -> Iterator[TestClient]:
+    settings = ServeSettings(max_texts=8, max_chars=2_000, max_body_bytes=50_000)
+    with TestClient(create_app(clf, settings)) as c:
+        yield c
+
+
+def assert_error(response, status: int, error_type: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "error_type"} and body["error_type"] == error_type, body
+    assert "Traceback" not in body["error"] and 'File "' not in body["error"]
+    return body
+
+
+# ---- routes and shapes ------------------------------------------------------------------------
+
+
+def test_health_info_and_models(client, clf, tiny_run):
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/info").json()
+    assert set(info) == set(Info.model_fields)  # what the docs say is what comes
+    Info.model_validate(info)
+    assert info["labels"] == ["ham", "spam"]
+    assert info["max_input_tokens"] == clf.policy.max_length
+    assert info["max_client_batch_size"] == 8 and info["max_batch_texts"] == 64
+    assert info["model_sha256"] == sha256_file(tiny_run.path / "model.safetensors")
+    assert info["version"] and info["explain"] is True and info["auth"] is False
+    assert info["test_accuracy"] == clf.metrics["test"]["accuracy"]
+    models = client.get("/v1/models").json()
+    ModelList.model_validate(models)
+    assert models["object"] == "list" and len(models["data"]) == 1
+    card = models["data"][0]
+    assert card["id"] == info["model_id"] == tiny_run.path.name
+    assert card["object"] == "model" and card["max_model_len"] == clf.policy.max_length
+
+
+def test_predict_one_text_and_a_list_in_tei_shape(client, clf):
+    one = client.post("/predict", json={"inputs": SPAM}).json()
+    assert [set(p) for p in one] == [{"label", "score"}] * 2
+    assert {p["label"] for p in one} == {"ham", "spam"}
+    assert one[0]["score"] >= one[1]["score"]  # sorted, likeliest first
+    assert sum(p["score"] for p in one) == pytest.approx(1.0)
+    expected = clf.predict_proba([SPAM])[0]
+    assert {p["label"]: p["score"] for p in one} == pytest.approx(
+        dict(zip(clf.labels, expected, strict=True)), abs=1e-6
+    )
+    many = client.post("/predict", json={"inputs": [SPAM, HAM]}).json()
+    assert len(many) == 2 and all(isinstance(row, list) and len(row) == 2 for row in many)
+    assert [row[0]["label"] for row in many] == clf.predict([SPAM, HAM])
+
+
+def test_a_text_alone_and_in_a_batch_get_the_same_answer(client, clf):
+    alone = [client.post("/predict", json={"inputs": t}).json() for t in TEXTS]
+    batch = client.post("/predict", json={"inputs": TEXTS}).json()
+    for a, b in zip(alone, batch, strict=True):
+        assert [p["label"] for p in a] == [p["label"] for p in b]
+        assert np.allclose([p["score"] for p in a], [p["score"] for p in b], atol=1e-6, rtol=0)
+    classify = client.post("/classify", json={"input": TEXTS}).json()
+    for a, row in zip(alone, classify["data"], strict=True):
+        assert row["label"] == a[0]["label"]
+        probs = dict(zip(clf.labels, row["probs"], strict=True))
+        assert all(probs[p["label"]] == pytest.approx(p["score"], abs=1e-6) for p in a)
+
+
+def test_hf_parameters_raw_scores_and_threshold(client, clf):
+    logits = clf.logits([SPAM])[0] / clf.temperature
+    raw = client.post("/predict", json={"inputs": SPAM, "raw_scores": True}).json()
+    assert {p["label"]: p["score"] for p in raw} == pytest.approx(
+        dict(zip(clf.labels, logits, strict=True)), abs=1e-5
+    )
+    none = {"inputs": SPAM, "parameters": {"function_to_apply": "none"}}
+    assert client.post("/predict", json=none).json() == raw
+    sig = client.post(
+        "/predict", json={"inputs": SPAM, "parameters": {"function_to_apply": "sigmoid"}}
+    ).json()
+    want = 1 / (1 + np.exp(-logits))
+    assert {p["label"]: p["score"] for p in sig} == pytest.approx(
+        dict(zip(clf.labels, want, strict=True)), abs=1e-5
+    )
+    top = client.post("/predict", json={"inputs": [SPAM, HAM], "parameters": {"top_k": 1}}).json()
+    assert [len(row) for row in top] == [1, 1]
+    # threshold: the decided class comes first, whatever its score
+    for threshold, first in ((0.0, "spam"), (1.0, "ham")):
+        body = {"inputs": [SPAM, HAM], "parameters": {"threshold": threshold}}
+        rows = client.post("/predict", json=body).json()
+        assert [row[0]["label"] for row in rows] == [first, first]
+        data = client.post("/classify", json={"input": [SPAM, HAM], "threshold": threshold})
+        assert [d["label"] for d in data.json()["data"]] == [first, first]
+
+
+def test_classify_in_vllm_shape(client, clf):
+    name = client.get("/v1/models").json()["data"][0]["id"]
+    for path in ("/classify", "/v1/classify"):
+        body = client.post(path, json={"model": name, "input": [SPAM, HAM]}).json()
+        ClassifyResponse.model_validate(body)
+        assert set(body) == {"id", "object", "created", "model", "data", "usage"}
+        assert body["object"] == "list" and body["model"] == name
+        assert body["id"].startswith("classify-")
+        assert [d["index"] for d in body["data"]] == [0, 1]
+        assert all(d["num_classes"] == 2 and len(d["probs"]) == 2 for d in body["data"])
+        assert [d["label"] for d in body["data"]] == clf.predict([SPAM, HAM])
+        tokens = sum(min(len(clf_tokens(t)), clf.policy.max_length) for t in (SPAM, HAM))
+        assert body["usage"] == {
+            "prompt_tokens": tokens,
+            "total_tokens": tokens,
+            "completion_tokens": 0,
+            "prompt_tokens_details": None,
+        }
+    single = client.post("/classify", json={"input": HAM}).json()
+    assert len(single["data"]) == 1
+    assert_error(client.post("/classify", json={"model": "other", "input": HAM}), 404, "not_found")
+
+
+def clf_tokens(text: str) -> list[int]:
+    from gptclassify import tokenizer
+
+    return tokenizer.encode(text)
+
+
+def test_explain_route(client):
+    body = client.post("/explain", json={"inputs": SPAM, "method": "gradient-x-input"}).json()
+    assert set(ExplainResponse.model_validate(body).model_dump()) == set(body)
+    assert body["method"] == "gradient-x-input" and body["steps"] is None
+    assert "".join(t["text"] for t in body["tokens"]) == SPAM
+    assert body["label"] == body["target"] and set(body["probs"]) == {"ham", "spam"}
+    assert all(len(t["probs"]) == 2 for t in body["tokens"])
+    other = client.post("/explain", json={"inputs": SPAM, "target": "ham", "steps": 8}).json()
+    assert other["target"] == "ham" and other["method"] == "integrated-gradients"
+    assert_error(
+        client.post("/explain", json={"inputs": SPAM, "target": "eggs"}), 422, "validation"
+    )
+    assert_error(client.post("/explain", json={"inputs": SPAM, "steps": 0}), 422, "validation")
+    assert_error(client.post("/explain", json={"inputs": ""}), 422, "validation")
+
+
+def test_explanations_take_turns_with_passes_on_the_pass_thread_and_429_past_the_limit(
+    clf, monkeypatch
+):
+    release, entered, calls = threading.Event(), threading.Event(), []
+    real_explain, real_logits = clf.explain, clf.runtime.logits
+
+    def slow_explain(text, *args):
+        calls.append(("explain", text, threading.current_thread().name))
+        entered.set()
+        release.wait(20)
+        return real_explain(text, *args)
+
+    def logits(encoded, batch_size):
+        calls.append(("pass", len(encoded), threading.current_thread().name))
+        return real_logits(encoded, batch_size)
+
+    monkeypatch.setattr(clf, "explain", slow_explain)
+    monkeypatch.setattr(clf.runtime, "logits", logits)
+    settings = ServeSettings(max_explain_waiting=1, pass_overhead_tokens=0)
+    with TestClient(create_app(clf, settings)) as c:
+        service = c.app.state.service
+        first = in_thread(c.post, "/explain", json={"inputs": SPAM, "steps": 2})
+        assert entered.wait(10)
+        second = in_thread(c.post, "/explain", json={"inputs": HAM, "steps": 2})
+        wait_for(lambda: service.batcher.tasks == 2)
+        assert_error(c.post("/explain", json={"inputs": "x"}), 429, "overloaded")
+        predict = in_thread(c.post, "/predict", json={"inputs": HAM})
+        wait_for(lambda: service.batcher.depth == 1)
+        assert c.get("/health").status_code == 200
+        release.set()
+        for thread, out in (first, second, predict):
+            thread.join(30)
+            assert out["result"].status_code == 200
+    # one thread runs every model call; a waiting pass goes between two explanations
+    assert [(kind, what) for kind, what, _ in calls] == [
+        ("explain", SPAM),
+        ("pass", 1),
+        ("explain", HAM),
+    ]
+    assert {thread for _, _, thread in calls} == {"gptclassify-batch-0"}
+
+
+def test_metrics_in_prometheus_format(client):
+    client.post("/predict", json={"inputs": HAM})
+    client.post("/predict", json={"inputs": 5})
+    text = client.get("/metrics").text
+    assert "# TYPE gptclassify_requests_total counter" in text
+    assert 'gptclassify_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'gptclassify_requests_total{method="POST",route="/predict",status="422"}' in text
+    assert 'gptclassify_request_duration_seconds_bucket{le="0.005",route="/predict"}' in text
+    for name in (
+        "gptclassify_batch_texts_count",
+        "gptclassify_batch_padded_tokens_sum",
+        "gptclassify_queue_wait_seconds_count",
+        "gptclassify_queue_depth 0.0",
+        "gptclassify_running_texts 0.0",
+        "gptclassify_texts_total",
+        "gptclassify_tokens_total",
+    ):
+        assert name in text, name
+
+
+def test_openapi_docs_are_generated(client):
+    schema = client.get("/openapi.json").json()
+    for path in ("/predict", "/classify", "/explain", "/info", "/health", "/v1/models"):
+        assert path in schema["paths"], path
+    assert client.get("/docs").status_code == 200
+
+
+def test_the_page_is_self_contained_and_only_its_own_script_runs(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert "http://" not in html and "https://" not in html and " src=" not in html  # no CDN
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp
+    assert "innerHTML" not in html and "insertAdjacentHTML" not in html and "eval(" not in html
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+
+def test_invalid_input_is_a_422_in_tei_shape(client):
+    post = client.post
+    headers = {"Content-Type": "application/json"}
+    assert_error(post("/predict", content=b'{"inputs": "x",', headers=headers), 422, "validation")
+    assert_error(post("/predict", json={"inputs": 3}), 422, "validation")
+    assert_error(post("/predict", json={"inputs": ["ok", 3]}), 422, "validation")
+    assert_error(post("/predict", json={"text": "x"}), 422, "validation")
+    assert_error(post("/predict", json={"inputs": "x", "raw_scores": "yes"}), 422, "validation")
+    assert_error(
+        post("/predict", json={"inputs": "x", "parameters": {"top_k": 0}}), 422, "validation"
+    )
+    bad_fn = {"inputs": "x", "parameters": {"function_to_apply": "relu"}}
+    assert_error(post("/predict", json=bad_fn), 422, "validation")
+    assert_error(post("/predict", json={"inputs": ["ok", ""]}), 422, "validation")
+    assert_error(post("/classify", json={"input": {"a": 1}}), 422, "validation")
+    assert_error(
+        post("/predict", json={"inputs": "x", "parameters": {"threshold": 2}}), 422, "validation"
+    )
+    assert_error(post("/predict", json=[1, 2]), 422, "validation")
+    assert_error(post("/predict", json={"inputs": []}), 400, "empty")
+    assert_error(client.get("/predict"), 405, "validation")
+    assert_error(client.get("/no-such-route"), 404, "not_found")
+
+
+def test_caps_are_413(client, clf):
+    assert_error(client.post("/predict", json={"inputs": ["hi"] * 9}), 413, "validation")
+    assert client.post("/predict", json={"inputs": ["hi"] * 8}).status_code == 200
+    assert_error(client.post("/predict", json={"inputs": "a" * 2_001}), 413, "validation")
+    # the body cap, from Content-Length ...
+    big = json.dumps({"inputs": "x" * 60_000}).encode()
+    assert_error(
+        client.post("/predict", content=big, headers={"Content-Type": "application/json"}),
+        413,
+        "validation",
+    )
+
+    # ... and from the streamed body when there is no Content-Length (chunked)
+    def chunks() -> Iterator[bytes]:
+        yield b'{"inputs": "'
+        for _ in range(100):
+            yield b"x" * 1_000
+        yield b'"}'
+
+    response = client.post(
+        "/predict", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert_error(response, 413, "validation")
+    # a text longer than the model reads: cut by default, refused with truncate false
+    long = "spam " * (clf.policy.max_length + 10)
+    assert client.post("/predict", json={"inputs": long}).status_code == 200
+    body = assert_error(
+        client.post("/predict", json={"inputs": long, "truncate": False}), 413, "validation"
+    )
+    assert str(clf.policy.max_length) in body["error"]
+
+
+def test_threshold_needs_two_classes():
+    runtime = StubRuntime(num_classes=3)
+    clf = Classifier.with_runtime(runtime, ["a", "b", "c"], POLICY)
+    runtime.release.set()
+    with TestClient(create_app(clf)) as c:
+        body = {"inputs": "x", "parameters": {"threshold": 0.5}}
+        assert_error(c.post("/predict", json=body), 422, "validation")
+        assert len(c.post("/predict", json={"inputs": "x"}).json()) == 3
+
+
+# ---- the API key and CORS ---------------------------------------------------------------------
+
+
+def test_api_key_on_every_route_but_health_and_the_page(clf):
+    with TestClient(create_app(clf, ServeSettings(api_key="s3cret"))) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/").status_code == 200
+        routes = [
+            ("GET", "/info"),
+            ("GET", "/metrics"),
+            ("GET", "/v1/models"),
+            ("GET", "/openapi.json"),
+            ("GET", "/docs"),
+            ("POST", "/predict"),
+            ("POST", "/classify"),
+            ("POST", "/explain"),
+        ]
+        for method, path in routes:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+                response = c.request(method, path, json={"inputs": HAM}, headers=headers)
+                assert_error(response, 401, "unauthorized")
+                assert response.headers["www-authenticate"] == "Bearer"
+        good = {"Authorization": "Bearer s3cret"}
+        assert c.get("/info", headers=good).json()["auth"] is True
+        assert c.post("/predict", json={"inputs": HAM}, headers=good).status_code == 200
+        # unauthenticated requests are refused before their body is parsed
+        assert (
+            c.post(
+                "/predict", content=b"{", headers={"Content-Type": "application/json"}
+            ).status_code
+            == 401
+        )
+        schema = c.get("/openapi.json", headers=good).json()
+        assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        assert schema["paths"]["/predict"]["post"]["security"] == [{"bearer": []}]
+        assert "security" not in schema["paths"]["/health"]["get"]
+
+
+def test_no_cors_unless_asked(clf):
+    origin = {"Origin": "https://example.org"}
+    with TestClient(create_app(clf)) as c:
+        assert "access-control-allow-origin" not in c.get("/info", headers=origin).headers
+    settings = ServeSettings(cors_origins=("https://example.org",), api_key="k")
+    with TestClient(create_app(clf, settings)) as c:
+        preflight = c.options(
+            "/predict",
+            headers={
+                **origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://example.org"
+        other = c.get(
+            "/info", headers={"Origin": "https://evil.example", "Authorization": "Bearer k"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_serve_command_builds_the_app_from_flags_and_the_environment(tiny_run, monkeypatch):
+    import uvicorn
+
+    from gptclassify.cli import cli
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setenv("GPTCLASSIFY_API_KEY", "from-env")
+    result = CliRunner().invoke(
+        cli, ["serve", str(tiny_run.path), "--port", "9123", "--max-texts", "4", "--no-access-log"]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 9123 and seen["access_log"] is False
+    service = seen["app"].state.service
+    service.stop()  # the command started it (uvicorn would stop it)
+    assert service.settings.api_key == "from-env" and service.settings.max_texts == 4
+    assert service.classifier.labels == ["ham", "spam"] and service.model_id == "tiny"
+    assert "Warning" not in result.output and "Serving" in result.output
+    monkeypatch.delenv("GPTCLASSIFY_API_KEY")
+    result = CliRunner().invoke(cli, ["serve", str(tiny_run.path), "--host", "0.0.0.0"])
+    seen["app"].state.service.stop()
+    assert result.exit_code == 0 and "without --api-key" in result.output
+    bad = CliRunner().invoke(cli, ["serve", str(tiny_run.path), "--max-queue", "2"])
+    assert bad.exit_code == 1 and "--max-queue" in bad.output
+    missing = CliRunner().invoke(cli, ["serve", str(tiny_run.path / "nope")])
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert "not a folder" in missing.output
+
+
+# ---- the micro-batching queue -----------------------------------------------------------------
+
+POLICY = InputPolicy(max_length=32, pad_length=None)
+
+
+class StubRuntime:
+    """A runtime whose passes wait for `release`, recording what each pass held. Logits are
+    a function of each row alone (its length), so batching cannot change answers."""
+
+    name = "stub"
+    gpt_config = GPTConfig(context_length=32, emb_dim=8, n_heads=2, n_layers=1)
+    pool = "last-real"
+    causal = True
+
+    def __init__(self, num_classes: int = 2, fail: bool = False) -> None:
+        self.num_classes = num_classes
+        self.fail = fail
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.passes: list[int] = []
+        self.lengths: list[list[int]] = []
+
+    def describe(self) -> str:
+        return "stub"
+
+    def logits(self, encoded: Encoded, batch_size: int) -> np.ndarray:
+        self.entered.set()
+        assert self.release.wait(20), "the test never released the pass"
+        self.passes.append(len(encoded))
+        self.lengths.append(sorted(int(n) for n in encoded.lengths))
+        if self.fail:
+            raise RuntimeError("secret internals /home/x/model.py line 3")
+        lengths = encoded.lengths.astype(np.float32)[:, None]
+        return np.concatenate(
+            [lengths, -lengths, np.zeros((len(encoded), self.num_classes - 2))], 1
+        )
+
+
+def stub_app(**settings):
+    runtime = StubRuntime()
+    clf = Classifier.with_runtime(runtime, ["ham", "spam"], POLICY)
+    settings.setdefault("pass_overhead_tokens", 1e6)  # never measured (the stub blocks)
+    return runtime, create_app(clf, ServeSettings(**settings))
+
+
+def in_thread(fn, *args, **kwargs):
+    out: dict = {}
+
+    def run():
+        out["result"] = fn(*args, **kwargs)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.005)
+
+
+def test_health_answers_while_a_pass_runs_and_waiting_requests_share_the_next_pass():
+    runtime, app = stub_app(max_wait_ms=0)
+    with TestClient(app) as c:
+        first, first_out = in_thread(c.post, "/predict", json={"inputs": "one"})
+        assert runtime.entered.wait(10)  # the worker is inside a pass, blocked
+        t0 = time.perf_counter()
+        assert c.get("/health").status_code == 200
+        assert time.perf_counter() - t0 < 2.0
+        metrics = c.get("/metrics").text
+        assert "gptclassify_running_texts 1.0" in metrics
+        texts = ["a b", "c d e f", "g", "h i j", "k l", "m n o p q", "r"]
+        others = [in_thread(c.post, "/predict", json={"inputs": t}) for t in texts]
+        wait_for(lambda: app.state.service.batcher.depth == len(texts))
+        assert "gptclassify_queue_depth 7.0" in c.get("/metrics").text
+        runtime.release.set()
+        for thread, _ in [(first, first_out), *others]:
+            thread.join(10)
+        assert first_out["result"].status_code == 200
+        assert all(out["result"].status_code == 200 for _, out in others)
+    assert runtime.passes == [1, 7]  # the seven waiting requests ran as one pass
+    # each answer is its own row's (the stub's logits depend on the row's length only)
+    for text, (_, out) in zip(texts, others, strict=True):
+        n = len(text.split())
+        got = {p["label"]: p["score"] for p in out["result"].json()}
+        want = np.exp([n, -n]) / np.exp([n, -n]).sum()
+        assert got["ham"] == pytest.approx(want[0]) and got["spam"] == pytest.approx(want[1])
+
+
+def test_the_oldest_text_goes_first_and_a_long_one_gets_a_pass_of_its_own():
+    runtime, app = stub_app(max_wait_ms=0, pass_overhead_tokens=5)
+    long = "word " * 30
+    with TestClient(app) as c:
+        threads = [in_thread(c.post, "/predict", json={"inputs": "x"})]
+        assert runtime.entered.wait(10)
+        for i, text in enumerate(["a", long, "b", "c"]):  # "a" is the oldest waiting
+            threads.append(in_thread(c.post, "/predict", json={"inputs": text}))
+            wait_for(lambda i=i: app.state.service.batcher.depth == i + 1)
+        runtime.release.set()
+        for thread, _ in threads:
+            thread.join(10)
+        assert all(out["result"].status_code == 200 for _, out in threads)
+    n = len(clf_tokens(long))
+    # padding "a", "b" and "c" to the long text's width would cost 3 x n tokens; a pass costs 5
+    assert runtime.lengths == [[1], [1, 1, 1], [n]]
+
+
+def test_429_only_when_the_queue_is_full():
+    runtime, app = stub_app(max_queue=3, max_texts=2, max_wait_ms=0)
+    with TestClient(app) as c:
+        running, running_out = in_thread(c.post, "/predict", json={"inputs": "x"})
+        assert runtime.entered.wait(10)
+        queued = [in_thread(c.post, "/predict", json={"inputs": ["a", "b"]})]
+        wait_for(lambda: app.state.service.batcher.depth == 2)
+        queued.append(in_thread(c.post, "/predict", json={"inputs": "c"}))  # fills it: 3 of 3
+        wait_for(lambda: app.state.service.batcher.depth == 3)
+        body = assert_error(c.post("/predict", json={"inputs": "d"}), 429, "overloaded")
+        assert "3" in body["error"]
+        assert_error(c.post("/classify", json={"input": "d"}), 429, "overloaded")
+        runtime.release.set()
+        for thread, _ in [(running, running_out), *queued]:
+            thread.join(10)
+        assert running_out["result"].status_code == 200
+        assert [out["result"].status_code for _, out in queued] == [200, 200]
+        # the queue has room again
+        assert c.post("/predict", json={"inputs": "d"}).status_code == 200
+        metrics = c.get("/metrics").text
+    assert 'route="/predict",status="429"} 1.0' in metrics
+
+
+def test_a_request_past_its_timeout_gets_503_and_leaves_the_queue():
+    runtime, app = stub_app(timeout_s=0.3, max_wait_ms=0)
+    with TestClient(app) as c:
+        blocked, _ = in_thread(c.post, "/predict", json={"inputs": "first"})
+        assert runtime.entered.wait(10)
+        response = c.post("/predict", json={"inputs": ["waits", "too", "long"]})
+        assert_error(response, 503, "timeout")
+        assert app.state.service.batcher.depth == 0  # its texts were dropped, not run later
+        runtime.release.set()
+        blocked.join(10)
+    assert runtime.passes == [1]
+
+
+def test_a_failed_pass_is_a_424_without_internals():
+    runtime = StubRuntime(fail=True)
+    runtime.release.set()
+    settings = ServeSettings(pass_overhead_tokens=0)
+    app = create_app(Classifier.with_runtime(runtime, ["ham", "spam"], POLICY), settings)
+    with TestClient(app) as c:
+        body = assert_error(c.post("/predict", json={"inputs": "x"}), 424, "backend")
+        assert "secret" not in body["error"] and "model.py" not in body["error"]
+        assert c.get("/health").status_code == 200  # the worker survived
+        assert_error(c.post("/predict", json={"inputs": "y"}), 424, "backend")
+
+
+def test_the_start_measurement_runs_on_the_pass_thread_and_a_failure_stops_the_start():
+    runtime = StubRuntime()
+    runtime.release.set()
+    threads = []
+    real = runtime.logits
+
+    def logits(encoded, batch_size):
+        threads.append(threading.current_thread().name)
+        return real(encoded, batch_size)
+
+    runtime.logits = logits  # type: ignore[method-assign]
+    app = create_app(Classifier.with_runtime(runtime, ["ham", "spam"], POLICY))
+    with TestClient(app) as c:
+        assert runtime.passes  # measured before the first request
+        assert c.get("/info").json()["pass_overhead_tokens"] >= 0
+        c.post("/predict", json={"inputs": "x"})
+    assert set(threads) == {"gptclassify-batch-0"}  # one thread runs every model call
+    broken = StubRuntime(fail=True)
+    broken.release.set()
+    app = create_app(Classifier.with_runtime(broken, ["ham", "spam"], POLICY))
+    with pytest.raises(RuntimeError, match="secret internals"), TestClient(app):
+        pass
+
+
+def test_explain_needs_the_torch_runtime():
+    runtime = StubRuntime()
+    runtime.release.set()
+    app = create_app(Classifier.with_runtime(runtime, ["ham", "spam"], POLICY))
+    with TestClient(app) as c:
+        assert c.get("/info").json()["explain"] is False
+        assert_error(c.post("/explain", json={"inputs": "x"}), 501, "backend")
+
+
+def test_passes_are_cut_where_padding_costs_more_than_a_pass():
+    # one 100-token text and three of 10: a pass for the long one saves 270 padded tokens
+    assert plan_passes([10, 100, 10, 10], 4096, overhead=50) == [[1], [0, 2, 3]]
+    assert plan_passes([10, 100, 10, 10], 4096, overhead=500) == [[1, 0, 2, 3]]
+    assert plan_passes([3, 5, 3, 5], 4096, overhead=0) == [[1, 3], [0, 2]]  # equal lengths
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lengths = rng.integers(1, 200, size=int(rng.integers(1, 60))).tolist()
+        budget = int(rng.integers(50, 2000))
+        greedy = token_budget_batches(torch.tensor(lengths), budget)  # what predict batches do
+        for overhead in (0.0, 64.0, 1e9):
+            passes = plan_passes(lengths, budget, overhead)
+            assert sorted(i for p in passes for i in p) == list(range(len(lengths)))
+            widths = [max(lengths[i] for i in p) for p in passes]
+            assert widths == sorted(widths, reverse=True)  # longest first
+            for p in passes:
+                assert len(p) == 1 or max(lengths[i] for i in p) * len(p) <= budget
+            cost = sum(overhead + w * len(p) for w, p in zip(widths, passes, strict=True))
+            greedy_cost = sum(overhead + int(lengths_max(lengths, b)) * len(b) for b in greedy)
+            assert cost <= greedy_cost + 1e-6  # never worse than the greedy budget rule
+        assert len(plan_passes(lengths, budget, 1e9)) == len(greedy)  # fewest passes
+
+
+def lengths_max(lengths, batch) -> int:
+    return max(lengths[i] for i in batch.tolist())
+
+
+def test_the_pass_cost_is_fitted_to_the_passes_run():
+    now = [0.0]
+
+    def run(encoded):  # 20 ms per pass plus 0.1 ms per padded token: 200 tokens' worth
+        now[0] += 0.020 + 0.0001 * len(encoded) * max(encoded.lengths)
+        return np.zeros((len(encoded), 2))
+
+    samples = measure_pass_cost(run, 128, clock=lambda: now[0])
+    assert [tokens for tokens, _ in samples] == [8, 16 * 64]
+    cost = PassCost()
+    assert cost.overhead == 0.0
+    cost.observe(*samples[0])
+    assert cost.overhead == 0.0  # one size seen: nothing to fit yet
+    cost.observe(*samples[1])
+    assert cost.overhead == pytest.approx(200)
+    # the machine changes (a pass now costs 60 ms plus 0.1 ms per token): the fit follows
+    for step in range(300):
+        tokens = 50 + 37 * (step % 20)
+        cost.observe(tokens, 0.060 + 0.0001 * tokens)
+    assert cost.overhead == pytest.approx(600, rel=0.05)
+    fixed = PassCost(fixed_overhead=10)
+    fixed.observe(8, 1.0)
+    fixed.observe(1000, 1.1)
+    assert fixed.overhead == 10
+
+
+def test_settings_refuse_nonsense():
+    from gptclassify.errors import GPTClassifyError
+
+    for bad in (
+        {"max_texts": 0},
+        {"max_queue": 4, "max_texts": 8},
+        {"api_key": " "},
+        {"timeout_s": 0},
+    ):
+        with pytest.raises(GPTClassifyError):
+            ServeSettings(**bad)
+    assert ServeSettings().loopback and ServeSettings(host="::1").loopback
+    assert not ServeSettings(host="0.0.0.0").loopback
+
+
+def test_the_server_needs_no_torch_until_a_runtime_does():
+    """A server around another runtime (ONNX) must not pay for importing torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, gptclassify.serve; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_api_schema_knows_the_explain_module_limits():
+    from gptclassify.predict import explain
+
+    assert EXPLAIN_METHODS == explain.METHODS
+    assert (EXPLAIN_STEPS, EXPLAIN_MAX_STEPS) == (explain.DEFAULT_STEPS, explain.MAX_STEPS)
