@@ -207,6 +207,8 @@ def test_explanations_take_turns_with_passes_on_the_pass_thread_and_429_past_the
     monkeypatch.setattr(clf.runtime, "logits", logits)
     settings = ServeSettings(max_explain_waiting=1, pass_overhead_tokens=0)
     with TestClient(create_app(clf, settings)) as c:
+        assert {thread for _, _, thread in calls} <= {"gptclassify-batch-0"}  # the warm-up
+        calls.clear()
         service = c.app.state.service
         first = in_thread(c.post, "/explain", json={"inputs": SPAM, "steps": 2})
         assert entered.wait(10)

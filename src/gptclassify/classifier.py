@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from gptclassify import lora
 from gptclassify.args import LORA_TARGETS, POOLS
 from gptclassify.errors import GPTClassifyError
-from gptclassify.fastpath import pooled_block
+from gptclassify.fastpath import packed_blocks, pooled_block
 from gptclassify.model import GPTBody
 
 Pool = Literal["last-real", "last", "first", "mean"]
@@ -43,6 +43,10 @@ HEAD_SEED = 123
 
 
 class GPTClassifier(nn.Module):
+    packed = False
+    """Whether passes skip the padding (fastpath.packed_blocks) where that computes the same
+    function (`padding_free`). Set on the inference runtime's view (fastpath.fast_view)."""
+
     def __init__(
         self,
         gpt: GPTBody,
@@ -87,6 +91,13 @@ class GPTClassifier(nn.Module):
         (fastpath.pooled_block)."""
         return self.pool != "mean"
 
+    @property
+    def padding_free(self) -> bool:
+        """Whether a pass can skip the padding without changing any logit: under the causal
+        mask real tokens never see it, so every pool but `last` (which reads a padding
+        position) gets the same result."""
+        return self.causal and self.pool != "last"
+
     # ---- forward ----------------------------------------------------------------------
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -114,9 +125,17 @@ class GPTClassifier(nn.Module):
         # pools the final block runs its attention query, projection and MLP at that position
         # alone (the same function, about a sixth of the block's work).
         single = self.single_position and start < n
-        x = self.gpt.run_blocks(
-            hidden, start, n - 1 if single else n, attention_mask=mask, causal=self.causal
-        )
+        end = n - 1 if single else n
+        blocks = self.gpt.h[start:end]
+        if (
+            self.packed
+            and self.padding_free
+            and len(blocks)
+            and int(lengths.sum()) < lengths.numel() * T
+        ):
+            x = packed_blocks(blocks, hidden, lengths)
+        else:
+            x = self.gpt.run_blocks(hidden, start, end, attention_mask=mask, causal=self.causal)
         if single:
             pos = self.positions(lengths, T)
             pooled = pooled_block(self.gpt.h[n - 1], x, pos, lengths, self.causal)  # (B, C)

@@ -41,8 +41,17 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.drop_rate)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True) -> Tensor:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        y = self.attend(self.c_attn(x), attn_mask, is_causal)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def attend(
+        self, qkv: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True
+    ) -> Tensor:
+        """Attention from the projected queries, keys and values: (B, T, 3C) -> (B, T, C),
+        before the output projection."""
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        q, k, v = qkv.split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
@@ -55,8 +64,7 @@ class CausalSelfAttention(nn.Module):
             # An explicit mask already carries causality (see attention_bias).
             is_causal=is_causal and attn_mask is None,
         )  # (B, nh, T, hd)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
 
 
 class MLP(nn.Module):

@@ -14,7 +14,7 @@ from gptclassify.classifier import GPTClassifier
 from gptclassify.config import GPTConfig
 from gptclassify.data.batches import TokenSource
 from gptclassify.data.encode import Encoded
-from gptclassify.fastpath import fast_view
+from gptclassify.fastpath import CPU_ROW_TILE, ROW_ALIGN, fast_view
 from gptclassify.runtime import autocast, resolve_device, resolve_precision
 
 
@@ -33,7 +33,8 @@ class TorchRuntime:
         self.dtype = resolve_precision(precision, self.device)  # type: ignore[arg-type]
         self.model = model.to(self.device).eval()
         # What the passes run: the model with its weights in the compute precision, made once.
-        self.runner = fast_view(self.model, self.dtype, cast_trainable=True).eval()
+        # Passes compute the real tokens only, where the model allows (padding_free).
+        self.runner = fast_view(self.model, self.dtype, cast_trainable=True, packed=True).eval()
 
     @property
     def gpt_config(self) -> GPTConfig:
@@ -48,11 +49,30 @@ class TorchRuntime:
         return self.model.causal
 
     @property
+    def padding_free(self) -> bool:
+        """Whether a pass's cost follows its real tokens rather than its padded ones."""
+        return self.model.padding_free
+
+    @property
     def num_classes(self) -> int:
         return self.model.num_classes
 
     def describe(self) -> str:
         return f"torch {torch.__version__}, {self.device}, {str(self.dtype).removeprefix('torch.')}"
+
+    def warm_up(self, max_tokens: int = CPU_ROW_TILE) -> None:
+        """One pass per matmul shape a padding-free pass uses (multiples of ROW_ALIGN rows, up
+        to `max_tokens` or a CPU tile), so that no later pass waits while the math library
+        builds a kernel for a new shape: what a server wants before its first request."""
+        if not self.padding_free:
+            return
+        top = min(max_tokens, CPU_ROW_TILE) if self.device.type == "cpu" else max_tokens
+        top = min(top, 2 * self.gpt_config.context_length)
+        for width in range(ROW_ALIGN, top + 1, ROW_ALIGN):
+            # two texts of different lengths (padding to skip), width - 1 tokens in all
+            lengths = [width // 2, width - 1 - width // 2]
+            encoded = Encoded([[13] * n for n in lengths], np.array(lengths), None, np.zeros(2))
+            self.logits(encoded, batch_size=2)
 
     @torch.inference_mode()
     def logits(self, encoded: Encoded, batch_size: int) -> np.ndarray:

@@ -16,7 +16,9 @@ a few dozen random messages computes far more tokens than they hold. Every pass 
 fixed cost (on a CPU, mostly reading every weight once): `PassCost` fits it to the passes
 run, from two timed at start (`measure_pass_cost`), in tokens' worth of compute, and
 `plan_passes` cuts the sorted texts where the padding saved outweighs the extra passes,
-within the `max_tokens` budget per pass.
+within the `max_tokens` budget per pass. A runtime that skips padding (`PassWork`: the
+PyTorch runtime of a causal model) pays for little more than real tokens, so its waiting
+texts mostly go in one pass, sharing the fixed cost.
 
 The event loop never runs the model, so it goes on answering (health checks, refusals) while
 a large pass runs. A full queue refuses at once (`QueueFull`, the server's 429); a request
@@ -72,19 +74,49 @@ class BatchLimits:
     workers: int = 1
 
 
-def plan_passes(lengths: Sequence[int], max_tokens: int, overhead: float) -> list[list[int]]:
+@dataclass(frozen=True)
+class PassWork:
+    """What a pass computes, in tokens' worth, from its longest text, rows and real tokens.
+
+    A padded runtime computes every padded token (longest x rows). A padding-free one (the
+    PyTorch runtime of a causal model: fastpath.packed_blocks) computes the real tokens,
+    plus an attention over the padded width that costs about `attention` x longest of a
+    token per padded token (1 / (12 x emb_dim): a token's matmuls are 12 C^2 multiply-adds,
+    its causal attention over T keys about T x C)."""
+
+    packed: bool = False
+    attention: float = 0.0
+
+    @classmethod
+    def of(cls, runtime: object, emb_dim: int) -> PassWork:
+        if getattr(runtime, "padding_free", False):
+            return cls(packed=True, attention=1.0 / (12 * emb_dim))
+        return cls()
+
+    def __call__(self, longest: int, rows: int, real: int) -> float:
+        if not self.packed:
+            return float(longest * rows)
+        return real + self.attention * longest * longest * rows
+
+
+def plan_passes(
+    lengths: Sequence[int], max_tokens: int, overhead: float, work: PassWork = PassWork()
+) -> list[list[int]]:
     """Indices into `lengths`, longest first (stable), cut into passes that minimise the work:
-    each pass costs `overhead` plus its padded tokens (longest x rows), and holds at most
-    `max_tokens` padded tokens unless it is a single text.
+    each pass costs `overhead` plus its `work` (for a padded runtime, its padded tokens:
+    longest x rows), and holds at most `max_tokens` padded tokens unless it is a single text.
 
     Sorted, contiguous passes are optimal for this cost; the cut points come from a dynamic
     programme over the sorted lengths (quadratic in texts per round: `max_batch` bounds it).
     With a huge overhead it finds the fewest passes, as data.batches.token_budget_batches'
-    greedy rule does; with none, it groups equal lengths.
+    greedy rule does; with none, a padded runtime's passes group equal lengths.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     s = [lengths[i] for i in order]
     n = len(s)
+    total = [0] * (n + 1)  # total[j]: tokens of the first j sorted texts
+    for j, length in enumerate(s):
+        total[j + 1] = total[j] + length
     best = [0.0] + [math.inf] * n  # best[j]: least cost of the first j sorted texts
     start = [0] * (n + 1)
     for j in range(1, n + 1):
@@ -92,7 +124,7 @@ def plan_passes(lengths: Sequence[int], max_tokens: int, overhead: float) -> lis
             padded = s[i] * (j - i)
             if j - i > 1 and padded > max_tokens:
                 break  # longer passes only get wider
-            cost = best[i] + overhead + padded
+            cost = best[i] + overhead + work(s[i], j - i, total[j] - total[i])
             if cost <= best[j]:  # ties: the longer last pass, so fewer passes
                 best[j], start[j] = cost, i
     passes: list[list[int]] = []
@@ -104,7 +136,7 @@ def plan_passes(lengths: Sequence[int], max_tokens: int, overhead: float) -> lis
 
 
 class PassCost:
-    """What a pass costs: seconds = fixed + per_token x padded tokens, least squares over the
+    """What a pass costs: seconds = fixed + per_token x its work (PassWork), least squares over the
     passes seen, recent ones weighing more (`decay` per pass), so the estimate follows the
     machine. `overhead` is fixed / per_token: the fixed cost in tokens' worth of compute.
 
@@ -145,8 +177,9 @@ def measure_pass_cost(
     max_length: int,
     clock: Callable[[], float] = time.perf_counter,
     repeats: int = 3,
-) -> list[tuple[int, float]]:
-    """(padded tokens, seconds) of a small pass and a large one, each the best of `repeats`,
+    work: PassWork = PassWork(),
+) -> list[tuple[float, float]]:
+    """(work, seconds) of a small pass and a large one, each the best of `repeats`,
     timed in turns after a first call of each that warms the runtime up (so a busy moment
     of the machine slows both alike)."""
     passes = [_dummy(1, min(8, max_length)), _dummy(16, min(64, max_length))]
@@ -158,7 +191,10 @@ def measure_pass_cost(
             t = clock()
             run(encoded)
             best[i] = min(best[i], clock() - t)
-    return [(int(e.lengths.sum()), b) for e, b in zip(passes, best, strict=True)]
+    return [
+        (work(int(e.lengths.max()), len(e), int(e.lengths.sum())), b)
+        for e, b in zip(passes, best, strict=True)
+    ]
 
 
 def _dummy(rows: int, width: int) -> Encoded:
@@ -210,12 +246,15 @@ class MicroBatcher:
         limits: BatchLimits,
         observer: PassObserver | None = None,
         cost: PassCost | None = None,
+        work: PassWork = PassWork(),
     ) -> None:
         self.run = run
         self.limits = limits
         self.observer = observer
         self.cost = cost or PassCost()
         """What a pass costs (`plan_passes` cuts by it), refitted after every pass."""
+        self.work = work
+        """What a pass computes, given its texts (padded or real tokens: the runtime's)."""
         self._pending: deque[_Item] = deque()
         self._pending_tokens = 0
         self._running = 0
@@ -415,7 +454,7 @@ class MicroBatcher:
                 if candidates:
                     break
             lengths = [item.length for item in candidates]
-            plan = plan_passes(lengths, limits.max_tokens, self.cost.overhead)
+            plan = plan_passes(lengths, limits.max_tokens, self.cost.overhead, self.work)
             chosen = set(next(p for p in plan if 0 in p))  # candidates[0] is the oldest
             taken = [item for i, item in enumerate(candidates) if i in chosen]
             back = [item for i, item in enumerate(candidates) if i not in chosen]
@@ -444,11 +483,11 @@ class MicroBatcher:
                 self._fail(item.job, exc)
             return
         seconds = time.perf_counter() - t0
-        padded = max(item.length for item in items) * len(items)
-        self.cost.observe(padded, seconds)
+        longest = max(item.length for item in items)
+        tokens = sum(item.length for item in items)
+        self.cost.observe(self.work(longest, len(items), tokens), seconds)
         if self.observer is not None:
-            tokens = sum(item.length for item in items)
-            self.observer.on_pass(len(items), tokens, padded, seconds)
+            self.observer.on_pass(len(items), tokens, longest * len(items), seconds)
         for item, row in zip(items, logits, strict=True):
             self._deliver(item, row)
 

@@ -27,6 +27,7 @@ from gptclassify.serve.batching import (
     MicroBatcher,
     PassCost,
     PassObserver,
+    PassWork,
     QueueFull,
     RequestTimeout,
     ShuttingDown,
@@ -103,6 +104,7 @@ class ClassifierService:
         )
         self.model_sha256 = _weights_sha256(path)
         self.can_explain = classifier.runtime.name == "torch"
+        self.batcher.work = PassWork.of(classifier.runtime, classifier.runtime.gpt_config.emb_dim)
 
     def start(self) -> None:
         """Load the classifier (when given a loader), time two passes (unless the pass cost
@@ -116,11 +118,14 @@ class ClassifierService:
     def _prepare(self) -> None:
         if self._loader is not None:
             self._attach(self._loader())
+        warm_up = getattr(self.classifier.runtime, "warm_up", None)
+        if warm_up is not None:  # the kernels of every pass shape, built before any request
+            warm_up(self.settings.max_batch_tokens)
         if self.settings.pass_overhead_tokens is None:  # also warms the runtime up
-            for tokens, seconds in measure_pass_cost(
-                self._logits, self.classifier.policy.max_length
+            for work, seconds in measure_pass_cost(
+                self._logits, self.classifier.policy.max_length, work=self.batcher.work
             ):
-                self.batcher.cost.observe(tokens, seconds, weight=STARTUP_WEIGHT)
+                self.batcher.cost.observe(work, seconds, weight=STARTUP_WEIGHT)
 
     def stop(self) -> None:
         self.batcher.stop()

@@ -1,0 +1,123 @@
+"""Padding-free passes (fastpath.packed_blocks): the same function as the padded blocks at
+every real position, in tiles of the row sizes it promises; where the classifier uses them;
+and what the server's planner and warm-up make of them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptclassify import fastpath
+from gptclassify.classifier import GPTClassifier
+from gptclassify.data.encode import Encoded
+from gptclassify.fastpath import fast_view, packed_blocks
+from gptclassify.model import GPTModel
+from gptclassify.predict.torch_runtime import TorchRuntime
+from gptclassify.runtime import autocast
+from gptclassify.serve.batching import PassWork, plan_passes
+
+LENGTHS = [23, 5, 40, 1, 17, 40, 9]
+
+
+@pytest.fixture
+def gpt(tiny_config):
+    torch.manual_seed(0)
+    return GPTModel(tiny_config).eval()
+
+
+def padded_batch(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 50000, (len(lengths), max(lengths)), generator=g)
+    lengths_t = torch.tensor(lengths)
+    ids[torch.arange(ids.shape[1])[None, :] >= lengths_t[:, None]] = 50256
+    return ids, lengths_t
+
+
+@pytest.mark.parametrize("tile", [512, 64])
+def test_packed_blocks_equal_the_padded_blocks_at_every_real_position(gpt, monkeypatch, tile):
+    monkeypatch.setattr(fastpath, "CPU_ROW_TILE", tile)
+    ids, lengths = padded_batch(LENGTHS)
+    with torch.inference_mode():
+        x = gpt.embed(ids)
+        want = gpt.run_blocks(x)
+        rows_seen: list[int] = []
+        hook = gpt.h[0].attn.c_attn.register_forward_hook(
+            lambda module, args, out: rows_seen.append(args[0].shape[0])
+        )
+        got = packed_blocks(gpt.h, x, lengths)
+        hook.remove()
+    real = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+    assert torch.allclose(got[real], want[real], atol=1e-5, rtol=1e-5)
+    assert not got[~real].any()  # padding positions are left zero
+    # 135 real tokens run as 192 rows (a multiple of ROW_ALIGN), in tiles of at most `tile`
+    assert sum(rows_seen) == 192 and max(rows_seen) == min(tile, 192)
+    assert all(n % fastpath.ROW_ALIGN == 0 for n in rows_seen)
+
+
+@pytest.mark.parametrize("pool", ["last-real", "first", "mean", "last"])
+def test_a_packed_classifier_gives_the_padded_logits(gpt, pool, monkeypatch):
+    import gptclassify.classifier as classifier_module
+
+    clf = GPTClassifier(gpt, 3, pool=pool).eval()
+    ids, lengths = padded_batch(LENGTHS, seed=2)
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+    calls: list[int] = []
+
+    def spy(*args):
+        calls.append(1)
+        return packed_blocks(*args)
+
+    monkeypatch.setattr(classifier_module, "packed_blocks", spy)
+    with torch.inference_mode():
+        want = fast_view(clf, torch.float32)(ids, mask)
+        packed = fast_view(clf, torch.float32, packed=True)
+        got = packed(ids, mask)
+        alone = packed(ids[:1, : LENGTHS[0]], mask[:1, : LENGTHS[0]])  # no padding
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    if pool != "last":  # `last` reads a padding position: alone is another input
+        assert torch.allclose(alone, want[:1], atol=1e-5, rtol=1e-5)
+    # `last` reads a padding position, so it never skips padding; a batch without padding
+    # has nothing to skip.
+    assert clf.padding_free == (pool != "last")
+    assert len(calls) == (1 if pool != "last" else 0)
+
+
+def test_packed_bf16_passes_agree_with_padded_bf16_passes(gpt):
+    clf = GPTClassifier(gpt, 2).eval()
+    ids, lengths = padded_batch(LENGTHS, seed=3)
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+    with torch.inference_mode(), autocast(torch.device("cpu"), torch.bfloat16):
+        want = fast_view(clf, torch.bfloat16)(ids, mask).float()
+        got = fast_view(clf, torch.bfloat16, packed=True)(ids, mask).float()
+    assert torch.allclose(got, want, atol=3e-2)
+
+
+def test_the_planner_keeps_mixed_lengths_together_when_padding_is_free():
+    free = PassWork(packed=True, attention=1 / (12 * 768))
+    # padded: the long text alone, as padding the short ones to it costs more than a pass
+    assert plan_passes([10, 100, 10, 10], 4096, overhead=50) == [[1], [0, 2, 3]]
+    assert plan_passes([10, 100, 10, 10], 4096, overhead=50, work=free) == [[1, 0, 2, 3]]
+    # but the attention over a very wide pass still costs: 1,000 wide, a short text there
+    # costs 10 tokens plus ~108 tokens' worth of attention, more than another pass
+    assert plan_passes([1000, 10, 10], 4096, overhead=50, work=free) == [[0], [1, 2]]
+    assert free(longest=100, rows=4, real=130) == pytest.approx(130 + 4 * 100 * 100 / 9216)
+    assert PassWork()(longest=100, rows=4, real=130) == 400
+
+
+def test_the_runtime_says_whether_it_skips_padding_and_warms_up_every_row_count(gpt):
+    runtime = TorchRuntime(GPTClassifier(gpt, 2), "cpu", "fp32")
+    assert runtime.padding_free and PassWork.of(runtime, 32).packed
+    last = TorchRuntime(GPTClassifier(gpt, 2, pool="last"), "cpu", "fp32")
+    assert not last.padding_free and PassWork.of(last, 32) == PassWork()
+    seen: list[Encoded] = []
+    runtime.logits = lambda encoded, batch_size: seen.append(encoded)  # type: ignore[method-assign]
+    runtime.warm_up(4096)
+    # every multiple of ROW_ALIGN up to 2 x the context (64 here), as texts with padding
+    widths = [-(-int(e.lengths.sum()) // fastpath.ROW_ALIGN) * fastpath.ROW_ALIGN for e in seen]
+    assert widths == [64, 128]
+    assert all(e.lengths.max() > e.lengths.min() >= 1 for e in seen)
+    assert all(len(ids) == n for e in seen for ids, n in zip(e.ids, e.lengths, strict=True))
+    seen.clear()
+    last.logits = lambda encoded, batch_size: seen.append(encoded)  # type: ignore[method-assign]
+    last.warm_up(4096)
+    assert seen == []
