@@ -326,7 +326,8 @@ def report(levels: list[dict[str, Any]], singles: list[float], batch_size: int) 
         f"offline msgs/s: Classifier.predict over the level's messages in one call (batch size "
         f"{batch_size}), in the driver, just before the level. busy: the server's time in "
         "model passes / the level's wall time. padded/real: the server's padded tokens per "
-        "real token (offline's in brackets).",
+        "real token (offline's in brackets); the PyTorch runtime computes the real tokens "
+        "only, padding costs it attention width.",
     ]
     if singles:
         lines.append(
