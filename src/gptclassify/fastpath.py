@@ -100,9 +100,9 @@ def packed_blocks(blocks: Iterable[Block], x: Tensor, lengths: Tensor) -> Tensor
     The matrix has a multiple of ROW_ALIGN rows, and on a CPU its per-token work runs
     CPU_ROW_TILE rows at a time: oneDNN builds a kernel for every new matmul shape (on an
     AMX Xeon about 10 ms, several times the matmul), so a server whose passes hold any number
-    of tokens would build kernels all the time; with these shapes it builds a few dozen once.
-    Tiles of 512 rows also avoid the shapes where oneDNN's bf16 kernels are slow there
-    (768-1280 rows run about 1.4x slower per row than 512).
+    of tokens would build kernels all the time; with these shapes it builds 8 per matmul,
+    once. Tiles of 512 rows also avoid a band where that CPU's bf16 kernels are slow (768 to
+    1,280 rows ran about 1.4x slower per row than 512; measured on the AMX Xeon only).
     """
     B, T, C = x.shape
     real = (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).reshape(-1)
