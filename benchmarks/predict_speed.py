@@ -84,17 +84,29 @@ def useful_flops(lengths: list[int], layers: int, c: int) -> float:
     return sum(layers * block_flops(n, c) for n in lengths)
 
 
-def executed_flops(batches: list[list[int]], layers: int, c: int, pooled_last: bool) -> float:
-    """What an implementation ran: every row padded to its batch's longest message."""
+def executed_flops(
+    batches: list[list[int]], layers: int, c: int, pooled_last: bool, packed: bool = False
+) -> float:
+    """What an implementation ran: every row padded to its batch's longest message, or, for a
+    padding-free runtime (`packed`: gptclassify's PyTorch runtime, fastpath.packed_blocks),
+    the matmuls on the real tokens and the attention over the batch's width."""
     total = 0.0
     for rows in batches:
         width = max(rows)
         for n in rows:
+            block = block_flops(width, c)
+            if packed:
+                block = 24 * c * c * n + 2 * c * width * (width + 1)
             if pooled_last:
-                total += (layers - 1) * block_flops(width, c) + pooled_block_flops(width, n, c)
+                total += (layers - 1) * block + pooled_block_flops(width, n, c)
             else:
-                total += layers * block_flops(width, c)
+                total += layers * block
     return total
+
+
+def tokens_run(batches: list[list[int]], packed: bool = False) -> int:
+    """Tokens the matmuls ran: padded, or the real ones for a padding-free runtime."""
+    return sum(sum(b) if packed else len(b) * max(b) for b in batches)
 
 
 def input_order_batches(lengths: list[int], b: int) -> list[list[int]]:
@@ -226,6 +238,7 @@ def ours_worker(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
         "lengths": lengths,
         "batches": sorted_batches(lengths, b),
         "pooled_last_block": clf.runtime.pool != "mean",
+        "packed": bool(getattr(clf.runtime, "padding_free", False)),
     }
 
 
@@ -588,7 +601,8 @@ def report_batch(results: list[dict[str, Any]], peaks: list[dict[str, Any]], n_t
     ]
     rows = []
     for r in results:
-        executed = executed_flops(r["batches"], layers, c, r["pooled_last_block"])
+        packed = r.get("packed", False)
+        executed = executed_flops(r["batches"], layers, c, r["pooled_last_block"], packed)
         gflops = executed / r["best_s"] / 1e9
         p = peak.get((r["engine"], r["precision"])) or peak.get(("torch", r["precision"]))
         r["agree_reference"] = _agreement(r["labels"], ref["labels"]) if ref else None
@@ -600,7 +614,7 @@ def report_batch(results: list[dict[str, Any]], peaks: list[dict[str, Any]], n_t
                 r["best_s"],
                 r["msgs_per_s"] / base["msgs_per_s"] if base else None,
                 r["msgs_per_s"] / peer["msgs_per_s"] if peer else None,
-                sum(len(b) * max(b) for b in r["batches"]),
+                tokens_run(r["batches"], packed),
                 gflops,
                 100 * gflops / p if p else None,
                 r["agree_reference"],
@@ -645,7 +659,8 @@ def report(
     parts.append(
         f"real tokens: {sum(lengths):,}; useful work {useful_flops(lengths, 12, 768) / 1e9:,.0f} GFLOP "
         "(full forward on real tokens); 'executed' counts what each variant ran (padding "
-        "included; ours runs its last block at the pooled position only); % peak: executed "
+        "included, but ours in PyTorch runs its matmuls on the real tokens only and its last "
+        "block at the pooled position only); % peak: executed "
         "GFLOP/s over the same engine's best matmul in that precision (GPT-2 shape, below)"
     )
     ours, peer = export_checks.get("ours", {}), export_checks.get("peer", {})
