@@ -698,3 +698,27 @@ def test_the_api_schema_knows_the_explain_module_limits():
 
     assert EXPLAIN_METHODS == explain.METHODS
     assert (EXPLAIN_STEPS, EXPLAIN_MAX_STEPS) == (explain.DEFAULT_STEPS, explain.MAX_STEPS)
+
+
+def test_an_onnx_folder_serves_the_same_answers_with_padded_passes(tiny_run, clf, tmp_path):
+    from gptclassify.export import export
+    from gptclassify.serve.batching import PassWork
+
+    export(tiny_run.path, "onnx", tmp_path / "onnx")
+    onnx = Classifier.load(tmp_path / "onnx")
+    assert onnx.runtime.name == "onnx"
+    body = {"inputs": [SPAM, HAM, "ok", SPAM + " " + HAM]}
+    answers = {}
+    for name, model in (("torch", clf), ("onnx", onnx)):
+        with TestClient(create_app(model, ServeSettings())) as c:
+            response = c.post("/predict", json=body)
+            assert response.status_code == 200, response.text
+            answers[name] = [{d["label"]: d["score"] for d in row} for row in response.json()]
+            work = c.app.state.service.batcher.work
+            # the PyTorch runtime computes real tokens only; ONNX Runtime computes the padding
+            assert work.packed == (name == "torch")
+            assert name == "torch" or work == PassWork()
+            assert c.get("/info").json()["explain"] == (name == "torch")
+    for a, b in zip(answers["torch"], answers["onnx"], strict=True):
+        assert a.keys() == b.keys()
+        assert all(abs(a[k] - b[k]) < 1e-4 for k in a)
