@@ -61,13 +61,13 @@ class TorchRuntime:
         return f"torch {torch.__version__}, {self.device}, {str(self.dtype).removeprefix('torch.')}"
 
     def warm_up(self, max_tokens: int = CPU_ROW_TILE) -> None:
-        """One pass per matmul shape a padding-free pass uses (multiples of ROW_ALIGN rows, up
-        to `max_tokens` or a CPU tile), so that no later pass waits while the math library
-        builds a kernel for a new shape: what a server wants before its first request."""
-        if not self.padding_free:
+        """On a CPU, one pass per matmul shape a padding-free pass uses (multiples of
+        ROW_ALIGN rows up to a tile), so that no later pass waits while oneDNN builds a kernel
+        for a new shape: what a server wants before its first request. GPUs have no such
+        cost to pay ahead."""
+        if not self.padding_free or self.device.type != "cpu":
             return
-        top = min(max_tokens, CPU_ROW_TILE) if self.device.type == "cpu" else max_tokens
-        top = min(top, 2 * self.gpt_config.context_length)
+        top = min(max_tokens, CPU_ROW_TILE, 2 * self.gpt_config.context_length)
         for width in range(ROW_ALIGN, top + 1, ROW_ALIGN):
             # two texts of different lengths (padding to skip), width - 1 tokens in all
             lengths = [width // 2, width - 1 - width // 2]
