@@ -689,7 +689,10 @@ def test_the_server_needs_no_torch_until_a_runtime_does():
     import subprocess
     import sys
 
-    code = "import sys, gptclassify.serve; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys; from gptclassify.serve import create_app; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

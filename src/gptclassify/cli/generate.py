@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gptclassify.cli.app import cli
+from gptclassify.cli.options import DEVICE
 from gptclassify.config import PRESETS
 from gptclassify.errors import GPTClassifyError
 
@@ -32,7 +33,7 @@ MODEL_HELP = (
     help="Sample only among the K likeliest tokens.",
 )
 @click.option("--seed", default=123, show_default=True, type=int, help="Seed for sampling.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@DEVICE
 def generate(
     model_name: str,
     prompt: str,

@@ -1,4 +1,5 @@
-"""click options from the config dataclasses, through the one walker (args.options).
+"""click options from the config dataclasses, through the one walker (args.options), and
+the options of every command that loads a model folder.
 
 Each leaf field becomes `--field-name`, typed, with the field's help; booleans that default
 to True get `--x/--no-x`. `build` turns the parsed values back into the config object.
@@ -56,3 +57,39 @@ def build(cls: type, values: dict[str, Any]) -> Any:
             groups.setdefault(o.path[0], {})[o.path[1]] = value
     made = {name: hints[name](**fields) for name, fields in groups.items()}
     return cls(**made, **top)
+
+
+# ---- loading a model folder (predict, evaluate, serve, explain) ---------------------------
+
+DEVICE = click.option(
+    "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."
+)
+PRECISION = click.option(
+    "--precision",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "fp32", "bf16", "int8"]),
+    help="Matmul precision. PyTorch: auto is bf16 where the hardware has fast bf16 "
+    "(AMX, AVX512-BF16, recent GPUs), else fp32. ONNX: the graph's own (fp32 or int8).",
+)
+RUNTIME = click.option(
+    "--runtime",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "torch", "onnx"]),
+    help="auto: what RUN holds (PyTorch weights, or an ONNX graph from `gptclassify export`).",
+)
+BASE_MODEL = click.option(
+    "--base-model",
+    default=None,
+    metavar="DIR_OR_PRESET",
+    help="LoRA adapters saved alone on a local base: that base (its sha256 is checked). "
+    "Presets are found on their own.",
+)
+
+
+def model_options(func: Callable) -> Callable:
+    """--device, --precision, --runtime and --base-model: how `Classifier.load` loads RUN."""
+    for option in (BASE_MODEL, RUNTIME, PRECISION, DEVICE):
+        func = option(func)
+    return func

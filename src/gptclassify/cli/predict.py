@@ -7,52 +7,19 @@ import sys
 import click
 
 from gptclassify.cli.app import cli
+from gptclassify.cli.options import model_options
 from gptclassify.errors import GPTClassifyError
 
 
 def _classifier_options(func):
-    for option in reversed(
-        [
-            click.option(
-                "--batch-size",
-                default=32,
-                show_default=True,
-                type=click.IntRange(min=1),
-                help="Texts per batch.",
-            ),
-            click.option(
-                "--device",
-                default="auto",
-                show_default=True,
-                help="auto, cpu, cuda, cuda:N or mps.",
-            ),
-            click.option(
-                "--precision",
-                default="auto",
-                show_default=True,
-                type=click.Choice(["auto", "fp32", "bf16", "int8"]),
-                help="Matmul precision. PyTorch: auto is bf16 where the hardware has fast bf16 "
-                "(AMX, AVX512-BF16, recent GPUs), else fp32. ONNX: the graph's own (fp32 or int8).",
-            ),
-            click.option(
-                "--runtime",
-                default="auto",
-                show_default=True,
-                type=click.Choice(["auto", "torch", "onnx"]),
-                help="auto: what RUN holds (PyTorch weights, or an ONNX graph from "
-                "`gptclassify export`).",
-            ),
-            click.option(
-                "--base-model",
-                default=None,
-                metavar="DIR_OR_PRESET",
-                help="LoRA adapters saved alone on a local base: that base (its sha256 is "
-                "checked). Presets are found on their own.",
-            ),
-        ]
-    ):
-        func = option(func)
-    return func
+    func = model_options(func)
+    return click.option(
+        "--batch-size",
+        default=32,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Texts per batch.",
+    )(func)
 
 
 @cli.command()

@@ -5,20 +5,24 @@ from __future__ import annotations
 import click
 
 from gptclassify.cli.app import cli
+from gptclassify.cli.options import BASE_MODEL, DEVICE, model_options
 from gptclassify.errors import GPTClassifyError
+from gptclassify.serve.settings import ServeSettings
 
 SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify[serve]"'
+DEFAULTS = ServeSettings()
+"""The flags' defaults are the settings' own."""
 
 
 @cli.command()
 @click.argument("run_dir", metavar="RUN")
 @click.option(
     "--host",
-    default="127.0.0.1",
+    default=DEFAULTS.host,
     show_default=True,
     help="Address to listen on; 0.0.0.0 exposes the server to the network (set --api-key).",
 )
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=DEFAULTS.port, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--api-key",
     envvar="GPTCLASSIFY_API_KEY",
@@ -39,49 +43,49 @@ SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify
 )
 @click.option(
     "--max-texts",
-    default=64,
+    default=DEFAULTS.max_texts,
     show_default=True,
     type=click.IntRange(min=1),
     help="Texts per request (413 beyond).",
 )
 @click.option(
     "--max-chars",
-    default=20_000,
+    default=DEFAULTS.max_chars,
     show_default=True,
     type=click.IntRange(min=1),
     help="Characters per text (413 beyond).",
 )
 @click.option(
     "--max-body-bytes",
-    default=1 << 20,
+    default=DEFAULTS.max_body_bytes,
     show_default=True,
     type=click.IntRange(min=1),
     help="Request body size (413 beyond).",
 )
 @click.option(
     "--max-batch",
-    default=64,
+    default=DEFAULTS.max_batch,
     show_default=True,
     type=click.IntRange(min=1),
     help="Texts per model pass.",
 )
 @click.option(
     "--max-batch-tokens",
-    default=4096,
+    default=DEFAULTS.max_batch_tokens,
     show_default=True,
     type=click.IntRange(min=1),
     help="Padded tokens per model pass.",
 )
 @click.option(
     "--max-wait-ms",
-    default=2.0,
+    default=DEFAULTS.max_wait_ms,
     show_default=True,
     type=click.FloatRange(min=0),
     help="How long a waiting text may wait for others to share its pass.",
 )
 @click.option(
     "--max-queue",
-    default=1024,
+    default=DEFAULTS.max_queue,
     show_default=True,
     type=click.IntRange(min=1),
     help="Texts waiting for a pass (429 when full).",
@@ -96,41 +100,20 @@ SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify
 @click.option(
     "--timeout",
     "timeout_s",
-    default=30.0,
+    default=DEFAULTS.timeout_s,
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds per request, queueing included (503 after).",
 )
 @click.option(
     "--inference-threads",
-    default=1,
+    default=DEFAULTS.workers,
     show_default=True,
     type=click.IntRange(min=1),
     help="Threads running model passes. On a CPU, one already uses every core, and more "
     "make their thread pools compete; more can help on a GPU.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option(
-    "--precision",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "fp32", "bf16", "int8"]),
-    help="PyTorch: auto is bf16 where the hardware has fast bf16, else fp32. ONNX: the "
-    "graph's own (fp32 or int8).",
-)
-@click.option(
-    "--runtime",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "torch", "onnx"]),
-    help="auto: what RUN holds (PyTorch weights, or an ONNX graph from `gptclassify export`).",
-)
-@click.option(
-    "--base-model",
-    default=None,
-    metavar="DIR_OR_PRESET",
-    help="LoRA adapters saved alone on a local base: that base (its sha256 is checked).",
-)
+@model_options
 @click.option(
     "--log-level",
     default="info",
@@ -172,7 +155,7 @@ def serve(
     try:
         import uvicorn
 
-        from gptclassify.serve import ServeSettings, create_app
+        from gptclassify.serve import create_app
     except ModuleNotFoundError as exc:
         raise GPTClassifyError(f"{SERVE_EXTRA} ({exc})") from None
     from gptclassify.predict import Classifier
@@ -239,13 +222,8 @@ def serve(
 )
 @click.option("--target", default=None, help="The class to explain (default: the predicted one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option(
-    "--base-model",
-    default=None,
-    metavar="DIR_OR_PRESET",
-    help="LoRA adapters saved alone on a local base: that base (its sha256 is checked).",
-)
+@DEVICE
+@BASE_MODEL
 def explain(
     run_dir: str,
     text: str,
