@@ -45,7 +45,7 @@ from gptclassify.serve.schemas import (
     PredictParameters,
     PredictRequest,
 )
-from gptclassify.serve.service import APIError, ClassifierService, invalid
+from gptclassify.serve.service import APIError, ClassifierService
 from gptclassify.serve.settings import ServeSettings
 
 log = logging.getLogger("gptclassify.serve")
@@ -170,8 +170,7 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
         clf = service.classifier
         texts = service.texts(body.inputs)
         params = body.parameters or PredictParameters()
-        if params.threshold is not None and len(clf.labels) != 2:
-            raise invalid(f"threshold needs a two-class model; this one has {len(clf.labels)}")
+        service.check_threshold(params.threshold)
         result = await service.classify(texts, body.truncate)
         metrics.texts.inc(len(texts))
         function = "none" if body.raw_scores else params.function_to_apply or "softmax"
@@ -189,8 +188,7 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
         if body.model is not None and body.model != service.model_id:
             raise APIError(404, "not_found", f"The model `{body.model}` does not exist.")
         texts = service.texts(body.input)
-        if body.threshold is not None and len(clf.labels) != 2:
-            raise invalid(f"threshold needs a two-class model; this one has {len(clf.labels)}")
+        service.check_threshold(body.threshold)
         result = await service.classify(texts)
         metrics.texts.inc(len(texts))
         return JSONResponse(

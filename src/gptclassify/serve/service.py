@@ -152,6 +152,12 @@ class ClassifierService:
                 )
         return texts
 
+    def check_threshold(self, threshold: float | None) -> None:
+        """A decision threshold applies to two classes only."""
+        n = len(self.classifier.labels)
+        if threshold is not None and n != 2:
+            raise invalid(f"threshold needs a two-class model; this one has {n}")
+
     async def classify(self, texts: list[str], truncate: bool = True) -> Classified:
         if sum(map(len, texts)) > TOKENIZE_INLINE_CHARS:
             encoded = await asyncio.to_thread(self.encode, texts, truncate)
