@@ -57,20 +57,27 @@ def replace_folder(target: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if not target.exists():
-            tmp.rename(target)
-            return
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        target.rename(old)
-        try:
-            tmp.rename(target)
-        except BaseException:
-            old.rename(target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def move_into_place(folder: Path, target: Path) -> None:
+    """Rename `folder` to `target`. An existing `target` is first moved aside (to
+    `.<name>.old-<id>`, put back if the rename fails) and removed after, so readers find the
+    previous complete folder or the new one, never a mix."""
+    if not target.exists():
+        folder.rename(target)
+        return
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    target.rename(old)
+    try:
+        folder.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write(path: str | Path, content: str | bytes) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from gptclassify.artifact import FORMAT_CLASSIFIER, check_target, folder_format
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import atomic_write
+from gptclassify.files import atomic_write, move_into_place
 from gptclassify.training.checkpoint import CHECKPOINTS
 
 PARTIAL = ".partial"
@@ -141,19 +141,9 @@ class RunFolder:
 
     def publish(self) -> Path:
         """Rename the finished work folder to its final name (replacing an old one)."""
-        if not self.final.exists() or (self.final.is_dir() and not any(self.final.iterdir())):
-            if self.final.is_dir():
-                self.final.rmdir()
-            self.work.rename(self.final)
-            return self.final
-        old = self.final.with_name(f".{self.final.name}.old-{uuid.uuid4().hex[:8]}")
-        self.final.rename(old)
-        try:
-            self.work.rename(self.final)
-        except BaseException:
-            old.rename(self.final)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        if self.final.is_dir() and not any(self.final.iterdir()):
+            self.final.rmdir()
+        move_into_place(self.work, self.final)
         return self.final
 
     def discard(self) -> None:
