@@ -88,9 +88,10 @@ class PassWork:
     attention: float = 0.0
 
     @classmethod
-    def of(cls, runtime: object, emb_dim: int) -> PassWork:
+    def of(cls, runtime: object) -> PassWork:
+        """What `runtime`'s passes compute (a Classifier runtime: predict.api.Runtime)."""
         if getattr(runtime, "padding_free", False):
-            return cls(packed=True, attention=1.0 / (12 * emb_dim))
+            return cls(packed=True, attention=1.0 / (12 * runtime.gpt_config.emb_dim))  # type: ignore[attr-defined]
         return cls()
 
     def __call__(self, longest: int, rows: int, real: int) -> float:

@@ -104,7 +104,7 @@ class ClassifierService:
         )
         self.model_sha256 = _weights_sha256(path)
         self.can_explain = classifier.runtime.name == "torch"
-        self.batcher.work = PassWork.of(classifier.runtime, classifier.runtime.gpt_config.emb_dim)
+        self.batcher.work = PassWork.of(classifier.runtime)
 
     def start(self) -> None:
         """Load the classifier (when given a loader), time two passes (unless the pass cost
