@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -352,13 +352,7 @@ class MicroBatcher:
                 self._pending.append(_Item(job, row, encoded.ids[row], lengths[row], now))
             self._pending_tokens += sum(lengths)
             self._cond.notify_all()
-        try:
-            return await asyncio.wait_for(job.future, timeout)
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"no answer within {timeout:g} s") from None
-        finally:
-            if not job.done:  # timed out, or the client went away: drop its waiting texts
-                self._abandon(job)
+        return await self._answer(job, timeout)
 
     async def call(self, fn: Callable[[], object], timeout: float | None) -> object:
         """`fn()` run on a pass thread, between passes (waiting texts and tasks take turns),
@@ -369,12 +363,16 @@ class MicroBatcher:
                 raise ShuttingDown("the server is shutting down")
             self._tasks.append(_Task(job, fn))
             self._cond.notify_all()
+        return await self._answer(job, timeout)
+
+    async def _answer(self, job: _Job, timeout: float | None) -> Any:
+        """The job's result, once workers have set it; `RequestTimeout` after `timeout`."""
         try:
             return await asyncio.wait_for(job.future, timeout)
         except asyncio.TimeoutError:
             raise RequestTimeout(f"no answer within {timeout:g} s") from None
         finally:
-            if not job.done:
+            if not job.done:  # timed out, or the client went away: drop its waiting work
                 self._abandon(job)
 
     def _abandon(self, job: _Job) -> None:
