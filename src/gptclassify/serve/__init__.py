@@ -16,7 +16,7 @@ __all__ = ["ServeSettings", "create_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
-        from gptclassify.serve.app import create_app
+        from gptclassify.serve.app import create_app  # lazy: the serve extra (FastAPI)
 
         return create_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
