@@ -1,5 +1,20 @@
-"""The shape of a GPT-2 model and the OpenAI presets. No torch import: the CLI reads these
-before any heavy import. What a training run does is in args.py."""
+"""The shape of a decoder model and the named presets. No torch import: the CLI reads these
+before any heavy import. What a training run does is in args.py.
+
+One config describes every family we implement (litgpt's approach: families differ by data,
+not by copies of the model). The defaults are GPT-2's, so a config.json written before the
+other families existed (seven GPT-2 fields) still reads as the same model. The switches:
+
+| field        | GPT-2      | Llama 3 / SmolLM2 / Mistral | Qwen2 / Qwen2.5 | Qwen3   |
+|--------------|------------|-----------------------------|-----------------|---------|
+| norm         | layernorm  | rmsnorm                     | rmsnorm         | rmsnorm |
+| positions    | learned    | rope                        | rope            | rope    |
+| mlp          | gelu       | swiglu                      | swiglu          | swiglu  |
+| qkv_bias     | yes        | no                          | yes             | no      |
+| out/mlp bias | yes        | no                          | no              | no      |
+| qk_norm      | no         | no                          | no              | yes     |
+| n_kv_heads   | = n_heads  | fewer (grouped-query)       | fewer           | fewer   |
+"""
 
 from __future__ import annotations
 
@@ -16,10 +31,16 @@ PAD_TOKEN_ID = 50256
 TOKENIZER_VOCAB = 50257
 """Token ids GPT-2's tokenizer emits (0..50256): a model needs at least this many."""
 
+FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
+"""Model families implemented here (Hugging Face `model_type` names; SmolLM2 is `llama`)."""
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rope")
+MLPS = ("gelu", "swiglu")
+
 
 @dataclass(frozen=True)
 class GPTConfig:
-    """Shape of a GPT-2 model. The four OpenAI sizes are in `PRESETS`."""
+    """Shape of a decoder model (every family). The named sizes are in `PRESETS`."""
 
     vocab_size: int = 50257
     """Number of token ids (GPT-2 BPE: 50,257)."""
@@ -35,23 +56,94 @@ class GPTConfig:
     """Dropout probability (0.0 for fine-tuning, as in the reference recipe)."""
     qkv_bias: bool = True
     """Whether the query/key/value projection has a bias (True for OpenAI's GPT-2)."""
+    family: str = "gpt2"
+    """Which family's checkpoints and exports this model follows (one of FAMILIES)."""
+    norm: str = "layernorm"
+    """layernorm (with bias) or rmsnorm (weight only)."""
+    norm_eps: float = 1e-5
+    """Epsilon of every norm layer."""
+    positions: str = "learned"
+    """learned: a position embedding (`wpe`); rope: rotary positions in every attention."""
+    rope_theta: float = 10000.0
+    """Rotary base frequency."""
+    rope_factor: float = 0.0
+    """Llama 3.1 "llama3" rotary scaling factor (0: no scaling)."""
+    rope_low_freq_factor: float = 1.0
+    """llama3 scaling: wavelengths above original_context / this are divided by the factor."""
+    rope_high_freq_factor: float = 4.0
+    """llama3 scaling: wavelengths below original_context / this are kept."""
+    rope_original_context: int = 8192
+    """llama3 scaling: the context the model was pretrained with before scaling."""
+    mlp: str = "gelu"
+    """gelu: c_proj(gelu(c_fc x)); swiglu: c_proj(silu(gate x) * up x) with c_fc = [gate; up]."""
+    mlp_hidden: int = 0
+    """Width of the MLP's hidden layer (0: 4 x emb_dim, GPT-2's)."""
+    n_kv_heads: int = 0
+    """Key/value heads (grouped-query attention; 0: as many as n_heads)."""
+    head_size: int = 0
+    """Width of one attention head (0: emb_dim / n_heads; Qwen3 sets it explicitly)."""
+    out_bias: bool = True
+    """Whether the attention output projection has a bias."""
+    mlp_bias: bool = True
+    """Whether the MLP's projections have biases."""
+    qk_norm: bool = False
+    """RMSNorm of every query and key head before the rotary positions (Qwen3)."""
+    tie_embeddings: bool = True
+    """Whether the language-model head shares the token embedding's weights."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        if self.emb_dim % self.n_heads:
+        for name in ("mlp_hidden", "n_kv_heads", "head_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"GPTConfig.{name} must be an integer >= 0, got {value!r}")
+        if not self.head_size and self.emb_dim % self.n_heads:
             raise ValueError(
                 f"GPTConfig.emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})"
             )
+        if self.n_heads % self.kv_heads:
+            raise ValueError(
+                f"GPTConfig.n_heads ({self.n_heads}) must be a multiple of n_kv_heads "
+                f"({self.kv_heads})"
+            )
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        for name, allowed in (
+            ("family", FAMILIES),
+            ("norm", NORMS),
+            ("positions", POSITIONS),
+            ("mlp", MLPS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"GPTConfig.{name} must be one of {', '.join(allowed)}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        if not self.norm_eps > 0 or not self.rope_theta > 0 or self.rope_factor < 0:
+            raise ValueError("GPTConfig.norm_eps and rope_theta must be > 0, rope_factor >= 0")
 
     @property
     def head_dim(self) -> int:
         """Width of one attention head."""
-        return self.emb_dim // self.n_heads
+        return self.head_size or self.emb_dim // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (n_heads without grouped-query attention)."""
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """Width of the MLP's hidden layer."""
+        return self.mlp_hidden or 4 * self.emb_dim
+
+    @property
+    def qkv_dim(self) -> int:
+        """Output width of the fused query/key/value projection (c_attn)."""
+        return (self.n_heads + 2 * self.kv_heads) * self.head_dim
 
     def num_parameters(self) -> int:
         """Parameters of the network (tied head counted once), from the shape alone.
@@ -59,22 +151,35 @@ class GPTConfig:
         Lets a caller refuse an absurd config before allocating it.
         """
         c, v, t, n = self.emb_dim, self.vocab_size, self.context_length, self.n_layers
-        qkv_bias = 3 * c if self.qkv_bias else 0
+        norm = 2 * c if self.norm == "layernorm" else c
+        q, qkv, h = self.n_heads * self.head_dim, self.qkv_dim, self.hidden_dim
+        up = 2 * h if self.mlp == "swiglu" else h
         block = (
-            2 * 2 * c  # two LayerNorms
-            + c * 3 * c
-            + qkv_bias  # c_attn
-            + c * c
-            + c  # attn.c_proj
-            + c * 4 * c
-            + 4 * c  # mlp.c_fc
-            + 4 * c * c
-            + c  # mlp.c_proj
+            2 * norm
+            + c * qkv
+            + (qkv if self.qkv_bias else 0)  # c_attn
+            + q * c
+            + (c if self.out_bias else 0)  # attn.c_proj
+            + (2 * self.head_dim if self.qk_norm else 0)
+            + c * up
+            + (up if self.mlp_bias else 0)  # mlp.c_fc
+            + h * c
+            + (c if self.mlp_bias else 0)  # mlp.c_proj
         )
-        return v * c + t * c + n * block + 2 * c
+        positions = t * c if self.positions == "learned" else 0
+        head = 0 if self.tie_embeddings else v * c
+        return v * c + positions + n * block + norm + head
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field for a non-GPT-2 family; GPT-2's seven fields alone for GPT-2 (the
+        config.json that older versions wrote and read)."""
+        data = asdict(self)
+        if self.family == "gpt2":
+            defaults = GPTConfig()
+            for f in fields(self):
+                if f.name not in _GPT2_FIELDS and data[f.name] == getattr(defaults, f.name):
+                    del data[f.name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> GPTConfig:
@@ -110,13 +215,157 @@ class GPTConfig:
             ) from None
 
 
+_GPT2_FIELDS = (
+    "vocab_size",
+    "context_length",
+    "emb_dim",
+    "n_heads",
+    "n_layers",
+    "drop_rate",
+    "qkv_bias",
+)
+
+
+def _llama(**shape: Any) -> GPTConfig:
+    """A Llama-style shape: RMSNorm, rotary positions, SwiGLU, no biases, untied unless said."""
+    base = {
+        "family": "llama",
+        "norm": "rmsnorm",
+        "positions": "rope",
+        "mlp": "swiglu",
+        "qkv_bias": False,
+        "out_bias": False,
+        "mlp_bias": False,
+        "tie_embeddings": False,
+    }
+    return GPTConfig(**(base | shape))
+
+
+_LLAMA3_ROPE = {"rope_theta": 500000.0, "rope_factor": 32.0, "rope_original_context": 8192}
+_QWEN = {"vocab_size": 151936, "rope_theta": 1000000.0, "norm_eps": 1e-6, "tie_embeddings": True}
+
 PRESETS: dict[str, GPTConfig] = {
     "gpt2": GPTConfig(emb_dim=768, n_layers=12, n_heads=12),
     "gpt2-medium": GPTConfig(emb_dim=1024, n_layers=24, n_heads=16),
     "gpt2-large": GPTConfig(emb_dim=1280, n_layers=36, n_heads=20),
     "gpt2-xl": GPTConfig(emb_dim=1600, n_layers=48, n_heads=25),
+    # SmolLM2 (Hugging Face, 2024): Llama architecture, tied embeddings.
+    **{
+        name: _llama(
+            vocab_size=49152,
+            context_length=8192,
+            emb_dim=c,
+            n_layers=n,
+            n_heads=h,
+            n_kv_heads=kv,
+            mlp_hidden=m,
+            rope_theta=theta,
+            tie_embeddings=True,
+        )
+        for name, (c, n, h, kv, m, theta) in {
+            "smollm2-135m": (576, 30, 9, 3, 1536, 100000.0),
+            "smollm2-360m": (960, 32, 15, 5, 2560, 100000.0),
+            "smollm2-1.7b": (2048, 24, 32, 32, 8192, 130000.0),
+        }.items()
+    },
+    "llama-3.2-1b": _llama(
+        vocab_size=128256,
+        context_length=131072,
+        emb_dim=2048,
+        n_layers=16,
+        n_heads=32,
+        n_kv_heads=8,
+        mlp_hidden=8192,
+        tie_embeddings=True,
+        **_LLAMA3_ROPE,
+    ),
+    "llama-3.2-3b": _llama(
+        vocab_size=128256,
+        context_length=131072,
+        emb_dim=3072,
+        n_layers=28,
+        n_heads=24,
+        n_kv_heads=8,
+        mlp_hidden=8192,
+        tie_embeddings=True,
+        **_LLAMA3_ROPE,
+    ),
+    "qwen2.5-0.5b": _llama(
+        family="qwen2",
+        context_length=32768,
+        emb_dim=896,
+        n_layers=24,
+        n_heads=14,
+        n_kv_heads=2,
+        mlp_hidden=4864,
+        qkv_bias=True,
+        **_QWEN,
+    ),
+    "qwen2.5-1.5b": _llama(
+        family="qwen2",
+        context_length=32768,
+        emb_dim=1536,
+        n_layers=28,
+        n_heads=12,
+        n_kv_heads=2,
+        mlp_hidden=8960,
+        qkv_bias=True,
+        **_QWEN,
+    ),
+    "qwen3-0.6b": _llama(
+        family="qwen3",
+        context_length=40960,
+        emb_dim=1024,
+        n_layers=28,
+        n_heads=16,
+        n_kv_heads=8,
+        head_size=128,
+        mlp_hidden=3072,
+        qk_norm=True,
+        **_QWEN,
+    ),
+    "qwen3-1.7b": _llama(
+        family="qwen3",
+        context_length=40960,
+        emb_dim=2048,
+        n_layers=28,
+        n_heads=16,
+        n_kv_heads=8,
+        head_size=128,
+        mlp_hidden=6144,
+        qk_norm=True,
+        **_QWEN,
+    ),
+    # Mistral 7B v0.3: no sliding window; v0.1's 4,096-token window is equivalent up to
+    # 4,096 tokens, which is where weights.py caps its context.
+    "mistral-7b": _llama(
+        family="mistral",
+        vocab_size=32768,
+        context_length=32768,
+        emb_dim=4096,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=8,
+        mlp_hidden=14336,
+        rope_theta=1000000.0,
+    ),
 }
-"""OpenAI's GPT-2 sizes (124M, 355M, 774M, 1558M parameters)."""
+"""Named shapes: OpenAI's GPT-2 sizes and the other families' common small models."""
 
-HUB_REPOS: dict[str, str] = {name: f"openai-community/{name}" for name in PRESETS}
+HUB_REPOS: dict[str, str] = {
+    **{
+        name: f"openai-community/{name}"
+        for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+    },
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
+    "smollm2-360m": "HuggingFaceTB/SmolLM2-360M",
+    "smollm2-1.7b": "HuggingFaceTB/SmolLM2-1.7B",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B",
+    "llama-3.2-3b": "meta-llama/Llama-3.2-3B",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B",
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "qwen3-1.7b": "Qwen/Qwen3-1.7B",
+    "mistral-7b": "mistralai/Mistral-7B-v0.3",
+}
 """Where each preset's pretrained weights live on the Hugging Face Hub."""

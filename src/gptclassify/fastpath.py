@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptclassify.lora import LoRALinear, effective_weight
-from gptclassify.model import MLP, Block, shallow_copy
+from gptclassify.model import MLP, Block, apply_rope, rope_inv_freq, rope_tables, shallow_copy
 
 if TYPE_CHECKING:
     from gptclassify.classifier import GPTClassifier
@@ -41,13 +41,63 @@ def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: 
     keys <= pos (padding included, as the fused causal kernel does); non-causal sees real keys
     plus the position itself.
 
+    With rotary positions, q/k norms or grouped-query attention (the Llama and Qwen families)
+    the key projection cannot move to the query side (each key is rotated by its own
+    position), so there the keys and values are projected at every position and the query,
+    output projection and MLP at the pooled one only (`_pooled_rotary_block`).
+
     It runs in fp32 even under bf16 autocast: its matmuls have B rows, so autocast's per-step
     casts of the weights (and of their gradients) would cost more than the arithmetic.
     """
+    attn = block.attn
+    plain = (
+        attn.rope_config is None
+        and isinstance(attn.q_norm, nn.Identity)
+        and attn.n_kv_heads == attn.n_heads
+    )
+    fn = _pooled_block if plain else _pooled_rotary_block
     if torch.is_autocast_enabled(x.device.type):
         with torch.autocast(x.device.type, enabled=False):
-            return _pooled_block(block, x.float(), pos, lengths, causal)
-    return _pooled_block(block, x, pos, lengths, causal)
+            return fn(block, x.float(), pos, lengths, causal)
+    return fn(block, x, pos, lengths, causal)
+
+
+def _pooled_rotary_block(
+    block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool
+) -> Tensor:
+    B, T, C = x.shape
+    attn = block.attn
+    nh, nkv, hd = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    rows = torch.arange(B, device=x.device)
+    keys = torch.arange(T, device=x.device)[None, :]  # (1, T)
+    if causal:
+        allowed = keys <= pos[:, None]  # (B, T)
+    else:
+        allowed = (keys < lengths[:, None]) | (keys == pos[:, None])  # (B, T)
+    h = block.ln_1(x)  # (B, T, C)
+    weight, bias = effective_weight(attn.c_attn)
+    w_q, w_kv = weight.split([nh * hd, 2 * nkv * hd])
+    b_q, b_kv = bias.split([nh * hd, 2 * nkv * hd]) if bias is not None else (None, None)
+    q = F.linear(h[rows, pos], w_q, b_q)  # (B, nh * hd)
+    k, v = F.linear(h, w_kv, b_kv).split(nkv * hd, dim=2)  # 2 x (B, T, nkv * hd)
+    k, v = attn.heads(k, attn.k_norm), attn.heads(v)  # 2 x (B, nkv, T, hd)
+    # The query: the same norm, and the rotation of its own position.
+    q = attn.q_norm(q.view(B, nh, hd))  # (B, nh, hd)
+    if attn.rope_config is not None:
+        cos, sin = rope_tables(rope_inv_freq(attn.rope_config), T, x.device)  # (T, hd)
+        q = apply_rope(q, cos[pos][:, None, :], sin[pos][:, None, :])  # (B, nh, hd)
+    if nkv != nh:
+        k = k.repeat_interleave(nh // nkv, dim=1)  # (B, nh, T, hd)
+        v = v.repeat_interleave(nh // nkv, dim=1)  # (B, nh, T, hd)
+    y = F.scaled_dot_product_attention(
+        q[:, :, None, :],
+        k,
+        v,
+        attn_mask=allowed[:, None, None, :],
+        dropout_p=attn.dropout if block.training else 0.0,
+    )  # (B, nh, 1, hd)
+    out = x[rows, pos] + attn.resid_dropout(attn.c_proj(y.reshape(B, nh * hd)))  # (B, C)
+    return out + block.mlp(block.ln_2(out))
 
 
 def _pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
@@ -206,7 +256,8 @@ def fast_view(
     for i, block in enumerate(model.gpt.h):
         block = shallow_copy(block)
         block.attn = shallow_copy(block.attn)
-        block.mlp = FastMLP.of(block.mlp)
+        if type(block.mlp) is MLP:  # the fused kernel is GELU's; SwiGLU keeps its own
+            block.mlp = FastMLP.of(block.mlp)
         if i in cast:
             for parent in (block.attn, block.mlp):
                 for attr, layer in list(parent.named_children()):

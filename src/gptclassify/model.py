@@ -1,10 +1,15 @@
-"""GPT-2 from scratch: decoder-only, pre-LayerNorm, learned positions, tied output head.
+"""The decoder from scratch: GPT-2 and the Llama, Mistral, Qwen2 and Qwen3 families.
 
-Text generation lives in generation.py.
+One readable model with per-family switches (config.py's table): LayerNorm or RMSNorm,
+learned or rotary positions, GELU or SwiGLU MLP, grouped-query attention, q/k norms, biases,
+tied or untied head. Text generation lives in generation.py.
 
-Parameter names follow OpenAI's GPT-2 (`wte`, `wpe`, `h.{i}.attn.c_attn`, ...) so loading
-pretrained weights is a name-for-name copy (see weights.py). The model has no I/O and makes
-no device choice: it runs wherever its parameters and inputs are.
+Parameter names are GPT-2's for every family (`wte`, `wpe`, `h.{i}.attn.c_attn`, ...) so the
+classifier, LoRA, the fast path and the model folder see one layout. For Llama-style models
+`attn.c_attn` is the fused [q; k; v] projection (q_proj, k_proj, v_proj stacked), `attn.c_proj`
+is o_proj, `mlp.c_fc` the fused [gate; up] projection and `mlp.c_proj` down_proj;
+models/ maps these to each family's Hugging Face and GGUF names. The model has no I/O and
+makes no device choice: it runs wherever its parameters and inputs are.
 
 The forward pass is split into `embed` -> `run_blocks(start, end)` -> `ln_f` -> `lm_head` so a
 classifier can read hidden states at any position and run any slice of the blocks (for
@@ -30,31 +35,126 @@ from gptclassify.config import GPTConfig
 LAYER_NORM_EPS = 1e-5
 
 
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019), computed in fp32 whatever the input's
+    dtype and cast back before the weight, as the Llama reference does."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def norm_layer(config: GPTConfig, dim: int | None = None) -> nn.Module:
+    dim = dim or config.emb_dim
+    if config.norm == "rmsnorm":
+        return RMSNorm(dim, config.norm_eps)
+    return nn.LayerNorm(dim, eps=config.norm_eps)
+
+
+def rope_inv_freq(config: GPTConfig) -> Tensor:
+    """Rotary inverse frequencies (head_dim / 2,), fp32, on the CPU (Su et al. 2021), with
+    Llama 3.1's "llama3" rescaling of the long wavelengths when `rope_factor` is set.
+
+    Computed in the same operations, order and device as the Hugging Face reference, so the
+    angles are bit-identical to it.
+    """
+    dim = config.head_dim
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
+    inv_freq = 1.0 / (config.rope_theta**exponents)
+    if not config.rope_factor:
+        return inv_freq
+    factor, low, high = (
+        config.rope_factor,
+        config.rope_low_freq_factor,
+        config.rope_high_freq_factor,
+    )
+    old = config.rope_original_context
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old / high) * ~(wavelen > old / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope_tables(inv_freq: Tensor, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """cos and sin of every position's angles: 2 x (T, head_dim), fp32."""
+    pos = torch.arange(seq_len, device=device).float()  # (T,)
+    freqs = pos[:, None] * inv_freq.to(device)[None, :]  # (T, hd/2)
+    angles = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate (B, nh, T, hd) queries or keys by their positions (the "rotate half" layout)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_heads = config.n_heads
+        self.n_kv_heads = config.kv_heads
         self.head_dim = config.head_dim
-        self.c_attn = nn.Linear(config.emb_dim, 3 * config.emb_dim, bias=config.qkv_bias)
-        self.c_proj = nn.Linear(config.emb_dim, config.emb_dim)
+        self.c_attn = nn.Linear(config.emb_dim, config.qkv_dim, bias=config.qkv_bias)
+        self.c_proj = nn.Linear(
+            config.n_heads * config.head_dim, config.emb_dim, bias=config.out_bias
+        )
+        if config.qk_norm:
+            self.q_norm = RMSNorm(config.head_dim, config.norm_eps)
+            self.k_norm = RMSNorm(config.head_dim, config.norm_eps)
+        else:
+            # Identity marks "a query or key: rotate it" (values take no norm and no rotation).
+            self.q_norm = self.k_norm = nn.Identity()
+        # Rotary angles are recomputed per call from the config (no buffer: nothing to load,
+        # nothing on the meta device, and an exported graph computes them for any length).
+        self.rope_config = config if config.positions == "rope" else None
         self.dropout = config.drop_rate
         self.resid_dropout = nn.Dropout(config.drop_rate)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True) -> Tensor:
-        y = self.attend(self.c_attn(x), attn_mask, is_causal)  # (B, T, C)
+        y = self.attend(self.c_attn(x), attn_mask, is_causal)  # (B, T, nh * hd)
         return self.resid_dropout(self.c_proj(y))
+
+    def split_heads(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values from the fused projection (B, T, qkv_dim), normed and
+        rotated: (B, nh, T, hd), (B, n_kv, T, hd), (B, n_kv, T, hd)."""
+        nh, nkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=2)
+        return self.heads(q, self.q_norm), self.heads(k, self.k_norm), self.heads(v)
+
+    def heads(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
+        """(B, T, n * hd) -> (B, n, T, hd): split into heads, then (for queries and keys)
+        the per-head norm and the rotary positions 0..T-1."""
+        B, T, width = x.shape
+        x = x.view(B, T, width // self.head_dim, self.head_dim)
+        if norm is None:
+            return x.transpose(1, 2)  # values
+        x = norm(x).transpose(1, 2)  # (B, n, T, hd)
+        if self.rope_config is not None:
+            cos, sin = rope_tables(rope_inv_freq(self.rope_config), T, x.device)
+            x = apply_rope(x, cos, sin)
+        return x
 
     def attend(
         self, qkv: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True
     ) -> Tensor:
-        """Attention from the projected queries, keys and values: (B, T, 3C) -> (B, T, C),
-        before the output projection."""
-        B, T, C3 = qkv.shape
-        C = C3 // 3
-        q, k, v = qkv.split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        """Attention from the projected queries, keys and values: (B, T, qkv_dim) ->
+        (B, T, nh * hd), before the output projection."""
+        B, T, _ = qkv.shape
+        q, k, v = self.split_heads(qkv)
+        if self.n_kv_heads != self.n_heads:  # grouped-query attention: share each kv head
+            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # (B, nh, T, hd)
+            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # (B, nh, T, hd)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -64,29 +164,46 @@ class CausalSelfAttention(nn.Module):
             # An explicit mask already carries causality (see attention_bias).
             is_causal=is_causal and attn_mask is None,
         )  # (B, nh, T, hd)
-        return y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return y.transpose(1, 2).contiguous().view(B, T, self.n_heads * self.head_dim)
 
 
 class MLP(nn.Module):
+    """GPT-2's MLP: c_proj(gelu(c_fc x))."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.emb_dim, 4 * config.emb_dim)
+        self.c_fc = nn.Linear(config.emb_dim, config.hidden_dim, bias=config.mlp_bias)
         # OpenAI's GPT-2 uses the tanh approximation of GELU ("gelu_new" in transformers).
         self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * config.emb_dim, config.emb_dim)
+        self.c_proj = nn.Linear(config.hidden_dim, config.emb_dim, bias=config.mlp_bias)
         self.dropout = nn.Dropout(config.drop_rate)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
+class SwiGLU(nn.Module):
+    """The gated MLP of Llama and Qwen (Shazeer 2020): c_proj(silu(gate x) * up x), with
+    gate and up fused in one projection, c_fc = [gate; up]."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.emb_dim, 2 * config.hidden_dim, bias=config.mlp_bias)
+        self.c_proj = nn.Linear(config.hidden_dim, config.emb_dim, bias=config.mlp_bias)
+        self.dropout = nn.Dropout(config.drop_rate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.c_fc(x).chunk(2, dim=-1)  # 2 x (..., hidden)
+        return self.dropout(self.c_proj(F.silu(gate) * up))
+
+
 class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.emb_dim, eps=LAYER_NORM_EPS)
+        self.ln_1 = norm_layer(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.emb_dim, eps=LAYER_NORM_EPS)
-        self.mlp = MLP(config)
+        self.ln_2 = norm_layer(config)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True) -> Tensor:
         x = x + self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal)
@@ -114,7 +231,7 @@ def attention_bias(attention_mask: Tensor | None, seq_len: int, causal: bool) ->
 
 
 class GPTBody(nn.Module):
-    """GPT-2 without its language-model head: token ids -> final hidden states.
+    """The decoder without its language-model head: token ids -> final hidden states.
 
     A classifier runs a body; the language model (`GPTModel`) is a body plus the tied head.
     """
@@ -123,15 +240,19 @@ class GPTBody(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.emb_dim)
-        self.wpe = nn.Embedding(config.context_length, config.emb_dim)
+        if config.positions == "learned":
+            self.wpe = nn.Embedding(config.context_length, config.emb_dim)
+        else:
+            self.wpe = None  # rotary positions live in the attention
         self.drop = nn.Dropout(config.drop_rate)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.ln_f = nn.LayerNorm(config.emb_dim, eps=LAYER_NORM_EPS)
+        self.ln_f = norm_layer(config)
         if init:
             self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """GPT-2's initialisation (normal 0.02, residual projections scaled down)."""
+        """GPT-2's initialisation (normal 0.02, residual projections scaled down; norms 1),
+        used for every family's random init."""
         self.apply(self._init_weights)
         # GPT-2 paper: scale residual projections by 1/sqrt(2 * n_layers) at init.
         for name, p in self.named_parameters():
@@ -167,12 +288,14 @@ class GPTBody(nn.Module):
         return sum(p.numel() for p in params.values())
 
     def embed(self, input_ids: Tensor) -> Tensor:
-        """Token + position embeddings: (B, T) ids -> (B, T, emb_dim) hidden states."""
+        """Token (+ learned position) embeddings: (B, T) ids -> (B, T, emb_dim) hidden states."""
         T = input_ids.shape[1]
         if T > self.config.context_length:
             raise ValueError(
                 f"sequence length {T} exceeds the model context ({self.config.context_length})"
             )
+        if self.wpe is None:
+            return self.drop(self.wte(input_ids))  # (B, T, C)
         pos = torch.arange(T, device=input_ids.device)  # (T,)
         return self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
 
@@ -202,13 +325,14 @@ class GPTBody(nn.Module):
 
 
 class GPTModel(GPTBody):
-    """The GPT-2 language model: a body plus the output head tied to the token embedding."""
+    """The language model: a body plus the output head (tied to the token embedding where
+    the family ties it, as OpenAI's GPT-2 does)."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__(config, init=False)
         self.lm_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
-        # Tied input/output embedding, as in OpenAI's GPT-2.
-        self.lm_head.weight = self.wte.weight
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
         # After tying, so a seed gives the same weights as it always has (the head's draw,
         # the last one, is what the shared embedding keeps).
         self.reset_parameters()

@@ -1,9 +1,10 @@
-"""Pretrained GPT-2 weights: from the Hugging Face Hub or a local folder in its format.
+"""Pretrained weights of every family: from the Hugging Face Hub or a local folder in its
+format (config.json + safetensors, sharded or not).
 
-The Hub stores GPT-2 with OpenAI's parameter names, which our model keeps, so loading is a
-name-for-name copy. The only twist is OpenAI's `Conv1D`: it stores (in, out) matrices applied
-as x @ W, where nn.Linear stores (out, in); `TRANSPOSED` lists the tensors that need a
-transpose. Every tensor is shape-checked; nothing unexpected is silently dropped.
+config.json's `model_type` picks the family; models/ says, per family, which Hugging Face
+tensors make each of our parameters (fused projections are concatenations; GPT-2's Conv1D
+weights are transposed). Every tensor is shape-checked; nothing unexpected is silently
+dropped.
 """
 
 from __future__ import annotations
@@ -20,54 +21,15 @@ from torch import Tensor
 from gptclassify.config import HUB_REPOS, PRESETS, GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import read_json
-from gptclassify.model import LAYER_NORM_EPS, GPTModel, skip_meta_init
+from gptclassify.model import GPTModel, skip_meta_init
+from gptclassify.models import HF_PREFIX, Source, config_from_hf, hf_ignored, hf_layout
 
-TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-"""Conv1D weights stored (in, out) in GPT-2 files; nn.Linear wants (out, in)."""
-
-# Causal-mask buffers some exports carry (older transformers versions); not parameters.
-_IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def gpt_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig:
-    """Translate a transformers GPT-2 config.json into a GPTConfig, refusing what we can't run."""
-    model_type = hf.get("model_type", "gpt2")
-    if model_type != "gpt2":
-        raise GPTClassifyError(f"{source}: model_type is {model_type!r}, only 'gpt2' is supported")
-    checks = {
-        # Field: (value we implement, default when absent)
-        "activation_function": ("gelu_new", "gelu_new"),
-        "scale_attn_weights": (True, True),
-        "scale_attn_by_inverse_layer_idx": (False, False),
-        "reorder_and_upcast_attn": (False, False),
-    }
-    for key, (wanted, default) in checks.items():
-        value = hf.get(key, default)
-        ok = (
-            value in ("gelu_new", "gelu_pytorch_tanh")
-            if key == "activation_function"
-            else value == wanted
-        )
-        if not ok:
-            raise GPTClassifyError(f"{source}: {key}={value!r} is not supported (need {wanted!r})")
-    eps = hf.get("layer_norm_epsilon", LAYER_NORM_EPS)
-    if abs(eps - LAYER_NORM_EPS) > 1e-12:
-        raise GPTClassifyError(f"{source}: layer_norm_epsilon={eps} is not supported (need 1e-5)")
-    try:
-        return GPTConfig(
-            vocab_size=int(hf["vocab_size"]),
-            context_length=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
-            emb_dim=int(hf["n_embd"]),
-            n_heads=int(hf["n_head"]),
-            n_layers=int(hf["n_layer"]),
-            drop_rate=0.0,
-            qkv_bias=True,
-        )
-    except KeyError as exc:
-        raise GPTClassifyError(f"{source}: missing field {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise GPTClassifyError(f"{source}: {exc}") from None
+    """Our config for a transformers config.json (any implemented family)."""
+    return config_from_hf(hf, source)
 
 
 class CheckpointTensors:
@@ -137,64 +99,105 @@ def _shards(index: Path) -> list[Path]:
 
 def map_hf_names(
     shapes: dict[str, tuple[int, ...]], config: GPTConfig, source: str = "checkpoint"
-) -> dict[str, str]:
-    """Our parameter name -> the file's tensor name, after checking every name and shape.
+) -> dict[str, tuple[str, ...]]:
+    """Our parameter name -> the file's tensor names it is made of, after checking every
+    name and shape.
 
-    Both naming styles (`h.0...` and `transformer.h.0...`) are accepted; GPT-2's attention
-    mask buffers are ignored; the tied `lm_head.weight` is checked and skipped; anything
-    else unexpected or missing is an error naming the tensor (and both shapes).
+    Names with and without the family's prefix (`transformer.`, `model.`) are accepted;
+    buffers that are not parameters are ignored; a tied `lm_head.weight` is checked and
+    skipped; anything else unexpected or missing is an error naming the tensor (and both
+    shapes).
     """
+    layout = hf_layout(config, with_lm_head=True)
     expected = _expected_shapes(config)
-    plan: dict[str, str] = {}
+    prefix = HF_PREFIX["gpt2" if config.family == "gpt2" else "llama"]
+    owner: dict[str, tuple[str, int]] = {}  # unprefixed file name -> (our name, its index)
+    for ours, src in layout.items():
+        for j, name in enumerate(src.names):
+            owner[name.removeprefix(prefix)] = (ours, j)
+    found: dict[str, str] = {}
     unknown = []
     for raw_name, raw_shape in shapes.items():
-        name = raw_name.removeprefix("transformer.")
-        if _IGNORED.match(name):
-            continue
-        if name == "lm_head.weight":
-            # Tied to wte in GPT-2; we tie it ourselves, but a wrong shape still means a wrong file.
-            if raw_shape != expected["wte.weight"]:
+        key = raw_name.removeprefix(prefix)
+        if key not in owner and (hf_ignored(config, raw_name) or hf_ignored(config, prefix + key)):
+            if key == "lm_head.weight" and raw_shape != expected["wte.weight"]:
                 raise GPTClassifyError(
                     f"{source}: tensor {raw_name!r} has shape {raw_shape}, "
                     f"expected {expected['wte.weight']}"
                 )
             continue
-        if name not in expected:
+        if key not in owner:
             unknown.append(raw_name)
             continue
-        if name in plan:
+        if key in found:
             raise GPTClassifyError(
-                f"{source}: tensor {name!r} appears twice (with and without prefix)"
+                f"{source}: tensor {key!r} appears twice (with and without prefix)"
             )
-        # Conv1D weights are stored (in, out): compare against the transposed expectation.
-        want = expected[name][::-1] if name.endswith(TRANSPOSED) else expected[name]
+        ours, j = owner[key]
+        want = _source_shape(layout[ours], j, expected[ours])
         if raw_shape != want:
             raise GPTClassifyError(
                 f"{source}: tensor {raw_name!r} has shape {raw_shape}, expected {want}"
             )
-        plan[name] = raw_name
+        found[key] = raw_name
     if unknown:
         raise GPTClassifyError(
             f"{source}: unexpected tensor(s) {', '.join(sorted(unknown)[:5])}"
             + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         )
-    missing = [n for n in expected if n not in plan]
+    missing = [n for n in owner if n not in found]
     if missing:
         raise GPTClassifyError(
             f"{source}: missing tensor(s) {', '.join(missing[:5])}"
             + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         )
-    return plan
+    return {
+        ours: tuple(found[n.removeprefix(prefix)] for n in src.names)
+        for ours, src in layout.items()
+    }
+
+
+def _source_shape(src: Source, index: int, ours: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape the file stores for source tensor `index` of a parameter shaped `ours`."""
+    shape = ours if src.sizes is None else (src.sizes[index], *ours[1:])
+    return shape[::-1] if src.transposed else shape
 
 
 def _expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     with skip_meta_init(), torch.device("meta"):
         model = GPTModel(config)
-    return {n: tuple(p.shape) for n, p in model.state_dict().items() if n != "lm_head.weight"}
+    shapes = {n: tuple(p.shape) for n, p in model.state_dict().items()}
+    if config.tie_embeddings:
+        del shapes["lm_head.weight"]
+    return shapes
+
+
+def load_state_dict(config: GPTConfig, tensors: Any, plan: dict[str, tuple[str, ...]]) -> GPTModel:
+    """A language model of `config` filled from `tensors[name]` as `plan` says (fused
+    parameters concatenated, Conv1D weights transposed)."""
+    layout = hf_layout(config, with_lm_head=True)
+    # Allocate without the random init, then fill each parameter straight from the file.
+    with skip_meta_init(), torch.device("meta"):
+        model = GPTModel(config)
+    model.to_empty(device="cpu")
+    params = model.state_dict()
+    with torch.no_grad():
+        for name, raw_names in plan.items():
+            parts = [tensors[raw] for raw in raw_names]
+            if layout[name].transposed:
+                parts = [t.t() for t in parts]
+            target = params[name]
+            if len(parts) == 1:
+                target.copy_(parts[0])
+            else:
+                torch.cat([t.to(target.dtype) for t in parts], dim=0, out=target)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.wte.weight  # to_empty gave the head its own storage; re-tie
+    return model
 
 
 def load_hf_directory(directory: str | Path) -> GPTModel:
-    """Load a Hugging Face GPT-2 folder (config.json + weights) of any size."""
+    """Load a Hugging Face model folder (config.json + weights) of any implemented family."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise GPTClassifyError(
@@ -205,44 +208,65 @@ def load_hf_directory(directory: str | Path) -> GPTModel:
     config = gpt_config_from_hf(read_json(config_path), source=str(config_path))
     tensors = CheckpointTensors(directory)
     plan = map_hf_names({n: tensors.shape(n) for n in tensors.names()}, config, str(directory))
-    # Allocate without the random init, then fill each parameter straight from the file.
-    with skip_meta_init(), torch.device("meta"):
-        model = GPTModel(config)
-    model.to_empty(device="cpu")
-    params = model.state_dict()
-    with torch.no_grad():
-        for name, raw_name in plan.items():
-            tensor = tensors[raw_name]
-            params[name].copy_(tensor.t() if name.endswith(TRANSPOSED) else tensor)
-    model.lm_head.weight = model.wte.weight  # to_empty gave the head its own storage; re-tie
-    return model
+    return load_state_dict(config, tensors, plan)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
 
 
 def download_pretrained(name: str, revision: str | None = None) -> Path:
-    """Fetch a preset's config.json + model.safetensors through the Hub cache; returns the folder.
+    """Fetch a preset's (or Hub repository's) config.json, weights and tokenizer files
+    through the Hub cache; returns the folder.
 
+    Files are fetched one by one (config.json, model.safetensors or its index and shards,
+    tokenizer.json and its config) so nothing else in a repository is downloaded.
     huggingface_hub handles caching, HF_HOME / HF_HUB_CACHE, HF_ENDPOINT, HF_HUB_OFFLINE, the
     progress bar and the integrity of the download.
     """
-    repo = HUB_REPOS[name]
+    from huggingface_hub.errors import EntryNotFoundError
+
+    repo = HUB_REPOS.get(name, name)
     try:
-        hf_hub_download(repo, "config.json", revision=revision)
-        path = hf_hub_download(repo, "model.safetensors", revision=revision)
+        config = Path(hf_hub_download(repo, "config.json", revision=revision))
+        folder = config.parent
+        try:
+            hf_hub_download(repo, "model.safetensors", revision=revision)
+        except EntryNotFoundError:
+            index = Path(hf_hub_download(repo, "model.safetensors.index.json", revision=revision))
+            for shard in _shards(index):
+                hf_hub_download(repo, shard.name, revision=revision)
+        if read_json(config).get("model_type", "gpt2") != "gpt2":  # GPT-2's tokenizer ships here
+            for i, file in enumerate(_TOKENIZER_FILES):
+                try:
+                    hf_hub_download(repo, file, revision=revision)
+                except EntryNotFoundError:
+                    if i == 0:
+                        raise
+    except GPTClassifyError:
+        raise
     except Exception as exc:  # offline, DNS, HTTP and cache errors all end the same way
         reason = (
             str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
         )
         raise GPTClassifyError(
             f"could not get {name!r} from the Hugging Face Hub ({repo}): {reason}. To run "
-            f"offline, put config.json and model.safetensors from https://huggingface.co/{repo} "
-            "in a folder and pass that folder instead (--model DIR, or load_pretrained(DIR))"
+            f"offline, put config.json, model.safetensors (and tokenizer.json) from "
+            f"https://huggingface.co/{repo} in a folder and pass that folder instead "
+            "(--model DIR, or load_pretrained(DIR)), or a GGUF file (--model FILE.gguf)"
         ) from None
-    return Path(path).parent
+    return folder
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` reads as a Hub repository id (owner/name) and is no local path."""
+    return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
 
 
 def pretrained_dir(name_or_dir: str | Path, revision: str | None = None) -> Path:
-    """The local folder holding a pretrained GPT-2: downloaded for a preset, else as given."""
-    if isinstance(name_or_dir, str) and name_or_dir in PRESETS:
+    """The local folder holding a pretrained model: downloaded for a preset or a Hub id
+    (owner/name), else the folder as given."""
+    if isinstance(name_or_dir, str) and (name_or_dir in PRESETS or is_hub_id(name_or_dir)):
         return download_pretrained(name_or_dir, revision=revision)
     return Path(name_or_dir).expanduser()
 
@@ -258,5 +282,6 @@ def weights_file(directory: Path) -> Path:
 
 
 def load_pretrained(name_or_dir: str | Path, revision: str | None = None) -> GPTModel:
-    """A pretrained GPT-2: a preset name (downloaded from the Hub) or a local HF-format folder."""
+    """A pretrained language model: a preset name or Hub id (downloaded from the Hub) or a
+    local Hugging Face folder."""
     return load_hf_directory(pretrained_dir(name_or_dir, revision))

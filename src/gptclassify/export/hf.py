@@ -38,7 +38,7 @@ from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write
 from gptclassify.model import LAYER_NORM_EPS
 from gptclassify.tokenizer import tokenizer_files
-from gptclassify.weights import TRANSPOSED
+from gptclassify.models.gpt2 import TRANSPOSED
 
 FORMAT_HF_EXPORT = "gptclassify-hf-export"
 HF_EXPORT_VERSION = 1
