@@ -67,14 +67,20 @@ class GPTClassifier(nn.Module):
         emb_dim = gpt.config.emb_dim
         # Seeded so the head's initial weights do not depend on what ran before.
         gen = torch.Generator().manual_seed(HEAD_SEED)
-        head = nn.Linear(emb_dim, num_classes, device=gpt.wte.weight.device)
+        # A bias where the final norm has one (GPT-2's LayerNorm), so a Hugging Face export,
+        # whose `score` layer has none, can fold it there exactly (export/hf.py); RMSNorm
+        # families' heads have none, as transformers' XForSequenceClassification.
+        bias = gpt.config.norm == "layernorm"
+        head = nn.Linear(emb_dim, num_classes, bias=bias, device=gpt.wte.weight.device)
         bound = 1 / math.sqrt(emb_dim)
         with torch.no_grad():
             weight = torch.empty(head.weight.shape).uniform_(-bound, bound, generator=gen)
-            bias = torch.empty(head.bias.shape).uniform_(-bound, bound, generator=gen)
             if head.weight.device.type != "meta":
                 head.weight.copy_(weight)
-                head.bias.copy_(bias)
+            if bias:
+                values = torch.empty(head.bias.shape).uniform_(-bound, bound, generator=gen)
+                if head.weight.device.type != "meta":
+                    head.bias.copy_(values)
         self.head = head
 
     @property

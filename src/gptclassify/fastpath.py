@@ -168,10 +168,10 @@ def packed_blocks(blocks: Iterable[Block], x: Tensor, lengths: Tensor) -> Tensor
     h = x.reshape(B * T, C).index_select(0, rows)  # (width, C)
     for block in blocks:
         attn = block.attn
-        qkv = per_token(lambda z, b=block: b.attn.c_attn(b.ln_1(z)), h)  # (width, 3C)
+        qkv = per_token(lambda z, b=block: b.attn.c_attn(b.ln_1(z)), h)  # (width, qkv_dim)
         padded = qkv.new_zeros(B * T, qkv.shape[1]).index_copy_(0, idx, qkv[:n])
-        y = attn.attend(padded.view(B, T, -1), is_causal=True)  # (B, T, C)
-        y = y.reshape(B * T, C).index_select(0, rows)  # (width, C)
+        y = attn.attend(padded.view(B, T, -1), is_causal=True)  # (B, T, nh * hd)
+        y = y.reshape(B * T, -1).index_select(0, rows)  # (width, nh * hd)
         h = h + per_token(lambda z, a=attn: a.resid_dropout(a.c_proj(z)), y)
         h = h + per_token(lambda z, b=block: b.mlp(b.ln_2(z)), h)
     return h.new_zeros(B * T, C).index_copy_(0, idx, h[:n]).view(B, T, C)

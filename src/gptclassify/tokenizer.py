@@ -111,3 +111,214 @@ def pad(ids: list[int], length: int, pad_id: int = PAD_TOKEN_ID) -> list[int]:
     if len(ids) > length:
         raise ValueError(f"sequence of {len(ids)} tokens is longer than the pad length {length}")
     return ids + [pad_id] * (length - len(ids))
+
+
+class Tokenizer:
+    """What the rest of the package asks of a tokenizer, whatever the model family.
+
+    `encode` turns user text into ids as ordinary text: strings that look like special
+    tokens ("<|endoftext|>", "<|im_start|>") are never turned into them, so a message can
+    not inject control tokens. `prefix` / `suffix` are the tokens the model expects around
+    every text (a BOS token for Llama 3); truncation keeps them.
+    """
+
+    name: str = ""
+    pad_id: int = 0
+    """Padding id (its value never reaches a real token: padding is on the right, under the
+    causal mask, and pooling reads real tokens)."""
+    eos_id: int | None = None
+    prefix: tuple[int, ...] = ()
+    suffix: tuple[int, ...] = ()
+    vocab_size: int = 0
+    """Number of ids the tokenizer can emit (a model needs at least as many embeddings)."""
+
+    def encode_ordinary_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What config.json records about the tokenizer."""
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids per text, with the model's prefix and suffix tokens (an empty text stays
+        empty, so callers can report it)."""
+        pre, post = list(self.prefix), list(self.suffix)
+        return [pre + ids + post if ids else [] for ids in self.encode_ordinary_batch(texts)]
+
+    def truncate(self, ids: list[int], max_length: int, keep: TruncateSide = "right") -> list[int]:
+        """`truncate` that cuts the text between the prefix and suffix tokens."""
+        if len(ids) <= max_length:
+            return ids
+        n_pre, n_post = len(self.prefix), len(self.suffix)
+        if not n_pre and not n_post or max_length <= n_pre + n_post:
+            return truncate(ids, max_length, keep)
+        body = truncate(ids[n_pre : len(ids) - n_post], max_length - n_pre - n_post, keep)
+        return ids[:n_pre] + body + ids[len(ids) - n_post :]
+
+    def token_text(self, ids: Sequence[int]) -> list[str]:
+        """Each token as text (for explanations)."""
+        return [self.decode([i]) for i in ids]
+
+
+class GPT2Tokenizer(Tokenizer):
+    """GPT-2's BPE through tiktoken, from the files shipped in the package."""
+
+    name = "gpt2"
+    pad_id = PAD_TOKEN_ID
+    eos_id = PAD_TOKEN_ID
+    vocab_size = 50257
+
+    def encode_ordinary_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return encode_batch(texts)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return decode(ids)
+
+    def describe(self) -> dict:
+        return {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID}
+
+
+def gpt2() -> GPT2Tokenizer:
+    return GPT2Tokenizer()
+
+
+TOKENIZER_JSON = "tokenizer.json"
+
+
+class HFTokenizer(Tokenizer):
+    """A Hugging Face `tokenizer.json` through the `tokenizers` library (Llama, Qwen,
+    SmolLM2, Mistral, and GGUF files' tokenizers converted to it).
+
+    User text is encoded by a copy of the tokenizer without its added tokens (special and
+    not), so typed control strings stay text; the prefix/suffix the tokenizer's
+    post-processor puts around a text (BOS for Llama 3) is added back by `encode_batch`.
+    """
+
+    def __init__(self, text: str, source: str = TOKENIZER_JSON, settings: dict | None = None):
+        from tokenizers import Tokenizer as RustTokenizer
+
+        settings = settings or {}
+        try:
+            data = json.loads(text)
+            self.full = RustTokenizer.from_str(text)
+            ordinary = dict(data, added_tokens=[], post_processor=None, truncation=None)
+            ordinary["padding"] = None
+            self.ordinary = RustTokenizer.from_str(json.dumps(ordinary))
+        except Exception as exc:  # tokenizers raises its own exception type
+            raise GPTClassifyError(f"{source}: not a usable tokenizer.json ({exc})") from None
+        self.text = text
+        self.sha256 = hashlib.sha256(text.encode()).hexdigest()
+        self.name = settings.get("name", "tokenizer.json")
+        probe_with = self.full.encode("a", add_special_tokens=True).ids
+        probe = self.ordinary.encode("a", add_special_tokens=False).ids
+        start = _find(probe_with, probe)
+        if start < 0:  # a post-processor that rewrites the text's own ids: not implemented
+            raise GPTClassifyError(f"{source}: its post-processor changes the text's tokens")
+        self.prefix = tuple(probe_with[:start])
+        self.suffix = tuple(probe_with[start + len(probe) :])
+        if "prefix" in settings:  # what the model was trained with wins over the probe
+            self.prefix = tuple(settings["prefix"])
+            self.suffix = tuple(settings.get("suffix", ()))
+        self.vocab_size = self.full.get_vocab_size(with_added_tokens=True)
+        self.eos_id = settings.get("eos_id", self._id(data, "eos"))
+        pad = settings.get("pad_id", self._id(data, "pad"))
+        self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
+
+    @staticmethod
+    def _id(data: dict, kind: str) -> int | None:
+        """The id of a conventional special token (eos/pad), when the file has one."""
+        names = {
+            "eos": ("<|endoftext|>", "<|end_of_text|>", "</s>", "<|im_end|>", "<eos>"),
+            "pad": ("<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]"),
+        }[kind]
+        by_content = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+        for name in names:
+            if name in by_content:
+                return int(by_content[name])
+        return None
+
+    @classmethod
+    def from_folder(cls, folder: Path, settings: dict | None = None) -> HFTokenizer:
+        path = folder / TOKENIZER_JSON
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GPTClassifyError(f"{path}: cannot read the tokenizer ({exc})") from None
+        settings = dict(settings or {})
+        config = folder / "tokenizer_config.json"
+        if config.is_file() and "eos_id" not in settings:
+            settings.update(_special_ids(read_json_quiet(config), text))
+        return cls(text, str(path), settings)
+
+    def encode_ordinary_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.ordinary.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.full.decode(list(ids), skip_special_tokens=False)
+
+    def describe(self) -> dict:
+        return {
+            "library": "tokenizers",
+            "file": TOKENIZER_JSON,
+            "sha256": self.sha256,
+            "pad_id": self.pad_id,
+            "eos_id": self.eos_id,
+            "prefix": list(self.prefix),
+            "suffix": list(self.suffix),
+        }
+
+
+def _find(haystack: list[int], needle: list[int]) -> int:
+    for i in range(len(haystack) - len(needle) + 1):
+        if haystack[i : i + len(needle)] == needle:
+            return i
+    return -1
+
+
+def read_json_quiet(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _special_ids(config: dict, tokenizer_json: str) -> dict:
+    """eos/pad ids named by a tokenizer_config.json (token strings looked up in the file)."""
+    vocab: dict[str, int] = {}
+    data = json.loads(tokenizer_json)
+    for t in data.get("added_tokens", []):
+        vocab[t["content"]] = t["id"]
+    out = {}
+    for key in ("eos", "pad"):
+        token = config.get(f"{key}_token")
+        if isinstance(token, dict):
+            token = token.get("content")
+        if isinstance(token, str) and token in vocab:
+            out[f"{key}_id"] = vocab[token]
+    return out
+
+
+def load_tokenizer(description: dict | None, folder: Path | None = None) -> Tokenizer:
+    """The tokenizer a config.json's "tokenizer" entry describes (absent: GPT-2's)."""
+    if not description or description.get("library") == "tiktoken":
+        return gpt2()
+    if folder is None:
+        raise GPTClassifyError("a tokenizers tokenizer needs the folder holding tokenizer.json")
+    path = folder / description.get("file", TOKENIZER_JSON)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GPTClassifyError(f"{path}: cannot read the tokenizer ({exc})") from None
+    if (
+        description.get("sha256")
+        and hashlib.sha256(text.encode()).hexdigest() != description["sha256"]
+    ):
+        raise GPTClassifyError(f"{path}: sha256 does not match config.json; refusing to use it")
+    return HFTokenizer(text, str(path), description)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gptclassify.config import PAD_TOKEN_ID
 from gptclassify.data.encode import Encoded
 
 TOKENS_PER_BATCH = 4096
@@ -58,7 +57,7 @@ class TokenSource:
     def batch(self, idx: Tensor) -> Batch:
         seqs = [self.encoded.ids[i] for i in idx.tolist()]
         width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), PAD_TOKEN_ID, dtype=torch.long)
+        ids = torch.full((len(seqs), width), self.encoded.pad_id, dtype=torch.long)
         for row, seq in enumerate(seqs):
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         lengths = self.lengths[idx]

@@ -7,7 +7,7 @@ they never see the padding. No torch here: the ONNX runtime classifies without i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,8 @@ class InputPolicy:
     """Every sequence is padded to this length; None: pad each batch to its own longest."""
     truncate: str = "end"
     """"end": cut the end (keep the start); "start": cut the start (keep the end)."""
+    tokenizer: tokenizer.Tokenizer = field(default_factory=tokenizer.gpt2, compare=False)
+    """The model's tokenizer (its ids, padding id and BOS/EOS tokens)."""
 
     @classmethod
     def resolve(
@@ -35,30 +37,34 @@ class InputPolicy:
         truncate: str,
         context_length: int,
         train_lengths: Sequence[int] = (),
+        tok: tokenizer.Tokenizer | None = None,
     ) -> InputPolicy:
         """Turn the --pad-to / --max-length flags into lengths for this model and data."""
+        tok = tok or tokenizer.gpt2()
         cap = min(max_length or context_length, context_length)
         if pad_to in ("batch", "none"):
-            return cls(cap, None, truncate)
+            return cls(cap, None, truncate, tok)
         if pad_to == "context":
-            return cls(cap, context_length, truncate)
+            return cls(cap, context_length, truncate, tok)
         if pad_to == "longest":
             # The book pads everything to the longest training text and cuts longer
             # validation/test texts to that length.
             if not train_lengths:
                 raise GPTClassifyError("--pad-to longest needs training texts to measure")
             longest = min(max(train_lengths), cap)
-            return cls(longest, longest, truncate)
+            return cls(longest, longest, truncate, tok)
         n = int(pad_to)
         if n > context_length:
             raise GPTClassifyError(f"--pad-to {n} exceeds the model context ({context_length})")
-        return cls(min(cap, n), n, truncate)
+        return cls(min(cap, n), n, truncate, tok)
 
     def apply(self, ids: list[int]) -> list[int]:
-        ids = tokenizer.truncate(
+        ids = self.tokenizer.truncate(
             ids, self.max_length, keep="right" if self.truncate == "end" else "left"
         )
-        return tokenizer.pad(ids, self.pad_length) if self.pad_length is not None else ids
+        if self.pad_length is None:
+            return ids
+        return tokenizer.pad(ids, self.pad_length, self.tokenizer.pad_id)
 
 
 @dataclass
@@ -73,6 +79,8 @@ class Encoded:
     """(N,) int64 class ids, or None for unlabelled text."""
     cut: np.ndarray
     """(N,) bool: whether each text was longer than the policy's max_length (and cut)."""
+    pad_id: int = PAD_TOKEN_ID
+    """The id batches are padded with."""
 
     @property
     def truncated(self) -> int:
@@ -87,7 +95,7 @@ def encode(
     texts: Sequence[str], policy: InputPolicy, labels: Sequence[int] | None = None
 ) -> Encoded:
     """Tokenize, truncate and (for fixed lengths) pad texts under `policy`."""
-    return encode_ids(tokenizer.encode_batch(texts), policy, labels)
+    return encode_ids(policy.tokenizer.encode_batch(texts), policy, labels)
 
 
 def encode_ids(
@@ -106,17 +114,20 @@ def encode_ids(
         lengths=np.array([min(len(ids), policy.max_length) for ids in raw], dtype=np.int64),
         labels=np.array(list(labels), dtype=np.int64) if labels is not None else None,
         cut=np.array([len(ids) > policy.max_length for ids in raw], dtype=bool),
+        pad_id=policy.tokenizer.pad_id,
     )
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pad_batch(
+    seqs: Sequence[Sequence[int]], lengths: np.ndarray, pad_id: int = PAD_TOKEN_ID
+) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask), both (B, width) int64, right-padded to the longest row.
 
     The mask covers the `lengths` real tokens of each row; a fixed pad length's padding ids
     are padding too.
     """
     width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), PAD_TOKEN_ID, dtype=np.int64)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
     for row, seq in enumerate(seqs):
         ids[row, : len(seq)] = seq
     mask = (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)

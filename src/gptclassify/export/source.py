@@ -113,5 +113,5 @@ def padded_batches(
     out = []
     for start in range(0, len(texts), batch_size):
         rows = list(range(start, min(start + batch_size, len(texts))))
-        out.append(pad_batch([encoded.ids[i] for i in rows], encoded.lengths[rows]))
+        out.append(pad_batch([encoded.ids[i] for i in rows], encoded.lengths[rows], encoded.pad_id))
     return out

@@ -122,5 +122,5 @@ class OnnxRuntime:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             seqs = [encoded.ids[i] for i in idx]
-            out[idx] = self.run(*pad_batch(seqs, encoded.lengths[idx]))
+            out[idx] = self.run(*pad_batch(seqs, encoded.lengths[idx], encoded.pad_id))
         return out
