@@ -37,8 +37,8 @@ from gptclassify.config import PAD_TOKEN_ID
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write
 from gptclassify.model import LAYER_NORM_EPS
-from gptclassify.tokenizer import tokenizer_files
 from gptclassify.models.gpt2 import TRANSPOSED
+from gptclassify.tokenizer import tokenizer_files
 
 FORMAT_HF_EXPORT = "gptclassify-hf-export"
 HF_EXPORT_VERSION = 1
