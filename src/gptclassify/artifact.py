@@ -46,11 +46,15 @@ from gptclassify.files import atomic_write, read_json
 
 FORMAT_CLASSIFIER = "gptclassify-classifier"
 FORMAT_BASELINE = "gptclassify-tfidf-baseline"
-CLASSIFIER_VERSION = 2
+CLASSIFIER_VERSION = 3
 """The newest layout of config.json this reads: 1 since gptclassify 0.1.0 (safetensors
-weights), 2 for folders holding an ONNX graph. A reader refuses newer versions."""
+weights), 2 for folders holding an ONNX graph, 3 for models of another family than GPT-2 or
+with a tokenizer.json tokenizer. A reader refuses newer versions."""
 TORCH_LAYOUT_VERSION = 1
 ONNX_LAYOUT_VERSION = 2
+FAMILY_LAYOUT_VERSION = 3
+GPT2_TOKENIZER = {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID}
+TOKENIZER_FILE = "tokenizer.json"
 METRICS_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -60,6 +64,48 @@ ONNX_PRECISIONS = ("fp32", "int8")
 
 
 # ---- config.json --------------------------------------------------------------------------
+
+
+def _tokenizer(data: dict[str, Any] | None, model: GPTConfig, source: str) -> dict[str, Any]:
+    """The validated "tokenizer" entry of a config.json (absent: GPT-2's, as 0.1.0 wrote)."""
+    where = f"{source}: tokenizer"
+    if not data or data.get("library") == "tiktoken":
+        if data and any(data.get(k) != v for k, v in GPT2_TOKENIZER.items()):
+            raise GPTClassifyError(
+                f"{where} {data} is not supported (tiktoken: only gpt2, pad 50256)"
+            )
+        if model.vocab_size < TOKENIZER_VOCAB:
+            raise GPTClassifyError(
+                f"{source}: model.vocab_size {model.vocab_size} is smaller than the GPT-2 "
+                f"tokenizer's {TOKENIZER_VOCAB} token ids"
+            )
+        return dict(GPT2_TOKENIZER)
+    if data.get("library") != "tokenizers":
+        raise GPTClassifyError(f"{where}: library must be tiktoken or tokenizers")
+    if data.get("file") != TOKENIZER_FILE:
+        raise GPTClassifyError(f"{where}: file must be {TOKENIZER_FILE!r}")
+    sha = data.get("sha256")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise GPTClassifyError(f"{where}: sha256 must be 64 hex digits")
+
+    def token_id(value: Any, name: str) -> int:
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 0 <= value < model.vocab_size
+        ):
+            raise GPTClassifyError(f"{where}: {name} must be a token id below {model.vocab_size}")
+        return value
+
+    out = {"library": "tokenizers", "file": TOKENIZER_FILE, "sha256": sha}
+    out["pad_id"] = token_id(data.get("pad_id"), "pad_id")
+    out["eos_id"] = None if data.get("eos_id") is None else token_id(data["eos_id"], "eos_id")
+    for key in ("prefix", "suffix"):
+        ids = data.get(key, [])
+        if not isinstance(ids, list):
+            raise GPTClassifyError(f"{where}: {key} must be a list of token ids")
+        out[key] = [token_id(i, key) for i in ids]
+    return out
 
 
 @dataclass(frozen=True)
@@ -174,10 +220,15 @@ class ClassifierConfig:
     onnx: OnnxInfo | None = None
     """Set for an exported ONNX folder, which holds no safetensors weights."""
     exported_from: ExportSource | None = None
+    tokenizer: dict[str, Any] = field(default_factory=lambda: dict(GPT2_TOKENIZER))
+    """How texts become ids: GPT-2's embedded tiktoken BPE, or the folder's tokenizer.json
+    through `tokenizers` (its sha256, padding id, the tokens put around every text)."""
 
     @property
     def layout_version(self) -> int:
         """The oldest layout that describes this folder (so older readers still read it)."""
+        if self.model.family != "gpt2" or self.tokenizer.get("library") != "tiktoken":
+            return FAMILY_LAYOUT_VERSION
         return ONNX_LAYOUT_VERSION if self.onnx is not None else TORCH_LAYOUT_VERSION
 
     @property
@@ -203,7 +254,7 @@ class ClassifierConfig:
             "pad_length": self.pad_length,
             "truncate": self.truncate,
             "temperature": self.temperature,
-            "tokenizer": {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID},
+            "tokenizer": dict(self.tokenizer),
             "weights_file": self.weights_file,
             "weights_sha256": self.weights_sha256,
             "versions": dict(self.versions),
@@ -222,20 +273,10 @@ class ClassifierConfig:
         r = _Fields(data, source)
         r.check_format(FORMAT_CLASSIFIER, CLASSIFIER_VERSION)
         model = GPTConfig.from_dict(r.object("model"), source=f"{source}: model")
-        if model.vocab_size < TOKENIZER_VOCAB:
-            raise GPTClassifyError(
-                f"{source}: model.vocab_size {model.vocab_size} is smaller than the GPT-2 "
-                f"tokenizer's {TOKENIZER_VOCAB} token ids"
-            )
         labels = r.labels("labels")
         max_length = r.integer("max_length", 1, model.context_length)
         pad_length = r.integer("pad_length", max_length, model.context_length, optional=True)
-        tokenizer = r.object("tokenizer", optional=True) or {}
-        expected = {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID}
-        if tokenizer and any(tokenizer.get(k) != v for k, v in expected.items()):
-            raise GPTClassifyError(
-                f"{source}: tokenizer {tokenizer} is not supported (only tiktoken gpt2, pad 50256)"
-            )
+        tokenizer = _tokenizer(r.object("tokenizer", optional=True), model, source)
         lora = r.object("lora", optional=True)
         version = r.data.get("format_version", 1)
         onnx_data = r.object("onnx", optional=True) if version >= ONNX_LAYOUT_VERSION else None
@@ -251,6 +292,7 @@ class ClassifierConfig:
         )
         return cls(
             model=model,
+            tokenizer=tokenizer,
             labels=labels,
             pool=r.choice("pool", POOLS),
             causal=r.boolean("causal", default=True),

@@ -1,4 +1,4 @@
-"""Text generation with a GPTModel: greedy, temperature, top-k, stop at <|endoftext|>.
+"""Text generation with a GPTModel: greedy, temperature, top-k, stop at the end-of-text token.
 
 No KV cache: generation here is a sanity check of loaded weights (greedy text from real
 GPT-2 weights reads as English; a wrong mapping gives gibberish), not a
@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gptclassify import tokenizer
 from gptclassify.config import PAD_TOKEN_ID
 from gptclassify.model import GPTModel
+from gptclassify.tokenizer import Tokenizer, gpt2
 
 
 @torch.inference_mode()
@@ -72,8 +72,13 @@ def generate_text(
     temperature: float = 0.0,
     top_k: int | None = None,
     seed: int | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> str:
-    """Prompt plus continuation as text; the model's device is used for the computation."""
+    """Prompt plus continuation as text; the model's device is used for the computation.
+
+    tokenizer: the model's (GPT-2's when None); generation stops at its end-of-text token.
+    """
+    tokenizer = tokenizer or gpt2()
     device = next(model.parameters()).device
     ids = tokenizer.encode(prompt)
     if not ids:
@@ -88,10 +93,11 @@ def generate_text(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=top_k,
+        eos_id=tokenizer.eos_id,
         generator=generator,
     )
     new = out[0, len(ids) :].tolist()
-    if PAD_TOKEN_ID in new:
-        new = new[: new.index(PAD_TOKEN_ID)]
+    if tokenizer.eos_id in new:
+        new = new[: new.index(tokenizer.eos_id)]
     # Decode prompt and continuation together: a character's bytes may span the boundary.
     return tokenizer.decode(ids + new)

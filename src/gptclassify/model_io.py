@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from gptclassify.artifact import (
     CONFIG,
     FORMAT_CLASSIFIER,
+    TOKENIZER_FILE,
     TORCH_LAYOUT_VERSION,
     WEIGHTS,
     ClassifierConfig,
@@ -31,6 +32,7 @@ from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_path, atomic_write, sha256_file
 from gptclassify.lora import is_adapter_or_head
 from gptclassify.model import GPTBody, skip_meta_init
+from gptclassify.tokenizer import HFTokenizer, Tokenizer, load_tokenizer
 from gptclassify.weights import load_hf_directory, pretrained_dir, weights_file
 
 
@@ -38,14 +40,26 @@ def versions() -> dict[str, str]:
     return library_versions(torch=torch.__version__)
 
 
-def save_classifier(directory: str | Path, model: GPTClassifier, config: ClassifierConfig) -> Path:
-    """Write the weights and config.json into `directory`; returns the config path.
+def save_classifier(
+    directory: str | Path,
+    model: GPTClassifier,
+    config: ClassifierConfig,
+    tokenizer: Tokenizer | None = None,
+) -> Path:
+    """Write the weights, config.json (and a tokenizer.json tokenizer) into `directory`;
+    returns the config path.
 
     `config` describes the classifier; this function fills in the weights file's name and
-    sha256 and the library versions. Each file is written to a temporary name and renamed.
+    sha256, the tokenizer's description and the library versions. Each file is written to a
+    temporary name and renamed.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(tokenizer, HFTokenizer):
+        atomic_write(directory / TOKENIZER_FILE, tokenizer.text)
+        config = dataclasses.replace(config, tokenizer=tokenizer.describe())
+    elif tokenizer is not None:
+        config = dataclasses.replace(config, tokenizer=tokenizer.describe())
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     lora = config.provenance.lora
     if lora is not None and lora.adapters_only:
@@ -172,3 +186,8 @@ def lora_base_name(model_name: str, directory: Path) -> str:
     cache); a folder is recorded as an absolute path, for the record (loading needs it
     given again: see _lora_base)."""
     return model_name if model_name in PRESETS else str(directory.resolve())
+
+
+def folder_tokenizer(directory: str | Path, config: ClassifierConfig) -> Tokenizer:
+    """The tokenizer of a model folder (GPT-2's, or its tokenizer.json, checked by sha256)."""
+    return load_tokenizer(config.tokenizer, Path(directory))

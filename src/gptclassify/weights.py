@@ -10,6 +10,7 @@ dropped.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from gptclassify.errors import GPTClassifyError
 from gptclassify.files import read_json
 from gptclassify.model import GPTModel, skip_meta_init
 from gptclassify.models import HF_PREFIX, Source, config_from_hf, hf_ignored, hf_layout
+from gptclassify.tokenizer import HFTokenizer, Tokenizer, gpt2
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
@@ -258,6 +260,28 @@ def download_pretrained(name: str, revision: str | None = None) -> Path:
     return folder
 
 
+def preset_tokenizer_dir(name: str, revision: str | None = None) -> Path:
+    """The Hub cache folder holding a preset's tokenizer files (not its weights): what a
+    random init of a Llama or Qwen shape tokenizes with."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    repo = HUB_REPOS[name]
+    try:
+        path = Path(hf_hub_download(repo, "tokenizer.json", revision=revision))
+        try:
+            hf_hub_download(repo, "tokenizer_config.json", revision=revision)
+        except EntryNotFoundError:
+            pass
+    except Exception as exc:  # offline, DNS, HTTP and cache errors all end the same way
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GPTClassifyError(
+            f"could not get the tokenizer of {name!r} from the Hugging Face Hub ({repo}): "
+            f"{reason}. A random init needs it: pass a folder holding config.json and "
+            "tokenizer.json instead (--model DIR --weights random)"
+        ) from None
+    return path.parent
+
+
 def is_hub_id(name: str) -> bool:
     """Whether `name` reads as a Hub repository id (owner/name) and is no local path."""
     return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
@@ -282,6 +306,82 @@ def weights_file(directory: Path) -> Path:
 
 
 def load_pretrained(name_or_dir: str | Path, revision: str | None = None) -> GPTModel:
-    """A pretrained language model: a preset name or Hub id (downloaded from the Hub) or a
-    local Hugging Face folder."""
+    """A pretrained language model: a preset name or Hub id (downloaded from the Hub), a
+    local Hugging Face folder or a GGUF file (its tokenizer: `load_pretrained_model`)."""
+    if is_gguf(name_or_dir):
+        return load_gguf(Path(name_or_dir).expanduser()).model
     return load_hf_directory(pretrained_dir(name_or_dir, revision))
+
+
+@dataclass
+class Pretrained:
+    """A pretrained language model with its tokenizer and where they came from."""
+
+    model: GPTModel
+    tokenizer: Tokenizer
+    file: Path
+    """The file whose sha256 identifies the weights (model.safetensors, its index, a .gguf)."""
+    directory: Path | None = None
+    """The Hugging Face folder read (None for a GGUF file)."""
+
+
+def is_gguf(name: str | Path) -> bool:
+    return str(name).lower().endswith(".gguf")
+
+
+def load_pretrained_model(name_or_path: str | Path, revision: str | None = None) -> Pretrained:
+    """Model and tokenizer from a preset, a Hub id, a Hugging Face folder or a GGUF file.
+
+    GPT-2 uses the tokenizer shipped in the package; the other families their folder's
+    tokenizer.json (or the GGUF file's own tokenizer).
+    """
+    if is_gguf(name_or_path):
+        return load_gguf(Path(name_or_path).expanduser())
+    directory = pretrained_dir(name_or_path, revision)
+    model = load_hf_directory(directory)
+    if model.config.family == "gpt2":
+        tokenizer: Tokenizer = gpt2()
+    else:
+        if not (directory / "tokenizer.json").is_file():
+            raise GPTClassifyError(
+                f"{directory}: no tokenizer.json (a {model.config.family} model needs its "
+                "tokenizer beside the weights)"
+            )
+        tokenizer = HFTokenizer.from_folder(directory)
+    check_vocab(model.config.vocab_size, tokenizer, str(directory))
+    return Pretrained(model, tokenizer, weights_file(directory), directory)
+
+
+def check_vocab(vocab_size: int, tokenizer: Tokenizer, source: str) -> None:
+    """Refuse a model with fewer embeddings than the ids its tokenizer emits."""
+    if vocab_size < tokenizer.vocab_size:
+        raise GPTClassifyError(
+            f"{source}: vocab_size {vocab_size} is smaller than the tokenizer's "
+            f"{tokenizer.vocab_size} token ids"
+        )
+
+
+def load_gguf(path: Path) -> Pretrained:
+    """A llama.cpp GGUF file, dequantized to fp32 (models/gguf.py)."""
+    from gptclassify.models.gguf import read_gguf  # lazy: the gguf package (torch extra)
+
+    checkpoint = read_gguf(path)
+    config = config_from_hf(checkpoint.config, source=str(path))
+    tensors = checkpoint.state_dict
+    plan = map_hf_names({n: tuple(t.shape) for n, t in tensors.items()}, config, str(path))
+    model = load_state_dict(config, tensors, plan)
+    tokenizer = HFTokenizer(
+        checkpoint.tokenizer.to_str(), str(path), _gguf_tokenizer_settings(checkpoint)
+    )
+    check_vocab(config.vocab_size, tokenizer, str(path))
+    return Pretrained(model, tokenizer, path)
+
+
+def _gguf_tokenizer_settings(checkpoint: Any) -> dict[str, Any]:
+    tc = getattr(checkpoint, "tokenizer_config", None) or {}
+    out = {}
+    for key in ("eos", "pad"):
+        value = tc.get(f"{key}_token_id", checkpoint.config.get(f"{key}_token_id"))
+        if isinstance(value, int):
+            out[f"{key}_id"] = value
+    return out

@@ -10,8 +10,9 @@ from gptclassify.config import PRESETS
 from gptclassify.errors import GPTClassifyError
 
 MODEL_HELP = (
-    f"A preset ({', '.join(PRESETS)}; downloaded from the Hugging Face Hub) or a local folder "
-    "in Hugging Face GPT-2 format."
+    f"A preset ({', '.join(PRESETS)}; downloaded from the Hugging Face Hub), a Hub id "
+    "(owner/name), a local Hugging Face folder (GPT-2, Llama 3.x, SmolLM2, Mistral, Qwen2/2.5, "
+    "Qwen3) or a GGUF file."
 )
 
 
@@ -46,10 +47,13 @@ def generate(
     """Continue a prompt with a GPT-2 model (a check that weights loaded correctly)."""
     from gptclassify.generation import generate_text
     from gptclassify.runtime import resolve_device
-    from gptclassify.weights import load_pretrained
+    from gptclassify.weights import load_pretrained_model
 
     if not prompt:
         raise GPTClassifyError("--prompt: the prompt is empty")
-    model = load_pretrained(model_name).to(resolve_device(device))
-    text = generate_text(model, prompt, max_new_tokens, temperature, top_k, seed)
+    pretrained = load_pretrained_model(model_name)
+    model = pretrained.model.to(resolve_device(device))
+    text = generate_text(
+        model, prompt, max_new_tokens, temperature, top_k, seed, tokenizer=pretrained.tokenizer
+    )
     click.echo(text)

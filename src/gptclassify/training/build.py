@@ -1,22 +1,30 @@
-"""Build what a run trains: the GPT-2 backbone, the classifier on it, the loss weights."""
+"""Build what a run trains: the backbone (any family) and its tokenizer, the classifier on
+it, the loss weights."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from gptclassify.args import TrainArgs, TrainConfig, lora_target_list
 from gptclassify.classifier import FromBlock, GPTClassifier
-from gptclassify.config import PRESETS, TOKENIZER_VOCAB, GPTConfig
+from gptclassify.config import PRESETS, GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.fastpath import fast_view
 from gptclassify.files import read_json
 from gptclassify.model import GPTModel
 from gptclassify.runtime import total_memory_bytes
+from gptclassify.tokenizer import HFTokenizer, Tokenizer, gpt2
 from gptclassify.training.state import TrainState
-from gptclassify.weights import gpt_config_from_hf, load_hf_directory, pretrained_dir
+from gptclassify.weights import (
+    check_vocab,
+    gpt_config_from_hf,
+    is_gguf,
+    load_pretrained_model,
+    preset_tokenizer_dir,
+)
 
 
 @dataclass
@@ -25,17 +33,33 @@ class Backbone:
     description: str
     """Where the weights came from, for logs and config.json."""
     pretrained_dir: Path | None = None
-    """The Hugging Face folder the pretrained weights were read from (None: random init)."""
+    """The Hugging Face folder the pretrained weights were read from (None: random init or
+    a GGUF file)."""
+    tokenizer: Tokenizer = field(default_factory=gpt2)
+    """The model's tokenizer (GPT-2's for GPT-2 and for random inits without a folder)."""
+    weights_file: Path | None = None
+    """The file whose sha256 identifies the pretrained weights (None: random init)."""
+
+
+def _random_tokenizer(config: GPTConfig, folder: Path | None, source: str) -> Tokenizer:
+    """The tokenizer of a randomly initialised model: the folder's tokenizer.json when there
+    is one, else GPT-2's (which needs a vocabulary of at least its 50,257 ids)."""
+    if folder is not None and (folder / "tokenizer.json").is_file():
+        tokenizer: Tokenizer = HFTokenizer.from_folder(folder)
+    else:
+        tokenizer = gpt2()
+    if not isinstance(tokenizer, HFTokenizer) and config.vocab_size < tokenizer.vocab_size:
+        raise GPTClassifyError(
+            f"{source}: vocab_size {config.vocab_size} is smaller than the GPT-2 tokenizer's "
+            f"{tokenizer.vocab_size} token ids (a random {config.family} model without a "
+            "tokenizer.json uses GPT-2's: give a folder holding config.json and tokenizer.json)"
+        )
+    check_vocab(config.vocab_size, tokenizer, source)
+    return tokenizer
 
 
 def check_config(config: GPTConfig, source: str) -> None:
-    """Refuse a model the tokenizer cannot feed, or one that cannot fit in this machine's
-    memory, before allocating anything."""
-    if config.vocab_size < TOKENIZER_VOCAB:
-        raise GPTClassifyError(
-            f"{source}: vocab_size {config.vocab_size} is smaller than the GPT-2 tokenizer's "
-            f"{TOKENIZER_VOCAB} token ids"
-        )
+    """Refuse a model that cannot fit in this machine's memory before allocating anything."""
     need = config.num_parameters() * 4  # fp32 weights alone, before gradients and activations
     have = total_memory_bytes()
     if have and need > have:
@@ -46,23 +70,32 @@ def check_config(config: GPTConfig, source: str) -> None:
 
 
 def build_backbone(cfg: TrainConfig) -> Backbone:
-    """The GPT-2 to fine-tune: pretrained (preset or folder) or a seeded random init."""
+    """The model to fine-tune: pretrained (preset, Hub id, folder or GGUF file) or a seeded
+    random init of a shape (preset, folder's config.json or a .json of GPTConfig fields)."""
     name = cfg.backbone.model
     path = Path(name).expanduser()
     if name.endswith(".json"):  # TrainConfig ensures --weights random
         config = GPTConfig.from_json(path)
         check_config(config, name)
-        return Backbone(GPTModel(config), f"random init of {name}")
-    if cfg.backbone.weights == "pretrained":
-        directory = pretrained_dir(name)
-        return Backbone(load_hf_directory(directory), name, directory)
+        tokenizer = _random_tokenizer(config, None, name)
+        return Backbone(GPTModel(config), f"random init of {name}", tokenizer=tokenizer)
+    if cfg.backbone.weights == "pretrained" or is_gguf(name):
+        if cfg.backbone.weights != "pretrained":
+            raise GPTClassifyError(f"--model {name}: a GGUF file is pretrained weights")
+        got = load_pretrained_model(name)
+        return Backbone(got.model, name, got.directory, got.tokenizer, got.file)
     if name in PRESETS:
-        return Backbone(GPTModel(PRESETS[name]), f"random init of the {name} shape")
+        config = PRESETS[name]
+        # A random init of another family's preset still needs that family's tokenizer.
+        folder = preset_tokenizer_dir(name) if config.family != "gpt2" else None
+        tokenizer = _random_tokenizer(config, folder, f"--model {name}")
+        return Backbone(GPTModel(config), f"random init of the {name} shape", tokenizer=tokenizer)
     if not path.is_dir():
         raise GPTClassifyError(f"--model {name}: not a preset, a folder or a .json config")
     config = gpt_config_from_hf(read_json(path / "config.json"), str(path / "config.json"))
     check_config(config, str(path / "config.json"))
-    return Backbone(GPTModel(config), f"random init of {name}")
+    tokenizer = _random_tokenizer(config, path, str(path))
+    return Backbone(GPTModel(config), f"random init of {name}", tokenizer=tokenizer)
 
 
 def build_classifier(
