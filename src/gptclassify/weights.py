@@ -273,7 +273,9 @@ def preset_tokenizer_dir(name: str, revision: str | None = None) -> Path:
         except EntryNotFoundError:
             pass
     except Exception as exc:  # offline, DNS, HTTP and cache errors all end the same way
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = (
+            str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+        )
         raise GPTClassifyError(
             f"could not get the tokenizer of {name!r} from the Hugging Face Hub ({repo}): "
             f"{reason}. A random init needs it: pass a folder holding config.json and "
