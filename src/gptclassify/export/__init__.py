@@ -173,6 +173,7 @@ def _export_hf(run_dir: Path, out: Path, data: str | Path | None) -> ExportRepor
             _settings(config),
             config.provenance,
             source.record,
+            source.tokenizer,
         )
     return report
 

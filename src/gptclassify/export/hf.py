@@ -1,9 +1,12 @@
-"""The classifier as a Hugging Face `GPT2ForSequenceClassification` folder.
+"""The classifier as a Hugging Face `XForSequenceClassification` folder (GPT2, Llama,
+Mistral, Qwen2, Qwen3).
 
 What transformers' `pipeline("text-classification")`, `from_pretrained`, Optimum and vLLM
-load: config.json (GPT-2's fields, `id2label` / `label2id`, `pad_token_id` 50256),
-model.safetensors (GPT-2's names, Conv1D weights stored (in, out)) and the GPT-2 tokenizer
-files. Written with torch and safetensors only; transformers is not needed to export.
+load: config.json (the family's fields, `id2label` / `label2id`, `pad_token_id`),
+model.safetensors (the family's names: GPT-2's Conv1D weights stored (in, out); the fused
+q/k/v and gate/up projections split back into transformers' separate ones) and the
+tokenizer files (GPT-2's vocab.json/merges.txt, or the model's tokenizer.json). Written with
+torch and safetensors only; transformers is not needed to export.
 
 Two differences between the models have to be bridged exactly or refused:
 
@@ -12,7 +15,8 @@ Two differences between the models have to be bridged exactly or refused:
   contain token 50256 (our tokenizer never emits it for user text). Mean or first-token
   pooling, the padded last position, or attention without the causal mask cannot be
   expressed: refused, with the reason.
-- The head's bias. HF's `score` is a Linear without bias; ours has one (c). Only the pooled
+- The head's bias (GPT-2 only: the RMSNorm families' heads have none, like HF's). HF's
+  `score` is a Linear without bias; ours has one (c). Only the pooled
   row of the final hidden states reaches the head, and that row is ln_f(x) = g * n(x) + b
   with ln_f's bias b, so moving the bias into b is exact if some b' has W b' = W b + c. When
   the head's weight W (K x C) has full row rank, b' = b + W^T (W W^T)^-1 c is one (the
@@ -33,12 +37,11 @@ from safetensors.torch import save_file
 from gptclassify.artifact import ExportSource, Provenance
 from gptclassify.artifact import versions as library_versions
 from gptclassify.classifier import GPTClassifier
-from gptclassify.config import PAD_TOKEN_ID
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write
-from gptclassify.model import LAYER_NORM_EPS
-from gptclassify.models.gpt2 import TRANSPOSED
-from gptclassify.tokenizer import tokenizer_files
+from gptclassify.models import config_to_hf, hf_layout
+from gptclassify.models.llama import HF_CLASSES
+from gptclassify.tokenizer import HFTokenizer, Tokenizer, tokenizer_files
 
 FORMAT_HF_EXPORT = "gptclassify-hf-export"
 HF_EXPORT_VERSION = 1
@@ -58,13 +61,13 @@ def refusals(pool: str, causal: bool) -> list[str]:
             "last": "classifies the last padded position (which depends on how a batch is padded)",
         }[pool]
         reasons.append(
-            f"this model {what} (--pool {pool}); GPT2ForSequenceClassification classifies the "
-            "last token that is not padding, so Hugging Face cannot run it"
+            f"this model {what} (--pool {pool}); transformers' XForSequenceClassification "
+            "classifies the last token that is not padding, so Hugging Face cannot run it"
         )
     if not causal:
         reasons.append(
-            "this model attends without the causal mask (--no-causal-mask); Hugging Face's GPT-2 "
-            "always applies it"
+            "this model attends without the causal mask (--no-causal-mask); Hugging Face's "
+            "decoders always apply it"
         )
     return reasons
 
@@ -99,13 +102,21 @@ def fold_head_bias(weight: np.ndarray, ln_bias: np.ndarray, bias: np.ndarray) ->
 
 
 def hf_state_dict(model: GPTClassifier) -> dict[str, torch.Tensor]:
-    """GPT2ForSequenceClassification's tensors (fp32, contiguous) for `model`."""
+    """XForSequenceClassification's tensors (fp32, contiguous) for `model`: each parameter
+    under its family's name(s), fused projections split back (models/ has the table)."""
+    config = model.gpt.config
+    gpt2 = config.family == "gpt2"
+    layout = hf_layout(config)
     state = {}
     for name, tensor in model.gpt.state_dict().items():
         tensor = tensor.detach().float().cpu()
-        state[f"transformer.{name}"] = tensor.t() if name.endswith(TRANSPOSED) else tensor
-    c = model.gpt.config.emb_dim
-    for i in range(model.n_layers):
+        src = layout[name]
+        parts = tensor.split(list(src.sizes)) if src.sizes else (tensor,)
+        for hf_name, part in zip(src.names, parts, strict=True):
+            key = f"transformer.{hf_name}" if gpt2 else hf_name
+            state[key] = part.t() if src.transposed else part
+    c = config.emb_dim
+    for i in range(model.n_layers if gpt2 else 0):
         if f"transformer.h.{i}.attn.c_attn.bias" not in state:  # qkv_bias=False: HF has one
             state[f"transformer.h.{i}.attn.c_attn.bias"] = torch.zeros(3 * c)
     weight = model.head.weight.detach().float().cpu()
@@ -120,33 +131,24 @@ def hf_state_dict(model: GPTClassifier) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in state.items()}
 
 
+def architecture(model: GPTClassifier) -> str:
+    family = model.gpt.config.family
+    return ("GPT2" if family == "gpt2" else HF_CLASSES[family]) + "ForSequenceClassification"
+
+
 def hf_config(
-    model: GPTClassifier, labels: tuple[str, ...], ours: dict[str, Any]
+    model: GPTClassifier,
+    labels: tuple[str, ...],
+    ours: dict[str, Any],
+    tokenizer: Tokenizer | None = None,
 ) -> dict[str, Any]:
-    """config.json: transformers' GPT2Config fields, plus ours under "gptclassify"."""
-    g = model.gpt.config
-    return {
-        "architectures": ["GPT2ForSequenceClassification"],
-        "model_type": "gpt2",
-        "vocab_size": g.vocab_size,
-        "n_positions": g.context_length,
-        "n_embd": g.emb_dim,
-        "n_layer": g.n_layers,
-        "n_head": g.n_heads,
-        "n_inner": None,
-        "activation_function": "gelu_new",
-        "resid_pdrop": g.drop_rate,
-        "embd_pdrop": g.drop_rate,
-        "attn_pdrop": g.drop_rate,
-        "layer_norm_epsilon": LAYER_NORM_EPS,
-        "initializer_range": 0.02,
-        "scale_attn_weights": True,
-        "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False,
-        "use_cache": True,
-        "bos_token_id": PAD_TOKEN_ID,
-        "eos_token_id": PAD_TOKEN_ID,
-        "pad_token_id": PAD_TOKEN_ID,
+    """config.json: transformers' fields for the family, plus ours under "gptclassify"."""
+    out = {"architectures": [architecture(model)], **config_to_hf(model.gpt.config)}
+    if tokenizer is not None and model.gpt.config.family != "gpt2":
+        out["pad_token_id"] = tokenizer.pad_id
+        out["eos_token_id"] = tokenizer.eos_id
+        out["bos_token_id"] = tokenizer.prefix[0] if tokenizer.prefix else None
+    return out | {
         "id2label": {str(i): name for i, name in enumerate(labels)},
         "label2id": {name: i for i, name in enumerate(labels)},
         "problem_type": "single_label_classification",
@@ -171,6 +173,21 @@ def tokenizer_config(max_length: int, truncate: str) -> dict[str, Any]:
     }
 
 
+def hf_tokenizer_config(tokenizer: HFTokenizer, max_length: int, truncate: str) -> dict:
+    """tokenizer_config.json for a tokenizer.json tokenizer: right padding with our pad id,
+    truncation on the side we cut."""
+    token = tokenizer.full.id_to_token
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_length,
+        "pad_token": token(tokenizer.pad_id),
+        "eos_token": token(tokenizer.eos_id) if tokenizer.eos_id is not None else None,
+        "bos_token": token(tokenizer.prefix[0]) if tokenizer.prefix else None,
+        "padding_side": "right",
+        "truncation_side": "right" if truncate == "end" else "left",
+    }
+
+
 def write_hf_folder(
     folder: Path,
     model: GPTClassifier,
@@ -178,6 +195,7 @@ def write_hf_folder(
     settings: dict[str, Any],
     provenance: Provenance,
     source: ExportSource,
+    tokenizer: Tokenizer | None = None,
 ) -> None:
     """Write the whole HF folder into `folder` (an empty temporary folder).
 
@@ -191,12 +209,17 @@ def write_hf_folder(
         **settings,
         "base_model": provenance.base_model,
         "trainable": provenance.trainable,
-        "head_bias": "folded into transformer.ln_f.bias",
+        "head_bias": "folded into transformer.ln_f.bias" if model.head.bias is not None else "none",
         "exported_from": source.to_json(),
         "versions": library_versions(torch=torch.__version__),
     }
-    config = hf_config(model, labels, ours)
+    config = hf_config(model, labels, ours, tokenizer)
     atomic_write(folder / "config.json", json.dumps(config, indent=2) + "\n")
+    if isinstance(tokenizer, HFTokenizer):
+        atomic_write(folder / "tokenizer.json", tokenizer.text)
+        tok = hf_tokenizer_config(tokenizer, settings["max_length"], settings["truncate"])
+        atomic_write(folder / "tokenizer_config.json", json.dumps(tok, indent=2) + "\n")
+        return
     files = tokenizer_files()
     shutil.copyfile(files["encoder.json"], folder / "vocab.json")
     shutil.copyfile(files["vocab.bpe"], folder / "merges.txt")

@@ -11,6 +11,7 @@ import numpy as np
 
 from gptclassify.artifact import (
     CONFIG,
+    TOKENIZER_FILE,
     ClassifierConfig,
     ExportSource,
     read_classifier_config,
@@ -21,7 +22,8 @@ from gptclassify.data.tables import read_labelled
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import sha256_file
 from gptclassify.lora import has_lora
-from gptclassify.model_io import load_classifier
+from gptclassify.model_io import folder_tokenizer, load_classifier
+from gptclassify.tokenizer import Tokenizer
 from gptclassify.weights import pretrained_dir, weights_file
 
 CHECK_TEXTS = 300
@@ -44,11 +46,12 @@ class Source:
     model: GPTClassifier
     """fp32, eval mode, adapters merged into plain layers."""
     record: ExportSource
+    tokenizer: Tokenizer
 
     @property
     def policy(self) -> InputPolicy:
         c = self.config
-        return InputPolicy(c.max_length, c.pad_length, c.truncate)
+        return InputPolicy(c.max_length, c.pad_length, c.truncate, self.tokenizer)
 
 
 def load_source(run_dir: str | Path) -> Source:
@@ -70,7 +73,10 @@ def load_source(run_dir: str | Path) -> Source:
     model = model.float().eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return Source(path, config, model, ExportSource(str(path.resolve()), sums))
+    tokenizer = folder_tokenizer(path, config)
+    if config.tokenizer.get("sha256"):
+        sums[TOKENIZER_FILE] = config.tokenizer["sha256"]
+    return Source(path, config, model, ExportSource(str(path.resolve()), sums), tokenizer)
 
 
 def check_texts(source: Source, data: str | Path | None) -> CheckTexts | None:
