@@ -33,7 +33,13 @@ from gptclassify.files import atomic_path, atomic_write, sha256_file
 from gptclassify.lora import is_adapter_or_head
 from gptclassify.model import GPTBody, skip_meta_init
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, load_tokenizer
-from gptclassify.weights import load_hf_directory, pretrained_dir, weights_file
+from gptclassify.weights import (
+    is_gguf,
+    is_hub_id,
+    load_pretrained_model,
+    pretrained_dir,
+    weights_file,
+)
 
 
 def versions() -> dict[str, str]:
@@ -151,29 +157,32 @@ def _lora_base(
 ) -> GPTBody:
     """The pretrained base of an adapters-only folder, checked against its recorded sha256.
 
-    A base is a Hub preset, a path inside the model folder, or one the user gives: a path
-    recorded in config.json that leads outside the folder is never followed on its own.
+    A base is a Hub preset or id, a path inside the model folder, or one the user gives: a
+    path recorded in config.json that leads outside the folder is never followed on its own.
     """
     source = folder / CONFIG
     base = str(given) if given is not None else lora.base
     if not base:
         raise GPTClassifyError(f"{source}: LoRA adapters without a 'base' model field")
-    if given is not None or base in PRESETS:
-        directory = pretrained_dir(base)
+    if given is not None or base in PRESETS or is_hub_id(base):
+        location: Path | str = (
+            base if is_gguf(base) or base in PRESETS or is_hub_id(base) else Path(base).expanduser()
+        )
     else:
-        directory = (folder / base).resolve()
-        if Path(base).is_absolute() or not directory.is_relative_to(folder.resolve()):
+        location = (folder / base).resolve()
+        if Path(base).is_absolute() or not location.is_relative_to(folder.resolve()):
             raise GPTClassifyError(
                 f"{source}: the LoRA base {base!r} is outside the model folder; name it "
                 "yourself: --base-model PATH (Classifier.load(..., base_model=PATH)); its "
                 "sha256 is checked against the one recorded"
             )
-    if sha256_file(weights_file(directory)) != lora.base_sha256:
+    file = Path(location) if is_gguf(location) else weights_file(pretrained_dir(location))
+    if sha256_file(file) != lora.base_sha256:
         raise GPTClassifyError(
-            f"{source}: the base model {base} ({weights_file(directory)}) is not the one these "
+            f"{source}: the base model {base} ({file}) is not the one these "
             "LoRA adapters were trained on (sha256 differs)"
         )
-    gpt = load_hf_directory(directory)
+    gpt = load_pretrained_model(location).model
     if gpt.config != gpt_config:
         raise GPTClassifyError(
             f"{source}: base model {base} has another shape than config.json says"
@@ -181,11 +190,13 @@ def _lora_base(
     return gpt
 
 
-def lora_base_name(model_name: str, directory: Path) -> str:
-    """How an adapters-only folder names its base: a preset works on any machine (Hub
-    cache); a folder is recorded as an absolute path, for the record (loading needs it
-    given again: see _lora_base)."""
-    return model_name if model_name in PRESETS else str(directory.resolve())
+def lora_base_name(model_name: str, location: Path) -> str:
+    """How an adapters-only folder names its base: a preset or Hub id works on any machine
+    (Hub cache); a folder or GGUF file is recorded as an absolute path, for the record
+    (loading needs it given again: see _lora_base)."""
+    if model_name in PRESETS or is_hub_id(model_name):
+        return model_name
+    return str(location.resolve())
 
 
 def folder_tokenizer(directory: str | Path, config: ClassifierConfig) -> Tokenizer:
