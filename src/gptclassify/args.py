@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
+from gptclassify.config import LORA_TARGETS, lora_target_list
 from gptclassify.errors import GPTClassifyError
 
 
@@ -272,24 +273,6 @@ class DataConfig:
             raise GPTClassifyError("--sms-source and --sms-download: choose one")
 
 
-LORA_TARGETS: tuple[str, ...] = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
-"""Every linear layer of a GPT-2 block: the default LoRA targets (as in the book's appendix E)."""
-
-
-def lora_target_list(spec: str) -> tuple[str, ...]:
-    """Parse --lora-targets ("all" or a comma-separated subset of LORA_TARGETS)."""
-    if spec.strip() == "all":
-        return LORA_TARGETS
-    names = tuple(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
-    unknown = [n for n in names if n not in LORA_TARGETS]
-    if unknown or not names:
-        raise GPTClassifyError(
-            f"--lora-targets: {', '.join(unknown) or repr(spec)} not one of all, "
-            + ", ".join(LORA_TARGETS)
-        )
-    return names
-
-
 @dataclass
 class BackboneArgs:
     """Which GPT-2, from which weights, and which of its parts train."""
@@ -338,8 +321,6 @@ class BackboneArgs:
 
 
 PAD_CHOICES = ("batch", "longest", "context", "none")
-POOLS: tuple[str, ...] = ("last-real", "last", "first", "mean")
-"""Which position is classified (see classifier.py)."""
 
 
 @dataclass

@@ -39,8 +39,7 @@ from typing import Any
 import tiktoken
 
 from gptclassify import __version__
-from gptclassify.args import POOLS
-from gptclassify.config import PAD_TOKEN_ID, TOKENIZER_VOCAB, GPTConfig
+from gptclassify.config import PAD_TOKEN_ID, POOLS, TOKENIZER_VOCAB, GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, read_json
 

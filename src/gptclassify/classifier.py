@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from gptclassify import lora
-from gptclassify.args import LORA_TARGETS, POOLS
+from gptclassify.config import LORA_TARGETS, POOLS
 from gptclassify.errors import GPTClassifyError
 from gptclassify.fastpath import packed_blocks, pooled_block
 from gptclassify.model import GPTBody

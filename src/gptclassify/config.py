@@ -37,6 +37,40 @@ NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope")
 MLPS = ("gelu", "swiglu")
 
+POOLS: tuple[str, ...] = ("last-real", "last", "first", "mean")
+"""Which position is classified (see classifier.py)."""
+
+LORA_TARGETS: tuple[str, ...] = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+"""Every linear layer of a block: the default LoRA targets (as in the book's appendix E)."""
+
+LORA_ALIASES: dict[str, str] = {
+    **{f"{p}_proj": "attn.c_attn" for p in "qkv"},
+    "o_proj": "attn.c_proj",
+    "gate_proj": "mlp.c_fc",
+    "up_proj": "mlp.c_fc",
+    "down_proj": "mlp.c_proj",
+    **{name.split(".")[1]: name for name in ("attn.c_attn", "mlp.c_fc")},
+}
+"""transformers' projection names for the Llama and Qwen families (and GPT-2's short names).
+Our decoder fuses q/k/v into attn.c_attn and gate/up into mlp.c_fc, so naming any of q, k, v
+adapts all three with one low-rank update of the fused matrix (and gate/up likewise): the
+same layers, with one rank shared by the fused projections instead of one per projection."""
+
+
+def lora_target_list(spec: str) -> tuple[str, ...]:
+    """Parse --lora-targets ("all" or a comma-separated subset of LORA_TARGETS or aliases)."""
+    if spec.strip() == "all":
+        return LORA_TARGETS
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in LORA_TARGETS and n not in LORA_ALIASES]
+    if unknown or not names:
+        raise GPTClassifyError(
+            f"--lora-targets: {', '.join(unknown) or repr(spec)} not one of all, "
+            + ", ".join(LORA_TARGETS)
+            + " (or q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
+        )
+    return tuple(dict.fromkeys(LORA_ALIASES.get(n, n) for n in names))
+
 
 @dataclass(frozen=True)
 class GPTConfig:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptclassify.args import LORA_TARGETS
+from gptclassify.config import LORA_TARGETS
 from gptclassify.model import shallow_copy
 
 if TYPE_CHECKING:

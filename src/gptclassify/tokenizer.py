@@ -20,6 +20,7 @@ from typing import Literal
 
 import tiktoken
 from tiktoken_ext.openai_public import r50k_pat_str
+from tokenizers import Tokenizer as RustTokenizer
 
 from gptclassify.config import PAD_TOKEN_ID
 from gptclassify.errors import GPTClassifyError
@@ -201,8 +202,6 @@ class HFTokenizer(Tokenizer):
     """
 
     def __init__(self, text: str, source: str = TOKENIZER_JSON, settings: dict | None = None):
-        from tokenizers import Tokenizer as RustTokenizer
-
         settings = settings or {}
         try:
             data = json.loads(text)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 from safetensors import safe_open
 from torch import Tensor
 
@@ -226,8 +227,6 @@ def download_pretrained(name: str, revision: str | None = None) -> Path:
     huggingface_hub handles caching, HF_HOME / HF_HUB_CACHE, HF_ENDPOINT, HF_HUB_OFFLINE, the
     progress bar and the integrity of the download.
     """
-    from huggingface_hub.errors import EntryNotFoundError
-
     repo = HUB_REPOS.get(name, name)
     try:
         config = Path(hf_hub_download(repo, "config.json", revision=revision))
@@ -263,8 +262,6 @@ def download_pretrained(name: str, revision: str | None = None) -> Path:
 def preset_tokenizer_dir(name: str, revision: str | None = None) -> Path:
     """The Hub cache folder holding a preset's tokenizer files (not its weights): what a
     random init of a Llama or Qwen shape tokenizes with."""
-    from huggingface_hub.errors import EntryNotFoundError
-
     repo = HUB_REPOS[name]
     try:
         path = Path(hf_hub_download(repo, "tokenizer.json", revision=revision))

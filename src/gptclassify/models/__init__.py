@@ -16,28 +16,17 @@ dimension; fused projections) and whether they are stored transposed. Loading
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
+from gptclassify.models import gpt2, llama
+from gptclassify.models.base import HF_PREFIX, Source
 
-
-@dataclass(frozen=True)
-class Source:
-    """The Hugging Face tensors one of our parameters is made of."""
-
-    names: tuple[str, ...]
-    """Their names, concatenated in this order along dim 0 (q, k, v or gate, up)."""
-    transposed: bool = False
-    """Stored (in, out), as GPT-2's Conv1D does; ours is (out, in)."""
-    sizes: tuple[int, ...] | None = None
-    """Each tensor's share of dim 0 when there are several (None: one tensor)."""
+__all__ = ["HF_PREFIX", "Source", "config_from_hf", "config_to_hf", "hf_ignored", "hf_layout"]
 
 
 def _module(family: str):
-    from gptclassify.models import gpt2, llama
-
     return gpt2 if family == "gpt2" else llama
 
 
@@ -71,6 +60,3 @@ def hf_ignored(config: GPTConfig, name: str) -> bool:
     """Tensors some files carry that are not parameters (masks, rotary tables) or that we
     tie ourselves."""
     return _module(config.family).hf_ignored(config, name)
-
-
-HF_PREFIX = {"gpt2": "transformer.", "llama": "model."}

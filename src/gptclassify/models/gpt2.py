@@ -12,7 +12,7 @@ from typing import Any
 
 from gptclassify.config import PAD_TOKEN_ID, GPTConfig
 from gptclassify.errors import GPTClassifyError
-from gptclassify.models import Source
+from gptclassify.models.base import Source
 
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 """Conv1D weights stored (in, out) in GPT-2 files; nn.Linear wants (out, in)."""

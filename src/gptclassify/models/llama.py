@@ -15,7 +15,7 @@ from typing import Any
 
 from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
-from gptclassify.models import Source
+from gptclassify.models.base import Source
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 _IGNORED = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
