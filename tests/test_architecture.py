@@ -251,3 +251,71 @@ def test_a_saved_folder_round_trips_through_the_contract(tmp_path):
     Classifier.load(tmp_path / "a", precision="fp32").save(tmp_path / "b")
     for name in ("model.safetensors", "config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+CORE_ORDER = (
+    "errors",
+    "files",
+    "config",
+    "args",
+    "tokenizer",
+    "model",
+    "lora",
+    "fastpath",
+    "classifier",
+    "models",
+    "weights",
+    "artifact",
+    "model_io",
+    "generation",
+    "metrics",
+    "runtime",
+    "plots",
+    "cpu",
+)
+"""The core modules bottom-up: each imports only modules before it (and the package root
+for its version), counting imports under TYPE_CHECKING and relative ones."""
+
+
+def _all_imports(path: Path, tree: ast.AST) -> list[tuple[str, int]]:
+    """Every import of the package in a file, relative ones resolved, TYPE_CHECKING ones
+    included."""
+    package = ".".join(("gptclassify", *path.relative_to(PACKAGE).parent.parts))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((a.name, node.lineno) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            names = [f"{module}.{a.name}" for a in node.names] if module == "gptclassify" else []
+            found.extend((n, node.lineno) for n in names or [module])
+    return found
+
+
+def test_core_modules_import_only_modules_below_them():
+    problems = []
+    core = set(CORE_ORDER)
+    for path, text in _sources():
+        if (
+            _part(path) != "core"
+            or path.name in ("__init__.py", "__main__.py")
+            and path.parent == PACKAGE
+        ):
+            continue
+        rel = path.relative_to(PACKAGE)
+        me = rel.parts[0].removesuffix(".py")
+        assert me in core, f"{rel}: a core module missing from CORE_ORDER"
+        for module, line in _all_imports(path, ast.parse(text)):
+            parts = module.split(".")
+            if parts[0] != "gptclassify" or len(parts) < 2 or parts[1] == "__version__":
+                continue
+            target = parts[1]
+            if target == me or target not in core:
+                continue
+            if CORE_ORDER.index(target) > CORE_ORDER.index(me):
+                problems.append(f"{rel}:{line}: {me} imports {module}, which is above it")
+    assert problems == []

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +24,6 @@ from torch import Tensor, nn
 
 from gptclassify.lora import LoRALinear, effective_weight
 from gptclassify.model import MLP, Block, apply_rope, rope_inv_freq, rope_tables, shallow_copy
-
-if TYPE_CHECKING:
-    from gptclassify.classifier import GPTClassifier
 
 
 def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
@@ -228,12 +224,12 @@ def _low_precision(layer: nn.Linear, dtype: torch.dtype) -> nn.Linear:
 
 
 def fast_view(
-    model: GPTClassifier,
+    model: nn.Module,
     dtype: torch.dtype = torch.float32,
     blocks: Iterable[int] | None = None,
     cast_trainable: bool = False,
     packed: bool = False,
-) -> GPTClassifier:
+) -> nn.Module:
     """A classifier object sharing `model`'s parameters, set up for speed.
 
     Every block's MLP becomes a FastMLP. When `dtype` is not fp32, the Linear layers of

@@ -8,7 +8,6 @@ built on keeps its plain layers. `merge_lora` folds the updates back into plain 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +15,6 @@ from torch import Tensor, nn
 
 from gptclassify.config import LORA_TARGETS
 from gptclassify.model import shallow_copy
-
-if TYPE_CHECKING:
-    from gptclassify.classifier import GPTClassifier
 
 
 class LoRALinear(nn.Module):
@@ -66,7 +62,7 @@ def effective_weight(layer: nn.Module) -> tuple[Tensor, Tensor | None]:
 
 
 def add_lora(
-    model: GPTClassifier, rank: int, alpha: float, targets: tuple[str, ...] = LORA_TARGETS
+    model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...] = LORA_TARGETS
 ) -> int:
     """Wrap the `targets` linear layers of every block in LoRALinear; returns how many.
 
@@ -90,7 +86,7 @@ def add_lora(
     return count
 
 
-def merge_lora(model: GPTClassifier) -> None:
+def merge_lora(model: nn.Module) -> None:
     """Fold every adapter into its base weight (exact up to float rounding)."""
     for block in model.gpt.h:
         for target in LORA_TARGETS:
