@@ -35,10 +35,11 @@ MAX_DLOGIT = 1e-4
 """Largest |logit difference| from PyTorch an fp32 graph may show."""
 
 
-def example_inputs(context_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def example_inputs(context_length: int, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch with rows of different lengths: the shapes the exporter traces."""
     seq = min(11, context_length)
-    ids = torch.randint(0, 50000, (3, seq), generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, min(50000, vocab_size), (3, seq), generator=gen)
     mask = torch.ones_like(ids)
     mask[1, seq // 2 + 1 :] = 0
     mask[2, 2:] = 0
@@ -75,7 +76,7 @@ def export_graph(
 
 
 def _export_dynamo(model: GPTClassifier, path: Path, opset: int | None) -> None:
-    ids, mask = example_inputs(model.gpt.config.context_length)
+    ids, mask = example_inputs(model.gpt.config.context_length, model.gpt.config.vocab_size)
     batch = torch.export.Dim("batch", min=1, max=2**20)
     seq = torch.export.Dim("sequence", min=1, max=model.gpt.config.context_length)
     shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
@@ -95,7 +96,7 @@ def _export_dynamo(model: GPTClassifier, path: Path, opset: int | None) -> None:
 
 
 def _export_legacy(model: GPTClassifier, path: Path, opset: int) -> None:
-    ids, mask = example_inputs(model.gpt.config.context_length)
+    ids, mask = example_inputs(model.gpt.config.context_length, model.gpt.config.vocab_size)
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
     with _quiet():
         torch.onnx.export(
