@@ -73,14 +73,20 @@ def generate_text(
     top_k: int | None = None,
     seed: int | None = None,
     tokenizer: Tokenizer | None = None,
+    chat: bool = False,
 ) -> str:
     """Prompt plus continuation as text; the model's device is used for the computation.
 
     tokenizer: the model's (GPT-2's when None); generation stops at its end-of-text token.
+    chat: send the prompt as a user's message through the model's chat template and return
+    the assistant's answer alone.
     """
     tokenizer = tokenizer or gpt2()
     device = next(model.parameters()).device
-    ids = tokenizer.encode(prompt)
+    if chat:
+        ids = tokenizer.encode_chat([{"role": "user", "content": prompt}])
+    else:
+        ids = tokenizer.encode(prompt)
     if not ids:
         raise ValueError("the prompt is empty")
     generator = None
@@ -99,5 +105,7 @@ def generate_text(
     new = out[0, len(ids) :].tolist()
     if tokenizer.eos_id in new:
         new = new[: new.index(tokenizer.eos_id)]
+    if chat:
+        return tokenizer.decode(new)
     # Decode prompt and continuation together: a character's bytes may span the boundary.
     return tokenizer.decode(ids + new)

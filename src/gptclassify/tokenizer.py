@@ -166,6 +166,15 @@ class Tokenizer:
         """Each token as text (for explanations)."""
         return [self.decode([i]) for i in ids]
 
+    chat_template: str | None = None
+    """The model's chat template (Jinja), when it has one."""
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """A conversation rendered with the model's chat template, ending with the prompt
+        for the assistant's turn; its control tokens are real control tokens here (the
+        template writes them, not the user)."""
+        raise GPTClassifyError(f"the {self.name} tokenizer has no chat template")
+
 
 class GPT2Tokenizer(Tokenizer):
     """GPT-2's BPE through tiktoken, from the files shipped in the package."""
@@ -225,6 +234,7 @@ class HFTokenizer(Tokenizer):
             self.prefix = tuple(settings["prefix"])
             self.suffix = tuple(settings.get("suffix", ()))
         self.vocab_size = self.full.get_vocab_size(with_added_tokens=True)
+        self.chat_template = settings.get("chat_template")
         self.eos_id = settings.get("eos_id", self._id(data, "eos"))
         pad = settings.get("pad_id", self._id(data, "pad"))
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
@@ -252,8 +262,26 @@ class HFTokenizer(Tokenizer):
         settings = dict(settings or {})
         config = folder / "tokenizer_config.json"
         if config.is_file() and "eos_id" not in settings:
-            settings.update(_special_ids(read_json_quiet(config), text))
+            values = read_json_quiet(config)
+            settings.update(_special_ids(values, text))
+            if isinstance(values.get("chat_template"), str):
+                settings.setdefault("chat_template", values["chat_template"])
         return cls(text, str(path), settings)
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        if not self.chat_template:
+            return super().encode_chat(messages)
+        # A sandbox, as transformers renders templates: a template is data from a file.
+        from jinja2.sandbox import ImmutableSandboxedEnvironment  # lazy: only for chat
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        try:
+            text = env.from_string(self.chat_template).render(
+                messages=messages, add_generation_prompt=True
+            )
+        except Exception as exc:  # jinja2's errors: syntax, undefined, sandbox
+            raise GPTClassifyError(f"{self.name}: the chat template failed ({exc})") from None
+        return self.full.encode(text, add_special_tokens=False).ids
 
     def encode_ordinary_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.ordinary.encode_batch(list(texts), add_special_tokens=False)]

@@ -383,4 +383,6 @@ def _gguf_tokenizer_settings(checkpoint: Any) -> dict[str, Any]:
         value = tc.get(f"{key}_token_id", checkpoint.config.get(f"{key}_token_id"))
         if isinstance(value, int):
             out[f"{key}_id"] = value
+    if isinstance(tc.get("chat_template"), str):
+        out["chat_template"] = tc["chat_template"]
     return out

@@ -34,6 +34,11 @@ MODEL_HELP = (
     help="Sample only among the K likeliest tokens.",
 )
 @click.option("--seed", default=123, show_default=True, type=int, help="Seed for sampling.")
+@click.option(
+    "--chat",
+    is_flag=True,
+    help="Send the prompt as a user message through the model's chat template; print the answer.",
+)
 @DEVICE
 def generate(
     model_name: str,
@@ -42,6 +47,7 @@ def generate(
     temperature: float,
     top_k: int | None,
     seed: int,
+    chat: bool,
     device: str,
 ) -> None:
     """Continue a prompt with a GPT-2 model (a check that weights loaded correctly)."""
@@ -54,6 +60,13 @@ def generate(
     pretrained = load_pretrained_model(model_name)
     model = pretrained.model.to(resolve_device(device))
     text = generate_text(
-        model, prompt, max_new_tokens, temperature, top_k, seed, tokenizer=pretrained.tokenizer
+        model,
+        prompt,
+        max_new_tokens,
+        temperature,
+        top_k,
+        seed,
+        tokenizer=pretrained.tokenizer,
+        chat=chat,
     )
     click.echo(text)
