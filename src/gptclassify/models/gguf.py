@@ -262,7 +262,8 @@ def _config(meta: dict[str, Any], arch: str, tensors: dict, path: Path) -> dict[
     }
     if model_type == "llama":
         config["mlp_bias"] = False
-    if model_type == "qwen2":
+    if model_type == "qwen2":  # q/k/v biases always, no switch for them
+        del config["attention_bias"]
         config["use_sliding_window"] = False
     for name, key in _SPECIAL_IDS.items():
         token_id = meta.get(f"tokenizer.ggml.{key}")
@@ -430,12 +431,13 @@ def _check_shapes(state_dict: dict[str, torch.Tensor], config: dict, path: Path)
         "gate_proj.weight": (ff, h),
         "up_proj.weight": (ff, h),
         "down_proj.weight": (h, ff),
-        "layernorm.weight": (h,),
+        "input_layernorm.weight": (h,),
+        "post_attention_layernorm.weight": (h,),
         "q_norm.weight": (config["head_dim"],),
         "k_norm.weight": (config["head_dim"],),
     }
     for name, tensor in state_dict.items():
-        want = next(s for suffix, s in expected.items() if name.endswith(suffix))
+        want = expected[".".join(name.split(".")[-2:])]  # e.g. "q_norm.weight"
         if tuple(tensor.shape) != want:
             raise GPTClassifyError(
                 f"{path}: tensor {name} has shape {tuple(tensor.shape)}, the metadata implies {want}"
