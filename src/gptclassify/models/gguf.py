@@ -391,7 +391,9 @@ def _state_dict(
         # gguf lists shapes innermost first; transformers' are outermost first.
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
         values = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
-        tensor = torch.from_numpy(values.reshape(shape).copy())
+        if not values.flags.writeable:  # F32 comes back as a view of the read-only map
+            values = values.copy()
+        tensor = torch.from_numpy(values.reshape(shape))
         if permuted and (".q_proj." in name or ".k_proj." in name):
             tensor = _unpermute(tensor, heads if ".q_proj." in name else kv_heads)
         state_dict[name] = tensor.to(dtype)
