@@ -87,6 +87,12 @@ _QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Mistral's tekken (Nemo and later): cased words kept apart, single digits.
+_TEKKEN_SPLIT = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _PRE_TOKENIZERS = {
     "default": ("regex", _GPT2_SPLIT),
     "gpt-2": ("regex", _GPT2_SPLIT),
@@ -96,6 +102,7 @@ _PRE_TOKENIZERS = {
     "llama3": ("regex", _LLAMA3_SPLIT),
     "smaug-bpe": ("regex", _LLAMA3_SPLIT),
     "qwen2": ("regex", _QWEN2_SPLIT),
+    "tekken": ("regex", _TEKKEN_SPLIT),
     "deepseek-r1-qwen": ("regex", _QWEN2_SPLIT),
 }
 
@@ -140,13 +147,16 @@ class GGUFCheckpoint:
         tokenizer.encode_special_tokens = True
         return tokenizer
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write a Hugging Face folder (config.json, model.safetensors, tokenizer.json,
         tokenizer_config.json, generation_config.json) that transformers loads offline.
 
-        The folder appears complete or not at all (written beside it, then renamed).
+        The folder appears complete or not at all (written beside it, then renamed); an
+        existing one is replaced only with `overwrite` (it goes as a whole, not file by file).
         """
         target = Path(directory)
+        if target.exists() and not overwrite:
+            raise GPTClassifyError(f"{target}: already exists (overwrite=True replaces it)")
         dtype = next(iter(self.state_dict.values())).dtype
         config = {**self.config, "torch_dtype": str(dtype).removeprefix("torch.")}
         generation = {
@@ -203,13 +213,16 @@ def _open(path: Path) -> GGUFReader:
     try:
         reader = GGUFReader(path)
     except Exception as exc:  # gguf raises ValueError, IndexError, struct/numpy errors alike
-        raise GPTClassifyError(f"{path}: not a readable GGUF file ({_one_line(exc)})") from None
+        raise GPTClassifyError(
+            f"{path}: not a readable GGUF file, truncated or corrupt ({_one_line(exc)})"
+        ) from None
+    # The reader itself trips over most cut-off files; this catches any tensor it maps short.
     size = path.stat().st_size
     for t in reader.tensors:
         if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
             raise GPTClassifyError(
-                f"{path}: truncated or corrupt GGUF file (tensor {t.name} ends at byte "
-                f"{t.data_offset + t.n_bytes}, the file has {size})"
+                f"{path}: not a readable GGUF file, truncated or corrupt (tensor {t.name} "
+                f"ends at byte {t.data_offset + t.n_bytes}, the file has {size})"
             )
     return reader
 
