@@ -135,7 +135,7 @@ class GGUFCheckpoint:
     quant_types: tuple[str, ...]
     """The tensor types found in the file, sorted (e.g. ("F32", "Q4_1", "Q8_0"))."""
     metadata: dict[str, Any] = field(default_factory=dict)
-    """Every metadata field except the tokenizer's arrays (general.name, file_type, ...)."""
+    """The file's metadata (general.name, file_type, ...) less long arrays (vocabulary, merges)."""
 
     def text_tokenizer(self) -> Tokenizer:
         """A copy of `tokenizer` that encodes control-token strings ("<|im_start|>") as plain text.
@@ -178,7 +178,8 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheck
     """Read a llama / qwen2 / qwen3 GGUF file into Hugging Face form, tensors as `dtype`.
 
     Tensors are read from a memory map and dequantized one at a time, so the peak is about
-    one copy of the weights in `dtype` plus the largest tensor in fp32.
+    one copy of the weights in `dtype`, plus the largest tensor in fp32 (a few times over
+    inside gguf's dequantizer) and the reader's parsed metadata; benchmarks/gguf_read.py.
     """
     path = Path(path)
     reader = _open(path)
@@ -191,7 +192,7 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheck
         )
     tensors = {t.name: t for t in reader.tensors}
     config = _config(meta, arch, tensors, path)
-    tokenizer, tokenizer_config = _tokenizer(reader, meta, path)
+    tokenizer, tokenizer_config = _tokenizer(meta, path)
     tokenizer_config["model_max_length"] = config["max_position_embeddings"]
     state_dict = _state_dict(reader, config, arch, path, dtype)
     return GGUFCheckpoint(
@@ -459,7 +460,7 @@ def _check_shapes(state_dict: dict[str, torch.Tensor], config: dict, path: Path)
             )
 
 
-def _tokenizer(reader: GGUFReader, meta: dict, path: Path) -> tuple[Tokenizer, dict[str, Any]]:
+def _tokenizer(meta: dict, path: Path) -> tuple[Tokenizer, dict[str, Any]]:
     """Byte-level BPE rebuilt from tokenizer.ggml.*, as llama.cpp and transformers build it."""
     model = meta.get("tokenizer.ggml.model")
     if model != "gpt2":
