@@ -520,3 +520,49 @@ def test_refuses_truncated_and_corrupt_files(bpe, tmp_path):
         assert "not a readable GGUF file, truncated or corrupt" in _refusal(path), name
     with pytest.raises(GPTClassifyError, match="file not found"):
         read_gguf(tmp_path / "absent.gguf")
+
+
+# ---------------------------------------------------------------- our model on the real file
+
+
+@pytest.fixture(scope="module")
+def ours_smol():
+    from gptclassify.weights import load_pretrained_model
+
+    return load_pretrained_model(smollm2_gguf())
+
+
+def test_our_smollm2_logits_equal_transformers_on_a_padded_batch(ours_smol, smol_reference):
+    model, tokenizer = smol_reference
+    texts = [
+        "Free entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005.",
+        "Ok lar... Joking wif u oni...",
+        "Hi",
+        "Emoji 🙂 and 漢字, café",
+    ]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert tokenizer.padding_side == "right" or bool(mask[:, 0].all())
+    ours = ours_smol.model.eval()
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits
+        got = ours(ids)
+    real = mask.bool()
+    assert (got[real] - want[real]).abs().max() <= 1e-4
+    assert ours_smol.tokenizer.encode_batch(texts) == [tokenizer(t)["input_ids"] for t in texts]
+
+
+def test_our_smollm2_generates_as_transformers(ours_smol, smol_reference):
+    from gptclassify.generation import generate_text
+
+    model, tokenizer = smol_reference
+    ours, tok = ours_smol.model.eval(), ours_smol.tokenizer
+    prompt = "The quick brown fox jumps over the lazy"
+    text = generate_text(ours, prompt, max_new_tokens=1, tokenizer=tok)
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    want = model.generate(ids, max_new_tokens=1, do_sample=False)
+    assert text == tokenizer.decode(want[0]) and text.endswith(" dog")
+    answer = generate_text(
+        ours, "What is the capital of France?", max_new_tokens=8, tokenizer=tok, chat=True
+    )
+    assert answer.startswith("The capital of France is Paris")
