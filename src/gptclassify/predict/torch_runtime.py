@@ -38,7 +38,7 @@ class TorchRuntime:
         self._lock = threading.Lock()
         self._stamp: tuple[tuple[int, int], ...] = ()
         self._runner: GPTClassifier | None = None
-        self.runner  # made now, so that loading pays for the weight casts, not a first request
+        _ = self.runner  # made now: loading pays for the weight casts, not a first request
 
     @property
     def runner(self) -> GPTClassifier:
@@ -86,9 +86,7 @@ class TorchRuntime:
         top = min(max_tokens, CPU_ROW_TILE, 2 * self.gpt_config.context_length)
         for width in range(ROW_ALIGN, top + 1, ROW_ALIGN):
             # two texts of different lengths (padding to skip), width - 1 tokens in all
-            lengths = [width // 2, width - 1 - width // 2]
-            encoded = Encoded([[13] * n for n in lengths], np.array(lengths), None, np.zeros(2))
-            self.logits(encoded, batch_size=2)
+            self.logits(Encoded.filler([width // 2, width - 1 - width // 2]), batch_size=2)
 
     @torch.inference_mode()
     def logits(self, encoded: Encoded, batch_size: int) -> np.ndarray:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gptclassify.data.encode import Encoded
+from gptclassify.predict import Encoded
 
 
 class QueueFull(Exception):
@@ -88,11 +88,9 @@ class PassWork:
     attention: float = 0.0
 
     @classmethod
-    def of(cls, runtime: object) -> PassWork:
-        """What `runtime`'s passes compute (a Classifier runtime: predict.api.Runtime)."""
-        if getattr(runtime, "padding_free", False):
-            return cls(packed=True, attention=1.0 / (12 * runtime.gpt_config.emb_dim))  # type: ignore[attr-defined]
-        return cls()
+    def of(cls, padding_free: bool, emb_dim: int) -> PassWork:
+        """What the passes of a classifier compute (`Classifier.padding_free`, its width)."""
+        return cls(packed=True, attention=1.0 / (12 * emb_dim)) if padding_free else cls()
 
     def __call__(self, longest: int, rows: int, real: int) -> float:
         if not self.packed:
@@ -183,7 +181,7 @@ def measure_pass_cost(
     """(work, seconds) of a small pass and a large one, each the best of `repeats`,
     timed in turns after a first call of each that warms the runtime up (so a busy moment
     of the machine slows both alike)."""
-    passes = [_dummy(1, min(8, max_length)), _dummy(16, min(64, max_length))]
+    passes = [Encoded.filler([min(8, max_length)]), Encoded.filler([min(64, max_length)] * 16)]
     for encoded in passes:
         run(encoded)
     best = [math.inf, math.inf]
@@ -196,15 +194,6 @@ def measure_pass_cost(
         (work(int(e.lengths.max()), len(e), int(e.lengths.sum())), b)
         for e, b in zip(passes, best, strict=True)
     ]
-
-
-def _dummy(rows: int, width: int) -> Encoded:
-    return Encoded(
-        ids=[[13] * width for _ in range(rows)],
-        lengths=np.full(rows, width, dtype=np.int64),
-        labels=None,
-        cut=np.zeros(rows, dtype=bool),
-    )
 
 
 class _Job:
@@ -394,11 +383,7 @@ class MicroBatcher:
             if isinstance(work, _Task):
                 self._run_task(work)
                 continue
-            try:
-                self._run_pass(work)
-            finally:
-                with self._cond:
-                    self._running -= len(work)
+            self._run_pass(work)
 
     def _run_task(self, task: _Task) -> None:
         try:
@@ -468,12 +453,7 @@ class MicroBatcher:
         return taken
 
     def _run_pass(self, items: list[_Item]) -> None:
-        encoded = Encoded(
-            ids=[item.ids for item in items],
-            lengths=np.array([item.length for item in items], dtype=np.int64),
-            labels=None,
-            cut=np.zeros(len(items), dtype=bool),
-        )
+        encoded = Encoded.unlabelled([i.ids for i in items], [i.length for i in items])
         t0 = time.perf_counter()
         try:
             logits = self.run(encoded)
@@ -481,6 +461,9 @@ class MicroBatcher:
             for item in items:
                 self._fail(item.job, exc)
             return
+        finally:  # before any answer goes out, so /metrics never counts an answered text
+            with self._cond:
+                self._running -= len(items)
         seconds = time.perf_counter() - t0
         longest = max(item.length for item in items)
         tokens = sum(item.length for item in items)
