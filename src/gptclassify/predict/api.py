@@ -365,8 +365,9 @@ RUNTIMES = ("auto", "torch", "onnx")
 
 class _Checksums:
     """sha256 of a folder's weight files, computed in a thread while the runtime's library is
-    imported: hashlib releases the GIL, so on two cores verifying a GPT-2 small folder (0.3-0.4 s
-    for 500 MB) costs no start-up time beside importing torch (about 0.9 s)."""
+    imported: hashlib releases the GIL, so on two cores verifying the weights costs no
+    start-up time beside importing torch, which takes longer than hashing a GPT-2 small folder
+    (figures: benchmarks/RESULTS.md, "Figures that left the docstrings")."""
 
     def __init__(self, directory: Path, names: Sequence[str | None]) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1)
