@@ -233,8 +233,8 @@ def test_predict_file_from_python_streams_writes_and_counts(tiny_run, tmp_path, 
     for an empty text, truncation counted, and no output file when a chunk fails."""
     import pandas as pd
 
-    from gptclassify.predict import predict_file
     from gptclassify.predict import files as predict_files
+    from gptclassify.predict import predict_file
 
     clf = Classifier.load(tiny_run.path, precision="fp32")
     long = "win cash now " * 200  # longer than the tiny model reads
