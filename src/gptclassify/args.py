@@ -34,7 +34,10 @@ from gptclassify.errors import GPTClassifyError
 
 
 def opt(help: str, **extra: Any) -> dict[str, Any]:
-    """Field metadata: the help text shared by the Python API, the CLI and grid files."""
+    """Field metadata: the help text shared by the Python API, the CLI and grid files.
+
+    `extra` says more to the CLI (see `Option.extra`): `flag` (a flag name other than the
+    field's), `envvar`, `minimum` / `maximum` / `open_minimum` (a number's range)."""
     return {"help": help, **extra}
 
 
@@ -55,10 +58,12 @@ class Option:
     """Whether None is allowed."""
     default: Any
     help: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    """What else the field's metadata says (`opt`'s keywords), for the CLI."""
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + self.extra.get("flag", self.name).replace("_", "-")
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
@@ -98,9 +103,9 @@ def options(cls: type) -> tuple[Option, ...]:
                     raise TypeError(f"{klass.__name__}.{f.name}: one type or None, got {hint}")
                 hint = rest[0]
             name = f.name
-            found.append(
-                Option(name, (*path, f.name), hint, optional, _default(f), f.metadata["help"])
-            )
+            extra = {k: v for k, v in f.metadata.items() if k != "help"}
+            option = Option(name, (*path, f.name), hint, optional, _default(f), f.metadata["help"])
+            found.append(dataclasses.replace(option, extra=extra))
 
     walk(cls, ())
     names = [o.name for o in found]
