@@ -531,6 +531,19 @@ class TrainConfig:
     runtime: RuntimeArgs = field(default_factory=RuntimeArgs)
     out: str | None = field(default=None, metadata=opt("Run folder (default: runs/<timestamp>)."))
 
+    # ---- flat names ------------------------------------------------------------------------
+    # Why TrainConfig is the one config class with its own __init__ / __getattr__ /
+    # __setattr__: every front end speaks flat names (`--lr`, a grid entry's `lr:`, the flat
+    # train_config of 0.1.0 folders), and Python users may too, while the fields live in
+    # groups. The three methods are the whole mechanism, and each only translates a flat name
+    # into (group, attribute) through `_flat_leaves` (built from the walker, `options`):
+    #   __init__     flat keywords are set on (a copy of) their group; given both, flat wins;
+    #   __getattr__  reached only when normal lookup fails: `cfg.lr` reads `cfg.train.lr`;
+    #   __setattr__  `cfg.lr = x` sets `cfg.train.lr` (resumed_config uses this).
+    # Data options are readable and settable by flat name but, as keywords, come only as
+    # `data=DataConfig(...)` (`train` is both a group and a data file). The group attribute
+    # (`cfg.train.lr`) is the canonical spelling in the library's own code.
+
     def __init__(
         self,
         data: DataConfig | dict | None = None,
