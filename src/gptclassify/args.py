@@ -58,7 +58,7 @@ class Option:
     """Whether None is allowed."""
     default: Any
     help: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
     """What else the field's metadata says (`opt`'s keywords), for the CLI."""
 
     @property
