@@ -188,10 +188,10 @@ def check_child(result: ChildResult, what: str) -> None:
 
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on: the CPU with the flags the choice of precision
-    depends on (gptclassify.cpu), thread count, versions."""
+    depends on (cpu_flags.py), thread count, versions."""
     import torch
 
-    from gptclassify.cpu import cpu_info
+    from cpu_flags import cpu_info
 
     cpu = cpu_info()
     info: dict[str, Any] = {

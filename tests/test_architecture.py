@@ -27,7 +27,7 @@ ALLOWED = {
     "training": {"data", "predict", "training"},
     "baseline": {"data", "baseline"},
     "experiments": {"data", "training", "baseline", "experiments"},
-    "serve": {"data", "predict", "serve"},
+    "serve": {"predict", "serve"},  # through Classifier: no tokenizing or data files of its own
     "export": {"data", "predict", "export"},
     "cli": set(VERBS),
 }

@@ -4,6 +4,7 @@ classifies with torch unimportable."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -346,7 +347,14 @@ def test_a_torch_command_without_torch_ends_with_one_line_naming_the_extra(tiny_
 
 
 def test_cpu_flags_decide_what_is_fast():
-    from gptclassify.cpu import cpu_info, parse_cpuinfo
+    # benchmarks/cpu_flags.py: the CPU line of the benchmark reports (a script folder, no package)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_flags.py"
+    spec = importlib.util.spec_from_file_location("cpu_flags", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("cpu_flags", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    cpu_info, parse_cpuinfo = module.cpu_info, module.parse_cpuinfo
 
     amx = parse_cpuinfo(
         "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"

@@ -106,9 +106,12 @@ def test_the_planner_keeps_mixed_lengths_together_when_padding_is_free():
 
 def test_the_runtime_says_whether_it_skips_padding_and_warms_up_every_row_count(gpt):
     runtime = TorchRuntime(GPTClassifier(gpt, 2), "cpu", "fp32")
-    assert runtime.padding_free and PassWork.of(runtime).packed
+    assert (
+        runtime.padding_free
+        and PassWork.of(runtime.padding_free, runtime.gpt_config.emb_dim).packed
+    )
     last = TorchRuntime(GPTClassifier(gpt, 2, pool="last"), "cpu", "fp32")
-    assert not last.padding_free and PassWork.of(last) == PassWork()
+    assert not last.padding_free and PassWork.of(last.padding_free, 768) == PassWork()
     seen: list[Encoded] = []
     runtime.logits = lambda encoded, batch_size: seen.append(encoded)  # type: ignore[method-assign]
     runtime.warm_up(4096)

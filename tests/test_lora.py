@@ -7,11 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import write_three_classes
 from gptclassify.args import DataConfig, TrainConfig
 from gptclassify.errors import GPTClassifyError
+from gptclassify.lora import has_lora
 from gptclassify.predict import Classifier
 from gptclassify.training import train
 
@@ -70,6 +72,13 @@ def test_adapters_only_folder_and_merge_give_the_same_logits(tiny_hf_dir, topics
     before = a.logits(TEXTS)
     a.model.merge_lora()
     assert np.allclose(a.logits(TEXTS), before, atol=1e-4)
+    # ...and the merge took effect: the passes run the merged model, and a later change to
+    # `a.model` changes the predictions (a runner kept from load time would not see either)
+    assert has_lora(a.runtime.runner.gpt) is False
+    with torch.no_grad():
+        a.model.head.weight.zero_()
+        a.model.head.bias.copy_(torch.arange(a.model.num_classes) - 1.5)
+    assert np.allclose(a.logits(TEXTS), a.model.head.bias.detach().numpy(), atol=1e-6)
 
 
 def test_adapters_refuse_a_different_base(tiny_hf_dir, topics, tmp_path):

@@ -226,3 +226,37 @@ def test_run_files_get_the_usual_permissions(tiny_run):
         mode = stat.S_IMODE((tiny_run.path / name).stat().st_mode)
         assert mode == default_file_mode(), f"{name}: {oct(mode)}"
     assert not list(tiny_run.path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_predict_file_from_python_streams_writes_and_counts(tiny_run, tmp_path, monkeypatch):
+    """The CLI's file prediction, reached from Python: same labels as `predict`, an error row
+    for an empty text, truncation counted, and no output file when a chunk fails."""
+    import pandas as pd
+
+    from gptclassify.predict import files as predict_files
+    from gptclassify.predict import predict_file
+
+    clf = Classifier.load(tiny_run.path, precision="fp32")
+    long = "win cash now " * 200  # longer than the tiny model reads
+    texts = [SPAM, "see you at 6?", "", long] + [f"note {i}" for i in range(30)]
+    pd.DataFrame({"id": range(len(texts)), "message": texts}).to_csv(tmp_path / "in.csv")
+    monkeypatch.setattr(predict_files, "CHUNK_ROWS", 7)  # several chunks
+    seen: list[int] = []
+    done = predict_file(
+        clf, tmp_path / "in.csv", tmp_path / "out.jsonl", "message", progress=seen.append
+    )
+    assert (done.rows, done.errors, done.truncated) == (len(texts), 1, 1)
+    assert seen == [7, 7, 7, 7, 6] and len(done.preview) == 20
+    out = pd.read_json(tmp_path / "out.jsonl", lines=True)
+    assert out["id"].tolist() == list(range(len(texts)))
+    kept = [i for i, t in enumerate(texts) if t]
+    assert out["label"][kept].tolist() == clf.predict([texts[i] for i in kept])
+    assert isinstance(out["error"][2], str) and out["error"].isna().sum() == len(texts) - 1
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a pass failed")
+
+    monkeypatch.setattr(predict_files, "predict_table", broken)
+    with pytest.raises(RuntimeError):
+        predict_file(clf, tmp_path / "in.csv", tmp_path / "again.csv", "message")
+    assert list(tmp_path.glob("*again*")) == []

@@ -439,6 +439,7 @@ class StubRuntime:
     gpt_config = GPTConfig(context_length=32, emb_dim=8, n_heads=2, n_layers=1)
     pool = "last-real"
     causal = True
+    padding_free = False
 
     def __init__(self, num_classes: int = 2, fail: bool = False) -> None:
         self.num_classes = num_classes
@@ -450,6 +451,9 @@ class StubRuntime:
 
     def describe(self) -> str:
         return "stub"
+
+    def warm_up(self, max_tokens: int) -> None:
+        pass
 
     def logits(self, encoded: Encoded, batch_size: int) -> np.ndarray:
         self.entered.set()

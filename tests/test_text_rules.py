@@ -163,7 +163,7 @@ def _table(n: int) -> pd.DataFrame:
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_files_are_predicted_in_chunks_with_the_same_result(tiny_run, tmp_path, monkeypatch, fmt):
-    import gptclassify.data.tables as tables
+    import gptclassify.predict.files as predict_files  # where `predict` reads its chunk size
 
     frame = _table(53)
     source = tmp_path / f"in.{fmt}"
@@ -175,7 +175,7 @@ def test_files_are_predicted_in_chunks_with_the_same_result(tiny_run, tmp_path, 
         frame.to_parquet(source, index=False)
     outputs = {}
     for rows in (10_000, 7):
-        monkeypatch.setattr(tables, "CHUNK_ROWS", rows)
+        monkeypatch.setattr(predict_files, "CHUNK_ROWS", rows)
         out = tmp_path / f"out-{rows}.{fmt}"
         args = ["predict", str(tiny_run.path), "--input", str(source), "--output", str(out)]
         res = CliRunner().invoke(cli, [*args, "--precision", "fp32"])

@@ -35,7 +35,10 @@ from gptclassify.errors import GPTClassifyError
 
 
 def opt(help: str, **extra: Any) -> dict[str, Any]:
-    """Field metadata: the help text shared by the Python API, the CLI and grid files."""
+    """Field metadata: the help text shared by the Python API, the CLI and grid files.
+
+    `extra` says more to the CLI (see `Option.extra`): `flag` (a flag name other than the
+    field's), `envvar`, `minimum` / `maximum` / `open_minimum` (a number's range)."""
     return {"help": help, **extra}
 
 
@@ -56,10 +59,12 @@ class Option:
     """Whether None is allowed."""
     default: Any
     help: str
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    """What else the field's metadata says (`opt`'s keywords), for the CLI."""
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + self.extra.get("flag", self.name).replace("_", "-")
 
     @property
     def choices(self) -> tuple[Any, ...] | None:
@@ -99,9 +104,9 @@ def options(cls: type) -> tuple[Option, ...]:
                     raise TypeError(f"{klass.__name__}.{f.name}: one type or None, got {hint}")
                 hint = rest[0]
             name = f.name
-            found.append(
-                Option(name, (*path, f.name), hint, optional, _default(f), f.metadata["help"])
-            )
+            extra = {k: v for k, v in f.metadata.items() if k != "help"}
+            option = Option(name, (*path, f.name), hint, optional, _default(f), f.metadata["help"])
+            found.append(dataclasses.replace(option, extra=extra))
 
     walk(cls, ())
     names = [o.name for o in found]
@@ -506,6 +511,19 @@ class TrainConfig:
     eval: EvalArgs = field(default_factory=EvalArgs)
     runtime: RuntimeArgs = field(default_factory=RuntimeArgs)
     out: str | None = field(default=None, metadata=opt("Run folder (default: runs/<timestamp>)."))
+
+    # ---- flat names ------------------------------------------------------------------------
+    # Why TrainConfig is the one config class with its own __init__ / __getattr__ /
+    # __setattr__: every front end speaks flat names (`--lr`, a grid entry's `lr:`, the flat
+    # train_config of 0.1.0 folders), and Python users may too, while the fields live in
+    # groups. The three methods are the whole mechanism, and each only translates a flat name
+    # into (group, attribute) through `_flat_leaves` (built from the walker, `options`):
+    #   __init__     flat keywords are set on (a copy of) their group; given both, flat wins;
+    #   __getattr__  reached only when normal lookup fails: `cfg.lr` reads `cfg.train.lr`;
+    #   __setattr__  `cfg.lr = x` sets `cfg.train.lr` (resumed_config uses this).
+    # Data options are readable and settable by flat name but, as keywords, come only as
+    # `data=DataConfig(...)` (`train` is both a group and a data file). The group attribute
+    # (`cfg.train.lr`) is the canonical spelling in the library's own code.
 
     def __init__(
         self,

@@ -545,16 +545,36 @@ def read_metrics(directory: str | Path) -> RunMetrics | None:
         return None
 
 
-def folder_format(directory: str | Path) -> str | None:
-    """The `format` of a folder's config.json (which kind of gptclassify folder it is), or None."""
-    path = Path(directory) / CONFIG
-    if not path.is_file():
+ONNX_KIND = "onnx"
+"""`folder_kind` of a classifier folder holding an ONNX graph instead of PyTorch weights."""
+
+
+def folder_kind(path: str | Path) -> str | None:
+    """What `path` holds, from its config.json (the one reader every --out check uses).
+
+    None: it is missing or an empty folder. "file": it is not a folder. Otherwise the format
+    its config.json names: `format` at the top (`ONNX_KIND` for a classifier folder holding an
+    ONNX graph), or `format` of its `gptclassify` section (a Hugging Face export, whose top
+    level is transformers'); "" when it names none (not a gptclassify folder).
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "file"
+    if not any(path.iterdir()):
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     except (ValueError, OSError):
-        return None
-    return data.get("format") if isinstance(data, dict) else None
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    if data.get("format") == FORMAT_CLASSIFIER and isinstance(data.get("onnx"), dict):
+        return ONNX_KIND
+    ours = data.get("gptclassify")
+    found = data.get("format") or (ours.get("format") if isinstance(ours, dict) else None)
+    return found if isinstance(found, str) else ""
 
 
 KIND_NAMES = {
@@ -569,13 +589,10 @@ def check_target(folder: str | Path, kind: str, flag: str = "--out") -> None:
     Never replace another kind of folder (a trained classifier by a baseline, say), nor a
     folder of the user's own files.
     """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
+    found = folder_kind(folder)
+    if found == "file":
         raise GPTClassifyError(f"{flag} {folder}: exists and is not a folder")
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return
-    found = folder_format(folder)
-    if found == kind:
+    if found is None or found == kind or (found, kind) == (ONNX_KIND, FORMAT_CLASSIFIER):
         return
     what = KIND_NAMES.get(found, f"a {found} folder") if found else "not a gptclassify folder"
     raise GPTClassifyError(

@@ -94,8 +94,8 @@ def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc only; a no-op elsewhere).
 
     Activations of varying sizes make glibc's heap fragment and resident memory creep up
-    during long no-grad passes; trimming after each batch measured -180 MB of peak RSS on
-    the GPT-2-small prefix cache, at no measurable cost in time.
+    during long no-grad passes; trimming after each batch lowers the peak at no measurable
+    cost in time (figures: benchmarks/RESULTS.md, "Figures that left the docstrings").
     """
     trim = _malloc_trim()
     if trim is not None:

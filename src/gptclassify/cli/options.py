@@ -18,16 +18,29 @@ from gptclassify.args import Option, options
 
 def _click_option(o: Option) -> Callable:
     kwargs: dict[str, Any] = {"help": o.help}
+    if "envvar" in o.extra:
+        kwargs["envvar"] = o.extra["envvar"]
     if o.hint is bool:
         if o.default:
             return click.option(f"{o.flag}/--no-{o.flag[2:]}", o.name, default=True, **kwargs)
         return click.option(o.flag, o.name, is_flag=True, default=False, **kwargs)
+    if typing.get_origin(o.hint) is tuple:  # tuple[str, ...]: a repeatable flag
+        return click.option(o.flag, o.name, multiple=True, **kwargs)
     kwargs.update(default=o.default, show_default=o.default is not None)
     if o.choices is not None:
         kwargs["type"] = click.Choice([str(c) for c in o.choices])
     elif o.hint in (int, float):
-        kwargs["type"] = o.hint
+        kwargs["type"] = _number_type(o)
     return click.option(o.flag, o.name, **kwargs)
+
+
+def _number_type(o: Option) -> type | click.ParamType:
+    """int or float, or a click range when the field states one (`opt(minimum=...)`)."""
+    low, high = o.extra.get("minimum"), o.extra.get("maximum")
+    if low is None and high is None:
+        return o.hint
+    kind = click.IntRange if o.hint is int else click.FloatRange
+    return kind(low, high, min_open=o.extra.get("open_minimum", False))
 
 
 def config_options(cls: type, exclude: tuple[str, ...] = ()) -> Callable:

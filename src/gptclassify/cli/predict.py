@@ -136,19 +136,17 @@ def predict(
     or an empty text in a file, gets a row with an error and no label, so outputs line up
     with inputs.
     """
-    import pandas as pd
     from tqdm import tqdm
 
-    from gptclassify.data.tables import CHUNK_ROWS, Chunk, iter_table
-    from gptclassify.predict import Classifier, predict_table
+    from gptclassify.predict import Classifier
+    from gptclassify.predict.files import open_texts, predict_chunks, text_list
     from gptclassify.predict.tables import PredictionWriter
 
     if texts and input_file:
         raise GPTClassifyError("give texts as arguments or --input FILE, not both")
     writer = PredictionWriter(output) if output else None  # checked before any work
     if input_file:
-        reader, text_col = iter_table(input_file, text_column)
-        chunks, source = reader.chunks(CHUNK_ROWS), str(reader.path)
+        source = open_texts(input_file, text_column)
     else:
         if not texts:
             if sys.stdin.isatty():
@@ -157,45 +155,21 @@ def predict(
                 )
             # One row per line, blank lines included (they get an error), line ends removed.
             texts = tuple(line.removesuffix("\n").removesuffix("\r") for line in sys.stdin)
-        refs = [f"text {i + 1}" for i in range(len(texts))]
-        text_col, source = "text", "input"
-        chunks = iter([Chunk(pd.DataFrame({"text": list(texts)}), refs)])
+        source = text_list(texts)
     classifier = Classifier.load(
         run_dir, device=device, precision=precision, runtime=runtime, base_model=base_model
     )
-    shown: list[pd.DataFrame] = []
-    rows = errors = cut = 0
-    bar = tqdm(unit=" texts", disable=quiet or None, leave=False, file=sys.stderr)
-    try:
-        for chunk in chunks:
-            result = predict_table(
-                classifier, chunk.frame, text_col, batch_size, threshold, k, chunk.refs, source
-            )
-            if writer is not None:
-                writer.write(result)
-            if rows < 20:
-                shown.append(result.head(20 - rows))
-            rows += len(result)
-            errors += int(result["error"].notna().sum())
-            cut += int((result["truncated"] == True).sum())  # noqa: E712 (None means no text)
-            bar.update(len(result))
-        if writer is not None:
-            writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.discard()
-        raise
-    finally:
-        bar.close()
-    frame = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
-    _print_predictions(frame, rows, text_col, classifier.labels, k, output)
-    if errors:
+    with tqdm(unit=" texts", disable=quiet or None, leave=False, file=sys.stderr) as bar:
+        done = predict_chunks(classifier, source, writer, batch_size, threshold, k, bar.update)
+    _print_predictions(done.preview, done.rows, done.text_column, classifier.labels, k, output)
+    if done.errors:
         click.echo(
-            f"Warning: {errors} row(s) could not be classified (see the error column)", err=True
+            f"Warning: {done.errors} row(s) could not be classified (see the error column)",
+            err=True,
         )
-    if cut:
+    if done.truncated:
         click.echo(
-            f"Note: {cut} text(s) were longer than the model reads and were cut to "
+            f"Note: {done.truncated} text(s) were longer than the model reads and were cut to "
             f"{classifier.policy.max_length} tokens (see the truncated column)",
             err=True,
         )

@@ -2,117 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from gptclassify.cli.app import cli
-from gptclassify.cli.options import BASE_MODEL, DEVICE, model_options
+from gptclassify.cli.options import BASE_MODEL, DEVICE, build, config_options, model_options
 from gptclassify.errors import GPTClassifyError
 from gptclassify.serve.settings import ServeSettings
 
 SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify[serve]"'
-DEFAULTS = ServeSettings()
-"""The flags' defaults are the settings' own."""
 
 
 @cli.command()
 @click.argument("run_dir", metavar="RUN")
-@click.option(
-    "--host",
-    default=DEFAULTS.host,
-    show_default=True,
-    help="Address to listen on; 0.0.0.0 exposes the server to the network (set --api-key).",
-)
-@click.option("--port", default=DEFAULTS.port, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--api-key",
-    envvar="GPTCLASSIFY_API_KEY",
-    default=None,
-    help="Require 'Authorization: Bearer KEY' on every route but /health and the page "
-    "(or set GPTCLASSIFY_API_KEY).",
-)
-@click.option(
-    "--cors-origin",
-    "cors_origins",
-    multiple=True,
-    help="Allow browser pages from this origin (repeatable); none by default.",
-)
-@click.option(
-    "--model-name",
-    default=None,
-    help="Model id for /v1/models and /classify (default: the folder's name).",
-)
-@click.option(
-    "--max-texts",
-    default=DEFAULTS.max_texts,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Texts per request (413 beyond).",
-)
-@click.option(
-    "--max-chars",
-    default=DEFAULTS.max_chars,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Characters per text (413 beyond).",
-)
-@click.option(
-    "--max-body-bytes",
-    default=DEFAULTS.max_body_bytes,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Request body size (413 beyond).",
-)
-@click.option(
-    "--max-batch",
-    default=DEFAULTS.max_batch,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Texts per model pass.",
-)
-@click.option(
-    "--max-batch-tokens",
-    default=DEFAULTS.max_batch_tokens,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Padded tokens per model pass.",
-)
-@click.option(
-    "--max-wait-ms",
-    default=DEFAULTS.max_wait_ms,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="How long a waiting text may wait for others to share its pass.",
-)
-@click.option(
-    "--max-queue",
-    default=DEFAULTS.max_queue,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Texts waiting for a pass (429 when full).",
-)
-@click.option(
-    "--pass-overhead-tokens",
-    default=None,
-    type=click.FloatRange(min=0),
-    help="What one more model pass costs, in padded tokens (where waiting texts are cut "
-    "into passes). Default: measured at start, then fitted to the passes run.",
-)
-@click.option(
-    "--timeout",
-    "timeout_s",
-    default=DEFAULTS.timeout_s,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds per request, queueing included (503 after).",
-)
-@click.option(
-    "--inference-threads",
-    default=DEFAULTS.workers,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Threads running model passes. On a CPU, one already uses every core, and more "
-    "make their thread pools compete; more can help on a GPU.",
-)
+@config_options(ServeSettings, exclude=("max_explain_waiting",))
 @model_options
 @click.option(
     "--log-level",
@@ -128,27 +32,13 @@ DEFAULTS = ServeSettings()
 )
 def serve(
     run_dir: str,
-    host: str,
-    port: int,
-    api_key: str | None,
-    cors_origins: tuple[str, ...],
-    model_name: str | None,
-    max_texts: int,
-    max_chars: int,
-    max_body_bytes: int,
-    max_batch: int,
-    max_batch_tokens: int,
-    max_wait_ms: float,
-    max_queue: int,
-    pass_overhead_tokens: float | None,
-    timeout_s: float,
-    inference_threads: int,
     device: str,
     precision: str,
     runtime: str,
     base_model: str | None,
     log_level: str,
     access_log: bool,
+    **values: Any,
 ) -> None:
     """Serve a trained classifier over HTTP: TEI's /predict, vLLM's /classify, /explain,
     /info, /metrics, OpenAPI docs at /docs, and a web page at /."""
@@ -160,23 +50,8 @@ def serve(
         raise GPTClassifyError(f"{SERVE_EXTRA} ({exc})") from None
     from gptclassify.predict import Classifier
 
-    settings = ServeSettings(
-        host=host,
-        port=port,
-        api_key=api_key,
-        cors_origins=cors_origins,
-        model_name=model_name,
-        max_body_bytes=max_body_bytes,
-        max_texts=max_texts,
-        max_chars=max_chars,
-        max_batch_tokens=max_batch_tokens,
-        max_batch=max_batch,
-        max_wait_ms=max_wait_ms,
-        max_queue=max_queue,
-        pass_overhead_tokens=pass_overhead_tokens,
-        timeout_s=timeout_s,
-        workers=inference_threads,
-    )
+    settings: ServeSettings = build(ServeSettings, values)
+    host, port = settings.host, settings.port
     # The model loads on the thread that will run its passes (one thread pool for all the
     # model's work); starting here makes a bad model folder a one-line error.
     app = create_app(
@@ -188,7 +63,7 @@ def serve(
     service = app.state.service
     service.start()
     classifier = service.classifier
-    if not settings.loopback and not api_key:
+    if not settings.loopback and not settings.api_key:
         click.echo(
             f"Warning: listening on {host} without --api-key: anyone who can reach this "
             "machine can use the model",

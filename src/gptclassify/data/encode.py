@@ -15,6 +15,9 @@ from gptclassify import tokenizer
 from gptclassify.config import PAD_TOKEN_ID
 from gptclassify.errors import GPTClassifyError
 
+FILLER_TOKEN_ID = 13
+"""GPT-2's ".": any real token would do; a pass costs the same whatever ids it holds."""
+
 
 @dataclass(frozen=True)
 class InputPolicy:
@@ -89,6 +92,25 @@ class Encoded:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @classmethod
+    def unlabelled(cls, ids: Sequence[list[int]], lengths: Sequence[int] | None = None) -> Encoded:
+        """Sequences already cut to fit (e.g. rows gathered from other Encoded); `lengths`:
+        their real tokens, when they are padded."""
+        return cls(
+            ids=list(ids),
+            lengths=np.array(
+                [len(row) for row in ids] if lengths is None else lengths, dtype=np.int64
+            ),
+            labels=None,
+            cut=np.zeros(len(ids), dtype=bool),
+        )
+
+    @classmethod
+    def filler(cls, lengths: Sequence[int]) -> Encoded:
+        """Texts of `lengths` tokens each, all one token: passes whose cost, not answer,
+        matters (warm-ups, timings)."""
+        return cls.unlabelled([[FILLER_TOKEN_ID] * n for n in lengths])
 
 
 def encode(

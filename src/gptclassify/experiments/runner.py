@@ -17,8 +17,8 @@
   keeps its table so far); OUT/results.png is drawn at the end.
 
 Quick mode runs with one CPU thread per run: tiny matmuls gain nothing from more threads,
-and on a busy machine 2-thread runs were measured 10-50x slower (OpenMP threads
-spin-waiting for each other).
+and on a busy machine 2-thread runs were many times slower (OpenMP threads spin-waiting for
+each other; benchmarks/RESULTS.md, "Figures that left the docstrings").
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _context():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     # The server imports these once and every run forks from it. torch._dynamo is what
-    # AdamW's constructor imports on first use (3-4 s on a 2-core CPU, per run otherwise).
+    # AdamW's constructor imports on first use (seconds on a small CPU, per run otherwise).
     # Importing is all the server does: no torch threads or CUDA exist before the fork.
     ctx.set_forkserver_preload(["gptclassify.experiments.runner", "torch._dynamo"])
     return ctx

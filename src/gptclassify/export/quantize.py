@@ -20,9 +20,9 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from gptclassify.errors import GPTClassifyError
 
-QUANTIZE = ("int8",)
 MIN_AGREEMENT = 0.99
-"""Label agreement with fp32 below which the export warns (the issue's target)."""
+"""Label agreement with fp32 below which the export warns: int8 should change the label of
+at most one text in a hundred, or its speed is paid for in answers."""
 
 
 def quantize_int8(fp32: Path, int8: Path) -> None:

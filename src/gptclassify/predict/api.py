@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from gptclassify import tokenizer
 from gptclassify.artifact import ClassifierConfig, Provenance, read_classifier_config, read_metrics
 from gptclassify.config import GPTConfig
-from gptclassify.data.encode import Encoded, InputPolicy, encode
+from gptclassify.data.encode import Encoded, InputPolicy, encode, encode_ids
 from gptclassify.data.tables import read_labelled
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import sha256_file
@@ -46,9 +47,31 @@ class Runtime(Protocol):
     causal: bool
     num_classes: int
 
+    @property
+    def padding_free(self) -> bool: ...
+
     def logits(self, encoded: Encoded, batch_size: int) -> np.ndarray: ...
 
     def describe(self) -> str: ...
+
+    def warm_up(self, max_tokens: int) -> None: ...
+
+
+class TextRejected(GPTClassifyError):
+    """One text of a batch cannot be classified as asked (`Classifier.encode_checked`)."""
+
+    def __init__(self, index: int, reason: str, tokens: int, max_length: int) -> None:
+        self.index = index
+        """Which text (0-based)."""
+        self.reason = reason
+        """"empty", or "too-long" (more than `max_length` tokens, and truncation was off)."""
+        self.tokens = tokens
+        self.max_length = max_length
+        if reason == "empty":
+            message = f"text {index + 1} is empty: nothing to classify"
+        else:
+            message = f"text {index + 1} has {tokens} tokens; the model reads at most {max_length}"
+        super().__init__(message)
 
 
 class Classifier:
@@ -101,6 +124,8 @@ class Classifier:
         self.provenance = provenance or Provenance()
         self.path: Path | None = None
         """The model folder this classifier was loaded from or last saved to."""
+        self.weights_sha256: str | None = None
+        """sha256 of that folder's PyTorch weights file (checked when it loaded)."""
         self.metrics: dict[str, Any] | None = None
         """metrics.json of the training run, when known."""
 
@@ -108,6 +133,17 @@ class Classifier:
     def model(self) -> GPTClassifier:
         """The PyTorch model (torch runtime only)."""
         return self.runtime.model  # type: ignore[attr-defined]
+
+    @property
+    def gpt_config(self) -> GPTConfig:
+        """The network's shape (layers, width, context)."""
+        return self.runtime.gpt_config
+
+    @property
+    def padding_free(self) -> bool:
+        """Whether a pass computes only the real tokens of its texts (the PyTorch runtime of a
+        causal model), rather than every padded one: what a pass of mixed lengths costs."""
+        return self.runtime.padding_free
 
     @property
     def device(self) -> torch.device | str:
@@ -178,6 +214,7 @@ class Classifier:
                 provenance=config.provenance,
             )
         classifier.path = Path(run_dir)
+        classifier.weights_sha256 = config.weights_sha256 or None
         metrics = read_metrics(run_dir)
         classifier.metrics = metrics.to_json() if metrics is not None else None
         return classifier
@@ -210,8 +247,9 @@ class Classifier:
             )
         from gptclassify.model_io import save_classifier  # lazy: torch
 
-        save_classifier(directory, self.model, self.config())
+        config_file = save_classifier(directory, self.model, self.config())
         self.path = Path(directory)
+        self.weights_sha256 = read_classifier_config(config_file.parent).weights_sha256
         return self.path
 
     # ---- inference --------------------------------------------------------------------
@@ -222,6 +260,31 @@ class Classifier:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
         return encode(texts, self.policy)
+
+    def encode_checked(self, texts: Sequence[str], truncate: bool = True) -> Encoded:
+        """`encode`, refusing the first empty text and, without `truncate`, the first text
+        longer than the model reads, with a `TextRejected` that says which and why."""
+        raw = [tokenizer.encode(text) for text in texts]  # few texts: no thread pool
+        limit = self.policy.max_length
+        for i, ids in enumerate(raw):
+            if not ids:
+                raise TextRejected(i, "empty", 0, limit)
+            if not truncate and len(ids) > limit:
+                raise TextRejected(i, "too-long", len(ids), limit)
+        return encode_ids(raw, self.policy)
+
+    def logits_encoded(self, encoded: Encoded, batch_size: int | None = None) -> np.ndarray:
+        """Raw class logits of already encoded texts, in passes of `batch_size` texts (None:
+        all of them in one pass, as a caller that planned its own passes wants)."""
+        if len(encoded) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.runtime.logits(encoded, batch_size or len(encoded))
+
+    def warm_up(self, max_tokens: int) -> None:
+        """Run the passes whose first run would be slow (a CPU builds a kernel per matmul
+        shape) for passes of up to `max_tokens` tokens: what a server does before its first
+        request. Nothing to do for most runtimes."""
+        self.runtime.warm_up(max_tokens)
 
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Raw class logits (N, num_classes), in input order."""
@@ -302,8 +365,9 @@ RUNTIMES = ("auto", "torch", "onnx")
 
 class _Checksums:
     """sha256 of a folder's weight files, computed in a thread while the runtime's library is
-    imported: hashlib releases the GIL, so on two cores verifying a GPT-2 small folder (0.3-0.4 s
-    for 500 MB) costs no start-up time beside importing torch (about 0.9 s)."""
+    imported: hashlib releases the GIL, so on two cores verifying the weights costs no
+    start-up time beside importing torch, which takes longer than hashing a GPT-2 small folder
+    (figures: benchmarks/RESULTS.md, "Figures that left the docstrings")."""
 
     def __init__(self, directory: Path, names: Sequence[str | None]) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1)

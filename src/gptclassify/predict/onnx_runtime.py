@@ -106,8 +106,16 @@ class OnnxRuntime:
     def num_classes(self) -> int:
         return len(self.config.labels)
 
+    @property
+    def padding_free(self) -> bool:
+        """A graph computes every padded token."""
+        return False
+
     def describe(self) -> str:
         return f"onnxruntime {ort.__version__}, cpu, {self.precision}"
+
+    def warm_up(self, max_tokens: int) -> None:
+        """Nothing to do: ONNX Runtime prepares its kernels when the session is made."""
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits (B, num_classes) of one right-padded batch."""

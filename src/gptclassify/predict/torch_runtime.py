@@ -1,11 +1,14 @@
 """The PyTorch runtime of a Classifier: the model, its device and precision, and the passes.
 
-Inference never changes the model: in bf16 the weights are cast once, when the runtime is
-made, into a separate view of the model (fastpath.fast_view). Any number of threads can run
-passes on one runtime at the same time.
+Inference never changes the model: in bf16 the weights are cast once into a separate view of
+the model (fastpath.fast_view). The view is made again when the model has changed since (a
+merged adapter, new weights), so `Classifier.model` stays the model that predicts. Any number
+of threads can run passes on one runtime at the same time.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import torch
@@ -32,9 +35,22 @@ class TorchRuntime:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)  # type: ignore[arg-type]
         self.model = model.to(self.device).eval()
-        # What the passes run: the model with its weights in the compute precision, made once.
-        # Passes compute the real tokens only, where the model allows (padding_free).
-        self.runner = fast_view(self.model, self.dtype, cast_trainable=True, packed=True).eval()
+        self._lock = threading.Lock()
+        self._stamp: tuple[tuple[int, int], ...] = ()
+        self._runner: GPTClassifier | None = None
+        _ = self.runner  # made now: loading pays for the weight casts, not a first request
+
+    @property
+    def runner(self) -> GPTClassifier:
+        """What the passes run: the model with its weights in the compute precision, made
+        when first needed and again whenever the model changed (see `_stamp`). Passes compute
+        the real tokens only, where the model allows (padding_free)."""
+        with self._lock:
+            stamp = _stamp(self.model)
+            if self._runner is None or stamp != self._stamp:
+                view = fast_view(self.model, self.dtype, cast_trainable=True, packed=True)
+                self._runner, self._stamp = view.eval(), stamp
+            return self._runner
 
     @property
     def gpt_config(self) -> GPTConfig:
@@ -70,9 +86,7 @@ class TorchRuntime:
         top = min(max_tokens, CPU_ROW_TILE, 2 * self.gpt_config.context_length)
         for width in range(ROW_ALIGN, top + 1, ROW_ALIGN):
             # two texts of different lengths (padding to skip), width - 1 tokens in all
-            lengths = [width // 2, width - 1 - width // 2]
-            encoded = Encoded([[13] * n for n in lengths], np.array(lengths), None, np.zeros(2))
-            self.logits(encoded, batch_size=2)
+            self.logits(Encoded.filler([width // 2, width - 1 - width // 2]), batch_size=2)
 
     @torch.inference_mode()
     def logits(self, encoded: Encoded, batch_size: int) -> np.ndarray:
@@ -81,8 +95,17 @@ class TorchRuntime:
         source = TokenSource(encoded, self.device)
         out = np.zeros((len(source), self.num_classes), dtype=np.float32)
         order = torch.argsort(source.lengths, descending=True, stable=True)
+        runner = self.runner  # one model for the whole call, even if it changes meanwhile
         with autocast(self.device, self.dtype):
             for idx in order.split(batch_size):
-                logits = self.runner(*source.batch(idx).args)
+                logits = runner(*source.batch(idx).args)
                 out[idx.numpy()] = logits.float().cpu().numpy()
         return out
+
+
+def _stamp(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """Which parameters the model holds and how often each was changed in place: a merged
+    adapter or a replaced layer brings new parameter objects, an in-place edit (an optimizer
+    step, `copy_`) bumps a tensor's version counter. The bf16 view copies weights, so either
+    makes it stale. Cheap next to a pass (one tuple over the parameters)."""
+    return tuple((id(p), p._version) for p in model.parameters())

@@ -11,17 +11,13 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gptclassify import __version__, tokenizer
-from gptclassify.artifact import CONFIG
-from gptclassify.data.encode import Encoded, encode_ids
+from gptclassify import __version__
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import read_json
-from gptclassify.predict import Classifier
+from gptclassify.predict import Classifier, Encoded, TextRejected
 from gptclassify.serve.batching import (
     BatchLimits,
     MicroBatcher,
@@ -102,9 +98,9 @@ class ClassifierService:
         self.model_id = self.settings.model_name or (
             path.name if path is not None else "gptclassify"
         )
-        self.model_sha256 = _weights_sha256(path)
+        self.model_sha256 = classifier.weights_sha256
         self.can_explain = classifier.runtime.name == "torch"
-        self.batcher.work = PassWork.of(classifier.runtime)
+        self.batcher.work = PassWork.of(classifier.padding_free, classifier.gpt_config.emb_dim)
 
     def start(self) -> None:
         """Load the classifier (when given a loader), time two passes (unless the pass cost
@@ -118,9 +114,8 @@ class ClassifierService:
     def _prepare(self) -> None:
         if self._loader is not None:
             self._attach(self._loader())
-        warm_up = getattr(self.classifier.runtime, "warm_up", None)
-        if warm_up is not None:  # the kernels of every pass shape, built before any request
-            warm_up(self.settings.max_batch_tokens)
+        # the kernels of every pass shape, built before any request
+        self.classifier.warm_up(self.settings.max_batch_tokens)
         if self.settings.pass_overhead_tokens is None:  # also warms the runtime up
             for work, seconds in measure_pass_cost(
                 self._logits, self.classifier.policy.max_length, work=self.batcher.work
@@ -135,7 +130,7 @@ class ClassifierService:
 
     def _logits(self, encoded: Encoded) -> np.ndarray:
         # One call per pass: the queue has already sorted and sized it.
-        return self.classifier.runtime.logits(encoded, len(encoded))
+        return self.classifier.logits_encoded(encoded)
 
     def texts(self, inputs: str | list[str]) -> list[str]:
         """The request's texts, checked against the caps."""
@@ -178,17 +173,12 @@ class ClassifierService:
     def encode(self, texts: list[str], truncate: bool) -> Encoded:
         """Token ids under the model's input policy; refuses empty texts and, without
         `truncate`, texts longer than the model reads."""
-        policy = self.classifier.policy
-        raw = [tokenizer.encode(text) for text in texts]
-        for i, ids in enumerate(raw):
-            if not ids:
-                raise invalid(f"text {i + 1} is empty: nothing to classify")
-            if not truncate and len(ids) > policy.max_length:
-                raise too_large(
-                    f"text {i + 1} has {len(ids)} tokens; the model reads at most "
-                    f"{policy.max_length} (send truncate: true to cut it)"
-                )
-        return encode_ids(raw, policy)
+        try:
+            return self.classifier.encode_checked(texts, truncate)
+        except TextRejected as exc:
+            if exc.reason == "empty":
+                raise invalid(str(exc)) from None
+            raise too_large(f"{exc} (send truncate: true to cut it)") from None
 
     # ---- explanations ---------------------------------------------------------------------
 
@@ -248,14 +238,3 @@ class ClassifierService:
             "auth": s.api_key is not None,
             "test_accuracy": test.get("accuracy"),
         }
-
-
-def _weights_sha256(folder: Path | None) -> str | None:
-    """The weights' sha256 recorded in the folder's config.json (checked when it loaded)."""
-    if folder is None:
-        return None
-    try:
-        value = read_json(folder / CONFIG).get("weights_sha256")
-    except (GPTClassifyError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None

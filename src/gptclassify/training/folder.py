@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gptclassify.artifact import FORMAT_CLASSIFIER, check_target, folder_format
+from gptclassify.artifact import FORMAT_CLASSIFIER, check_target, folder_kind
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, move_into_place
 from gptclassify.training.checkpoint import CHECKPOINTS
@@ -179,7 +179,7 @@ def _check_target(final: Path, overwrite: bool) -> None:
         raise GPTClassifyError(f"--out {final}: cannot write in {final.parent.absolute()}")
     if not any(final.iterdir()):
         return
-    if folder_format(final) is not None or not (final / CHECKPOINTS).is_dir():
+    if folder_kind(final) or not (final / CHECKPOINTS).is_dir():
         check_target(final, FORMAT_CLASSIFIER)  # not another kind of folder
     if not overwrite:
         raise GPTClassifyError(

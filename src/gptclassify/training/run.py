@@ -14,19 +14,19 @@ Speed: when the blocks before the first trainable one are frozen and determinist
 output for each text is computed once (training/prefix_cache.py) and every epoch and
 evaluation runs only the trainable suffix. The result is the same as running the whole
 network every step (tests/test_training.py checks it); `--cache off` turns it off.
+
+Beside this module: callbacks.py (the run's view of the loop), results.py (evaluate, describe
+LoRA, write the folder), history.py, logs.py, signals.py; their public names are importable
+from here too.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import signal
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gptclassify import __version__, tokenizer
-from gptclassify.args import RESUMABLE, TrainConfig, flat_dict, lora_target_list
-from gptclassify.artifact import LoraInfo, Provenance, RunMetrics, write_metrics
+from gptclassify.args import RESUMABLE, TrainConfig, flat_dict
+from gptclassify.artifact import Provenance, RunMetrics
 from gptclassify.classifier import GPTClassifier, trainable_blocks
 from gptclassify.data.batches import TokenSource
 from gptclassify.data.encode import Encoded, InputPolicy, encode_ids
@@ -47,15 +47,6 @@ from gptclassify.data.prepared import write_splits
 from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import sha256_file
-from gptclassify.metrics import (
-    classification_report,
-    expected_calibration_error,
-    fit_temperature,
-    softmax,
-)
-from gptclassify.model_io import lora_base_name
-from gptclassify.plots import plot_history
 from gptclassify.predict.api import Classifier
 from gptclassify.runtime import (
     peak_memory_mb,
@@ -64,7 +55,6 @@ from gptclassify.runtime import (
     resolve_precision,
     seed_everything,
 )
-from gptclassify.training import faults
 from gptclassify.training.build import (
     Backbone,
     build_backbone,
@@ -73,63 +63,35 @@ from gptclassify.training.build import (
     new_state,
     training_net,
 )
+from gptclassify.training.callbacks import RunCallbacks
 from gptclassify.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gptclassify.training.distributed import Dist
 from gptclassify.training.folder import RunFolder
-from gptclassify.training.loop import Callbacks, Engine, Sources, fit
+from gptclassify.training.history import HISTORY_COLUMNS, write_history
+from gptclassify.training.logs import run_logging
+from gptclassify.training.loop import Engine, Sources, fit
 from gptclassify.training.prefix_cache import (
     build_prefix_source,
     prefix_cache_bytes,
     prefix_is_cacheable,
 )
-from gptclassify.training.state import History, TrainState
-from gptclassify.weights import weights_file
+from gptclassify.training.results import describe_lora, evaluate_splits, write_run
+from gptclassify.training.signals import TrainingInterrupted, stop_on_signals
+from gptclassify.training.state import TrainState
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "Prepared",
+    "Run",
+    "RunCallbacks",
+    "TrainingInterrupted",
+    "resumed_config",
+    "run_logging",
+    "train",
+    "write_history",
+]
 
 log = logging.getLogger("gptclassify.training")
-
-HISTORY_COLUMNS = (
-    "step",
-    "epoch",
-    "examples_seen",
-    "train_loss",
-    "val_loss",
-    "train_accuracy",
-    "val_accuracy",
-    "full_val_accuracy",
-    "full_val_loss",
-)
-
-
-@contextmanager
-def run_logging(run_dir: Path, quiet: bool = False) -> Iterator[None]:
-    """Log lines go to run_dir/train.log and (unless quiet) the terminal."""
-    logger = logging.getLogger("gptclassify")
-    logger.setLevel(logging.INFO)
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "train.log", encoding="utf-8")]
-    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    if not quiet:
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter("%(message)s"))
-        # Lines meant for the file only (the terminal shows the error its own way).
-        console.addFilter(lambda record: not getattr(record, "file_only", False))
-        handlers.append(console)
-    for h in handlers:
-        logger.addHandler(h)
-    try:
-        yield
-    finally:
-        for h in handlers:
-            logger.removeHandler(h)
-            h.close()
-
-
-class TrainingInterrupted(GPTClassifyError):
-    """Ctrl-C or SIGTERM stopped the run after a step; a checkpoint was written."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
-        """What a shell reports for a process stopped by that signal (130, 143)."""
 
 
 def train(
@@ -310,25 +272,12 @@ class Run:
         )
         return self.finish(prep, state, engine, sources, cached, t0, fit_time)
 
-    @contextmanager
-    def stop_on_signals(self) -> Iterator[None]:
+    def stop_on_signals(self) -> AbstractContextManager[None]:
         """Ctrl-C / SIGTERM: finish the current step, checkpoint, stop (a second one aborts)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
+        return stop_on_signals(self._stop)
 
-        def handler(signum: int, frame: Any) -> None:
-            if self.stop_signal is not None:
-                raise KeyboardInterrupt  # asked twice: stop now
-            self.stop_signal = signum
-            log.info("%s received: stopping after this step", signal.Signals(signum).name)
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+    def _stop(self, signum: int) -> None:
+        self.stop_signal = signum
 
     def record(self, prep: Prepared) -> Path | None:
         """Write the run's record (fresh run), or check it and find the checkpoint to resume
@@ -569,36 +518,26 @@ class Run:
         t0: float,
         fit_time: float,
     ) -> Classifier:
+        """Merge adapters if asked, evaluate every split, write the run folder, publish it."""
         cfg, labels = self.cfg, prep.labels
-        lora = self.lora_info(prep)
+        lora = describe_lora(cfg.backbone, prep.backbone.pretrained_dir)
         if lora is not None and lora.merged:
-            engine = self.engine(prep, sources)  # evaluate the merged model that is saved
+            prep.model.merge_lora()  # the saved model is the merged one:
+            engine = self.engine(prep, sources)  # evaluate that
         logits = {k: engine.logits(s) for k, s in sources.items()}
-        temperature = 1.0
-        calibration: dict[str, float] | None = None
-        if cfg.eval.calibrate:
-            y_val = prep.encoded["validation"].labels
-            temperature = fit_temperature(logits["validation"], y_val)
-            calibration = {
-                "temperature": temperature,
-                "val_ece_before": expected_calibration_error(softmax(logits["validation"]), y_val),
-                "val_ece_after": expected_calibration_error(
-                    softmax(logits["validation"], temperature), y_val
-                ),
-            }
+        labels_of = {k: e.labels for k, e in prep.encoded.items()}
+        result = evaluate_splits(logits, labels_of, labels, cfg.eval.calibrate)
+        if result.calibration is not None:
             log.info(
                 "Calibrated temperature %.3f: validation ECE %.4f -> %.4f",
-                temperature,
-                calibration["val_ece_before"],
-                calibration["val_ece_after"],
+                result.temperature,
+                result.calibration["val_ece_before"],
+                result.calibration["val_ece_after"],
             )
-        reports = {
-            k: classification_report(softmax(v, temperature), prep.encoded[k].labels, labels)
-            for k, v in logits.items()
-        }
         log.info(
             " | ".join(
-                f"{k.capitalize()} accuracy: {r['accuracy'] * 100:.2f}%" for k, r in reports.items()
+                f"{k.capitalize()} accuracy: {r['accuracy'] * 100:.2f}%"
+                for k, r in result.reports.items()
             )
         )
         model = prep.model
@@ -614,13 +553,13 @@ class Run:
             model,
             labels,
             prep.policy,
-            temperature,
+            result.temperature,
             device=self.device,
             precision=cfg.runtime.precision,
             provenance=provenance,
         )
         metrics = RunMetrics(
-            splits=reports,
+            splits=result.reports,
             best_epoch=state.best_epoch,
             stopped_early=state.stopped_early,
             epochs_run=len(state.history.epochs),
@@ -634,7 +573,7 @@ class Run:
             precision=str(self.dtype).removeprefix("torch."),
             peak_memory_mb=peak_memory_mb(self.device),
             truncated={k: e.truncated for k, e in prep.encoded.items()},
-            calibration=calibration,
+            calibration=result.calibration,
             world_size=self.dist.world_size,
             backend=self.dist.backend,
         )
@@ -642,107 +581,8 @@ class Run:
         if self.is_main:
             # Everything goes into the work folder, which then becomes RUN in one rename: a
             # kill between two of these files leaves RUN as it was (resume redoes them).
-            classifier.save(self.run_dir)
-            faults.reached("publish")
-            write_metrics(self.run_dir, metrics)
-            write_history(self.run_dir / "history.csv", state.history)
-            plot_history(state.history.steps, state.history.epochs, self.run_dir)
-            faults.reached("publish")
+            write_run(self.run_dir, classifier, metrics, state.history)
             log.info("Saved model, metrics, history and plots; publishing %s", self.folder.final)
             self.folder.publish()
         classifier.path = self.folder.final
         return classifier
-
-    def lora_info(self, prep: Prepared) -> LoraInfo | None:
-        """How config.json describes LoRA; merges the adapters first when --merge-lora is set.
-
-        Unmerged adapters on a pretrained base are saved alone (with the head) and the base
-        is named and checksummed; on a random base the whole model must be saved.
-        """
-        b = self.cfg.backbone
-        if b.trainable != "lora":
-            return None
-        info = LoraInfo(b.lora_rank, b.lora_alpha, lora_target_list(b.lora_targets), b.merge_lora)
-        if b.merge_lora:
-            prep.model.merge_lora()
-        elif prep.backbone.pretrained_dir is not None:
-            directory = prep.backbone.pretrained_dir
-            info = LoraInfo(
-                info.rank,
-                info.alpha,
-                info.targets,
-                merged=False,
-                adapters_only=True,
-                base=lora_base_name(b.model, directory),
-                base_sha256=sha256_file(weights_file(directory)),
-            )
-        return info
-
-
-class RunCallbacks(Callbacks):
-    """The run's view of the loop: progress bar, the book's log lines, checkpoints, and
-    stopping on a signal."""
-
-    def __init__(self, run: Run, bar: tqdm, elapsed: float) -> None:
-        self.run = run
-        self.bar = bar
-        self.started = time.perf_counter() - elapsed
-
-    def fit_time(self) -> float:
-        return time.perf_counter() - self.started
-
-    def on_step(self, state: TrainState, loss: float) -> None:
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-        faults.reached("step")
-        every = self.run.cfg.runtime.checkpoint_every
-        if every and (state.step + 1) % every == 0:
-            self.run.checkpoint(state, self.fit_time())
-
-    def on_estimate(self, state: TrainState, row: dict[str, Any]) -> None:
-        log.info(
-            "Ep %d (Step %06d): Train loss %.3f, Val loss %.3f",
-            row["epoch"],
-            row["step"],
-            row["train_loss"],
-            row["val_loss"],
-        )
-        faults.reached("estimate")
-
-    def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
-        # The book's line (estimates on eval_iter batches), then the full-validation figures
-        # that choose the kept epoch, so the log shows why an epoch was kept.
-        log.info(
-            "Training accuracy: %.2f%% | Validation accuracy: %.2f%% | Full validation: "
-            "accuracy %.2f%%, loss %.3f",
-            row["train_accuracy"] * 100,
-            row["val_accuracy"] * 100,
-            row["full_val_accuracy"] * 100,
-            row["full_val_loss"],
-        )
-        if state.stopped_early:
-            log.info(
-                "Stopping early: no validation improvement for %d epoch(s)",
-                self.run.cfg.eval.patience,
-            )
-        faults.reached("epoch")
-        self.run.checkpoint(state, self.fit_time(), best=state.best_epoch == row["epoch"])
-
-    def should_stop(self) -> bool:
-        stop = self.run.stop_signal is not None
-        if self.run.dist.active:  # every rank stops at the same step, or none does
-            stop = self.run.dist.sum_floats(float(stop))[0] > 0
-        return stop
-
-
-def write_history(path: Path, history: History) -> None:
-    """history.csv: loss-estimate rows and epoch rows, in step order."""
-    rows = [dict(r) for r in history.steps] + [
-        {k: r[k] for k in HISTORY_COLUMNS if k in r} for r in history.epochs
-    ]
-    rows.sort(key=lambda r: (r["step"], "train_accuracy" in r))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: r.get(k, "") for k in HISTORY_COLUMNS})

@@ -1,13 +1,14 @@
-"""What this CPU can do fast, from its flags (no torch): the basis of the `auto` choices.
+"""What this CPU is and which matrix instructions it has, from its flags (no torch): the CPU
+line of a benchmark's header, so a figure says what it was measured on.
 
-Which precision is fastest depends on the matrix instructions a CPU has:
+The precision `auto` picks is decided elsewhere (gptclassify.runtime.cpu_has_fast_bf16 asks
+oneDNN); these flags explain the figures:
 
 - Intel AMX (`amx_bf16`, `amx_int8`: Sapphire Rapids and later): bf16 and int8 tile matmuls.
 - AVX512-BF16 (`avx512_bf16`, e.g. AMD EPYC Zen 4 and later): bf16 dot products on vector units.
 - VNNI (`avx512_vnni`, `avx_vnni`): int8 dot products on vector units.
 
-The flags come from /proc/cpuinfo (Linux). Elsewhere they are unknown (an empty set), and
-the `auto` choices fall back to what is right without them: fp32 for PyTorch.
+The flags come from /proc/cpuinfo (Linux). Elsewhere they are unknown (an empty set).
 """
 
 from __future__ import annotations

@@ -1,0 +1,279 @@
+"""`export`: check the target, load the source run, write and check the export in a
+temporary folder, rename it into place (see the package docstring)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gptclassify import artifact
+from gptclassify.artifact import (
+    CONFIG,
+    FORMAT_CLASSIFIER,
+    ONNX_KIND,
+    ClassifierConfig,
+    OnnxInfo,
+    read_classifier_config,
+)
+from gptclassify.artifact import versions as library_versions
+from gptclassify.errors import GPTClassifyError
+from gptclassify.export.hf import FORMAT_HF_EXPORT, refusals, write_hf_folder
+from gptclassify.export.source import (
+    Source,
+    check_texts,
+    load_source,
+    padded_batches,
+    synthetic_texts,
+)
+from gptclassify.files import replace_folder, sha256_file
+
+FORMATS = ("hf", "onnx")
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and what its checks measured."""
+
+    out: Path
+    format: str
+    precision: str = "fp32"
+    checks: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What was done to the model on the way (LoRA merged, head bias folded, exporter used)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the target format runs differently (e.g. a temperature HF ignores)."""
+
+
+def export(
+    run_dir: str | Path,
+    format: str,
+    out: str | Path,
+    quantize: str | None = None,
+    data: str | Path | None = None,
+    exporter: str = "auto",
+    opset: int | None = None,
+) -> ExportReport:
+    """Export the classifier folder `run_dir` to `out` (see the module docstring).
+
+    data: labelled texts the export is checked on (a file, or a folder with test.csv);
+    default: the run's own test split when it has one.
+    """
+    if format not in FORMATS:
+        raise GPTClassifyError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
+    if quantize not in (None, "none", "int8"):
+        raise GPTClassifyError(f"--quantize: {quantize!r} is not int8")
+    quantize = None if quantize == "none" else quantize
+    if quantize and format != "onnx":
+        raise GPTClassifyError("--quantize int8 applies to --format onnx only")
+    run_dir, out = Path(run_dir), Path(out)
+    check_target(run_dir, out, format)
+    if format == "hf":
+        return _export_hf(run_dir, out, data)
+    return _export_onnx(run_dir, out, quantize, data, exporter, opset)
+
+
+KINDS = {
+    None: None,
+    FORMAT_HF_EXPORT: "hf",
+    ONNX_KIND: "onnx",
+    FORMAT_CLASSIFIER: "a classifier with PyTorch weights",
+    "file": "a file",
+}
+"""artifact.folder_kind's answers, as an export names them (other answers: not an export)."""
+
+
+def folder_kind(path: Path) -> str | None:
+    """ "hf" or "onnx" for an export folder, None for a missing or empty one, else a
+    description of what is there."""
+    return KINDS.get(artifact.folder_kind(path), "a folder that is not a gptclassify export")
+
+
+def check_target(run_dir: Path, out: Path, format: str) -> None:
+    if out.resolve() == run_dir.resolve():
+        raise GPTClassifyError(f"--out {out}: that is the folder being exported")
+    kind = folder_kind(out)
+    if kind is not None and kind != format:
+        what = f"a {kind} export" if kind in FORMATS else kind
+        raise GPTClassifyError(
+            f"--out {out} holds {what}; an export replaces only a {format} export (choose "
+            "another --out, or remove that folder yourself)"
+        )
+
+
+def _settings(config: ClassifierConfig) -> dict[str, Any]:
+    return {
+        "pool": config.pool,
+        "causal": config.causal,
+        "max_length": config.max_length,
+        "pad_length": config.pad_length,
+        "truncate": config.truncate,
+        "temperature": config.temperature,
+    }
+
+
+def _notes(source: Source) -> list[str]:
+    lora = source.config.provenance.lora
+    if lora is not None and not lora.merged:
+        return [f"LoRA adapters (rank {lora.rank}) merged into the weights"]
+    return []
+
+
+# ---- Hugging Face -----------------------------------------------------------------------
+
+
+def _export_hf(run_dir: Path, out: Path, data: str | Path | None) -> ExportReport:
+    config = read_classifier_config(run_dir)
+    reasons = refusals(config.pool, config.causal)
+    if reasons:  # before loading any weights
+        raise GPTClassifyError("cannot export to Hugging Face format: " + "; ".join(reasons))
+    source = load_source(run_dir)
+    config = source.config
+    report = ExportReport(out=out, format="hf", notes=_notes(source))
+    if source.model.head.bias is not None and bool(source.model.head.bias.any()):
+        report.notes.append("head bias folded into transformer.ln_f.bias (exact)")
+    if config.temperature != 1.0:
+        report.warnings.append(
+            f"calibration temperature {config.temperature:.4g}: written to config.json "
+            "(gptclassify.temperature) for gptclassify; transformers ignores it, so its "
+            "probabilities are the uncalibrated ones (labels are the same)"
+        )
+    if config.max_length < config.model.context_length:
+        side = "end" if config.truncate == "end" else "start"
+        report.warnings.append(
+            f"gptclassify cuts texts to {config.max_length} tokens (at the {side}); the tokenizer "
+            f"is set up the same way, but transformers cuts only when asked: pass "
+            "truncation=True to the pipeline"
+        )
+    with replace_folder(out) as tmp:
+        write_hf_folder(
+            tmp,
+            source.model,
+            config.labels,
+            _settings(config),
+            config.provenance,
+            source.record,
+            source.tokenizer,
+        )
+    return report
+
+
+# ---- ONNX ---------------------------------------------------------------------------------
+
+
+def _export_onnx(
+    run_dir: Path,
+    out: Path,
+    quantize: str | None,
+    data: str | Path | None,
+    exporter: str,
+    opset: int | None,
+) -> ExportReport:
+    from gptclassify.export import onnx as graph  # lazy: onnx
+    from gptclassify.export.quantize import (  # lazy: onnxruntime
+        MIN_AGREEMENT,
+        compare_labels,
+        quantize_int8,
+    )
+
+    source = load_source(run_dir)
+    config = source.config
+    checks = check_texts(source, data)
+    texts = checks.texts if checks is not None else synthetic_texts()
+    batches = padded_batches(texts, source.policy)
+    report = ExportReport(
+        out=out, format="onnx", precision=quantize or "fp32", notes=_notes(source)
+    )
+    report.checks["checked_on"] = checks.source if checks is not None else "synthetic texts"
+    with replace_folder(out) as tmp:
+        fp32 = tmp / ("model.fp32.onnx" if quantize else "model.onnx")
+        used, version, diff = _export_checked(graph, source, fp32, batches, exporter, opset)
+        report.notes.append(f"exported with torch.onnx ({used}), opset {version}")
+        report.checks["fp32_max_abs_dlogit"] = diff
+        final = fp32
+        if quantize == "int8":
+            final = tmp / "model.onnx"
+            quantize_int8(fp32, final)
+            graph.check_graph(final)
+            fp32_logits = _graph_logits(graph, fp32, batches)
+            int8_logits = _graph_logits(graph, final, batches)
+            labels = checks.labels if checks is not None else None
+            report.checks["int8"] = compare_labels(fp32_logits, int8_logits, labels)
+            agreement = report.checks["int8"]["label_agreement"]
+            if agreement < MIN_AGREEMENT:
+                report.warnings.append(
+                    f"int8 labels agree with fp32 on {agreement:.2%} of {len(texts)} texts "
+                    f"(below {MIN_AGREEMENT:.0%}); check the accuracy before using it"
+                )
+            for leftover in (fp32, graph.data_file(fp32)):
+                if leftover is not None:
+                    leftover.unlink()
+        extra = graph.data_file(final)
+        info = OnnxInfo(
+            sha256=sha256_file(final),
+            precision=quantize or "fp32",
+            file=final.name,
+            data_file=extra.name if extra else None,
+            data_sha256=sha256_file(extra) if extra else None,
+            opset=version,
+            exporter=used,
+            checks=report.checks,
+        )
+        import onnx  # lazy: onnx
+        import onnxruntime  # lazy: onnxruntime
+
+        written = dataclasses.replace(
+            config,
+            onnx=info,
+            exported_from=source.record,
+            weights_sha256="",
+            provenance=_merged_provenance(config),
+            versions=library_versions(
+                torch=torch.__version__, onnx=onnx.__version__, onnxruntime=onnxruntime.__version__
+            ),
+        )
+        (tmp / CONFIG).write_text(json.dumps(written.to_json(), indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def _export_checked(graph, source: Source, path: Path, batches, exporter: str, opset: int | None):
+    """Export and check; with exporter "auto", a dynamo graph that fails the check is
+    replaced by a legacy one."""
+    tries = ["dynamo", "legacy"] if exporter == "auto" else [exporter]
+    problems = []
+    for attempt in tries:
+        try:
+            used, version = graph.export_graph(source.model, path, attempt, opset)
+            graph.check_graph(path)
+            diff = graph.max_logit_difference(path, source.model, batches)
+        except GPTClassifyError as exc:
+            problems.append(str(exc))
+            continue
+        if diff <= graph.MAX_DLOGIT:
+            return used, version, diff
+        problems.append(
+            f"the {used} graph's logits differ from PyTorch's by up to {diff:.1e} on padded "
+            f"batches (limit {graph.MAX_DLOGIT:.0e})"
+        )
+    raise GPTClassifyError("ONNX export failed: " + "; ".join(problems))
+
+
+def _graph_logits(graph, path: Path, batches) -> np.ndarray:
+    session = graph.new_session(path)
+    return np.concatenate(
+        [session.run(["logits"], {"input_ids": i, "attention_mask": m})[0] for i, m in batches]
+    )
+
+
+def _merged_provenance(config: ClassifierConfig):
+    lora = config.provenance.lora
+    if lora is None:
+        return config.provenance
+    # The graph holds the merged weights: nothing to load from a base model.
+    merged = dataclasses.replace(lora, merged=True, adapters_only=False)
+    return dataclasses.replace(config.provenance, lora=merged)
