@@ -161,9 +161,9 @@ class Tokenizer:
         body = truncate(ids[n_pre : len(ids) - n_post], max_length - n_pre - n_post, keep)
         return ids[:n_pre] + body + ids[len(ids) - n_post :]
 
-    def token_text(self, ids: Sequence[int]) -> list[str]:
-        """Each token as text (for explanations)."""
-        return [self.decode([i]) for i in ids]
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (a character may span several tokens)."""
+        return self.decode([token_id]).encode("utf-8")
 
     chat_template: str | None = None
     """The model's chat template (Jinja), when it has one."""
@@ -191,6 +191,9 @@ class GPT2Tokenizer(Tokenizer):
 
     def describe(self) -> dict:
         return {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID}
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return get_encoding().decode_single_token_bytes(token_id)
 
 
 def gpt2() -> GPT2Tokenizer:
@@ -221,6 +224,10 @@ class HFTokenizer(Tokenizer):
             raise GPTClassifyError(f"{source}: not a usable tokenizer.json ({exc})") from None
         self.text = text
         self.sha256 = hashlib.sha256(text.encode()).hexdigest()
+        # Byte-level BPE (GPT-2's scheme, used by Llama 3, Qwen, SmolLM2): each token's
+        # string spells its bytes in GPT-2's byte alphabet.
+        self._byte_level = "ByteLevel" in json.dumps(data.get("decoder") or {})
+        self._added = {t["id"] for t in data.get("added_tokens", [])}
         self.name = settings.get("name", "tokenizer.json")
         probe_with = self.full.encode("a", add_special_tokens=True).ids
         probe = self.ordinary.encode("a", add_special_tokens=False).ids
@@ -287,6 +294,16 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.full.decode(list(ids), skip_special_tokens=False)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        piece = self.full.id_to_token(token_id)
+        if piece is None:
+            return b""
+        if self._byte_level and token_id not in self._added:
+            table = _byte_decoder()
+            if all(ch in table for ch in piece):
+                return bytes(table[ch] for ch in piece)
+        return self.decode([token_id]).encode("utf-8")
 
     def describe(self) -> dict:
         return {

@@ -17,6 +17,7 @@ from gptclassify.artifact import (
     CONFIG,
     FORMAT_CLASSIFIER,
     ONNX_KIND,
+    TOKENIZER_FILE,
     ClassifierConfig,
     OnnxInfo,
     read_classifier_config,
@@ -32,6 +33,7 @@ from gptclassify.export.source import (
     synthetic_texts,
 )
 from gptclassify.files import replace_folder, sha256_file
+from gptclassify.tokenizer import HFTokenizer
 
 FORMATS = ("hf", "onnx")
 
@@ -237,6 +239,8 @@ def _export_onnx(
                 torch=torch.__version__, onnx=onnx.__version__, onnxruntime=onnxruntime.__version__
             ),
         )
+        if isinstance(source.tokenizer, HFTokenizer):  # the graph needs its tokenizer beside it
+            (tmp / TOKENIZER_FILE).write_text(source.tokenizer.text, encoding="utf-8")
         (tmp / CONFIG).write_text(json.dumps(written.to_json(), indent=2) + "\n", encoding="utf-8")
     return report
 

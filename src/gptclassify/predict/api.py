@@ -15,6 +15,7 @@ gets the same prediction alone or next to longer texts. Any number of threads ca
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -176,7 +177,8 @@ class Classifier:
         """
         config = read_classifier_config(run_dir)
         kind = choose_runtime(config, runtime, Path(run_dir))
-        policy = InputPolicy(config.max_length, config.pad_length, config.truncate)
+        tok = tokenizer.load_tokenizer(config.tokenizer, Path(run_dir))
+        policy = InputPolicy(config.max_length, config.pad_length, config.truncate, tok)
         if kind == "onnx":
             check_onnx_settings(config, device, precision, Path(run_dir))
             files = [config.onnx.file, config.onnx.data_file] if config.onnx else []
@@ -232,6 +234,7 @@ class Classifier:
             truncate=self.policy.truncate,
             temperature=self.temperature,
             provenance=self.provenance,
+            tokenizer=self.policy.tokenizer.describe(),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -247,7 +250,7 @@ class Classifier:
             )
         from gptclassify.model_io import save_classifier  # lazy: torch
 
-        config_file = save_classifier(directory, self.model, self.config())
+        config_file = save_classifier(directory, self.model, self.config(), self.policy.tokenizer)
         self.path = Path(directory)
         self.weights_sha256 = read_classifier_config(config_file.parent).weights_sha256
         return self.path
@@ -264,7 +267,7 @@ class Classifier:
     def encode_checked(self, texts: Sequence[str], truncate: bool = True) -> Encoded:
         """`encode`, refusing the first empty text and, without `truncate`, the first text
         longer than the model reads, with a `TextRejected` that says which and why."""
-        raw = [tokenizer.encode(text) for text in texts]  # few texts: no thread pool
+        raw = self.policy.tokenizer.encode_batch(texts)
         limit = self.policy.max_length
         for i, ids in enumerate(raw):
             if not ids:
@@ -278,7 +281,7 @@ class Classifier:
         all of them in one pass, as a caller that planned its own passes wants)."""
         if len(encoded) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.runtime.logits(encoded, batch_size or len(encoded))
+        return self.runtime.logits(self._padded_as_ours(encoded), batch_size or len(encoded))
 
     def warm_up(self, max_tokens: int) -> None:
         """Run the passes whose first run would be slow (a CPU builds a kernel per matmul
@@ -296,7 +299,14 @@ class Classifier:
         """Class probabilities of already encoded texts (see `encode`)."""
         if len(encoded) == 0:
             return np.zeros((0, len(self.labels)))
-        return softmax(self.runtime.logits(encoded, batch_size), self.temperature)
+        logits = self.runtime.logits(self._padded_as_ours(encoded), batch_size)
+        return softmax(logits, self.temperature)
+
+    def _padded_as_ours(self, encoded: Encoded) -> Encoded:
+        """`encoded` padded with this model's padding id (rows gathered from several requests
+        arrive without one; the id matters to the `last` pool and must be in the vocabulary)."""
+        pad = self.policy.tokenizer.pad_id
+        return encoded if encoded.pad_id == pad else dataclasses.replace(encoded, pad_id=pad)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities (N, num_classes), columns in `self.labels` order."""

@@ -125,7 +125,7 @@ def explain(
         raise GPTClassifyError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
     if target is not None and target not in labels:
         raise GPTClassifyError(f"target {target!r} is not a class ({', '.join(labels)})")
-    raw = tokenizer.encode(text)
+    raw = policy.tokenizer.encode(text)
     if not raw:
         raise GPTClassifyError("the text is empty: nothing to explain")
     ids = policy.apply(raw)
@@ -151,7 +151,7 @@ def explain(
     gap = float(attr.sum()) - (score - base_score) if base_score is not None else None
 
     real_ids = ids[:n_real]
-    pieces = token_texts(real_ids)
+    pieces = token_texts(real_ids, policy.tokenizer)
     tokens = tuple(
         TokenExplanation(
             text=pieces[i],
@@ -177,16 +177,16 @@ def explain(
     )
 
 
-def token_texts(ids: Sequence[int]) -> list[str]:
+def token_texts(ids: Sequence[int], tok: tokenizer.Tokenizer | None = None) -> list[str]:
     """The characters each token contributes to the decoded text.
 
-    GPT-2 tokens are byte sequences; a character whose UTF-8 bytes span several tokens (an
-    emoji, often) belongs to the token that completes it, the earlier ones get "". The
-    pieces joined are the decoded text.
+    Byte-level BPE tokens are byte sequences; a character whose UTF-8 bytes span several
+    tokens (an emoji, often) belongs to the token that completes it, the earlier ones get
+    "". The pieces joined are the decoded text.
     """
-    encoding = tokenizer.get_encoding()
+    tok = tok or tokenizer.gpt2()
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pieces = [decoder.decode(encoding.decode_single_token_bytes(i)) for i in ids]
+    pieces = [decoder.decode(tok.token_bytes(i)) for i in ids]
     if pieces:
         pieces[-1] += decoder.decode(b"", final=True)
     return pieces
@@ -230,6 +230,8 @@ def _embeddings(model: GPTClassifier, input_ids: Tensor) -> tuple[Tensor, Tensor
     """Token embeddings (1, T, C) and position embeddings (1, T, C), detached."""
     T = input_ids.shape[1]
     tok = model.gpt.wte(input_ids).detach()
+    if model.gpt.wpe is None:  # rotary positions live in the attention
+        return tok, torch.zeros_like(tok)
     pos = model.gpt.wpe(torch.arange(T, device=input_ids.device))[None].detach()
     return tok, pos
 

@@ -30,19 +30,22 @@ from gptclassify.training.state import History
 from gptclassify.weights import weights_file
 
 
-def describe_lora(backbone: BackboneArgs, pretrained_dir: Path | None) -> LoraInfo | None:
+def describe_lora(
+    backbone: BackboneArgs, location: Path | None, weights: Path | None = None
+) -> LoraInfo | None:
     """How config.json describes LoRA (None without it); reads the base's weights to record
     their sha256, changes nothing.
 
     Merged adapters (--merge-lora) are saved inside the weights. Unmerged adapters on a
     pretrained base are saved alone (with the head) and the base is named and checksummed;
-    on a random base the whole model must be saved.
+    on a random base the whole model must be saved. location: the pretrained folder or GGUF
+    file (None: a random init); weights: the file identifying its weights.
     """
     b = backbone
     if b.trainable != "lora":
         return None
     info = LoraInfo(b.lora_rank, b.lora_alpha, lora_target_list(b.lora_targets), b.merge_lora)
-    if b.merge_lora or pretrained_dir is None:
+    if b.merge_lora or location is None:
         return info
     return LoraInfo(
         info.rank,
@@ -50,8 +53,8 @@ def describe_lora(backbone: BackboneArgs, pretrained_dir: Path | None) -> LoraIn
         info.targets,
         merged=False,
         adapters_only=True,
-        base=lora_base_name(b.model, pretrained_dir),
-        base_sha256=sha256_file(weights_file(pretrained_dir)),
+        base=lora_base_name(b.model, location),
+        base_sha256=sha256_file(weights or weights_file(location)),
     )
 
 

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gptclassify import __version__, tokenizer
+from gptclassify import __version__
 from gptclassify.args import RESUMABLE, TrainConfig, flat_dict
 from gptclassify.artifact import Provenance, RunMetrics
 from gptclassify.classifier import GPTClassifier, trainable_blocks
@@ -367,13 +367,15 @@ class Run:
 
         model, start = build_classifier(cfg, len(labels), backbone)
         model.to(self.device)
-        raw = {k: tokenizer.encode_batch(v.texts) for k, v in parts.items()}
+        tok = backbone.tokenizer
+        raw = {k: tok.encode_batch(v.texts) for k, v in parts.items()}
         policy = InputPolicy.resolve(
             cfg.inputs.pad_to,
             cfg.inputs.max_length,
             cfg.inputs.truncate,
             model.gpt.config.context_length,
             [len(r) for r in raw["train"]],
+            tok,
         )
         encoded = {
             name: encode_ids(raw[name], policy, splits.label_ids(part), part.source)
@@ -520,7 +522,9 @@ class Run:
     ) -> Classifier:
         """Merge adapters if asked, evaluate every split, write the run folder, publish it."""
         cfg, labels = self.cfg, prep.labels
-        lora = describe_lora(cfg.backbone, prep.backbone.pretrained_dir)
+        backbone = prep.backbone
+        location = backbone.pretrained_dir or backbone.weights_file
+        lora = describe_lora(cfg.backbone, location, backbone.weights_file)
         if lora is not None and lora.merged:
             prep.model.merge_lora()  # the saved model is the merged one:
             engine = self.engine(prep, sources)  # evaluate that
