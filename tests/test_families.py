@@ -73,15 +73,18 @@ def test_classifier_logits_equal_sequence_classification(family_pair, tmp_path):
         assert (got - want).abs().max() <= 1e-5
 
 
-def test_fast_view_in_bf16_stays_close(family_pair):
+def test_fast_view_in_bf16_stays_close_and_leaves_the_model_alone(family_pair):
     _, _, ours = family_pair
     clf = GPTClassifier(ours, 2).eval()
+    before = {n: (p.dtype, p.data_ptr()) for n, p in clf.named_parameters()}
     ids, mask, _ = padded_batch(2)
     with torch.no_grad():
         want = clf(ids, mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = fast_view(clf, torch.bfloat16, packed=True)(ids, mask)
     assert (got.float() - want).abs().max() < 0.1 * (1 + want.abs().max())
+    # The view holds bf16 copies; the model keeps its own fp32 layers.
+    assert {n: (p.dtype, p.data_ptr()) for n, p in clf.named_parameters()} == before
 
 
 def test_greedy_generation_equals_transformers(family_pair):

@@ -252,8 +252,9 @@ def fast_view(
     for i, block in enumerate(model.gpt.h):
         block = shallow_copy(block)
         block.attn = shallow_copy(block.attn)
-        if type(block.mlp) is MLP:  # the fused kernel is GELU's; SwiGLU keeps its own
-            block.mlp = FastMLP.of(block.mlp)
+        # The fused kernel is GELU's; SwiGLU keeps its own forward, in a copy all the same
+        # (the cast below replaces layers of the view's MLP, never the model's).
+        block.mlp = FastMLP.of(block.mlp) if type(block.mlp) is MLP else shallow_copy(block.mlp)
         if i in cast:
             for parent in (block.attn, block.mlp):
                 for attr, layer in list(parent.named_children()):

@@ -14,7 +14,7 @@ from gptclassify.cli.app import cli
     "fmt",
     required=True,
     type=click.Choice(["hf", "onnx"]),
-    help="hf: a GPT2ForSequenceClassification folder for transformers; onnx: a gptclassify "
+    help="hf: a Hugging Face XForSequenceClassification folder (GPT2, Llama, Mistral, Qwen2, Qwen3) for transformers; onnx: a gptclassify "
     "folder holding an ONNX graph, run by ONNX Runtime without torch.",
 )
 @click.option(
@@ -66,6 +66,6 @@ def export(run_dir, fmt, quantize, out, data, exporter, opset) -> None:
         click.echo(line)
     for warning in report.warnings:
         click.echo(f"Warning: {warning}", err=True)
-    what = {"hf": "Hugging Face GPT2ForSequenceClassification", "onnx": "ONNX"}[fmt]
+    what = {"hf": "a Hugging Face XForSequenceClassification folder", "onnx": "ONNX"}[fmt]
     precision = f" ({report.precision})" if fmt == "onnx" else ""
     click.echo(f"Wrote {what}{precision} to {report.out}")
