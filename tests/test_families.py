@@ -81,7 +81,7 @@ def test_fast_view_in_bf16_stays_close_and_leaves_the_model_alone(family_pair):
     with torch.no_grad():
         want = clf(ids, mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            got = fast_view(clf, torch.bfloat16, packed=True)(ids, mask)
+            got = fast_view(clf, torch.bfloat16, cast_trainable=True, packed=True)(ids, mask)
     assert (got.float() - want).abs().max() < 0.1 * (1 + want.abs().max())
     # The view holds bf16 copies; the model keeps its own fp32 layers.
     assert {n: (p.dtype, p.data_ptr()) for n, p in clf.named_parameters()} == before
