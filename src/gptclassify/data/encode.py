@@ -6,6 +6,7 @@ they never see the padding. No torch here: the ONNX runtime classifies without i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -110,7 +111,9 @@ class Encoded:
     def filler(cls, lengths: Sequence[int]) -> Encoded:
         """Texts of `lengths` tokens each, all one token: passes whose cost, not answer,
         matters (warm-ups, timings)."""
-        return cls.unlabelled([[FILLER_TOKEN_ID] * n for n in lengths])
+        # Padded with the filler too: an id every model's vocabulary has.
+        filler = cls.unlabelled([[FILLER_TOKEN_ID] * n for n in lengths])
+        return dataclasses.replace(filler, pad_id=FILLER_TOKEN_ID)
 
 
 def encode(

@@ -1,0 +1,156 @@
+"""Every family through the whole package: train from a Hugging Face folder, the model folder,
+predict, explain, serve, LoRA adapters on a folder base, export to Hugging Face (transformers'
+pipeline gives our probabilities) and to ONNX (ONNX Runtime gives our logits)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import write_three_classes
+from families import write_hf_family
+from gptclassify.cli import cli
+from gptclassify.predict import Classifier
+
+TEXTS = ["goal match team", "pizza pasta oven spicy", "python server cloud code laptop", "ok"]
+
+
+def invoke(args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("topics")
+    write_three_classes(root / "topics.csv", n_per_class=40)
+    invoke(["data", "split", root / "topics.csv", "--out", root / "prepared", "--stratify"])
+    return root / "prepared"
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3"])
+def trained(request, prepared, tmp_path_factory):
+    """A family's folder (Llama with a BOS token, Qwen3 without) and a run trained on it."""
+    root = tmp_path_factory.mktemp(request.param)
+    base = write_hf_family(root / "base", request.param, bos=request.param == "llama")
+    run = root / "run"
+    invoke(
+        [
+            "train",
+            "--data",
+            prepared,
+            "--model",
+            base,
+            "--trainable",
+            "last-2-blocks",
+            "--lr",
+            "3e-3",
+            "--epochs",
+            "2",
+            "--precision",
+            "fp32",
+            "--out",
+            run,
+            "--quiet",
+        ]
+    )
+    return request.param, base, run
+
+
+def test_the_run_folder_records_the_family_and_its_tokenizer(trained):
+    family, base, run = trained
+    config = json.loads((run / "config.json").read_text())
+    assert config["format_version"] == 3 and config["model"]["family"] == family
+    tok = config["tokenizer"]
+    assert tok["library"] == "tokenizers" and (run / "tokenizer.json").is_file()
+    assert tok["prefix"] == ([1] if family == "llama" else [])
+    # The folder is self-contained: the base can go away.
+    clf = Classifier.load(run, precision="fp32")
+    assert clf.predict(TEXTS) == Classifier.load(run, precision="fp32").predict(TEXTS)
+    explanation = clf.explain(TEXTS[1])
+    assert "".join(t.text for t in explanation.tokens).endswith(TEXTS[1])
+
+
+def test_hugging_face_export_gives_our_probabilities_in_a_pipeline(trained, tmp_path):
+    import transformers
+
+    family, _, run = trained
+    invoke(["export", run, "--format", "hf", "--out", tmp_path / "hf"])
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == [
+        {"llama": "LlamaForSequenceClassification", "qwen3": "Qwen3ForSequenceClassification"}[
+            family
+        ]
+    ]
+    pipe = transformers.pipeline("text-classification", model=str(tmp_path / "hf"), device="cpu")
+    theirs = pipe(TEXTS, top_k=None)
+    ours = Classifier.load(run, precision="fp32").predict_proba(TEXTS)
+    labels = Classifier.load(run, precision="fp32").labels
+    for row, probs in zip(theirs, ours, strict=True):
+        got = {d["label"]: d["score"] for d in row}
+        assert [got[name] for name in labels] == pytest.approx(list(probs), abs=1e-5)
+
+
+def test_onnx_export_runs_without_torch_and_equals_ours(trained, tmp_path):
+    _, _, run = trained
+    invoke(["export", run, "--format", "onnx", "--out", tmp_path / "onnx"])
+    assert (tmp_path / "onnx" / "tokenizer.json").is_file()
+    onnx = Classifier.load(tmp_path / "onnx")
+    assert onnx.runtime.name == "onnx"
+    ours = Classifier.load(run, precision="fp32")
+    np.testing.assert_allclose(onnx.logits(TEXTS), ours.logits(TEXTS), atol=1e-4)
+
+
+def test_served_answers_are_the_classifiers(trained):
+    from fastapi.testclient import TestClient
+
+    from gptclassify.serve import create_app
+
+    _, _, run = trained
+    clf = Classifier.load(run, precision="fp32")
+    with TestClient(create_app(clf)) as client:
+        answer = client.post("/predict", json={"inputs": TEXTS}).json()
+    expected = clf.predict_proba(TEXTS)
+    for row, probs in zip(answer, expected, strict=True):
+        got = {d["label"]: d["score"] for d in row}
+        assert [got[name] for name in clf.labels] == pytest.approx(list(probs), abs=1e-5)
+
+
+def test_lora_adapters_on_a_folder_base(prepared, tmp_path):
+    base = write_hf_family(tmp_path / "base", "qwen2")
+    run = tmp_path / "lora"
+    invoke(
+        [
+            "train",
+            "--data",
+            prepared,
+            "--model",
+            base,
+            "--trainable",
+            "lora",
+            "--lora-targets",
+            "q_proj,v_proj,down_proj",
+            "--lora-rank",
+            "4",
+            "--epochs",
+            "1",
+            "--precision",
+            "fp32",
+            "--out",
+            run,
+            "--quiet",
+        ]
+    )
+    config = json.loads((run / "config.json").read_text())
+    lora = config["lora"]
+    assert lora["adapters_only"] and lora["targets"] == ["attn.c_attn", "mlp.c_proj"]
+    with pytest.raises(Exception, match="outside the model folder"):
+        Classifier.load(run)
+    clf = Classifier.load(run, base_model=base, precision="fp32")
+    merged = Classifier.load(run, base_model=base, precision="fp32")
+    merged.model.merge_lora()
+    np.testing.assert_allclose(clf.logits(TEXTS), merged.logits(TEXTS), atol=1e-5)
