@@ -24,7 +24,7 @@ ALLOWED = {
     "core": set(),
     "data": {"data"},
     "predict": {"data", "predict"},
-    "training": {"data", "predict", "training"},
+    "training": {"data", "predict", "baseline", "training"},
     "baseline": {"data", "baseline"},
     "experiments": {"data", "training", "baseline", "experiments"},
     "serve": {"predict", "serve"},  # through Classifier: no tokenizing or data files of its own

@@ -336,3 +336,24 @@ def test_peak_memory_is_this_process_peak_in_mb():
     peak = peak_memory_mb(CPU)
     del block
     assert during - 5 <= peak <= during + 2048  # MB, not KB or bytes; the peak, not current
+
+
+def test_the_tfidf_baseline_is_fitted_beside_the_model_and_warns_when_better(
+    tmp_path, tiny_json, caplog
+):
+    import json
+    import logging
+
+    # Keyword topics: TF-IDF separates them perfectly; a random tiny model after one epoch
+    # at a tiny learning rate does not.
+    with caplog.at_level(logging.INFO, logger="gptclassify"):
+        small_run(tmp_path, tiny_json, "weak", epochs=1, lr=1e-6, trainable="head")
+    metrics = json.loads((tmp_path / "weak" / "metrics.json").read_text())
+    base = metrics["baseline"]
+    assert base["model"] == "tfidf-logistic-regression"
+    assert base["validation"]["accuracy"] > metrics["validation"]["accuracy"]
+    assert set(base) >= {"validation", "fit_time_s"}
+    warnings = [r.getMessage() for r in caplog.records if "baseline beats" in r.getMessage()]
+    assert len(warnings) == 1 and "macro F1" in warnings[0]
+    small_run(tmp_path, tiny_json, "nobase", epochs=1, baseline=False)
+    assert json.loads((tmp_path / "nobase" / "metrics.json").read_text())["baseline"] is None

@@ -429,6 +429,13 @@ class EvalArgs:
         default=False,
         metadata=opt("Fit a softmax temperature on the validation split after training."),
     )
+    baseline: bool = field(
+        default=True,
+        metadata=opt(
+            "Fit the TF-IDF + logistic regression baseline on the same split (seconds) and "
+            "report its scores beside the model's, warning when it is better."
+        ),
+    )
 
     def __post_init__(self) -> None:
         check_positive_ints(self, "eval_iter")

@@ -506,6 +506,10 @@ class RunMetrics:
     """Processes that trained the model (torchrun); 1 for a single process."""
     backend: str | None = None
     """torch.distributed backend (nccl, gloo), None for a single process."""
+    baseline: dict[str, Any] | None = None
+    """The TF-IDF + logistic regression baseline fitted on the same training split:
+    {"model", "fit_time_s", "validation": {accuracy, macro_f1}, "test": {...}} (None when
+    not fitted)."""
 
     def to_json(self) -> dict[str, Any]:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -14,6 +14,7 @@ import numpy as np
 
 from gptclassify.args import BackboneArgs, lora_target_list
 from gptclassify.artifact import LoraInfo, RunMetrics, write_metrics
+from gptclassify.baseline.tfidf import Baseline
 from gptclassify.files import sha256_file
 from gptclassify.metrics import (
     classification_report,
@@ -103,3 +104,25 @@ def write_run(
     write_history(directory / "history.csv", history)
     plot_history(history.steps, history.epochs, directory)
     faults.reached("publish")
+
+
+def compare_with_baseline(
+    splits: Mapping[str, Any], label_ids: Mapping[str, np.ndarray], labels: list[str]
+) -> dict[str, Any]:
+    """The TF-IDF + logistic regression baseline on the same training split, scored on
+    every other split: what a fine-tuned model has to beat to be worth shipping."""
+    import time
+
+    t0 = time.perf_counter()
+    train = splits["train"]
+    baseline = Baseline.fit(train.texts, train.labels, labels)
+    out: dict[str, Any] = {
+        "model": "tfidf-logistic-regression",
+        "fit_time_s": time.perf_counter() - t0,
+    }
+    for name, part in splits.items():
+        if name == "train":
+            continue
+        report = classification_report(baseline.predict_proba(part.texts), label_ids[name], labels)
+        out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+    return out

@@ -75,7 +75,12 @@ from gptclassify.training.prefix_cache import (
     prefix_cache_bytes,
     prefix_is_cacheable,
 )
-from gptclassify.training.results import describe_lora, evaluate_splits, write_run
+from gptclassify.training.results import (
+    compare_with_baseline,
+    describe_lora,
+    evaluate_splits,
+    write_run,
+)
 from gptclassify.training.signals import TrainingInterrupted, stop_on_signals
 from gptclassify.training.state import TrainState
 
@@ -544,6 +549,29 @@ class Run:
                 for k, r in result.reports.items()
             )
         )
+        baseline = None
+        if cfg.eval.baseline and self.is_main:
+            parts = {k: p for k, p in prep.splits.parts() if k in prep.encoded}
+            baseline = compare_with_baseline(parts, labels_of, labels)
+            ours = result.reports["validation"]
+            theirs = baseline["validation"]
+            log.info(
+                "TF-IDF baseline (same split, %.1f s): validation accuracy %.2f%%, macro F1 "
+                "%.4f | this model: %.2f%%, %.4f",
+                baseline["fit_time_s"],
+                theirs["accuracy"] * 100,
+                theirs["macro_f1"],
+                ours["accuracy"] * 100,
+                ours["macro_f1"],
+            )
+            if theirs["macro_f1"] > ours["macro_f1"]:
+                log.warning(
+                    "Warning: the TF-IDF + logistic regression baseline beats this model on "
+                    "validation (macro F1 %.4f vs %.4f): train longer, unfreeze more blocks, "
+                    "raise --lr, or try --recipe auto before shipping it",
+                    theirs["macro_f1"],
+                    ours["macro_f1"],
+                )
         model = prep.model
         provenance = Provenance(
             base_model=prep.backbone.description,
@@ -580,6 +608,7 @@ class Run:
             calibration=result.calibration,
             world_size=self.dist.world_size,
             backend=self.dist.backend,
+            baseline=baseline,
         )
         classifier.metrics = metrics.to_json()
         if self.is_main:
