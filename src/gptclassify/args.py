@@ -280,13 +280,17 @@ class DataConfig:
 
 @dataclass
 class BackboneArgs:
-    """Which GPT-2, from which weights, and which of its parts train."""
+    """Which model (any family), from which weights, and which of its parts train."""
 
     model: str = field(
         default="gpt2",
         metadata=opt(
-            "gpt2, gpt2-medium, gpt2-large, gpt2-xl, a Hugging Face GPT-2 folder, or a JSON file "
-            "of GPTConfig fields (needs --weights random)."
+            "A preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, smollm2-360m, "
+            "smollm2-1.7b, llama-3.2-1b, llama-3.2-3b, qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, "
+            "qwen3-1.7b, mistral-7b), a Hugging Face Hub id (owner/name), a local Hugging Face "
+            "folder (GPT-2, Llama 3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3: config.json, "
+            "safetensors, tokenizer.json), a GGUF file, or a JSON file of GPTConfig fields "
+            "(needs --weights random)."
         ),
     )
     weights: Literal["pretrained", "random"] = field(

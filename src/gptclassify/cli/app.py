@@ -50,7 +50,8 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gptclassify")
 def cli() -> None:
-    """Fine-tune GPT-2 into a text classifier (spam / not spam by default)."""
+    """Fine-tune a decoder language model (GPT-2, Llama, SmolLM2, Qwen, Mistral) into a text
+    classifier (spam / not spam by default)."""
 
 
 def main(argv: list[str] | None = None) -> None:

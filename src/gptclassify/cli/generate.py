@@ -50,7 +50,7 @@ def generate(
     chat: bool,
     device: str,
 ) -> None:
-    """Continue a prompt with a GPT-2 model (a check that weights loaded correctly)."""
+    """Continue a prompt with a pretrained model (a check that weights loaded correctly)."""
     from gptclassify.generation import generate_text
     from gptclassify.runtime import resolve_device
     from gptclassify.weights import load_pretrained_model

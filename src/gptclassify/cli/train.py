@@ -30,7 +30,8 @@ from gptclassify.cli.options import build, config_options
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines; just the summary.")
 @click.pass_context
 def train(ctx: click.Context, resume: str | None, overwrite: bool, quiet: bool, **values) -> None:
-    """Fine-tune GPT-2 into a classifier. With no options: the book's spam classifier.
+    """Fine-tune a pretrained model into a classifier. With no options: the book's spam
+    classifier on GPT-2.
 
     Writes a run folder (--out; default runs/<timestamp>) with model.safetensors,
     config.json, metrics.json, history.csv, loss.png, accuracy.png, train.log, the exact
