@@ -121,3 +121,24 @@ def pad_batch(seqs: Sequence[Sequence[int]], lengths: np.ndarray) -> tuple[np.nd
         ids[row, : len(seq)] = seq
     mask = (np.arange(width)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
     return ids, mask
+
+
+def token_passes(encoded: Encoded, batch_size: int, max_tokens: int) -> list[np.ndarray]:
+    """Row indices of `encoded` in passes: longest texts first, at most `batch_size` rows and
+    at most `max_tokens` padded tokens (rows x the pass's longest text) each; a text longer
+    than `max_tokens` runs alone.
+
+    For runtimes that compute every padded token (ONNX Runtime): a pass's activations, the
+    attention scores above all (rows x heads x width^2), then follow the token budget, not
+    the batch size times the longest text.
+    """
+    widths = np.fromiter((len(s) for s in encoded.ids), dtype=np.int64, count=len(encoded))
+    order = np.argsort(-encoded.lengths, kind="stable")
+    passes: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        # Sorted longest first, so the pass's first text sets its width.
+        rows = min(batch_size, max(1, max_tokens // int(widths[order[start]])))
+        passes.append(order[start : start + rows])
+        start += rows
+    return passes
