@@ -39,12 +39,12 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gptclassify import __version__, tokenizer
+from gptclassify import __version__
 from gptclassify.args import RESUMABLE, TrainConfig, flat_dict, lora_target_list
 from gptclassify.artifact import LoraInfo, Provenance, RunMetrics, write_metrics
 from gptclassify.classifier import GPTClassifier, trainable_blocks
 from gptclassify.data.batches import TokenSource
-from gptclassify.data.encode import Encoded, InputPolicy, encode_ids
+from gptclassify.data.encode import Encoded, InputPolicy, encode_ids, tokenize
 from gptclassify.data.prepared import write_splits
 from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
@@ -432,7 +432,17 @@ class Run:
 
         model, start = build_classifier(cfg, len(labels), backbone)
         model.to(self.device)
-        raw = {k: tokenizer.encode_batch(v.texts) for k, v in parts.items()}
+        tokenized = {k: tokenize(v.texts) for k, v in parts.items()}
+        raw = {k: t.ids for k, t in tokenized.items()}
+        n_tokens = sum(t.tokens for t in tokenized.values())
+        seconds = sum(t.seconds for t in tokenized.values())
+        log.info(
+            "Tokenized %s texts, %s tokens, in %.2f s (%.2f s per million tokens)",
+            f"{sum(len(r) for r in raw.values()):,}",
+            f"{n_tokens:,}",
+            seconds,
+            seconds / max(n_tokens, 1) * 1e6,
+        )
         policy = InputPolicy.resolve(
             cfg.inputs.pad_to,
             cfg.inputs.max_length,
