@@ -48,9 +48,11 @@ def worker(args: argparse.Namespace) -> None:
         clf.runtime.max_tokens = args.max_tokens
     t0 = time.perf_counter()
     probs = clf.predict_proba(texts, batch_size=args.batch_size)
-    Path(args.result).write_text(
-        json.dumps({"seconds": time.perf_counter() - t0, "labels": np.argmax(probs, 1).tolist()})
-    )
+    seconds = time.perf_counter() - t0
+    status = Path("/proc/self/status").read_text().splitlines()
+    hwm_kb = int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+    result = {"seconds": seconds, "labels": np.argmax(probs, 1).tolist(), "peak_mb": hwm_kb / 1024}
+    Path(args.result).write_text(json.dumps(result))
 
 
 def make_folders(out: Path, int8: bool) -> dict[str, Path]:
