@@ -40,7 +40,7 @@ bf16 autocast too), exactly what the uncached path hands the first trainable blo
 DISK_HEADROOM = 1_000_000_000
 """Bytes of free disk a memory-mapped cache leaves to everything else (logs, checkpoints)."""
 
-RELEASE_EVERY = 256 * 2**20
+RELEASE_EVERY = 64 * 2**20
 """Bytes read or written through the mapping between two releases of its pages: the kernel
 keeps the file in its page cache, but pages still mapped count as this process's memory
 (peak RSS would otherwise grow to the whole file)."""
