@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gptclassify import tokenizer
 from gptclassify.data.batches import shuffled_batches, token_budget_batches
-from gptclassify.data.encode import InputPolicy, encode
+from gptclassify.data.encode import InputPolicy, encode, tokenize
 from gptclassify.errors import GPTClassifyError
 
 TEXTS = ["one two three", "a much longer message with quite a few more words in it", "hi"]
@@ -69,3 +70,23 @@ def test_batches_cover_every_index_once():
     )
     assert [len(b) for b in shuffled] == [3, 3, 3]
     assert len(set(torch.cat(shuffled).tolist())) == 9
+
+
+def test_tokenize_in_chunks_equals_one_text_at_a_time():
+    texts = [f"message {i}: " + "free prize " * (i % 7) for i in range(25)]
+    chunks: list[int] = []
+
+    def batch(part):
+        chunks.append(len(part))
+        return tokenizer.encode_batch(part)
+
+    result = tokenize(texts, batch, chunk=10)
+    assert chunks == [10, 10, 5]  # the tokenizer's batch encoding, a chunk at a time
+    assert result.ids == [tokenizer.encode(t) for t in texts]
+    assert result.tokens == sum(len(tokenizer.encode(t)) for t in texts)
+    assert result.seconds > 0 and result.seconds_per_million > 0
+    # Any tokenizer with a batch method stands in (here: one id per character).
+    assert tokenize(["ab", "c"], lambda part: [[ord(ch) for ch in t] for t in part]).ids == [
+        [97, 98],
+        [99],
+    ]

@@ -210,6 +210,31 @@ def test_onnx_export_runs_in_onnx_runtime_with_our_logits(tiny_run, onnx_dir):
     assert sorted(p.name for p in onnx_dir.iterdir()) == ["config.json", "model.onnx"]
 
 
+def test_onnx_passes_keep_to_a_token_budget_with_the_same_logits(tiny_run, onnx_dir):
+    texts, _ = test_texts(tiny_run)
+    runtime = Classifier.load(onnx_dir).runtime
+    encoded = Classifier.load(onnx_dir).encode(texts)
+    alone = runtime.logits(encoded, 1)  # one text per pass: no padding, no neighbours
+    shapes: list[tuple[int, int]] = []
+    run = runtime.run
+    runtime.run = lambda ids, mask: (shapes.append(ids.shape), run(ids, mask))[1]
+    runtime.max_tokens = 96
+    budgeted = runtime.logits(encoded, 32)
+    assert np.abs(budgeted - alone).max() < 1e-5
+    assert (budgeted.argmax(1) == alone.argmax(1)).all()
+    # Every pass within the budget (a text longer than it alone), every text once; long
+    # texts in small passes, short ones in larger ones.
+    assert all(rows * width <= 96 or rows == 1 for rows, width in shapes)
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    assert shapes[0] == (1, max(width for _, width in shapes)) and shapes[0][1] > 96
+    assert max(rows for rows, _ in shapes) > 96 // 32
+    # With a budget that never binds, batch_size does.
+    shapes.clear()
+    runtime.max_tokens = 10**9
+    assert np.abs(runtime.logits(encoded, 32) - alone).max() < 1e-5
+    assert max(rows for rows, _ in shapes) == 32 and len(shapes) == -(-len(texts) // 32)
+
+
 def test_int8_agrees_with_fp32_on_the_test_split(tiny_run, int8_dir):
     texts, labels = test_texts(tiny_run)
     fp32 = Classifier.load(tiny_run.path, precision="fp32").predict(texts)

@@ -473,6 +473,21 @@ class RuntimeArgs:
     cache_gb: float = field(
         default=4.0, metadata=opt("Memory budget for the frozen-prefix cache, in GB.")
     )
+    cache_disk_gb: float = field(
+        default=100.0,
+        metadata=opt(
+            "Disk budget for a frozen-prefix cache larger than --cache-gb, in GB: it is then "
+            "kept in a memory-mapped file (same values, removed when the run ends); beyond "
+            "this or the disk's free space, the whole network runs every step."
+        ),
+    )
+    prefix_cache_dir: str | None = field(
+        default=None,
+        metadata=opt(
+            "Folder for the memory-mapped frozen-prefix cache (default: the run's work "
+            "folder, RUN.partial)."
+        ),
+    )
     checkpoint_every: int = field(
         default=0,
         metadata=opt(
@@ -486,7 +501,7 @@ class RuntimeArgs:
     )
 
     def __post_init__(self) -> None:
-        check_finite(self, "cache_gb")
+        check_finite(self, "cache_gb", "cache_disk_gb")
         check_positive_ints(self, "keep_checkpoints")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise GPTClassifyError(
@@ -634,7 +649,7 @@ class TrainConfig:
             raise GPTClassifyError(f"{source}: {exc}") from None
 
 
-RESUMABLE = frozenset({"epochs", "checkpoint_every", "keep_checkpoints"})
+RESUMABLE = frozenset({"epochs", "checkpoint_every", "keep_checkpoints", "prefix_cache_dir"})
 """Options a resumed run may change (`--epochs` may grow); every other option is the run's
 own, as recorded when it started."""
 

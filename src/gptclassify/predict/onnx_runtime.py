@@ -2,8 +2,11 @@
 
 Imports numpy and onnxruntime only, never torch: a folder written by `gptclassify export
 --format onnx` classifies on a machine with `pip install "gptclassify[onnx]"` and no PyTorch.
-Batching is the PyTorch runtime's: longest texts first, chunks of `batch_size`, each padded on
-the right to its own longest text, results put back in input order. ONNX Runtime sessions
+Batching: longest texts first, each pass padded on the right to its own longest text, results
+put back in input order; a pass holds at most `batch_size` texts and `max_tokens` padded
+tokens (data.encode.token_passes). The graph computes every padded token, so without the token
+budget a batch of 32 long texts held 32 x 1,024 tokens' activations at once (issue 26: several
+times the PyTorch runtime's peak memory, whose passes skip padding and tile their rows). ONNX Runtime sessions
 may be run from several threads at once, so a Classifier around this runtime may be too.
 """
 
@@ -17,12 +20,16 @@ import onnxruntime as ort
 
 from gptclassify.artifact import ClassifierConfig
 from gptclassify.config import GPTConfig
-from gptclassify.data.encode import Encoded, pad_batch
+from gptclassify.data.encode import Encoded, pad_batch, token_passes
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import sha256_file
 
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "logits"
+
+MAX_PASS_TOKENS = 4096
+"""Padded tokens per pass (the PyTorch runtime's no-grad budget, data.batches.TOKENS_PER_BATCH):
+enough rows for efficient matmuls; a pass of 1,024-token texts holds four of them."""
 
 
 def default_threads() -> int:
@@ -61,9 +68,11 @@ class OnnxRuntime:
         threads: int | None = None,
         verify: bool = True,
         digests: dict[str, str | None] | None = None,
+        max_tokens: int = MAX_PASS_TOKENS,
     ) -> None:
         """digests: file name -> sha256 already computed by the caller (e.g. in a thread while
-        onnxruntime was being imported); the rest are computed here."""
+        onnxruntime was being imported); the rest are computed here. max_tokens: padded
+        tokens per pass (see `logits`)."""
         info = config.onnx
         if info is None:
             raise GPTClassifyError(f"{directory}: config.json names no ONNX graph")
@@ -83,6 +92,7 @@ class OnnxRuntime:
                 )
         self.config = config
         self.precision = info.precision
+        self.max_tokens = max_tokens
         self.session = new_session(directory / info.file, threads)
         names = [i.name for i in self.session.get_inputs()]
         if sorted(names) != sorted(INPUTS):
@@ -123,12 +133,11 @@ class OnnxRuntime:
         return self.session.run([OUTPUT], feed)[0]
 
     def logits(self, encoded: Encoded, batch_size: int) -> np.ndarray:
-        """Class logits (N, num_classes) in input order; longest texts first, in chunks of
-        `batch_size`, each padded to its own longest text."""
+        """Class logits (N, num_classes) in input order; longest texts first, in passes of at
+        most `batch_size` texts and `self.max_tokens` padded tokens, each padded to its own
+        longest text."""
         out = np.zeros((len(encoded), self.num_classes), dtype=np.float32)
-        order = np.argsort(-encoded.lengths, kind="stable")
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in token_passes(encoded, batch_size, self.max_tokens):
             seqs = [encoded.ids[i] for i in idx]
             out[idx] = self.run(*pad_batch(seqs, encoded.lengths[idx], encoded.pad_id))
         return out

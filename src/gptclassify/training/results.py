@@ -5,6 +5,7 @@ the one change to the model (merging adapters, --merge-lora) made explicitly in 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,6 @@ def compare_with_baseline(
 ) -> dict[str, Any]:
     """The TF-IDF + logistic regression baseline on the same training split, scored on
     every other split: what a fine-tuned model has to beat to be worth shipping."""
-    import time
-
     t0 = time.perf_counter()
     train = splits["train"]
     baseline = Baseline.fit(train.texts, train.labels, labels)

@@ -22,8 +22,10 @@ from here too.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import shutil
 import signal
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -42,7 +44,7 @@ from gptclassify.args import RESUMABLE, TrainConfig, flat_dict
 from gptclassify.artifact import Provenance, RunMetrics
 from gptclassify.classifier import GPTClassifier, trainable_blocks
 from gptclassify.data.batches import TokenSource
-from gptclassify.data.encode import Encoded, InputPolicy, encode_ids
+from gptclassify.data.encode import Encoded, InputPolicy, encode_ids, tokenize
 from gptclassify.data.prepared import write_splits
 from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
@@ -71,7 +73,10 @@ from gptclassify.training.history import HISTORY_COLUMNS, write_history
 from gptclassify.training.logs import run_logging
 from gptclassify.training.loop import Engine, Sources, fit
 from gptclassify.training.prefix_cache import (
+    CachePlan,
+    PrefixSource,
     build_prefix_source,
+    plan_prefix_cache,
     prefix_cache_bytes,
     prefix_is_cacheable,
 )
@@ -236,8 +241,17 @@ class Run:
         self.dtype = resolve_precision(cfg.runtime.precision, self.device)
         self.stop_signal: int | None = None
         """Set by Ctrl-C / SIGTERM: the loop stops after the current step."""
+        self.cache_folder: Path | None = None
+        """The memory-mapped frozen-prefix cache's folder while it exists (removed at the end)."""
+        self.disk_sources: list[PrefixSource] = []
 
     def execute(self) -> Classifier:
+        try:
+            return self._execute()
+        finally:
+            self.close_cache()  # a memory-mapped cache never outlives the run, however it ends
+
+    def _execute(self) -> Classifier:
         t0 = time.perf_counter()
         cfg = self.cfg
         with self.stop_on_signals():
@@ -373,7 +387,17 @@ class Run:
         model, start = build_classifier(cfg, len(labels), backbone)
         model.to(self.device)
         tok = backbone.tokenizer
-        raw = {k: tok.encode_batch(v.texts) for k, v in parts.items()}
+        tokenized = {k: tokenize(v.texts, tok.encode_batch) for k, v in parts.items()}
+        raw = {k: t.ids for k, t in tokenized.items()}
+        n_tokens = sum(t.tokens for t in tokenized.values())
+        seconds = sum(t.seconds for t in tokenized.values())
+        log.info(
+            "Tokenized %s texts, %s tokens, in %.2f s (%.2f s per million tokens)",
+            f"{sum(len(r) for r in raw.values()):,}",
+            f"{n_tokens:,}",
+            seconds,
+            seconds / max(n_tokens, 1) * 1e6,
+        )
         policy = InputPolicy.resolve(
             cfg.inputs.pad_to,
             cfg.inputs.max_length,
@@ -435,27 +459,75 @@ class Run:
             )
         )
         if cacheable:
-            need = prefix_cache_bytes(list(prep.encoded.values()), model.gpt.config.emb_dim)
-            if need > cfg.runtime.cache_gb * 1e9:
-                log.info(
-                    "Frozen-prefix cache would need %.1f GB (> --cache-gb %.1f); running the "
-                    "whole network",
-                    need / 1e9,
-                    cfg.runtime.cache_gb,
-                )
-                cacheable = False
+            plan = self.cache_plan(
+                prefix_cache_bytes(list(prep.encoded.values()), model.gpt.config.emb_dim)
+            )
+            cacheable = plan.where != "off"
         if cacheable:
             t_cache = time.perf_counter()
             sources = {
-                k: build_prefix_source(model, s, prep.start, self.dtype, dist=self.dist)
+                k: build_prefix_source(
+                    model,
+                    s,
+                    prep.start,
+                    self.dtype,
+                    dist=self.dist,
+                    disk_path=plan.folder / f"{k}.f32" if plan.folder else None,
+                )
                 for k, s in sources.items()
             }
+            self.disk_sources = [s for s in sources.values() if s.disk is not None]
             log.info(
                 "Cached the frozen blocks 0-%d for all texts in %.1f s",
                 prep.start - 1,
                 time.perf_counter() - t_cache,
             )
         return sources, cacheable
+
+    def cache_plan(self, nbytes: int) -> CachePlan:
+        """Where the frozen-prefix cache goes (memory, a memory-mapped file, or nowhere), said
+        in the log. A file goes in its own folder: RUN.partial/prefix-cache, or a new folder
+        under --prefix-cache-dir; one left by a killed run is replaced."""
+        rt = self.cfg.runtime
+        rank = f"-rank{self.dist.rank}" if self.dist.active else ""
+        if rt.prefix_cache_dir is None:
+            folder = self.run_dir / f"prefix-cache{rank}"
+        else:
+            # Named after the run (the same again on --resume, so a killed run's file is
+            # replaced, not left beside a new one) and its full path (runs of the same name
+            # elsewhere do not collide).
+            tag = hashlib.sha256(str(self.folder.final.absolute()).encode()).hexdigest()[:8]
+            name = f"gptclassify-prefix-cache-{self.folder.final.name}-{tag}{rank}"
+            folder = Path(rt.prefix_cache_dir) / name
+        plan = plan_prefix_cache(nbytes, rt.cache_gb, rt.cache_disk_gb, folder)
+        if plan.where == "memory":
+            log.info("Frozen-prefix cache: in memory, %.2f GB", nbytes / 1e9)
+        elif plan.where == "disk":
+            shutil.rmtree(folder, ignore_errors=True)
+            self.cache_folder = folder
+            log.info(
+                "Frozen-prefix cache: %.2f GB in a memory-mapped file in %s (%s; removed at "
+                "the end)",
+                nbytes / 1e9,
+                folder,
+                plan.reason,
+            )
+        else:
+            log.warning(
+                "Frozen-prefix cache: not used (%s); running the whole network every step, "
+                "several times slower per epoch",
+                plan.reason,
+            )
+        return plan
+
+    def close_cache(self) -> None:
+        """Remove a memory-mapped cache's files and folder (memory needs nothing)."""
+        for source in self.disk_sources:
+            source.close()
+        self.disk_sources = []
+        if self.cache_folder is not None:
+            shutil.rmtree(self.cache_folder, ignore_errors=True)
+            self.cache_folder = None
 
     def engine(self, prep: Prepared, sources: dict[str, Any]) -> Engine:
         start = sources["train"].start  # > 0: the frozen prefix is cached
@@ -534,6 +606,7 @@ class Run:
             prep.model.merge_lora()  # the saved model is the merged one:
             engine = self.engine(prep, sources)  # evaluate that
         logits = {k: engine.logits(s) for k, s in sources.items()}
+        self.close_cache()  # before the work folder becomes RUN
         labels_of = {k: e.labels for k, e in prep.encoded.items()}
         result = evaluate_splits(logits, labels_of, labels, cfg.eval.calibrate)
         if result.calibration is not None:

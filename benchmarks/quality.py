@@ -1,0 +1,439 @@
+"""Quality on real pretrained weights: SmolLM2-135M (GGUF) fine-tuned on SMS spam, against
+transformers' own classifier trained with the same recipe, and the TF-IDF baseline.
+
+One command trains and scores, in one run on one machine, every variant on every split over
+several training seeds:
+
+- ours: `gptclassify train --model FILE.gguf` with the book recipe (last block + final norm +
+  head, 5 epochs, AdamW 5e-5 / 0.1, batch 8) and the variants given with --variant;
+- peer: transformers' `LlamaForSequenceClassification` loaded from the same GGUF file
+  (transformers' own GGUF reader), trained with the same recipe in a plain PyTorch loop in
+  fp32. Its accuracy comes from training it for real: the frozen blocks' outputs are
+  computed once by transformers' model and the last decoder layer, final norm and `score`
+  (transformers' modules) train on them, which is the same computation as the plain loop
+  (the frozen blocks get no gradient) at a fraction of its cost. Its time is the plain book
+  loop's, priced from measured steps of the full model (forward through every block, as the
+  book's loop does every step) as train_speed.py prices its reference;
+- baseline: `gptclassify baseline` (TF-IDF + logistic regression) on the same split.
+
+Splits: the book's exact split (`data sms-spam --book-split`) and ours (70/10/20 of the
+correct 5,574-row parse), or any prepared folders given with --data.
+
+    python benchmarks/quality.py --gguf PATH            # default: every split, 3 seeds
+    python benchmarks/quality.py --gguf PATH --seeds 1 --variant book --no-peer  # quick
+
+Writes quality.md (the table), quality.png (a bar chart) and quality.json under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+
+VARIANTS: dict[str, list[str]] = {
+    # The book's recipe, our defaults otherwise (last-real pooling, bf16 where fast).
+    "book": [],
+    "last-2-blocks": ["--trainable", "last-2-blocks"],
+    "last-4-blocks lr 2e-4": ["--trainable", "last-4-blocks", "--lr", "2e-4"],
+    "last-block lr 5e-4 10 ep": ["--lr", "5e-4", "--epochs", "10"],
+    "lora all r16": ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "16", "--lr", "5e-4"],
+}
+
+
+# ---- the peer: transformers' classifier from the same GGUF file ---------------------------
+
+
+def peer_worker(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    import transformers
+
+    from gptclassify.data import load_prepared
+    from gptclassify.metrics import classification_report, softmax
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    gguf = Path(args.gguf)
+    splits = load_prepared(args.data)
+    names = list(splits.label_names)
+    tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, num_labels=len(names), dtype=torch.float32
+    )
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model.config.pad_token_id = pad
+    model.eval()
+    parts = {k: p for k, p in splits.parts() if len(p.texts)}
+    index = {n: i for i, n in enumerate(names)}
+    ids = {k: [tok(t)["input_ids"] for t in p.texts] for k, p in parts.items()}
+    labels = {k: torch.tensor([index[y] for y in p.labels]) for k, p in parts.items()}
+    longest = max(len(s) for s in ids["train"])  # the book pads to the longest training text
+
+    def batch_of(seqs):
+        seqs = [s[:longest] for s in seqs]
+        width = max(len(s) for s in seqs)
+        x = torch.full((len(seqs), width), pad, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            x[r, : len(s)] = torch.tensor(s)
+        lengths = torch.tensor([len(s) for s in seqs])
+        return x, lengths
+
+    inner = model.model
+    last = inner.layers[-1]
+    # Freeze all, then the book's trainable part: last block, final norm, head.
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in (last, inner.norm, model.score):
+        for p in module.parameters():
+            p.requires_grad_(True)
+
+    # 1) Price the plain book loop from measured steps of the full model.
+    x, _ = batch_of(ids["train"][:8])
+    x = torch.nn.functional.pad(x, (0, longest - x.shape[1]), value=pad)
+    y = labels["train"][:8]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5,
+                            weight_decay=0.1)
+    model.train()
+    step_times = []
+    for i in range(args.price_steps + 1):
+        t = time.perf_counter()
+        opt.zero_grad()
+        loss = F.cross_entropy(model(input_ids=x).logits, y)
+        loss.backward()
+        opt.step()
+        if i:  # the first step warms up
+            step_times.append(time.perf_counter() - t)
+    model.eval()
+    with torch.no_grad():
+        t = time.perf_counter()
+        for _ in range(2):
+            model(input_ids=x)
+        eval_batch = (time.perf_counter() - t) / 2
+    step = statistics.median(step_times)
+    n_train = len(ids["train"]) // 8  # drop_last
+    steps = n_train * args.epochs
+    # The book's evaluation: 5+5 batches every 50 steps, 5+5 per epoch, full sets at the end.
+    eval_batches = (steps // 50) * 10 + args.epochs * 10
+    eval_batches += sum(-(-len(v) // 8) for v in ids.values())
+    priced = steps * step + eval_batches * eval_batch
+
+    # 2) Train for real, on the frozen blocks' outputs computed once by transformers.
+    # Reload so the pricing steps above leave no trace in the trained weights.
+    torch.manual_seed(args.seed)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, num_labels=len(names), dtype=torch.float32
+    ).eval()
+    model.config.pad_token_id = pad
+    inner = model.model
+    last = inner.layers[-1]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = [p for m in (last, inner.norm, model.score) for p in m.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    cache: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for k, seqs in ids.items():
+            cache[k] = []
+            for start in range(0, len(seqs), 16):
+                xb, lens = batch_of(seqs[start : start + 16])
+                out = inner(input_ids=xb, output_hidden_states=True)
+                h = out.hidden_states[-2]  # entering the last layer
+                cache[k].extend(h[r, : lens[r]].clone() for r in range(len(lens)))
+
+    def head_logits(hs: list[torch.Tensor]) -> torch.Tensor:
+        lens = torch.tensor([len(h) for h in hs])
+        width = int(lens.max())
+        h = torch.zeros(len(hs), width, hs[0].shape[-1])
+        for r, v in enumerate(hs):
+            h[r, : len(v)] = v
+        pos = torch.arange(width)[None, :].expand(len(hs), -1)
+        rope = inner.rotary_emb(h, pos)
+        out = last(h, attention_mask=None, position_ids=pos, position_embeddings=rope)
+        out = out[0] if isinstance(out, tuple) else out
+        pooled = inner.norm(out)[torch.arange(len(hs)), lens - 1]
+        return model.score(pooled)
+
+    opt = torch.optim.AdamW(trainable, lr=5e-5, weight_decay=0.1)
+    gen = torch.Generator().manual_seed(args.seed)
+    t_train = time.perf_counter()
+    for _ in range(args.epochs):
+        model.train()
+        order = torch.randperm(len(cache["train"]), generator=gen)
+        for b in range(len(order) // 8):
+            idx = order[b * 8 : (b + 1) * 8]
+            opt.zero_grad()
+            loss = F.cross_entropy(
+                head_logits([cache["train"][i] for i in idx]), labels["train"][idx]
+            )
+            loss.backward()
+            opt.step()
+    train_time = time.perf_counter() - t_train
+    model.eval()
+    reports = {}
+    with torch.no_grad():
+        for k, hs in cache.items():
+            logits = torch.cat([head_logits(hs[i : i + 32]) for i in range(0, len(hs), 32)])
+            reports[k] = classification_report(
+                softmax(logits.numpy()), labels[k].numpy(), names
+            )
+    result = {
+        "splits": reports,
+        "priced_book_loop_s": priced,
+        "measured_step_s": step,
+        "eval_batch_s": eval_batch,
+        "steps": steps,
+        "cached_train_s": train_time,
+        "wall_s": time.perf_counter() - t0,
+        "pad_length": longest,
+    }
+    Path(args.result).write_text(json.dumps(result, indent=2, default=float))
+    del np
+
+
+# ---- runs ----------------------------------------------------------------------------------
+
+
+def gptclassify(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "gptclassify", *argv]
+
+
+def prepare_splits(args, out: Path, env) -> dict[str, Path]:
+    if args.data:
+        return {Path(d).name: Path(d) for d in args.data}
+    splits = {}
+    for name, extra in (("book", ["--book-split"]), ("ours", [])):
+        folder = out / "data" / name
+        if not (folder / "train.csv").is_file():
+            res = common.run_child(
+                gptclassify("data", "sms-spam", "--out", str(folder), *extra), env,
+                out / "logs" / f"data-{name}.log",
+            )
+            common.check_child(res, f"data sms-spam ({name})")
+        splits[name] = folder
+    return splits
+
+
+def run_ours(args, name: str, flags: list[str], data: Path, seed: int, out: Path, env):
+    run = out / "runs" / f"{data.name}-{name.replace(' ', '_')}-s{seed}"
+    if (run / "metrics.json").is_file() and not args.fresh:
+        return _ours_result(run, None)
+    if run.exists():
+        subprocess.run(["rm", "-rf", str(run)], check=True)
+    cmd = gptclassify(
+        "train", "--model", str(args.gguf), "--data", str(data), "--seed", str(seed),
+        "--out", str(run), *flags,
+    )
+    res = common.run_child(cmd, env, out / "logs" / f"{run.name}.log")
+    common.check_child(res, f"ours {name} on {data.name}, seed {seed}")
+    return _ours_result(run, res)
+
+
+def _ours_result(run: Path, res) -> dict[str, Any]:
+    metrics = json.loads((run / "metrics.json").read_text())
+    saved = run / "bench.json"
+    if res is not None:
+        saved.write_text(json.dumps({"wall_s": res.wall_s, "peak_rss_mb": res.peak_rss_mb}))
+    timing = json.loads(saved.read_text()) if saved.is_file() else {}
+    return {
+        "splits": metrics["splits"],
+        "wall_s": timing.get("wall_s"),
+        "peak_rss_mb": timing.get("peak_rss_mb"),
+        "train_s": metrics.get("training_time_s"),
+        "baseline": metrics.get("baseline"),
+    }
+
+
+def run_peer(args, data: Path, seed: int, out: Path, env) -> dict[str, Any]:
+    result = out / "runs" / f"{data.name}-peer-s{seed}.json"
+    if result.is_file() and not args.fresh:
+        return json.loads(result.read_text())
+    cmd = [
+        sys.executable, __file__, "--worker", "peer", "--gguf", str(args.gguf), "--data-dir",
+        str(data), "--seed", str(seed), "--result", str(result), "--threads", str(args.threads),
+        "--epochs", str(args.epochs), "--price-steps", str(args.price_steps),
+    ]
+    res = common.run_child(cmd, env, out / "logs" / f"{data.name}-peer-s{seed}.log")
+    common.check_child(res, f"peer on {data.name}, seed {seed}")
+    data_out = json.loads(result.read_text())
+    data_out["peak_rss_mb"] = res.peak_rss_mb
+    result.write_text(json.dumps(data_out, indent=2))
+    return data_out
+
+
+def run_baseline(args, data: Path, out: Path, env) -> dict[str, Any]:
+    folder = out / "runs" / f"{data.name}-tfidf"
+    if not (folder / "metrics.json").is_file():
+        res = common.run_child(
+            gptclassify("baseline", "--data", str(data), "--out", str(folder)), env,
+            out / "logs" / f"{data.name}-tfidf.log",
+        )
+        common.check_child(res, f"baseline on {data.name}")
+    return {"splits": json.loads((folder / "metrics.json").read_text())["splits"]}
+
+
+# ---- report --------------------------------------------------------------------------------
+
+
+def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    acc = [r["splits"]["test"]["accuracy"] * 100 for r in results]
+
+    def mean(key):
+        values = [r["splits"]["test"].get(key) for r in results]
+        values = [v for v in values if v is not None]
+        return statistics.fmean(values) if values else None
+
+    def mean_of(key):
+        values = [r.get(key) for r in results if r.get(key) is not None]
+        return statistics.fmean(values) if values else None
+
+    return {
+        "n": len(acc),
+        "mean": statistics.fmean(acc),
+        "sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+        "min": min(acc),
+        "max": max(acc),
+        "val": statistics.fmean(r["splits"]["validation"]["accuracy"] * 100 for r in results),
+        "macro_f1": mean("macro_f1"),
+        "roc_auc": mean("roc_auc"),
+        "ece": mean("ece"),
+        "wall_s": mean_of("wall_s"),
+        "priced_s": mean_of("priced_book_loop_s"),
+        "peak_rss_mb": mean_of("peak_rss_mb"),
+    }
+
+
+def report(args, table: dict[str, dict[str, dict[str, Any]]], out: Path, info) -> str:
+    headers = ["split", "model", "seeds", "test % mean", "sd", "min", "max", "val %",
+               "macro F1", "ROC AUC", "ECE", "time (s)", "peak RSS (MB)"]
+    rows = []
+    for split, variants in table.items():
+        for name, s in variants.items():
+            time_s = s["priced_s"] if s.get("priced_s") else s.get("wall_s")
+            time_cell = f"{time_s:.0f}" + (" (priced)" if s.get("priced_s") else "") if time_s else "-"
+            rows.append([
+                split, name, s["n"], f"{s['mean']:.2f}", f"{s['sd']:.2f}", f"{s['min']:.2f}",
+                f"{s['max']:.2f}", f"{s['val']:.2f}", _f(s["macro_f1"]), _f(s["roc_auc"]),
+                _f(s["ece"]), time_cell,
+                f"{s['peak_rss_mb']:.0f}" if s.get("peak_rss_mb") else "-",
+            ])
+    lines = [
+        "# Quality on real weights: SmolLM2-135M-Instruct (GGUF Q4_1) on SMS spam",
+        "",
+        f"CPU: {info.get('cpu_line', info.get('cpu'))}; threads {args.threads}; "
+        f"torch {info.get('torch')}; {time.strftime('%Y-%m-%d')}",
+        f"Command: python benchmarks/quality.py {' '.join(sys.argv[1:])}",
+        "",
+        common.format_table(headers, rows),
+    ]
+    text = "\n".join(lines) + "\n"
+    (out / "quality.md").write_text(text)
+    _chart(table, out / "quality.png")
+    return text
+
+
+def _f(v):
+    return f"{v:.4f}" if isinstance(v, float) else "-"
+
+
+def _chart(table, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(table), figsize=(6 * len(table), 4), squeeze=False)
+    for ax, (split, variants) in zip(axes[0], table.items(), strict=True):
+        names = list(variants)
+        means = [variants[n]["mean"] for n in names]
+        sds = [variants[n]["sd"] for n in names]
+        ax.barh(names, means, xerr=sds, color="#4c72b0")
+        ax.set_xlim(min(means) - 3, 100)
+        ax.set_title(f"test accuracy (%), {split} split")
+        for i, m in enumerate(means):
+            ax.text(m, i, f" {m:.2f}", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--gguf", required=True, help="The SmolLM2 (or other) GGUF file.")
+    p.add_argument("--data", nargs="*", help="Prepared folders (default: book and ours SMS).")
+    p.add_argument("--seeds", type=int, default=3, help="Training seeds: 123, 124, ...")
+    p.add_argument("--variant", action="append", choices=list(VARIANTS),
+                   help="Our variants (default: all). Repeat the flag.")
+    p.add_argument("--no-peer", action="store_true", help="Skip transformers' classifier.")
+    p.add_argument("--peer-splits", default="book", help="Splits the peer runs on (comma).")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--price-steps", type=int, default=4)
+    p.add_argument("--threads", type=int, default=common.default_threads())
+    p.add_argument("--out", default=str(common.DEFAULT_OUT / "quality"))
+    p.add_argument("--fresh", action="store_true", help="Rerun finished runs too.")
+    p.add_argument("--worker", choices=["peer"], help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=123, help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker == "peer":
+        args.data = args.data_dir
+        peer_worker(args)
+        return
+    common.setup_offline_env()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = common.child_env(args.threads)
+    info = common.machine_info()
+    print(f"# {info.get('cpu_line', info.get('cpu'))}", flush=True)
+    splits = prepare_splits(args, out, env)
+    seeds = [123 + i for i in range(args.seeds)]
+    variants = args.variant or list(VARIANTS)
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    raw: dict[str, Any] = {}
+    for split, folder in splits.items():
+        table[split] = {}
+        for name in variants:
+            results = []
+            for seed in seeds:
+                r = run_ours(args, name, VARIANTS[name], folder, seed, out, env)
+                print(f"{split} ours {name} seed {seed}: test "
+                      f"{r['splits']['test']['accuracy'] * 100:.2f}% ({r['wall_s'] or 0:.0f} s)",
+                      flush=True)
+                results.append(r)
+            table[split][f"ours: {name}"] = summary(results)
+            raw[f"{split}/ours/{name}"] = results
+        if not args.no_peer and split in args.peer_splits.split(","):
+            results = []
+            for seed in seeds:
+                r = run_peer(args, folder, seed, out, env)
+                print(f"{split} peer seed {seed}: test "
+                      f"{r['splits']['test']['accuracy'] * 100:.2f}% "
+                      f"(book loop priced {r['priced_book_loop_s']:.0f} s)", flush=True)
+                results.append(r)
+            table[split]["transformers peer (book recipe)"] = summary(results)
+            raw[f"{split}/peer"] = results
+        base = run_baseline(args, folder, out, env)
+        table[split]["TF-IDF + logistic regression"] = summary([base])
+    (out / "quality.json").write_text(json.dumps({"table": table, "raw": raw, "machine": info},
+                                                 indent=2, default=float))
+    print(report(args, table, out, info))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
