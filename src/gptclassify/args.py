@@ -487,8 +487,17 @@ class RuntimeArgs:
         default=1,
         metadata=opt("Checkpoints kept in RUN/checkpoints: the N newest, plus the best epoch's."),
     )
+    report_to: str = field(
+        default="none",
+        metadata=opt(
+            "Where else the run reports: none, or a comma-separated list of tensorboard (event "
+            "files in RUN/tensorboard) and mlflow (MLFLOW_TRACKING_URI, default "
+            "sqlite:///mlflow.db). Needs the track extra."
+        ),
+    )
 
     def __post_init__(self) -> None:
+        report_targets(self.report_to)  # validates the names
         check_finite(self, "cache_gb")
         check_positive_ints(self, "keep_checkpoints")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
@@ -496,6 +505,24 @@ class RuntimeArgs:
                 f"--checkpoint-every must be >= 0, got {self.checkpoint_every!r}"
             )
         check_choices(self)
+
+
+REPORT_TARGETS: tuple[str, ...] = ("tensorboard", "mlflow")
+"""Experiment trackers a run can report to (training/report.py)."""
+
+
+def report_targets(spec: str) -> tuple[str, ...]:
+    """Parse --report-to ("none" or a comma-separated subset of REPORT_TARGETS)."""
+    names = tuple(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    unknown = [n for n in names if n not in REPORT_TARGETS]
+    if unknown or not names:
+        raise GPTClassifyError(
+            f"--report-to: {', '.join(unknown) or repr(spec)} not one of none, "
+            + ", ".join(REPORT_TARGETS)
+        )
+    return names
 
 
 _GROUPS: dict[str, type] = {
@@ -624,7 +651,7 @@ class TrainConfig:
             raise GPTClassifyError(f"{source}: {exc}") from None
 
 
-RESUMABLE = frozenset({"epochs", "checkpoint_every", "keep_checkpoints"})
+RESUMABLE = frozenset({"epochs", "checkpoint_every", "keep_checkpoints", "report_to"})
 """Options a resumed run may change (`--epochs` may grow); every other option is the run's
 own, as recorded when it started."""
 
@@ -770,6 +797,7 @@ __all__ = [
     "check_finite",
     "check_positive_ints",
     "flat_dict",
+    "report_targets",
     "lora_target_list",
     "option_map",
     "options",

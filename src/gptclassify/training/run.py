@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -82,6 +82,7 @@ from gptclassify.training.prefix_cache import (
     prefix_cache_bytes,
     prefix_is_cacheable,
 )
+from gptclassify.training.report import Fanout, open_reporters, reporting
 from gptclassify.training.state import History, TrainState
 from gptclassify.weights import weights_file
 
@@ -140,6 +141,7 @@ def train(
     resume: str | Path | None = None,
     overwrite: bool = False,
     overrides: dict[str, Any] | None = None,
+    callbacks: Sequence[Callbacks] = (),
 ) -> Classifier:
     """Fine-tune a classifier as `cfg` says, write the run folder, and return the classifier.
 
@@ -147,6 +149,7 @@ def train(
     run's own config; `overrides` may change only `args.RESUMABLE` options (more epochs).
     overwrite: replace an existing run folder at `cfg.out` (it stays until the new run is
     complete).
+    callbacks: more listeners to the loop (after the run's own; `tune` prunes trials there).
     """
     if resume is not None and cfg is not None:
         raise GPTClassifyError("resume a run with its own config: give resume=RUN, not a config")
@@ -159,7 +162,7 @@ def train(
         device = RunFolder.peek_config(resume).get("runtime", {}).get("device", "auto")
     dist, target = Dist.from_env(device)
     try:
-        return _train(cfg, dist, target, quiet, progress, resume, overwrite, overrides)
+        return _train(cfg, dist, target, quiet, progress, resume, overwrite, overrides, callbacks)
     finally:
         dist.close()
 
@@ -173,6 +176,7 @@ def _train(
     resume: str | Path | None,
     overwrite: bool,
     overrides: dict[str, Any] | None,
+    callbacks: Sequence[Callbacks] = (),
 ) -> Classifier:
     # Rank 0 claims (or reopens) the run folder; the others learn where it is.
     folder = None
@@ -194,7 +198,7 @@ def _train(
     logs = run_logging(folder.work, quiet=quiet) if dist.is_main else nullcontext()
     with logs:
         try:
-            run = Run(cfg, folder, progress=progress and not quiet, dist=dist, device=device)
+            run = Run(cfg, folder, progress and not quiet, dist, device, callbacks)
             return run.execute()
         except TrainingInterrupted as exc:
             log.info("%s", exc)
@@ -258,6 +262,7 @@ class Run:
         progress: bool = True,
         dist: Dist | None = None,
         device: torch.device | None = None,
+        callbacks: Sequence[Callbacks] = (),
     ) -> None:
         self.cfg = cfg
         self.folder = folder
@@ -269,8 +274,17 @@ class Run:
         self.dtype = resolve_precision(cfg.runtime.precision, self.device)
         self.stop_signal: int | None = None
         """Set by Ctrl-C / SIGTERM: the loop stops after the current step."""
+        # Trackers (--report-to) listen on the process that writes files only.
+        reporters = open_reporters(cfg, folder.work) if self.is_main else []
+        self.callbacks = Fanout([*reporters, *callbacks])
 
     def execute(self) -> Classifier:
+        with reporting(self.callbacks.callbacks) as end:
+            classifier = self._execute()
+            end.folder = self.folder.final
+        return classifier
+
+    def _execute(self) -> Classifier:
         t0 = time.perf_counter()
         cfg = self.cfg
         with self.stop_on_signals():
@@ -553,7 +567,7 @@ class Run:
                 Sources(sources["train"], sources["validation"]),
                 cfg.train,
                 cfg.eval,
-                RunCallbacks(self, bar, elapsed),
+                Fanout([RunCallbacks(self, bar, elapsed), self.callbacks]),
             )
         bar.close()
 
@@ -647,6 +661,7 @@ class Run:
             write_metrics(self.run_dir, metrics)
             write_history(self.run_dir / "history.csv", state.history)
             plot_history(state.history.steps, state.history.epochs, self.run_dir)
+            self.callbacks.on_finish(metrics.to_json())
             faults.reached("publish")
             log.info("Saved model, metrics, history and plots; publishing %s", self.folder.final)
             self.folder.publish()
