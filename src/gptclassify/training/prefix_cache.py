@@ -5,11 +5,21 @@ running the model from their output for a text gives the same result as running 
 the tokens: every epoch and evaluation then costs only the trainable suffix. `PrefixSource`
 has the interface of `data.batches.TokenSource`; its batches call `FromBlock(model, start)`.
 The cache is rebuilt, never stored: it is a function of the texts and the frozen weights.
+
+Within one process, `shared_prefix_cache()` lets runs reuse each other's caches (the trials of
+a search share frozen blocks and data): a cache is looked up by the token ids it was built
+from, the frozen blocks' number, the precision and device, and a fingerprint of the frozen
+weights themselves, so a reused cache is always the one this run would have built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -66,8 +76,96 @@ def prefix_cache_bytes(encoded: Sequence[Encoded], emb_dim: int, bytes_per_value
     return sum(sum(len(s) for s in e.ids) for e in encoded) * emb_dim * bytes_per_value
 
 
+@dataclass
+class PrefixMemo:
+    """Caches kept between runs of one process, newest last, and what reusing them saved."""
+
+    capacity: int = 4
+    """Caches kept at most (each holds a hidden state per token of its split)."""
+    entries: OrderedDict[str, tuple[PrefixSource, float]] = field(default_factory=OrderedDict)
+    hits: int = 0
+    misses: int = 0
+    saved_s: float = 0.0
+    """Build time of the caches that were reused instead of built again."""
+    built_s: float = 0.0
+
+
+_memo: PrefixMemo | None = None
+
+
+@contextmanager
+def shared_prefix_cache(capacity: int = 4) -> Iterator[PrefixMemo]:
+    """Runs started inside reuse the frozen-prefix caches of earlier runs (same process)."""
+    global _memo
+    previous, _memo = _memo, PrefixMemo(capacity)
+    try:
+        yield _memo
+    finally:
+        _memo = previous
+
+
+def _memo_key(model: GPTClassifier, source: TokenSource, end: int, dtype: torch.dtype) -> str:
+    """Everything a cache depends on: token ids, frozen weights, blocks, precision, device."""
+    digest = hashlib.sha256(f"{end}|{dtype}|{source.device}|".encode())
+    for ids in source.encoded.ids:
+        digest.update(torch.as_tensor(ids, dtype=torch.int64).numpy().tobytes())
+        digest.update(b"|")
+    frozen = [("wte", model.gpt.wte.weight), ("wpe", model.gpt.wpe.weight)]
+    frozen += [(f"h.{i}.{n}", p) for i in range(end) for n, p in model.gpt.h[i].named_parameters()]
+    for name, p in frozen:
+        digest.update(f"{name}:{tuple(p.shape)}:{_weights_sum(p)}".encode())
+    return digest.hexdigest()
+
+
 @torch.no_grad()
+def _weights_sum(p: Tensor, chunk: int = 1 << 20) -> str:
+    """Plain and position-weighted float64 sums of a tensor: hashing every byte would cost
+    about as much as a small cache, and these tell apart any two weights that differ in
+    practice (a changed value moves both sums)."""
+    flat = p.detach().flatten()
+    plain = weighted = 0.0
+    for i in range(0, flat.numel(), chunk):
+        part = flat[i : i + chunk].double()
+        ramp = torch.arange(i + 1, i + 1 + part.numel(), dtype=torch.float64, device=part.device)
+        plain += float(part.sum())
+        weighted += float((part * ramp).sum())
+    return f"{plain!r}:{weighted!r}"
+
+
 def build_prefix_source(
+    model: GPTClassifier,
+    source: TokenSource,
+    end: int,
+    dtype: torch.dtype = torch.float32,
+    tokens_per_batch: int = TOKENS_PER_BATCH,
+    dist: Dist | None = None,
+) -> PrefixSource:
+    """`compute_prefix_source`, or the same cache from an earlier run of this process when
+    `shared_prefix_cache()` is on (one process only)."""
+    memo = _memo
+    if memo is None or (dist is not None and dist.active):
+        return compute_prefix_source(model, source, end, dtype, tokens_per_batch, dist)
+    key = _memo_key(model, source, end, dtype)
+    if key in memo.entries:
+        cached, cost = memo.entries[key]
+        memo.entries.move_to_end(key)
+        memo.hits += 1
+        memo.saved_s += cost
+        # The states are shared read-only; labels and lengths are this run's own.
+        return PrefixSource(cached.states, cached.seq_lens, source, end)
+    t0 = time.perf_counter()
+    built = compute_prefix_source(model, source, end, dtype, tokens_per_batch, dist)
+    cost = time.perf_counter() - t0
+    memo.misses += 1
+    memo.built_s += cost
+    memo.entries[key] = (built, cost)
+    while len(memo.entries) > memo.capacity:
+        memo.entries.popitem(last=False)
+    return built
+
+
+@torch.no_grad()
+def compute_prefix_source(
     model: GPTClassifier,
     source: TokenSource,
     end: int,
