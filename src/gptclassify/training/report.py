@@ -242,6 +242,7 @@ class TensorBoardReporter(Reporter):
 
     def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
         self._scalars(state, "epoch", {k: row[k] for k in EPOCH_METRICS})
+        self.writer.flush()  # on disk before the epoch's checkpoint, for a resumed run
 
     def on_finish(self, metrics: dict[str, Any]) -> None:
         from torch.utils.tensorboard.summary import hparams  # lazy: track (tensorboard)
@@ -287,6 +288,7 @@ class MLflowReporter(Reporter):
 
     RETRIES = 3
     QUEUE = 10_000
+    EPOCH_FLUSH_S = 5.0
     # MLflow's own HTTP client retries 7 times with exponential backoff (minutes against a
     # server that is down); these bound each call instead. A user's own settings win.
     HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -336,6 +338,18 @@ class MLflowReporter(Reporter):
 
     def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
         self._metrics(state, {k: row[k] for k in EPOCH_METRICS})
+        # Before the epoch's checkpoint, give the epoch's reports a moment to reach the
+        # server: a run killed later then loses none of them (a resumed run does not redo
+        # the steps before its checkpoint).
+        self.flush(self.EPOCH_FLUSH_S)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait at most `timeout` seconds for what is queued now to be sent (or given up)."""
+        if self.broken or not self.thread.is_alive():
+            return False
+        done = threading.Event()
+        self._submit(done.set)
+        return done.wait(timeout)
 
     def on_finish(self, metrics: dict[str, Any]) -> None:
         step = max(self.last_step, 0)

@@ -567,7 +567,9 @@ class Run:
                 Sources(sources["train"], sources["validation"]),
                 cfg.train,
                 cfg.eval,
-                Fanout([RunCallbacks(self, bar, elapsed), self.callbacks]),
+                # Reporters hear a step or epoch before it is checkpointed (so what they
+                # sent never misses steps a resumed run does not redo).
+                Fanout([self.callbacks, RunCallbacks(self, bar, elapsed)]),
             )
         bar.close()
 

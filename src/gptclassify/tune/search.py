@@ -430,16 +430,18 @@ def _plots(study: Any, out: Path) -> dict[str, Path]:
         ("history", ovm.plot_optimization_history),
         ("importance", ovm.plot_param_importances),
     ):
-        try:
-            ax = draw(study)
-        except Exception as exc:  # not enough trials yet: no plot, the table says why
-            log.info("No %s plot: %s", key, exc)
-            continue
-        figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        figure.tight_layout()
-        path = out / f"{key}.png"
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
+        # Optuna's plots switch matplotlib to its ggplot style: keep that to these figures.
+        with plt.rc_context():
+            try:
+                ax = draw(study)
+            except Exception as exc:  # not enough trials yet: no plot, the table says why
+                log.info("No %s plot: %s", key, exc)
+                continue
+            figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            figure.tight_layout()
+            path = out / f"{key}.png"
+            figure.savefig(path, dpi=120)
+            plt.close(figure)
         files[key] = path
     return files
 
