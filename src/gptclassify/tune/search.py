@@ -157,11 +157,18 @@ def open_storage(url: str) -> Any:
         # Several processes on one SQLite file wait for each other's writes instead of
         # failing at once with "database is locked".
         kwargs = {"connect_args": {"timeout": 120}}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as exc:  # a bad URL, a missing driver, an unreachable server
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise GPTClassifyError(f"--storage {shown_url(url)}: cannot open ({first})") from None
+    # Workers started together race to create the schema of a new database (the losers
+    # see "table already exists" or a lock) and succeed on a later try.
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as exc:  # a bad URL, a missing driver, an unreachable server
+            if attempt < 4 and "No module named" not in str(exc):
+                time.sleep(1.0 + attempt)
+                continue
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise GPTClassifyError(f"--storage {shown_url(url)}: cannot open ({first})") from None
+    raise AssertionError("unreachable")
 
 
 def prepare_data(base: TrainConfig, out: Path) -> tuple[DataConfig, str]:
@@ -431,7 +438,9 @@ def _plots(study: Any, out: Path) -> dict[str, Path]:
         ("importance", ovm.plot_param_importances),
     ):
         # Optuna's plots switch matplotlib to its ggplot style: keep that to these figures.
-        with plt.rc_context():
+        # (It also warns when there are too few trials for importances: the plot says so.)
+        with plt.rc_context(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             try:
                 ax = draw(study)
             except Exception as exc:  # not enough trials yet: no plot, the table says why
