@@ -106,10 +106,8 @@ def test_tensorboard_resumed_run_continues_one_step_axis(job, tmp_path):
     total = steps_per_run(cfg)
     assert before[-1][0] > 13  # steps beyond the last checkpoint (step 13) were written
     assert steps == list(range(total))  # each step once, in order
-    # The redone steps have the values of the uninterrupted reference run.
-    reference = tmp_path / "reference"
-    train(config(job, reference, report_to="tensorboard"), quiet=True)
-    assert got == scalars(reference / "tensorboard", "step/train_loss")
+    # The steps the resumed run redid read as the killed run wrote them (an exact resume).
+    assert got[: len(before)] == before
     epochs = scalars(out / "tensorboard", "epoch/full_val_accuracy")
     assert [s for s, _ in epochs] == [total // 2 * e - 1 for e in (1, 2)]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -230,7 +228,7 @@ def test_an_unreachable_tracking_server_is_a_warning_not_a_failure(job, tmp_path
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     out = tmp_path / "run"
-    clf = train(config(job, out, report_to="mlflow", epochs=1), quiet=True)
+    clf = train(config(job, out, report_to="mlflow", epochs=1, eval_freq=0), quiet=True)
     assert clf.path == out and (out / "model.safetensors").is_file()
     log = (out / "train.log").read_text()
     assert "Warning: MLflow: reporting is off for this run" in log
@@ -240,15 +238,3 @@ def test_report_to_names_are_checked(job, tmp_path):
     with pytest.raises(GPTClassifyError, match="--report-to: wandb not one of none"):
         config(job, tmp_path / "x", report_to="tensorboard,wandb")
     assert config(job, tmp_path / "x", report_to=" mlflow , tensorboard").report_to
-
-
-def test_cli_train_report_to_writes_tensorboard_events(job, tmp_path):
-    out = tmp_path / "cli"
-    args = [
-        sys.executable, "-m", "gptclassify", "train", "--train", str(job / "topics.csv"),
-        "--model", str(job / "tiny.json"), "--weights", "random", "--epochs", "1",
-        "--batch-size", "4", "--report-to", "tensorboard", "--out", str(out), "--quiet",
-    ]  # fmt: skip
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert len(scalars(out / "tensorboard", "step/train_loss")) == 81 // 4

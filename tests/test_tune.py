@@ -173,7 +173,7 @@ def test_two_workers_share_one_sqlite_study(job, tmp_path):
     command = [
         sys.executable, "-m", "gptclassify", "tune", "--train", str(job / "topics.csv"),
         "--model", str(job / "tiny.json"), "--weights", "random", "--trainable", "last-block",
-        "--epochs", "2", "--batch-size", "4", "--eval-freq", "0",
+        "--epochs", "1", "--batch-size", "4", "--eval-freq", "0",
         "--search", "lr=loguniform(1e-4,1e-2)", "--search", "weight_decay=uniform(0,0.2)",
         "--trials", "4", "--pruner", "none", "--storage", storage, "--study", "shared",
     ]  # fmt: skip
@@ -266,7 +266,8 @@ def postgres(tmp_path):
 
 def test_a_study_on_a_postgresql_server(job, tmp_path, postgres):
     space = build_space(["lr=loguniform(1e-4,1e-2)"])
-    result = search(base(job), space, out=tmp_path / "pg", trials=2, storage=postgres, seed=0)
+    cfg = base(job, epochs=1)
+    result = search(cfg, space, out=tmp_path / "pg", trials=2, storage=postgres, seed=0)
     assert [r.state for r in result.rows] == ["COMPLETE", "COMPLETE"]
     study = optuna.load_study(study_name="pg", storage=postgres)
     assert [t.value for t in study.trials] == [r.value for r in result.rows]

@@ -37,6 +37,7 @@ from typing import Any
 
 from gptclassify.args import TrainConfig, flat_dict, report_targets
 from gptclassify.files import atomic_write
+from gptclassify.plots import confusion_figure
 from gptclassify.training.checkpoint import CHECKPOINTS
 from gptclassify.training.loop import Callbacks
 from gptclassify.training.state import TrainState
@@ -246,8 +247,6 @@ class TensorBoardReporter(Reporter):
 
     def on_finish(self, metrics: dict[str, Any]) -> None:
         from torch.utils.tensorboard.summary import hparams  # lazy: track (tensorboard)
-
-        from gptclassify.plots import confusion_figure
 
         if self.writer is None:  # a resumed run that had nothing left to train
             self.writer = self._writer_class(str(self.logdir))
