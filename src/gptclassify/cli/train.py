@@ -19,8 +19,8 @@ from gptclassify.cli.options import build, config_options
     default=None,
     metavar="RUN",
     help="Continue the run in RUN (or RUN.partial) from its newest checkpoint, with its own "
-    "settings; only --epochs (to train longer), --checkpoint-every and --keep-checkpoints may "
-    "change. The result is the same as a run that was never stopped.",
+    "settings; only --epochs (to train longer), --checkpoint-every, --keep-checkpoints and "
+    "--report-to may change. The result is the same as a run that was never stopped.",
 )
 @click.option(
     "--overwrite",

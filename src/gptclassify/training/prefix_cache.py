@@ -81,7 +81,8 @@ class PrefixMemo:
     """Caches kept between runs of one process, newest last, and what reusing them saved."""
 
     capacity: int = 4
-    """Caches kept at most (each holds a hidden state per token of its split)."""
+    """Caches kept at most (each holds a hidden state per token of its split); 0 keeps
+    none and only counts the builds."""
     entries: OrderedDict[str, tuple[PrefixSource, float]] = field(default_factory=OrderedDict)
     hits: int = 0
     misses: int = 0
@@ -145,8 +146,8 @@ def build_prefix_source(
     memo = _memo
     if memo is None or (dist is not None and dist.active):
         return compute_prefix_source(model, source, end, dtype, tokens_per_batch, dist)
-    key = _memo_key(model, source, end, dtype)
-    if key in memo.entries:
+    key = _memo_key(model, source, end, dtype) if memo.capacity else None  # 0: count only
+    if key is not None and key in memo.entries:
         cached, cost = memo.entries[key]
         memo.entries.move_to_end(key)
         memo.hits += 1
@@ -158,9 +159,10 @@ def build_prefix_source(
     cost = time.perf_counter() - t0
     memo.misses += 1
     memo.built_s += cost
-    memo.entries[key] = (built, cost)
-    while len(memo.entries) > memo.capacity:
-        memo.entries.popitem(last=False)
+    if key is not None:
+        memo.entries[key] = (built, cost)
+        while len(memo.entries) > memo.capacity:
+            memo.entries.popitem(last=False)
     return built
 
 

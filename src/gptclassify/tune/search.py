@@ -242,9 +242,14 @@ def search(
     keep_all: bool = False,
     seed: int | None = None,
     echo: Callable[[str], None] | None = None,
+    share_cache: bool = True,
 ) -> SearchResult:
     """Search `space` around `base` until the study holds `trials` finished trials (or
-    `timeout` seconds pass); write the table, plots and best.json into `out`."""
+    `timeout` seconds pass); write the table, plots and best.json into `out`.
+
+    share_cache: trials reuse each other's frozen-prefix caches (off: every trial builds
+    its own, as separate `train` runs would; for measuring the saving).
+    """
     import optuna  # lazy: track (optuna)
 
     say = echo or (lambda line: None)
@@ -296,7 +301,7 @@ def search(
             if sum(_finished(t) for t in study_.get_trials(deepcopy=False)) >= trials:
                 study_.stop()
 
-        with shared_prefix_cache() as memo:
+        with shared_prefix_cache(capacity=4 if share_cache else 0) as memo:
             if sum(_finished(t) for t in st.get_trials(deepcopy=False)) < trials:
                 st.optimize(
                     objective,
