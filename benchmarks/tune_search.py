@@ -79,7 +79,7 @@ def main() -> None:
             f"{name:<15} {r['wall_s']:7.1f}  {r['complete']:8d}  {r['pruned']:6d}  "
             f"{r['best_trial']!s:>4}  {r['best_val_accuracy'] * 100:7.2f}  "
             f"{r['best_test_accuracy'] * 100:8.2f}  {r['misses']:12.0f}  {r['hits']:6.0f}  "
-            f"{r['built_s']:7.1f}  {r['saved_s']:7.1f}"
+            f"{r['built_s']:7.1f}  {r['saved_s']:7.1f}  {r['lookup_s']:8.1f}"
         )
     a, b = rows["shared cache"], rows["cache per trial"]
     print(

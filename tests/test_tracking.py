@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,8 @@ from conftest import write_three_classes
 from gptclassify.args import DataConfig, TrainConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.training import train
-from gptclassify.training.run import TrainingInterrupted
+from test_browser import free_port
+from test_resume import run_killed
 
 pytest.importorskip("mlflow")
 pytest.importorskip("tensorboard")
@@ -56,29 +56,6 @@ def config(job: Path, out: Path, **kw) -> TrainConfig:
         out=str(out),
     )
     return TrainConfig(**{**options, **kw})
-
-
-def _child(cfg: TrainConfig, kill_at: str, env: dict[str, str]) -> None:
-    os.environ.update(env)
-    os.environ["GPTCLASSIFY_KILL_AT"] = kill_at
-    try:
-        train(cfg, quiet=True)
-    except TrainingInterrupted as exc:
-        sys.exit(exc.exit_code)
-
-
-def run_killed(cfg: TrainConfig, kill_at: str, env: dict[str, str] | None = None) -> int:
-    """Run `cfg` in a child process stopped at `kill_at` (with `env` set in the child, which
-    a forkserver started earlier would not pass on); returns its exit code."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["gptclassify.training.run", "torch._dynamo"])
-    child = ctx.Process(target=_child, args=(cfg, kill_at, env or {}))
-    child.start()
-    child.join(timeout=180)
-    assert child.exitcode is not None, "the child hung"
-    return child.exitcode
 
 
 def steps_per_run(cfg: TrainConfig) -> int:
@@ -122,19 +99,13 @@ def test_tensorboard_resumed_run_continues_one_step_axis(job, tmp_path):
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real tracking server on 127.0.0.1 with a SQLite backend; its URL."""
     import requests
 
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     log = open(root / "server.log", "w")
     server = subprocess.Popen(
         [
@@ -225,7 +196,7 @@ def test_mlflow_run_on_a_real_server_resumes_the_same_run(
 
 
 def test_an_unreachable_tracking_server_is_a_warning_not_a_failure(job, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     out = tmp_path / "run"
     clf = train(config(job, out, report_to="mlflow", epochs=1, eval_freq=0), quiet=True)

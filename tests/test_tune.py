@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from gptclassify.errors import GPTClassifyError
 from gptclassify.training import faults, train
 from gptclassify.training.run import TrainingInterrupted
 from gptclassify.tune import build_space, parse_flag, search, train_command, trial_config
+from test_browser import free_port
 
 optuna = pytest.importorskip("optuna")
 
@@ -216,12 +216,6 @@ def test_two_workers_share_one_sqlite_study(job, tmp_path):
     assert max(r["best"]["value"] for r in reported) == best_value
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def postgres(tmp_path):
     """A PostgreSQL server (Debian's postgresql package) in a temporary folder, on
@@ -241,7 +235,7 @@ def postgres(tmp_path):
     root.mkdir()
     if as_user:
         shutil.chown(root, "postgres")
-    port = _free_port()
+    port = free_port()
     data = root / "data"
 
     def run(*args: str) -> None:

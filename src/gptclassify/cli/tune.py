@@ -71,7 +71,7 @@ def tune(search_specs: tuple[str, ...], **values) -> None:
     if cache.get("hits"):
         click.echo(
             f"Frozen-prefix cache: built {cache['misses']:.0f} time(s), reused "
-            f"{cache['hits']:.0f} time(s), saving {cache['saved_s']:.1f} s"
+            f"{cache['hits']:.0f} time(s), saving {cache['saved_s'] - cache['lookup_s']:.1f} s"
         )
     for path in result.files.values():
         click.echo(f"Wrote {path}")

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -89,6 +90,8 @@ class PrefixMemo:
     saved_s: float = 0.0
     """Build time of the caches that were reused instead of built again."""
     built_s: float = 0.0
+    lookup_s: float = 0.0
+    """Time spent computing lookup keys (hashing token ids and frozen weights)."""
 
 
 _memo: PrefixMemo | None = None
@@ -108,9 +111,9 @@ def shared_prefix_cache(capacity: int = 4) -> Iterator[PrefixMemo]:
 def _memo_key(model: GPTClassifier, source: TokenSource, end: int, dtype: torch.dtype) -> str:
     """Everything a cache depends on: token ids, frozen weights, blocks, precision, device."""
     digest = hashlib.sha256(f"{end}|{dtype}|{source.device}|".encode())
-    for ids in source.encoded.ids:
-        digest.update(torch.as_tensor(ids, dtype=torch.int64).numpy().tobytes())
-        digest.update(b"|")
+    ids = source.encoded.ids
+    digest.update(np.asarray([len(t) for t in ids], dtype=np.int64).tobytes())
+    digest.update(np.fromiter((i for t in ids for i in t), dtype=np.int64).tobytes())
     frozen = [("wte", model.gpt.wte.weight), ("wpe", model.gpt.wpe.weight)]
     frozen += [(f"h.{i}.{n}", p) for i in range(end) for n, p in model.gpt.h[i].named_parameters()]
     for name, p in frozen:
@@ -146,7 +149,9 @@ def build_prefix_source(
     memo = _memo
     if memo is None or (dist is not None and dist.active):
         return compute_prefix_source(model, source, end, dtype, tokens_per_batch, dist)
+    t_key = time.perf_counter()
     key = _memo_key(model, source, end, dtype) if memo.capacity else None  # 0: count only
+    memo.lookup_s += time.perf_counter() - t_key
     if key is not None and key in memo.entries:
         cached, cost = memo.entries[key]
         memo.entries.move_to_end(key)

@@ -90,7 +90,8 @@ class SearchResult:
     """`gptclassify train ...` reproducing the best trial."""
     wall_s: float
     prefix_cache: dict[str, float] = field(default_factory=dict)
-    """Reuse of frozen-prefix caches by this process: hits, misses, built_s, saved_s."""
+    """Reuse of frozen-prefix caches by this process: hits, misses, built_s, saved_s (build
+    time not spent again), lookup_s (the cost of finding them)."""
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -324,6 +325,7 @@ def search(
                 "misses": memo.misses,
                 "built_s": memo.built_s,
                 "saved_s": memo.saved_s,
+                "lookup_s": memo.lookup_s,
             },
         )
         complete = [r for r in result.rows if r.state == "COMPLETE"]
