@@ -209,3 +209,24 @@ def test_report_to_names_are_checked(job, tmp_path):
     with pytest.raises(GPTClassifyError, match="--report-to: wandb not one of none"):
         config(job, tmp_path / "x", report_to="tensorboard,wandb")
     assert config(job, tmp_path / "x", report_to=" mlflow , tensorboard").report_to
+
+
+def test_a_reporter_that_raises_is_switched_off_with_a_warning(job, tmp_path):
+    from gptclassify.training.report import Reporter
+
+    class Broken(Reporter):
+        calls = 0
+
+        def on_step(self, state, loss):
+            Broken.calls += 1
+            raise OSError("disk full")
+
+        def close(self, status, folder):
+            raise RuntimeError("cannot close")
+
+    out = tmp_path / "run"
+    clf = train(config(job, out, epochs=1, eval_freq=0), quiet=True, callbacks=[Broken()])
+    assert clf.path == out and (out / "model.safetensors").is_file()
+    assert Broken.calls == 1  # switched off after the first failure
+    log = (out / "train.log").read_text()
+    assert "Warning: Broken stopped reporting (disk full)" in log

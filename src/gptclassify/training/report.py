@@ -52,7 +52,10 @@ EXPERIMENT = "gptclassify"
 
 
 class Reporter(Callbacks):
-    """A callback that also hears how the run ended."""
+    """A callback that also hears how the run ended. A reporter that raises is switched off
+    with a warning (by `Fanout`): reporting never fails a run."""
+
+    failed = False
 
     def on_finish(self, metrics: dict[str, Any]) -> None:
         """After the final evaluation, before the run folder is published (metrics.json's
@@ -68,25 +71,34 @@ class Fanout(Callbacks):
     def __init__(self, callbacks: Sequence[Callbacks]) -> None:
         self.callbacks = list(callbacks)
 
-    def on_step(self, state: TrainState, loss: float) -> None:
+    def _each(self, method: str, *args: Any, reporters_only: bool = False) -> None:
         for cb in self.callbacks:
-            cb.on_step(state, loss)
+            if not isinstance(cb, Reporter):
+                if not reporters_only:
+                    getattr(cb, method)(*args)  # the run's own and tune's: their errors count
+                continue
+            if cb.failed:
+                continue
+            try:
+                getattr(cb, method)(*args)
+            except Exception as exc:
+                cb.failed = True
+                log.warning("Warning: %s stopped reporting (%s)", type(cb).__name__, exc)
+
+    def on_step(self, state: TrainState, loss: float) -> None:
+        self._each("on_step", state, loss)
 
     def on_estimate(self, state: TrainState, row: dict[str, Any]) -> None:
-        for cb in self.callbacks:
-            cb.on_estimate(state, row)
+        self._each("on_estimate", state, row)
 
     def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch(state, row)
+        self._each("on_epoch", state, row)
 
     def should_stop(self) -> bool:
         return any([cb.should_stop() for cb in self.callbacks])  # every one is asked
 
     def on_finish(self, metrics: dict[str, Any]) -> None:
-        for cb in self.callbacks:
-            if isinstance(cb, Reporter):
-                cb.on_finish(metrics)
+        self._each("on_finish", metrics, reporters_only=True)
 
 
 def open_reporters(cfg: TrainConfig, run_dir: Path) -> list[Reporter]:
@@ -265,7 +277,9 @@ class TensorBoardReporter(Reporter):
         final_tags = {f"final/{k}": v for k, v in final.items()}
         for summary in hparams(report_params(self.cfg), final_tags):
             self.writer.file_writer.add_summary(summary)
-        self.writer.flush()
+        # The last event: closed before the run folder is renamed into place.
+        self.writer.close()
+        self.writer = None
 
     def close(self, status: str, folder: Path | None) -> None:
         if self.writer is not None:

@@ -149,7 +149,8 @@ def train(
     run's own config; `overrides` may change only `args.RESUMABLE` options (more epochs).
     overwrite: replace an existing run folder at `cfg.out` (it stays until the new run is
     complete).
-    callbacks: more listeners to the loop (after the run's own; `tune` prunes trials there).
+    callbacks: more listeners to the loop (they hear each step and epoch before the run
+    checkpoints it; `tune` prunes trials there).
     """
     if resume is not None and cfg is not None:
         raise GPTClassifyError("resume a run with its own config: give resume=RUN, not a config")
