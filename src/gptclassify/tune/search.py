@@ -24,6 +24,7 @@ built-in recipe (a small fixed space, a trial count or a time budget) can call i
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -134,7 +135,7 @@ def trial_config(
     base: TrainConfig, data: DataConfig, params: dict[str, Any], out: Path
 ) -> TrainConfig:
     """`base` with the trial's options, on the shared split, into `out` (checked again)."""
-    values = {**base.to_dict(), "data": data.__dict__.copy(), "out": str(out)}
+    values = {**base.to_dict(), "data": dataclasses.asdict(data), "out": str(out)}
     cfg = TrainConfig.from_dict(values)
     for name, value in params.items():
         setattr(cfg, name, value)
@@ -216,16 +217,15 @@ def _finished(trial: Any) -> bool:
 
 def _requeue_interrupted(study: Any) -> None:
     """Trials stopped by Ctrl-C (or SIGTERM) run again with the same options, resuming from
-    their checkpoints."""
+    their checkpoints (once: unless a later trial already took the same run over)."""
     trials = study.get_trials(deepcopy=False)
-    taken = {t.user_attrs.get("resumes") for t in trials}
     for t in trials:
-        if t.user_attrs.get("interrupted") and t.number not in taken:
-            origin = t.user_attrs.get("resumes", t.number)
-            if origin in taken and origin != t.number:
-                continue
-            study.enqueue_trial(t.params, user_attrs={"resumes": origin}, skip_if_exists=False)
-            taken.add(origin)
+        if not t.user_attrs.get("interrupted"):
+            continue
+        origin = t.user_attrs.get("resumes", t.number)
+        if any(u.number > t.number and u.user_attrs.get("resumes") == origin for u in trials):
+            continue
+        study.enqueue_trial(t.params, user_attrs={"resumes": origin}, skip_if_exists=False)
 
 
 def search(
