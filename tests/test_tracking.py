@@ -70,35 +70,6 @@ def scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
-def test_tensorboard_resumed_run_continues_one_step_axis(job, tmp_path):
-    out = tmp_path / "run"
-    cfg = config(job, out, report_to="tensorboard")
-    # Killed after epoch 1's reports, before its checkpoint: the resumed run redoes the
-    # steps after the last step checkpoint, which the event file already holds.
-    assert run_killed(cfg, "epoch:1") == -signal.SIGKILL
-    before = scalars(tmp_path / "run.partial" / "tensorboard", "step/train_loss")
-    train(resume=out, quiet=True)
-    got = scalars(out / "tensorboard", "step/train_loss")
-    steps = [s for s, _ in got]
-    total = steps_per_run(cfg)
-    assert before[-1][0] > 13  # steps beyond the last checkpoint (step 13) were written
-    assert steps == list(range(total))  # each step once, in order
-    # The steps the resumed run redid read as the killed run wrote them (an exact resume).
-    assert got[: len(before)] == before
-    epochs = scalars(out / "tensorboard", "epoch/full_val_accuracy")
-    assert [s for s, _ in epochs] == [total // 2 * e - 1 for e in (1, 2)]
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
-    acc.Reload()
-    assert {"confusion/validation", "confusion/test"} <= set(acc.Tags()["images"])
-    assert "final/test_accuracy" in acc.Tags()["scalars"]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert scalars(out / "tensorboard", "final/test_accuracy")[0][1] == pytest.approx(
-        metrics["test"]["accuracy"]
-    )
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real tracking server on 127.0.0.1 with a SQLite backend; its URL."""
@@ -150,33 +121,55 @@ def mlflow_server(tmp_path_factory):
         log.close()
 
 
-def test_mlflow_run_on_a_real_server_resumes_the_same_run(
+def test_a_killed_and_resumed_run_continues_one_mlflow_run_and_step_axis(
     job, tmp_path, mlflow_server, monkeypatch
 ):
     import mlflow
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     env = {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": "tracking-test"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "run"
-    cfg = config(job, out, report_to="mlflow")
+    cfg = config(job, out, report_to="tensorboard,mlflow")
+    # Killed after epoch 1's reports, before its checkpoint: the resumed run redoes the
+    # steps after the last step checkpoint (step 13), which both trackers already hold.
     assert run_killed(cfg, "epoch:1", env) == -signal.SIGKILL
     record = json.loads((tmp_path / "run.partial" / "mlflow.json").read_text())
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     before = client.get_metric_history(record["run_id"], "train_loss")
-    assert max(m.step for m in before) > 13  # it holds steps the resumed run redoes
+    assert max(m.step for m in before) > 13
     assert client.get_run(record["run_id"]).info.status == "RUNNING"  # killed: never ended
+    events_before = scalars(tmp_path / "run.partial" / "tensorboard", "step/train_loss")
+    assert events_before[-1][0] > 13
 
     train(resume=out, quiet=True)
+    total = steps_per_run(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    # TensorBoard: each step once, in order; the redone steps read as the killed run wrote
+    # them (an exact resume).
+    events = scalars(out / "tensorboard", "step/train_loss")
+    assert [s for s, _ in events] == list(range(total))
+    assert events[: len(events_before)] == events_before
+    epochs = scalars(out / "tensorboard", "epoch/full_val_accuracy")
+    assert [s for s, _ in epochs] == [total // 2 * e - 1 for e in (1, 2)]
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    assert {"confusion/validation", "confusion/test"} <= set(acc.Tags()["images"])
+    final = scalars(out / "tensorboard", "final/test_accuracy")
+    assert final[0][1] == pytest.approx(metrics["test"]["accuracy"])
+
+    # MLflow: the same run, finished, each step once.
     assert json.loads((out / "mlflow.json").read_text())["run_id"] == record["run_id"]
     experiment = client.get_experiment_by_name("tracking-test")
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.run_id for r in runs] == [record["run_id"]]  # one run, continued
     run = runs[0]
     assert run.info.status == "FINISHED"
-    total = steps_per_run(cfg)
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == list(range(total))  # no step twice
+    assert sorted((m.step, m.value) for m in history) == [(s, pytest.approx(v)) for s, v in events]
     with open(out / "history.csv", encoding="utf-8") as f:
         rows = [line.split(",") for line in f.read().splitlines()[1:]]
     epoch_rows = [r for r in rows if r[5]]  # rows with a train accuracy
@@ -184,14 +177,14 @@ def test_mlflow_run_on_a_real_server_resumes_the_same_run(
     assert sorted((m.step, m.value) for m in full_val) == [
         (int(r[0]), pytest.approx(float(r[7]))) for r in epoch_rows
     ]
-    metrics = json.loads((out / "metrics.json").read_text())
     assert run.data.metrics["final_test_accuracy"] == pytest.approx(metrics["test"]["accuracy"])
-    assert run.data.params["lr"] == "0.002" and run.data.params["report_to"] == "mlflow"
+    assert run.data.params["lr"] == "0.002"
+    assert run.data.params["report_to"] == "tensorboard,mlflow"
     record_json = json.loads((out / "checkpoints" / "run.json").read_text())
     assert run.data.tags["gptclassify.data_sha256"] == record_json["data_sha256"]
     assert run.data.tags["gptclassify.base_model"] == str(job / "tiny.json")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model.safetensors", "config.json", "metrics.json", "history.csv"} <= artifacts
+    assert {"model.safetensors", "config.json", "metrics.json", "tensorboard"} <= artifacts
     assert "checkpoints" not in artifacts
 
 

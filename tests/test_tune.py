@@ -263,6 +263,7 @@ def test_a_study_on_a_postgresql_server(job, tmp_path, postgres):
     cfg = base(job, epochs=1)
     result = search(cfg, space, out=tmp_path / "pg", trials=2, storage=postgres, seed=0)
     assert [r.state for r in result.rows] == ["COMPLETE", "COMPLETE"]
+    assert "***" not in result.storage  # (no password in this URL to hide)
     study = optuna.load_study(study_name="pg", storage=postgres)
     assert [t.value for t in study.trials] == [r.value for r in result.rows]
     assert not (tmp_path / "pg" / "tune.db").exists()
