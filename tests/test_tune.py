@@ -288,3 +288,41 @@ def test_tune_without_optuna_names_the_extra():
     assert missing_extra(error) == (
         'this needs optuna, which is not installed: pip install "gptclassify[track]"'
     )
+
+
+def test_shared_prefix_caches_are_reused_only_for_the_same_prefix():
+    import torch
+
+    from gptclassify.classifier import GPTClassifier
+    from gptclassify.config import GPTConfig
+    from gptclassify.data.batches import TokenSource
+    from gptclassify.data.encode import InputPolicy, encode
+    from gptclassify.model import GPTModel
+    from gptclassify.training.prefix_cache import build_prefix_source, shared_prefix_cache
+
+    cfg = GPTConfig(vocab_size=50257, context_length=32, emb_dim=32, n_heads=4, n_layers=3)
+    texts = ["win cash now", "see you at six", "call me later tonight please"]
+    policy = InputPolicy(cfg.context_length, None)
+    source = TokenSource(encode(texts, policy, [1, 0, 0]), torch.device("cpu"))
+
+    def model(seed: int, causal: bool = True) -> GPTClassifier:
+        torch.manual_seed(seed)
+        return GPTClassifier(GPTModel(cfg), 2, causal=causal).eval()
+
+    with shared_prefix_cache() as memo:
+        first = build_prefix_source(model(0), source, 2)
+        again = build_prefix_source(model(0), source, 2)  # a new model, the same weights
+        assert (memo.hits, memo.misses) == (1, 1) and again.states is first.states
+        other = model(0)
+        with torch.no_grad():
+            other.gpt.h[1].mlp.c_fc.weight[0, 0] += 1e-3  # one frozen weight differs
+        changed = build_prefix_source(other, source, 2)
+        build_prefix_source(model(0), source, 1)  # fewer frozen blocks
+        build_prefix_source(model(0, causal=False), source, 2)  # another attention mask
+        shorter = TokenSource(encode(texts[:2], policy, [1, 0]), torch.device("cpu"))
+        build_prefix_source(model(0), shorter, 2)  # other texts
+        assert (memo.hits, memo.misses) == (1, 5)
+        assert not torch.equal(changed.states, first.states)
+    # Outside a shared cache every run builds its own, with the same numbers.
+    alone = build_prefix_source(model(0), source, 2)
+    assert torch.equal(alone.states, first.states) and alone.states is not first.states

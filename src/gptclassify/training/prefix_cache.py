@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,16 +111,35 @@ def shared_prefix_cache(capacity: int = 4) -> Iterator[PrefixMemo]:
 
 
 def _memo_key(model: GPTClassifier, source: TokenSource, end: int, dtype: torch.dtype) -> str:
-    """Everything a cache depends on: token ids, frozen weights, blocks, precision, device."""
-    digest = hashlib.sha256(f"{end}|{dtype}|{source.device}|".encode())
+    """Everything a cache depends on: token ids, frozen weights, model shape and attention
+    mask, blocks, precision, device."""
+    digest = hashlib.sha256(
+        f"{end}|{dtype}|{source.device}|{model.causal}|{model.gpt.config!r}|".encode()
+    )
+    digest.update(_weights_key(model, end).encode())
     ids = source.encoded.ids
     digest.update(np.asarray([len(t) for t in ids], dtype=np.int64).tobytes())
     digest.update(np.fromiter((i for t in ids for i in t), dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+_weight_keys: weakref.WeakKeyDictionary[GPTClassifier, tuple[Any, str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _weights_key(model: GPTClassifier, end: int) -> str:
+    """A fingerprint of the embeddings and blocks [0, end), computed once per model while
+    those tensors are unchanged (their version counters count in-place changes)."""
     frozen = [("wte", model.gpt.wte.weight), ("wpe", model.gpt.wpe.weight)]
     frozen += [(f"h.{i}.{n}", p) for i in range(end) for n, p in model.gpt.h[i].named_parameters()]
-    for name, p in frozen:
-        digest.update(f"{name}:{tuple(p.shape)}:{_weights_sum(p)}".encode())
-    return digest.hexdigest()
+    identity = (end, tuple((p.data_ptr(), p._version) for _, p in frozen))
+    known = _weight_keys.get(model)
+    if known is not None and known[0] == identity:
+        return known[1]
+    key = "|".join(f"{name}:{tuple(p.shape)}:{_weights_sum(p)}" for name, p in frozen)
+    _weight_keys[model] = (identity, key)
+    return key
 
 
 @torch.no_grad()
