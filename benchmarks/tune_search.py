@@ -72,7 +72,8 @@ def main() -> None:
     info = machine_info()
     print(f"\n{info['cpu_line']}, {info['torch_threads']} thread(s), torch {info['torch']}")
     print(
-        "variant          wall s  complete  pruned  best  val acc  test acc  caches built  reused  build s  saved s"
+        "variant          wall s  complete  pruned  best  val acc  test acc  caches built  "
+        "reused  build s  saved s  lookup s"
     )
     for name, r in rows.items():
         print(
