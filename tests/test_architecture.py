@@ -18,7 +18,17 @@ from gptclassify.config import GPTConfig
 from gptclassify.model import GPTModel
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gptclassify"
-VERBS = ("data", "training", "predict", "baseline", "experiments", "cli", "serve", "export")
+VERBS = (
+    "data",
+    "training",
+    "predict",
+    "baseline",
+    "experiments",
+    "cli",
+    "serve",
+    "export",
+    "tune",
+)
 # What each part may import from the package (core modules: only core modules).
 ALLOWED = {
     "core": set(),
@@ -29,6 +39,7 @@ ALLOWED = {
     "experiments": {"data", "training", "baseline", "experiments"},
     "serve": {"predict", "serve"},  # through Classifier: no tokenizing or data files of its own
     "export": {"data", "predict", "export"},
+    "tune": {"data", "predict", "training", "tune"},
     "cli": set(VERBS),
 }
 

@@ -34,15 +34,16 @@ def test_help_lists_commands():
 
 
 def test_every_config_field_is_a_documented_flag():
-    """train/baseline/experiments --help list every field of their config, with its help."""
+    """train/baseline/experiments/tune --help list every field of their config, with its help."""
     import click
 
-    from gptclassify.args import BaselineConfig, ExperimentsConfig, TrainConfig, options
+    from gptclassify.args import BaselineConfig, ExperimentsConfig, TrainConfig, TuneConfig, options
 
     for command, cls in (
         ("train", TrainConfig),
         ("baseline", BaselineConfig),
         ("experiments", ExperimentsConfig),
+        ("tune", TuneConfig),
     ):
         res = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
         assert res.exit_code == 0, res.output

@@ -54,7 +54,8 @@ def config(job: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**{**options, **kw})
 
 
-def _child(cfg: TrainConfig, kill_at: str) -> None:
+def _child(cfg: TrainConfig, kill_at: str, env: dict[str, str]) -> None:
+    os.environ.update(env)
     os.environ["GPTCLASSIFY_KILL_AT"] = kill_at
     try:
         train(cfg, quiet=True)
@@ -62,11 +63,12 @@ def _child(cfg: TrainConfig, kill_at: str) -> None:
         sys.exit(exc.exit_code)
 
 
-def run_killed(cfg: TrainConfig, kill_at: str) -> int:
-    """Run `cfg` in a child process stopped at `kill_at`; returns its exit code."""
+def run_killed(cfg: TrainConfig, kill_at: str, env: dict[str, str] | None = None) -> int:
+    """Run `cfg` in a child process stopped at `kill_at`; returns its exit code. `env` is set
+    in the child (the forkserver's environment is the one it started with)."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["gptclassify.training.run", "torch._dynamo"])
-    child = ctx.Process(target=_child, args=(cfg, kill_at))
+    child = ctx.Process(target=_child, args=(cfg, kill_at, env or {}))
     child.start()
     child.join(timeout=120)
     assert child.exitcode is not None, "the child hung"

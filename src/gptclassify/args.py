@@ -499,8 +499,17 @@ class RuntimeArgs:
         default=1,
         metadata=opt("Checkpoints kept in RUN/checkpoints: the N newest, plus the best epoch's."),
     )
+    report_to: str = field(
+        default="none",
+        metadata=opt(
+            "Where else the run reports: none, or a comma-separated list of tensorboard (event "
+            "files in RUN/tensorboard) and mlflow (MLFLOW_TRACKING_URI, default "
+            "sqlite:///mlflow.db). Needs the track extra."
+        ),
+    )
 
     def __post_init__(self) -> None:
+        report_targets(self.report_to)  # validates the names
         check_finite(self, "cache_gb", "cache_disk_gb")
         check_positive_ints(self, "keep_checkpoints")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
@@ -508,6 +517,24 @@ class RuntimeArgs:
                 f"--checkpoint-every must be >= 0, got {self.checkpoint_every!r}"
             )
         check_choices(self)
+
+
+REPORT_TARGETS: tuple[str, ...] = ("tensorboard", "mlflow")
+"""Experiment trackers a run can report to (training/report.py)."""
+
+
+def report_targets(spec: str) -> tuple[str, ...]:
+    """Parse --report-to ("none" or a comma-separated subset of REPORT_TARGETS)."""
+    names = tuple(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    unknown = [n for n in names if n not in REPORT_TARGETS]
+    if unknown or not names:
+        raise GPTClassifyError(
+            f"--report-to: {', '.join(unknown) or repr(spec)} not one of none, "
+            + ", ".join(REPORT_TARGETS)
+        )
+    return names
 
 
 _GROUPS: dict[str, type] = {
@@ -649,7 +676,9 @@ class TrainConfig:
             raise GPTClassifyError(f"{source}: {exc}") from None
 
 
-RESUMABLE = frozenset({"epochs", "checkpoint_every", "keep_checkpoints", "prefix_cache_dir"})
+RESUMABLE = frozenset(
+    {"epochs", "checkpoint_every", "keep_checkpoints", "prefix_cache_dir", "report_to"}
+)
 """Options a resumed run may change (`--epochs` may grow); every other option is the run's
 own, as recorded when it started."""
 
@@ -761,6 +790,13 @@ class ExperimentsConfig:
         default=None,
         metadata=opt("PyTorch CPU threads per run (default: PyTorch's choice; 1 with --quick)."),
     )
+    report_to: str = field(
+        default="none",
+        metadata=opt(
+            "Report every run (an entry's own report_to wins) to: none, or tensorboard and/or "
+            "mlflow, comma-separated."
+        ),
+    )
     seed: int = field(
         default=123,
         metadata=opt("Seed for the data split, and the training seed of entries that set none."),
@@ -774,9 +810,70 @@ class ExperimentsConfig:
             self.data = DataConfig(**self.data)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise GPTClassifyError(f"--threads must be a positive integer, got {self.threads!r}")
+        report_targets(self.report_to)
 
     def only_names(self) -> list[str]:
         return [n.strip() for n in (self.only or "").split(",") if n.strip()]
+
+
+@dataclass
+class TuneConfig:
+    """How `gptclassify tune` searches (what each trial trains is a TrainConfig)."""
+
+    space: str | None = field(
+        default=None,
+        metadata=opt(
+            "YAML or JSON file of the search space: {option: 'loguniform(1e-5, 1e-3)' | "
+            "[choice, ...] | {type, low, high, log, choices}}; --search adds to it."
+        ),
+    )
+    trials: int = field(
+        default=20,
+        metadata=opt("Finished (complete or pruned) trials the study should hold, all workers."),
+    )
+    timeout: float | None = field(
+        default=None, metadata=opt("Stop starting new trials after this many seconds.")
+    )
+    metric: Literal["val_accuracy", "val_loss"] = field(
+        default="val_accuracy",
+        metadata=opt(
+            "What the search optimises: the kept epoch's full-validation accuracy (maximised) "
+            "or loss (minimised); also what pruning compares after each epoch."
+        ),
+    )
+    sampler: Literal["tpe", "random"] = field(
+        default="tpe", metadata=opt("Optuna sampler: TPE (default) or random search.")
+    )
+    pruner: Literal["median", "none"] = field(
+        default="median",
+        metadata=opt("Stop a trial after an epoch whose metric is worse than the median trial's."),
+    )
+    storage: str | None = field(
+        default=None,
+        metadata=opt(
+            "Optuna storage URL (default: sqlite:///OUT/tune.db, so a stopped search resumes); "
+            "a shared database (postgresql://...) lets several workers share one study."
+        ),
+    )
+    study: str | None = field(
+        default=None, metadata=opt("Study name (default: the name of the output folder).")
+    )
+    keep_all: bool = field(
+        default=False,
+        metadata=opt("Keep every trial's weights (default: only the best trial's)."),
+    )
+    search_seed: int | None = field(
+        default=None, metadata=opt("Seed of the sampler (default: a different search each time).")
+    )
+    out: str | None = field(
+        default=None, metadata=opt("Output folder (default: runs/tune-<timestamp>).")
+    )
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, "trials")
+        if self.timeout is not None:
+            check_finite(self, "timeout", strict=True)
+        check_choices(self)
 
 
 __all__ = [
@@ -791,10 +888,12 @@ __all__ = [
     "RuntimeArgs",
     "TrainArgs",
     "TrainConfig",
+    "TuneConfig",
     "check_choices",
     "check_finite",
     "check_positive_ints",
     "flat_dict",
+    "report_targets",
     "lora_target_list",
     "option_map",
     "options",

@@ -65,6 +65,16 @@ def plot_history(
 def plot_confusion(
     matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = ""
 ) -> Path:
+    fig = confusion_figure(matrix, labels, title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def confusion_figure(
+    matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str = ""
+) -> Any:
+    """The confusion matrix drawn on a new matplotlib figure (the caller closes it)."""
     n = len(labels)
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * n, 1.0 + 0.8 * n))
     ax.imshow(matrix, cmap="Blues")
@@ -82,6 +92,4 @@ def plot_confusion(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return fig

@@ -13,6 +13,7 @@ from gptclassify.cli import (  # noqa: F401
     predict,
     serve,
     train,
+    tune,
 )
 from gptclassify.cli.app import cli, main
 

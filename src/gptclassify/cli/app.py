@@ -19,6 +19,9 @@ EXTRAS = {
     "onnx": "onnx",
     "onnxruntime": "onnx",
     "onnxscript": "onnx",
+    "mlflow": "track",
+    "optuna": "track",
+    "tensorboard": "track",
 }
 
 

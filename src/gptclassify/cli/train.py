@@ -20,7 +20,8 @@ from gptclassify.cli.options import build, config_options
     metavar="RUN",
     help="Continue the run in RUN (or RUN.partial) from its newest checkpoint, with its own "
     "settings; only --epochs (to train longer), --checkpoint-every, --keep-checkpoints and "
-    "--prefix-cache-dir may change. The result is the same as a run that was never stopped.",
+    "--prefix-cache-dir and --report-to may change. The result is the same as a run that was "
+    "never stopped.",
 )
 @click.option(
     "--overwrite",

@@ -183,6 +183,8 @@ def run_experiments(
         row = RunResult(entry.name, entry.description, model_label(entry.options, cfg.quick))
         try:
             tcfg = train_config(entry, shared, out / entry.name, cfg.seed, quick_models)
+            if "report_to" not in entry.options:
+                tcfg.report_to = cfg.report_to
             planned.append((row, Job("train", tcfg, out / entry.name, threads)))
         except GPTClassifyError as exc:
             planned.append((row, str(exc)))

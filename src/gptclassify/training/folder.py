@@ -24,6 +24,8 @@ from gptclassify.files import atomic_write, move_into_place
 from gptclassify.training.checkpoint import CHECKPOINTS
 
 PARTIAL = ".partial"
+CONTINUED = ("train.log", "mlflow.json", "tensorboard")
+"""What a finished run trained longer takes over besides its checkpoints."""
 RUN_FILE = "run.json"
 """In checkpoints/: the run's TrainConfig and what it was started on, for --resume."""
 
@@ -98,8 +100,12 @@ class RunFolder:
         # the longer run is published in its place.
         staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
         shutil.copytree(final / CHECKPOINTS, staging / CHECKPOINTS)
-        if (final / "train.log").is_file():
-            shutil.copy2(final / "train.log", staging / "train.log")
+        # The log, and what --report-to continues (the MLflow run, the TensorBoard events).
+        for name in CONTINUED:
+            if (final / name).is_file():
+                shutil.copy2(final / name, staging / name)
+            elif (final / name).is_dir():
+                shutil.copytree(final / name, staging / name)
         staging.rename(work)
         return cls(final, work)
 

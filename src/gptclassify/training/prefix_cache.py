@@ -10,18 +10,28 @@ Where it lives (`plan_prefix_cache`): in memory up to --cache-gb; beyond that in
 memory-mapped file (`DiskStates`, the same float32 values, so training is bit for bit the
 same) up to --cache-disk-gb and the disk's free space; only beyond both does the run go
 without it. The file is scratch: removed when the run ends, never part of a run folder.
+Within one process, `shared_prefix_cache()` lets runs reuse each other's caches (the trials of
+a search share frozen blocks and data): a cache is looked up by the token ids it was built
+from, the frozen blocks' number, the precision and device, and a fingerprint of the frozen
+weights themselves, so a reused cache is always the one this run would have built.
 """
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -204,8 +214,125 @@ def prefix_cache_bytes(encoded: Sequence[Encoded], emb_dim: int) -> int:
     return sum(sum(len(s) for s in e.ids) for e in encoded) * emb_dim * CACHE_DTYPE.itemsize
 
 
+@dataclass
+class PrefixMemo:
+    """Caches kept between runs of one process, newest last, and what reusing them saved."""
+
+    capacity: int = 4
+    """Caches kept at most (each holds a hidden state per token of its split); 0 keeps
+    none and only counts the builds."""
+    entries: OrderedDict[str, tuple[PrefixSource, float]] = field(default_factory=OrderedDict)
+    hits: int = 0
+    misses: int = 0
+    saved_s: float = 0.0
+    """Build time of the caches that were reused instead of built again."""
+    built_s: float = 0.0
+    lookup_s: float = 0.0
+    """Time spent computing lookup keys (hashing token ids and frozen weights)."""
+
+
+_memo: PrefixMemo | None = None
+
+
+@contextmanager
+def shared_prefix_cache(capacity: int = 4) -> Iterator[PrefixMemo]:
+    """Runs started inside reuse the frozen-prefix caches of earlier runs (same process)."""
+    global _memo
+    previous, _memo = _memo, PrefixMemo(capacity)
+    try:
+        yield _memo
+    finally:
+        _memo = previous
+
+
+def _memo_key(model: GPTClassifier, source: TokenSource, end: int, dtype: torch.dtype) -> str:
+    """Everything a cache depends on: token ids, frozen weights, model shape and attention
+    mask, blocks, precision, device."""
+    digest = hashlib.sha256(
+        f"{end}|{dtype}|{source.device}|{model.causal}|{model.gpt.config!r}|".encode()
+    )
+    digest.update(_weights_key(model, end).encode())
+    ids = source.encoded.ids
+    digest.update(np.asarray([len(t) for t in ids], dtype=np.int64).tobytes())
+    digest.update(np.fromiter((i for t in ids for i in t), dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+_weight_keys: weakref.WeakKeyDictionary[GPTClassifier, tuple[Any, str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _weights_key(model: GPTClassifier, end: int) -> str:
+    """A fingerprint of the embeddings and blocks [0, end), computed once per model while
+    those tensors are unchanged (their version counters count in-place changes)."""
+    frozen = [("wte", model.gpt.wte.weight), ("wpe", model.gpt.wpe.weight)]
+    frozen += [(f"h.{i}.{n}", p) for i in range(end) for n, p in model.gpt.h[i].named_parameters()]
+    identity = (end, tuple((p.data_ptr(), p._version) for _, p in frozen))
+    known = _weight_keys.get(model)
+    if known is not None and known[0] == identity:
+        return known[1]
+    key = "|".join(f"{name}:{tuple(p.shape)}:{_weights_sum(p)}" for name, p in frozen)
+    _weight_keys[model] = (identity, key)
+    return key
+
+
 @torch.no_grad()
+def _weights_sum(p: Tensor, chunk: int = 1 << 20) -> str:
+    """Plain and position-weighted float64 sums of a tensor: hashing every byte would cost
+    about as much as a small cache, and these tell apart any two weights that differ in
+    practice (a changed value moves both sums)."""
+    flat = p.detach().flatten()
+    plain = weighted = 0.0
+    for i in range(0, flat.numel(), chunk):
+        part = flat[i : i + chunk].double()
+        ramp = torch.arange(i + 1, i + 1 + part.numel(), dtype=torch.float64, device=part.device)
+        plain += float(part.sum())
+        weighted += float((part * ramp).sum())
+    return f"{plain!r}:{weighted!r}"
+
+
 def build_prefix_source(
+    model: GPTClassifier,
+    source: TokenSource,
+    end: int,
+    dtype: torch.dtype = torch.float32,
+    tokens_per_batch: int = TOKENS_PER_BATCH,
+    dist: Dist | None = None,
+    disk_path: Path | None = None,
+) -> PrefixSource:
+    """`compute_prefix_source`, or the same cache from an earlier run of this process when
+    `shared_prefix_cache()` is on (one process only; caches in memory only: a file-backed
+    cache is removed when its run ends)."""
+    memo = _memo
+    if memo is None or (dist is not None and dist.active) or disk_path is not None:
+        return compute_prefix_source(
+            model, source, end, dtype, tokens_per_batch, dist, disk_path=disk_path
+        )
+    t_key = time.perf_counter()
+    key = _memo_key(model, source, end, dtype) if memo.capacity else None  # 0: count only
+    memo.lookup_s += time.perf_counter() - t_key
+    if key is not None and key in memo.entries:
+        cached, cost = memo.entries[key]
+        memo.entries.move_to_end(key)
+        memo.hits += 1
+        memo.saved_s += cost
+        # The states are shared read-only; labels and lengths are this run's own.
+        return PrefixSource(cached.states, cached.seq_lens, source, end)
+    t0 = time.perf_counter()
+    built = compute_prefix_source(model, source, end, dtype, tokens_per_batch, dist)
+    cost = time.perf_counter() - t0
+    memo.misses += 1
+    memo.built_s += cost
+    if key is not None:
+        memo.entries[key] = (built, cost)
+        while len(memo.entries) > memo.capacity:
+            memo.entries.popitem(last=False)
+    return built
+
+
+@torch.no_grad()
+def compute_prefix_source(
     model: GPTClassifier,
     source: TokenSource,
     end: int,

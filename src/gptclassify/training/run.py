@@ -28,6 +28,7 @@ import math
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -71,7 +72,7 @@ from gptclassify.training.distributed import Dist
 from gptclassify.training.folder import RunFolder
 from gptclassify.training.history import HISTORY_COLUMNS, write_history
 from gptclassify.training.logs import run_logging
-from gptclassify.training.loop import Engine, Sources, fit
+from gptclassify.training.loop import Callbacks, Engine, Sources, fit
 from gptclassify.training.prefix_cache import (
     CachePlan,
     PrefixSource,
@@ -80,6 +81,7 @@ from gptclassify.training.prefix_cache import (
     prefix_cache_bytes,
     prefix_is_cacheable,
 )
+from gptclassify.training.report import Fanout, open_reporters, reporting
 from gptclassify.training.results import (
     compare_with_baseline,
     describe_lora,
@@ -112,6 +114,7 @@ def train(
     resume: str | Path | None = None,
     overwrite: bool = False,
     overrides: dict[str, Any] | None = None,
+    callbacks: Sequence[Callbacks] = (),
 ) -> Classifier:
     """Fine-tune a classifier as `cfg` says, write the run folder, and return the classifier.
 
@@ -119,6 +122,8 @@ def train(
     run's own config; `overrides` may change only `args.RESUMABLE` options (more epochs).
     overwrite: replace an existing run folder at `cfg.out` (it stays until the new run is
     complete).
+    callbacks: more listeners to the loop (they hear each step and epoch before the run
+    checkpoints it; `tune` prunes trials there).
     """
     if resume is not None and cfg is not None:
         raise GPTClassifyError("resume a run with its own config: give resume=RUN, not a config")
@@ -131,7 +136,7 @@ def train(
         device = RunFolder.peek_config(resume).get("runtime", {}).get("device", "auto")
     dist, target = Dist.from_env(device)
     try:
-        return _train(cfg, dist, target, quiet, progress, resume, overwrite, overrides)
+        return _train(cfg, dist, target, quiet, progress, resume, overwrite, overrides, callbacks)
     finally:
         dist.close()
 
@@ -145,6 +150,7 @@ def _train(
     resume: str | Path | None,
     overwrite: bool,
     overrides: dict[str, Any] | None,
+    callbacks: Sequence[Callbacks] = (),
 ) -> Classifier:
     # Rank 0 claims (or reopens) the run folder; the others learn where it is.
     folder = None
@@ -166,7 +172,7 @@ def _train(
     logs = run_logging(folder.work, quiet=quiet) if dist.is_main else nullcontext()
     with logs:
         try:
-            run = Run(cfg, folder, progress=progress and not quiet, dist=dist, device=device)
+            run = Run(cfg, folder, progress and not quiet, dist, device, callbacks)
             return run.execute()
         except TrainingInterrupted as exc:
             log.info("%s", exc)
@@ -230,6 +236,7 @@ class Run:
         progress: bool = True,
         dist: Dist | None = None,
         device: torch.device | None = None,
+        callbacks: Sequence[Callbacks] = (),
     ) -> None:
         self.cfg = cfg
         self.folder = folder
@@ -244,10 +251,16 @@ class Run:
         self.cache_folder: Path | None = None
         """The memory-mapped frozen-prefix cache's folder while it exists (removed at the end)."""
         self.disk_sources: list[PrefixSource] = []
+        # Trackers (--report-to) listen on the process that writes files only.
+        reporters = open_reporters(cfg, folder.work) if self.is_main else []
+        self.callbacks = Fanout([*reporters, *callbacks])
 
     def execute(self) -> Classifier:
         try:
-            return self._execute()
+            with reporting(self.callbacks.callbacks) as end:
+                classifier = self._execute()
+                end.folder = self.folder.final
+            return classifier
         finally:
             self.close_cache()  # a memory-mapped cache never outlives the run, however it ends
 
@@ -581,7 +594,9 @@ class Run:
                 Sources(sources["train"], sources["validation"]),
                 cfg.train,
                 cfg.eval,
-                RunCallbacks(self, bar, elapsed),
+                # Reporters hear a step or epoch before it is checkpointed (so what they
+                # sent never misses steps a resumed run does not redo).
+                Fanout([self.callbacks, RunCallbacks(self, bar, elapsed)]),
             )
         bar.close()
 
@@ -688,6 +703,7 @@ class Run:
             # Everything goes into the work folder, which then becomes RUN in one rename: a
             # kill between two of these files leaves RUN as it was (resume redoes them).
             write_run(self.run_dir, classifier, metrics, state.history)
+            self.callbacks.on_finish(metrics.to_json())  # trackers take the finished folder
             log.info("Saved model, metrics, history and plots; publishing %s", self.folder.final)
             self.folder.publish()
         classifier.path = self.folder.final
