@@ -37,6 +37,7 @@ GPT_METRIC_KEYS = {
     "calibration",
     "world_size",
     "backend",
+    "baseline",
     "format_version",
 }
 REPORT_KEYS = {
