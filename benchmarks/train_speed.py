@@ -778,6 +778,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "unless --skip-reference).",
     )
     p.add_argument(
+        "--skip-book-pooling",
+        action="store_true",
+        help="Run ours with its defaults only (not also with --pool last --pad-to longest).",
+    )
+    p.add_argument(
         "--train-seeds",
         type=int,
         default=0,
@@ -889,6 +894,8 @@ def main(argv: list[str] | None = None) -> None:
         names = (
             [n for n in OURS_VARIANTS if n not in DEFAULT_VARIANTS]
             if args.ablation
+            else DEFAULT_VARIANTS[:1]
+            if args.skip_book_pooling
             else DEFAULT_VARIANTS
         )
         for name in names:
