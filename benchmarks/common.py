@@ -118,6 +118,92 @@ def ensure_gpt2_weights(directory: Path, seed: int = 123) -> Path:
     return directory
 
 
+LLAMA_SMALL = {
+    # GPT-2 small's shape in the Llama family: 12 layers of width 768, 12 query heads sharing
+    # 4 key/value heads, and an intermediate size of 2048 so that SwiGLU's three matrices
+    # (3 x 768 x 2048) hold what GPT-2's two 768 x 3072 matrices hold. GPT-2's vocabulary and
+    # context, tied embeddings (as GPT-2 and Llama 3.2 1B/3B).
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 4,
+    "intermediate_size": 2048,
+    "vocab_size": 50257,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": True,
+    "bos_token_id": PAD_TOKEN_ID,
+    "eos_token_id": PAD_TOKEN_ID,
+}
+
+
+def ensure_llama_weights(directory: Path, seed: int = 123) -> Path:
+    """Random GPT-2-small-sized Llama (LLAMA_SMALL) in Hugging Face format, with a
+    tokenizer.json made from the shipped GPT-2 tokenizer files, so that this model and GPT-2
+    see the same token ids. Written once (seeded) and reused, as `ensure_gpt2_weights`."""
+    marker = directory / WEIGHTS_MARKER
+    if marker.is_file() and (directory / "tokenizer.json").is_file():
+        try:
+            if json.loads(marker.read_text())["seed"] == seed:
+                return directory
+        except (ValueError, KeyError):
+            pass
+    import torch
+    import transformers
+
+    print(f"Writing random GPT-2-small-sized Llama weights (seed {seed}) to {directory} ...")
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA_SMALL))
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    # transformers 5 reads the two files by their Hugging Face names (its constructor's
+    # vocab_file/merges_file arguments gave an empty vocabulary here); the check below keeps
+    # a wrong tokenizer.json from reaching a benchmark.
+    shutil.copyfile(GPT2_FILES / "encoder.json", tmp / "vocab.json")
+    shutil.copyfile(GPT2_FILES / "vocab.bpe", tmp / "merges.txt")
+    tok = transformers.GPT2TokenizerFast.from_pretrained(tmp)
+    tok.model_max_length = LLAMA_SMALL["max_position_embeddings"]
+    tok.save_pretrained(tmp)
+    _check_same_ids(tmp)
+    (tmp / WEIGHTS_MARKER).write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "recipe": "torch.manual_seed(seed); LlamaForCausalLM(LlamaConfig(**LLAMA_SMALL))"
+                ".save_pretrained(); GPT2TokenizerFast(shipped files).save_pretrained()",
+                "config": LLAMA_SMALL,
+                "transformers": transformers.__version__,
+                "torch": torch.__version__,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+def _check_same_ids(directory: Path) -> None:
+    """tokenizer.json must give GPT-2's ids (tiktoken's), or the two families are not fed alike."""
+    import tiktoken
+    from tokenizers import Tokenizer
+
+    text = (
+        "Go until jurong point, crazy.. Available only in bugis n great world la e buffet... 😀 ok"
+    )
+    ours = Tokenizer.from_file(str(directory / "tokenizer.json")).encode(text).ids
+    if ours != tiktoken.get_encoding("gpt2").encode(text):
+        raise SystemExit(f"{directory}/tokenizer.json does not give GPT-2's token ids")
+
+
+def ensure_weights(family: str, out: Path, seed: int = 123) -> Path:
+    """The random base model of `family` ("gpt2" or "llama") in `out`, written once."""
+    if family == "llama":
+        return ensure_llama_weights(out / f"llama-small-random-seed{seed}", seed)
+    return ensure_gpt2_weights(out / f"gpt2-small-random-seed{seed}", seed)
+
+
 def install_hf_tokenizer(directory: Path) -> None:
     """A GPT-2 tokenizer for transformers, built offline from the shipped tokenizer files."""
     from transformers import GPT2TokenizerFast

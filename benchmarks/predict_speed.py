@@ -35,6 +35,7 @@ import shutil
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ VARIANTS = {
     "ours-onnx-fp32": ("ort", "fp32", "sorted"),
     "ours-onnx-int8": ("ort", "int8", "sorted"),
 }
+LLAMA_VARIANTS = ("pipeline", "ours-fp32", "ours-bf16")
+"""The rows --family llama has: the ONNX exports and the int8 rows are issue 15's, for GPT-2."""
 REFERENCE = "ours-fp32"
 """The variant whose labels the others must agree with (>= 99%)."""
 PEER = "peer-onnx-int8"
@@ -66,26 +69,53 @@ STARTUP_TEXT = "WINNER!! You have been selected to receive a prize. Call now to 
 # per block. Embedding lookups, LayerNorm, GELU, softmax and the 768x2 head are left out (<1%).
 
 
-def block_flops(width: int, c: int) -> float:
+# The Llama of --family llama (common.LLAMA_SMALL) has the same C and L; its keys and values
+# are 256 wide (4 of 12 heads: grouped-query attention) and its SwiGLU MLP holds 3 x C x 2048
+# = 8 C^2 weights, so a token costs 2 (C^2 + C 256 + C 256 + C^2 + 8 C^2) = 21.3 C^2 FLOPs per
+# block instead of 24 C^2; the attention term is the same.
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the FLOP count needs of a model: width, blocks, key+value width, MLP weights."""
+
+    c: int = 768
+    layers: int = 12
+    kv: int = 2 * 768
+    mlp: int = 8 * 768 * 768
+
+    def token_weights(self) -> int:
+        """Weights of a block's matmuls that every token meets: q, k+v, output projection, MLP."""
+        return self.c * self.c + self.c * self.kv + self.c * self.c + self.mlp
+
+
+SHAPES = {
+    "gpt2": Shape(),
+    "llama": Shape(kv=2 * 768 // 3, mlp=3 * 768 * 2048),
+}
+
+
+def block_flops(width: int, s: Shape) -> float:
     """One full block on one sequence padded to `width` positions."""
-    return 24 * c * c * width + 2 * c * width * (width + 1)
+    return 2 * s.token_weights() * width + 2 * s.c * width * (width + 1)
 
 
-def pooled_block_flops(width: int, real: int, c: int) -> float:
+def pooled_block_flops(width: int, real: int, s: Shape) -> float:
     """gptclassify's last block evaluated at the pooled position only (fastpath.pooled_block):
     keys and values for all `width` positions, then query, attention, projection and MLP for
     one position that sees `real` keys."""
-    return 4 * c * c * width + 2 * c * c + 4 * c * real + 2 * c * c + 16 * c * c
+    c = s.c
+    return 2 * c * s.kv * width + 2 * c * c + 4 * c * real + 2 * c * c + 2 * s.mlp
 
 
-def useful_flops(lengths: list[int], layers: int, c: int) -> float:
+def useful_flops(lengths: list[int], s: Shape) -> float:
     """The model's forward pass on the real tokens only: what any implementation must compute
     (the same number for every variant, so useful GFLOP/s is proportional to messages/s)."""
-    return sum(layers * block_flops(n, c) for n in lengths)
+    return sum(s.layers * block_flops(n, s) for n in lengths)
 
 
 def executed_flops(
-    batches: list[list[int]], layers: int, c: int, pooled_last: bool, packed: bool = False
+    batches: list[list[int]], s: Shape, pooled_last: bool, packed: bool = False
 ) -> float:
     """What an implementation ran: every row padded to its batch's longest message, or, for a
     padding-free runtime (`packed`: gptclassify's PyTorch runtime, fastpath.packed_blocks),
@@ -94,13 +124,13 @@ def executed_flops(
     for rows in batches:
         width = max(rows)
         for n in rows:
-            block = block_flops(width, c)
+            block = block_flops(width, s)
             if packed:
-                block = 24 * c * c * n + 2 * c * width * (width + 1)
+                block = 2 * s.token_weights() * n + 2 * s.c * width * (width + 1)
             if pooled_last:
-                total += (layers - 1) * block + pooled_block_flops(width, n, c)
+                total += (s.layers - 1) * block + pooled_block_flops(width, n, s)
             else:
-                total += layers * block
+                total += s.layers * block
     return total
 
 
@@ -206,7 +236,6 @@ def peer_worker(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
 def ours_worker(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     import numpy as np
 
-    from gptclassify import tokenizer
     from gptclassify.predict import Classifier
 
     engine, precision, _ = VARIANTS[args.worker]
@@ -227,7 +256,7 @@ def ours_worker(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     b = args.batch_size
     times, probs = _timed(args, texts, lambda t: clf.predict_proba(t, batch_size=b))
-    lengths = [len(ids) for ids in tokenizer.encode_batch(texts)]
+    lengths = [len(ids) for ids in clf.policy.tokenizer.encode_batch(texts)]
     top = probs.argmax(axis=1)
     return {
         "load_s": load_s,
@@ -535,7 +564,7 @@ def measure_startup(
 def run_worker_child(
     args, name: str, batch_size: int, paths: dict[str, Path], texts_path: Path, out: Path
 ) -> dict[str, Any]:
-    tag = f"{name}-b{batch_size}"
+    tag = f"{name}-b{batch_size}{_tag(args.family)}"
     result_path = out / f"predict-{tag}.json"
     result_path.unlink(missing_ok=True)
     cmd = [
@@ -576,8 +605,13 @@ def _agreement(a: list[str], b: list[str]) -> float:
     return 100 * sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
 
 
-def report_batch(results: list[dict[str, Any]], peaks: list[dict[str, Any]], n_texts: int) -> str:
-    c, layers = 768, 12
+def report_batch(
+    results: list[dict[str, Any]],
+    peaks: list[dict[str, Any]],
+    n_texts: int,
+    family: str = "gpt2",
+) -> str:
+    shape = SHAPES[family]
     peak = {
         (p["engine"], p["dtype"]): p["best_gflops"] for p in peaks if p["shape"].startswith("(8192")
     }
@@ -602,7 +636,7 @@ def report_batch(results: list[dict[str, Any]], peaks: list[dict[str, Any]], n_t
     rows = []
     for r in results:
         packed = r.get("packed", False)
-        executed = executed_flops(r["batches"], layers, c, r["pooled_last_block"], packed)
+        executed = executed_flops(r["batches"], shape, r["pooled_last_block"], packed)
         gflops = executed / r["best_s"] / 1e9
         p = peak.get((r["engine"], r["precision"])) or peak.get(("torch", r["precision"]))
         r["agree_reference"] = _agreement(r["labels"], ref["labels"]) if ref else None
@@ -634,7 +668,8 @@ def report_batch(results: list[dict[str, Any]], peaks: list[dict[str, Any]], n_t
             if agree is None
             else f", labels agree with {REFERENCE} on {agree:.2f}% (target >= 99%)"
         )
-        for other, target in ((peer, 1.5), (base, 8.0)):
+        # Issue 15's targets for GPT-2; issue 19's for the other families (vs the pipeline).
+        for other, target in ((peer, 1.5), (base, 8.0 if family == "gpt2" else 5.0)):
             if other is None:
                 continue
             ratio = row["msgs_per_s"] / other["msgs_per_s"]
@@ -651,13 +686,15 @@ def report(
     startup: list[dict[str, Any]],
     export_checks: dict[str, Any],
     n_texts: int,
+    family: str = "gpt2",
 ) -> str:
     parts = []
     for b, results in all_results.items():
-        parts += [f"batch {b}:", report_batch(results, peaks, n_texts), ""]
+        parts += [f"batch {b}:", report_batch(results, peaks, n_texts, family), ""]
     lengths = next(iter(all_results.values()))[0]["lengths"]
+    useful = useful_flops(lengths, SHAPES[family]) / 1e9
     parts.append(
-        f"real tokens: {sum(lengths):,}; useful work {useful_flops(lengths, 12, 768) / 1e9:,.0f} GFLOP "
+        f"real tokens: {sum(lengths):,}; useful work {useful:,.0f} GFLOP "
         "(full forward on real tokens); 'executed' counts what each variant ran (padding "
         "included, but ours in PyTorch runs its matmuls on the real tokens only and its last "
         "block at the pooled position only); % peak: executed "
@@ -756,8 +793,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variants",
         nargs="+",
         choices=list(VARIANTS),
-        default=list(VARIANTS),
-        help="Which rows to run.",
+        default=None,
+        help="Which rows to run (default: all; with --family llama, those it has).",
     )
     p.add_argument("--skip-peak", action="store_true", help="Do not measure the matmul peaks.")
     p.add_argument("--skip-startup", action="store_true", help="Do not measure `predict` start-up.")
@@ -773,6 +810,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=123, help="Seed of the random weights and head.")
     p.add_argument(
+        "--family",
+        choices=["gpt2", "llama"],
+        default="gpt2",
+        help="GPT-2 small, or a GPT-2-small-sized Llama (common.LLAMA_SMALL; the pipeline runs "
+        "`gptclassify export --format hf` of our folder; variants: "
+        f"{', '.join(LLAMA_VARIANTS)}).",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=common.DEFAULT_OUT,
@@ -786,6 +831,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--texts", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.variants is None:
+        args.variants = list(VARIANTS if args.family == "gpt2" else LLAMA_VARIANTS)
+    other = [v for v in args.variants if args.family != "gpt2" and v not in LLAMA_VARIANTS]
+    if other:
+        p.error(f"--family {args.family}: no {', '.join(other)} rows (only {LLAMA_VARIANTS})")
     if args.worker:
         args.batch_size = args.batch_size[0]
     if min(args.batch_size if isinstance(args.batch_size, list) else [args.batch_size]) < 1:
@@ -825,6 +875,8 @@ def main(argv: list[str] | None = None) -> None:
     cmd += [
         "--seed",
         str(args.seed),
+        "--family",
+        args.family,
         "--sms-source",
         str(args.sms_source),
         "--variants",
@@ -832,9 +884,10 @@ def main(argv: list[str] | None = None) -> None:
     ]
     cmd += ["--limit", str(args.limit)] if args.limit else []
     cmd += ["--skip-startup"] if args.skip_startup else []
-    child = common.run_child(cmd, common.child_env(args.threads), out / "predict-prepare.log")
+    tag = _tag(args.family)
+    child = common.run_child(cmd, common.child_env(args.threads), out / f"predict-prepare{tag}.log")
     common.check_child(child, "preparing")
-    prepared = json.loads((out / "predict-prepared.json").read_text())
+    prepared = json.loads((out / f"predict-prepared{tag}.json").read_text())
     paths = {k: Path(v) for k, v in prepared["paths"].items()}
     export_checks = prepared["export_checks"]
     texts_path = out / "predict-texts.json"
@@ -855,17 +908,19 @@ def main(argv: list[str] | None = None) -> None:
         peaks = matmul_peak(args.threads)
     startup = []
     if not args.skip_startup:
-        folders = {
-            "torch (PyTorch weights, bf16 auto)": paths["ours"],
-            "onnx fp32": paths["ours"].with_name(paths["ours"].name + "-onnx-fp32"),
-            "onnx int8": paths["ours"].with_name(paths["ours"].name + "-onnx-int8"),
-        }
+        folders = {"torch (PyTorch weights, bf16 auto)": paths["ours"]}
+        if args.family == "gpt2":
+            folders |= {
+                "onnx fp32": paths["ours"].with_name(paths["ours"].name + "-onnx-fp32"),
+                "onnx int8": paths["ours"].with_name(paths["ours"].name + "-onnx-int8"),
+            }
         startup = measure_startup(folders, args.threads, args.startup_repeats, out)
 
     info = common.machine_info()
-    table = report(all_results, peaks, startup, export_checks, len(texts))
+    table = report(all_results, peaks, startup, export_checks, len(texts), args.family)
+    model = {"gpt2": "GPT-2 small", "llama": "Llama, GPT-2 small's size"}[args.family]
     header = (
-        f"Inference speed: GPT-2 small (random weights, seed {args.seed}), {len(texts):,} SMS "
+        f"Inference speed: {model} (random weights, seed {args.seed}), {len(texts):,} SMS "
         f"messages, batch size(s) {', '.join(map(str, args.batch_size))}, {args.threads} thread(s), "
         f"torch {info['torch']}, onnxruntime {info.get('onnxruntime', '-')}\nCPU: {info['cpu_line']}"
     )
@@ -878,7 +933,7 @@ def main(argv: list[str] | None = None) -> None:
             for key in ("labels", "top_prob", "lengths", "batches"):
                 r.pop(key, None)
     common.write_json(
-        out / "predict_speed.json",
+        out / f"predict_speed{tag}.json",
         {
             "args": vars(args),
             "machine": info,
@@ -889,8 +944,8 @@ def main(argv: list[str] | None = None) -> None:
             "table": text,
         },
     )
-    (out / "predict_speed.txt").write_text(text + "\n", encoding="utf-8")
-    print(f"\nWrote {out / 'predict_speed.json'} and {out / 'predict_speed.txt'}")
+    (out / f"predict_speed{tag}.txt").write_text(text + "\n", encoding="utf-8")
+    print(f"\nWrote {out}/predict_speed{tag}.json and .txt")
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -898,10 +953,13 @@ def prepare(args: argparse.Namespace) -> None:
     from gptclassify.data.sms_spam import prepare_sms_spam
 
     out = args.out.resolve()
-    stem = f"gpt2-small-random-seed{args.seed}"
-    weights = common.ensure_gpt2_weights(out / stem, args.seed)
-    hf_dir = ensure_hf_classifier(out / f"{stem}-hf-classifier", weights, args.seed)
+    weights = common.ensure_weights(args.family, out, args.seed)
+    stem = weights.name
     splits = prepare_sms_spam(source=str(args.sms_source), seed=args.seed)
+    if args.family != "gpt2":
+        prepare_family(args, out, weights, splits)
+        return
+    hf_dir = ensure_hf_classifier(out / f"{stem}-hf-classifier", weights, args.seed)
     texts = [t for _, part in splits.parts() for t in part.texts][: args.limit]
     (out / "predict-texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
     check_csv = out / "sms-test.csv"
@@ -924,6 +982,64 @@ def prepare(args: argparse.Namespace) -> None:
         out / "predict-prepared.json",
         {"paths": {k: str(v) for k, v in paths.items()}, "export_checks": export_checks},
     )
+
+
+def _tag(family: str) -> str:
+    """File-name suffix of a family's outputs ("" for GPT-2: its names stay as they were)."""
+    return "" if family == "gpt2" else f"-{family}"
+
+
+def prepare_family(args: argparse.Namespace, out: Path, weights: Path, splits) -> None:
+    """A family other than GPT-2: our model folder on `weights` (the package's seeded head),
+    and the pipeline's folder made from it by `gptclassify export --format hf`, which
+    checks that transformers gives our probabilities on the SMS test split."""
+    from gptclassify.export import export
+
+    stem = weights.name
+    texts = [t for _, part in splits.parts() for t in part.texts][: args.limit]
+    (out / "predict-texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    ours = ensure_family_run(out / f"{stem}-ours", weights)
+    hf_dir = out / f"{stem}-hf-export"
+    if not (hf_dir / "config.json").is_file():
+        import pandas as pd
+
+        check_csv = out / "sms-test.csv"
+        pd.DataFrame({"text": splits.test.texts, "label": splits.test.labels}).to_csv(
+            check_csv, index=False
+        )
+        print(f"Exporting ours to Hugging Face format: {hf_dir} ...", flush=True)
+        shutil.rmtree(hf_dir, ignore_errors=True)
+        report = export(ours, "hf", hf_dir, data=check_csv)
+        for note in report.notes:
+            print(f"  {note}", flush=True)
+    common.write_json(
+        out / f"predict-prepared{_tag(args.family)}.json",
+        {
+            "paths": {"hf": str(hf_dir), "ours": str(ours), "peer": str(out / "none")},
+            "export_checks": {},
+        },
+    )
+
+
+def ensure_family_run(directory: Path, weights: Path) -> Path:
+    """A gptclassify model folder on a Hugging Face folder's weights and tokenizer, with the
+    package's seeded new head (what `train` starts from)."""
+    marker = directory / common.WEIGHTS_MARKER
+    if marker.is_file() and (directory / "model.safetensors").is_file():
+        return directory
+    from gptclassify.classifier import GPTClassifier
+    from gptclassify.data.encode import InputPolicy
+    from gptclassify.predict import Classifier
+    from gptclassify.weights import load_pretrained_model
+
+    pretrained = load_pretrained_model(weights)
+    model = GPTClassifier(pretrained.model, len(LABELS))
+    policy = InputPolicy(max_length=1024, pad_length=None, tokenizer=pretrained.tokenizer)
+    clf = Classifier(model, LABELS, policy, precision="fp32")
+    shutil.rmtree(directory, ignore_errors=True)
+    clf.save(directory)
+    marker.write_text(json.dumps({"weights": str(weights), "head": "GPTClassifier's"}) + "\n")
+    return directory
 
 
 def ensure_hf_classifier(directory: Path, weights: Path, seed: int) -> Path:
