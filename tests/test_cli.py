@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from gptclassify import tokenizer
 from gptclassify.cli import cli
+from gptclassify.config import PRESETS
 
 
 def test_help_lists_commands():
@@ -130,7 +131,10 @@ def test_missing_model_dir_is_a_one_line_error(tmp_path):
     )
     assert res.exit_code == 1
     assert res.output.strip().splitlines() == [
-        f"Error: model directory not found: {tmp_path / 'absent'} (expected a folder with config.json and model.safetensors, or a preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl)"
+        f"Error: model directory not found: {tmp_path / 'absent'} (expected a folder with "
+        "config.json and model.safetensors, a GGUF file, a Hub id (owner/name), or a preset: "
+        + ", ".join(PRESETS)
+        + ")"
     ]
 
 

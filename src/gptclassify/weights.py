@@ -205,7 +205,8 @@ def load_hf_directory(directory: str | Path) -> GPTModel:
     if not directory.is_dir():
         raise GPTClassifyError(
             f"model directory not found: {directory} (expected a folder with config.json and "
-            f"model.safetensors, or a preset: {', '.join(PRESETS)})"
+            "model.safetensors, a GGUF file, a Hub id (owner/name), or a preset: "
+            f"{', '.join(PRESETS)})"
         )
     config_path = directory / "config.json"
     config = gpt_config_from_hf(read_json(config_path), source=str(config_path))
