@@ -273,6 +273,11 @@ QUICK_DEFAULTS: dict[str, Any] = {"epochs": 1}
 """Applied to quick entries that do not set these fields themselves."""
 
 
+QUICK_PRESETS = tuple(name for name, c in PRESETS.items() if c.family == "gpt2")
+"""The presets quick mode stands in for (the book's design space is GPT-2's; another
+family's random init would need that family's tokenizer from the Hub)."""
+
+
 def quick_config(preset: str) -> GPTConfig:
     """A tiny stand-in for a GPT-2 preset, context 64.
 
@@ -293,10 +298,10 @@ def quick_config(preset: str) -> GPTConfig:
 
 
 def write_quick_models(directory: Path) -> dict[str, Path]:
-    """One GPTConfig JSON per preset in `directory`; returns preset -> file."""
+    """One GPTConfig JSON per GPT-2 preset in `directory`; returns preset -> file."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for preset in PRESETS:
+    for preset in QUICK_PRESETS:
         path = directory / f"{preset}.json"
         path.write_text(json.dumps(quick_config(preset).to_dict(), indent=2) + "\n")
         paths[preset] = path
