@@ -248,16 +248,19 @@ def download_pretrained(name: str, revision: str | None = None) -> Path:
     except GPTClassifyError:
         raise
     except Exception as exc:  # offline, DNS, HTTP and cache errors all end the same way
-        reason = (
-            str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
-        )
         raise GPTClassifyError(
-            f"could not get {name!r} from the Hugging Face Hub ({repo}): {reason}. To run "
+            f"could not get {name!r} from the Hugging Face Hub ({repo}): {_reason(exc)}. To run "
             f"offline, put config.json, model.safetensors (and tokenizer.json) from "
             f"https://huggingface.co/{repo} in a folder and pass that folder instead "
             "(--model DIR, or load_pretrained(DIR)), or a GGUF file (--model FILE.gguf)"
         ) from None
     return folder
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a Hub error, for one-line messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 def preset_tokenizer_dir(name: str, revision: str | None = None) -> Path:
@@ -271,12 +274,9 @@ def preset_tokenizer_dir(name: str, revision: str | None = None) -> Path:
         except EntryNotFoundError:
             pass
     except Exception as exc:  # offline, DNS, HTTP and cache errors all end the same way
-        reason = (
-            str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
-        )
         raise GPTClassifyError(
             f"could not get the tokenizer of {name!r} from the Hugging Face Hub ({repo}): "
-            f"{reason}. A random init needs it: pass a folder holding config.json and "
+            f"{_reason(exc)}. A random init needs it: pass a folder holding config.json and "
             "tokenizer.json instead (--model DIR --weights random)"
         ) from None
     return path.parent
