@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptclassify.lora import LoRALinear, effective_weight
-from gptclassify.model import MLP, Block, apply_rope, rope_inv_freq, rope_tables, shallow_copy
+from gptclassify.model import MLP, Block, apply_rope, shallow_copy
 
 
 def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
@@ -58,6 +58,15 @@ def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: 
     return fn(block, x, pos, lengths, causal)
 
 
+def _visible_keys(pos: Tensor, lengths: Tensor, seq_len: int, causal: bool) -> Tensor:
+    """(B, T) bool: the keys the pooled query at `pos` sees (the masking pooled_block's
+    docstring describes)."""
+    keys = torch.arange(seq_len, device=pos.device)[None, :]  # (1, T)
+    if causal:
+        return keys <= pos[:, None]
+    return (keys < lengths[:, None]) | (keys == pos[:, None])
+
+
 def _pooled_rotary_block(
     block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool
 ) -> Tensor:
@@ -65,26 +74,20 @@ def _pooled_rotary_block(
     attn = block.attn
     nh, nkv, hd = attn.n_heads, attn.n_kv_heads, attn.head_dim
     rows = torch.arange(B, device=x.device)
-    keys = torch.arange(T, device=x.device)[None, :]  # (1, T)
-    if causal:
-        allowed = keys <= pos[:, None]  # (B, T)
-    else:
-        allowed = (keys < lengths[:, None]) | (keys == pos[:, None])  # (B, T)
+    allowed = _visible_keys(pos, lengths, T, causal)  # (B, T)
     h = block.ln_1(x)  # (B, T, C)
     weight, bias = effective_weight(attn.c_attn)
     w_q, w_kv = weight.split([nh * hd, 2 * nkv * hd])
     b_q, b_kv = bias.split([nh * hd, 2 * nkv * hd]) if bias is not None else (None, None)
     q = F.linear(h[rows, pos], w_q, b_q)  # (B, nh * hd)
     k, v = F.linear(h, w_kv, b_kv).split(nkv * hd, dim=2)  # 2 x (B, T, nkv * hd)
-    k, v = attn.heads(k, attn.k_norm), attn.heads(v)  # 2 x (B, nkv, T, hd)
+    rope = attn.rope(T, x.device)  # (T, hd) cos and sin, or None
+    k, v = attn.expand_kv(attn.heads(k, attn.k_norm, rope), attn.heads(v))  # 2 x (B, nh, T, hd)
     # The query: the same norm, and the rotation of its own position.
     q = attn.q_norm(q.view(B, nh, hd))  # (B, nh, hd)
-    if attn.rope_config is not None:
-        cos, sin = rope_tables(rope_inv_freq(attn.rope_config), T, x.device)  # (T, hd)
+    if rope is not None:
+        cos, sin = rope
         q = apply_rope(q, cos[pos][:, None, :], sin[pos][:, None, :])  # (B, nh, hd)
-    if nkv != nh:
-        k = k.repeat_interleave(nh // nkv, dim=1)  # (B, nh, T, hd)
-        v = v.repeat_interleave(nh // nkv, dim=1)  # (B, nh, T, hd)
     y = F.scaled_dot_product_attention(
         q[:, :, None, :],
         k,
@@ -101,11 +104,7 @@ def _pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal:
     nh = block.attn.n_heads
     hd = C // nh
     rows = torch.arange(B, device=x.device)
-    keys = torch.arange(T, device=x.device)[None, :]  # (1, T)
-    if causal:
-        allowed = keys <= pos[:, None]  # (B, T)
-    else:
-        allowed = (keys < lengths[:, None]) | (keys == pos[:, None])  # (B, T)
+    allowed = _visible_keys(pos, lengths, T, causal)  # (B, T)
     h = block.ln_1(x)  # (B, T, C)
     weight, bias = effective_weight(block.attn.c_attn)
     # split, not slicing: its backward is one concatenation instead of three zero-filled

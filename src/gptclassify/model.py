@@ -130,20 +130,37 @@ class CausalSelfAttention(nn.Module):
         rotated: (B, nh, T, hd), (B, n_kv, T, hd), (B, n_kv, T, hd)."""
         nh, nkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=2)
-        return self.heads(q, self.q_norm), self.heads(k, self.k_norm), self.heads(v)
+        rope = self.rope(qkv.shape[1], qkv.device)  # one table for queries and keys
+        return self.heads(q, self.q_norm, rope), self.heads(k, self.k_norm, rope), self.heads(v)
 
-    def heads(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
+    def rope(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        """cos and sin of positions 0..seq_len-1 (None without rotary positions)."""
+        if self.rope_config is None:
+            return None
+        return rope_tables(rope_inv_freq(self.rope_config), seq_len, device)
+
+    def heads(
+        self,
+        x: Tensor,
+        norm: nn.Module | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """(B, T, n * hd) -> (B, n, T, hd): split into heads, then (for queries and keys)
-        the per-head norm and the rotary positions 0..T-1."""
+        the per-head norm and the rotation by `rope` (this attention's `rope(T)`)."""
         B, T, width = x.shape
         x = x.view(B, T, width // self.head_dim, self.head_dim)
         if norm is None:
             return x.transpose(1, 2)  # values
         x = norm(x).transpose(1, 2)  # (B, n, T, hd)
-        if self.rope_config is not None:
-            cos, sin = rope_tables(rope_inv_freq(self.rope_config), T, x.device)
-            x = apply_rope(x, cos, sin)
-        return x
+        return apply_rope(x, *rope) if rope is not None else x
+
+    def expand_kv(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Grouped-query attention: each key/value head repeated for the query heads that
+        share it, (B, n_kv, T, hd) -> (B, nh, T, hd)."""
+        if self.n_kv_heads == self.n_heads:
+            return k, v
+        group = self.n_heads // self.n_kv_heads
+        return k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
 
     def attend(
         self, qkv: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True
@@ -152,9 +169,7 @@ class CausalSelfAttention(nn.Module):
         (B, T, nh * hd), before the output projection."""
         B, T, _ = qkv.shape
         q, k, v = self.split_heads(qkv)
-        if self.n_kv_heads != self.n_heads:  # grouped-query attention: share each kv head
-            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # (B, nh, T, hd)
-            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # (B, nh, T, hd)
+        k, v = self.expand_kv(k, v)  # (B, nh, T, hd) each
         y = F.scaled_dot_product_attention(
             q,
             k,
