@@ -241,19 +241,20 @@ class HFTokenizer(Tokenizer):
             self.suffix = tuple(settings.get("suffix", ()))
         self.vocab_size = self.full.get_vocab_size(with_added_tokens=True)
         self.chat_template = settings.get("chat_template")
-        self.eos_id = settings.get("eos_id", self._id(data, "eos"))
-        pad = settings.get("pad_id", self._id(data, "pad"))
+        self.eos_id = settings.get("eos_id", self._id(data, "eos", settings.get("eos_token")))
+        pad = settings.get("pad_id", self._id(data, "pad", settings.get("pad_token")))
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
 
     @staticmethod
-    def _id(data: dict, kind: str) -> int | None:
-        """The id of a conventional special token (eos/pad), when the file has one."""
+    def _id(data: dict, kind: str, named: str | None = None) -> int | None:
+        """The id of the eos/pad token: the one `named` (by tokenizer_config.json) when the
+        file has it, else a conventional one the file has."""
         names = {
             "eos": ("<|endoftext|>", "<|end_of_text|>", "</s>", "<|im_end|>", "<eos>"),
             "pad": ("<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]"),
         }[kind]
         by_content = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
-        for name in names:
+        for name in (named, *names):
             if name in by_content:
                 return int(by_content[name])
         return None
@@ -269,7 +270,11 @@ class HFTokenizer(Tokenizer):
         config = folder / "tokenizer_config.json"
         if config.is_file() and "eos_id" not in settings:
             values = read_json_quiet(config)
-            settings.update(_special_ids(values, text))
+            for key in ("eos_token", "pad_token"):  # looked up in the file by __init__
+                token = values.get(key)
+                token = token.get("content") if isinstance(token, dict) else token
+                if isinstance(token, str):
+                    settings.setdefault(key, token)
             if isinstance(values.get("chat_template"), str):
                 settings.setdefault("chat_template", values["chat_template"])
         return cls(text, str(path), settings)
@@ -330,22 +335,6 @@ def read_json_quiet(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _special_ids(config: dict, tokenizer_json: str) -> dict:
-    """eos/pad ids named by a tokenizer_config.json (token strings looked up in the file)."""
-    vocab: dict[str, int] = {}
-    data = json.loads(tokenizer_json)
-    for t in data.get("added_tokens", []):
-        vocab[t["content"]] = t["id"]
-    out = {}
-    for key in ("eos", "pad"):
-        token = config.get(f"{key}_token")
-        if isinstance(token, dict):
-            token = token.get("content")
-        if isinstance(token, str) and token in vocab:
-            out[f"{key}_id"] = vocab[token]
-    return out
 
 
 def load_tokenizer(description: dict | None, folder: Path | None = None) -> Tokenizer:
