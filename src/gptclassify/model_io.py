@@ -176,13 +176,15 @@ def _lora_base(
                 "yourself: --base-model PATH (Classifier.load(..., base_model=PATH)); its "
                 "sha256 is checked against the one recorded"
             )
-    file = Path(location) if is_gguf(location) else weights_file(pretrained_dir(location))
+    # Resolved once (a preset or Hub id is fetched here), then checked and loaded from disk.
+    local = Path(location).expanduser() if is_gguf(location) else pretrained_dir(location)
+    file = local if is_gguf(local) else weights_file(local)
     if sha256_file(file) != lora.base_sha256:
         raise GPTClassifyError(
             f"{source}: the base model {base} ({file}) is not the one these "
             "LoRA adapters were trained on (sha256 differs)"
         )
-    gpt = load_pretrained_model(location).model
+    gpt = load_pretrained_model(local).model
     if gpt.config != gpt_config:
         raise GPTClassifyError(
             f"{source}: base model {base} has another shape than config.json says"
