@@ -113,8 +113,7 @@ def hf_state_dict(model: GPTClassifier) -> dict[str, torch.Tensor]:
         src = layout[name]
         parts = tensor.split(list(src.sizes)) if src.sizes else (tensor,)
         for hf_name, part in zip(src.names, parts, strict=True):
-            key = f"transformer.{hf_name}" if gpt2 else hf_name
-            state[key] = part.t() if src.transposed else part
+            state[hf_name] = part.t() if src.transposed else part
     c = config.emb_dim
     for i in range(model.n_layers if gpt2 else 0):
         if f"transformer.h.{i}.attn.c_attn.bias" not in state:  # qkv_bias=False: HF has one

@@ -93,7 +93,9 @@ def hf_layout(config: GPTConfig, with_lm_head: bool = False) -> dict[str, Source
             names.append(f"h.{i}.{layer}.weight")
             if layer != "attn.c_attn" or config.qkv_bias:
                 names.append(f"h.{i}.{layer}.bias")
-    return {n: Source((n,), transposed=n.endswith(TRANSPOSED)) for n in names}
+    # transformers' own prefix, as GPT2ForSequenceClassification writes (the loader also
+    # takes names without it).
+    return {n: Source((f"transformer.{n}",), transposed=n.endswith(TRANSPOSED)) for n in names}
 
 
 def hf_ignored(config: GPTConfig, name: str) -> bool:
