@@ -45,6 +45,8 @@ VARIANTS: dict[str, list[str]] = {
     "last-2-blocks": ["--trainable", "last-2-blocks"],
     "last-4-blocks lr 2e-4": ["--trainable", "last-4-blocks", "--lr", "2e-4"],
     "last-block lr 5e-4 10 ep": ["--lr", "5e-4", "--epochs", "10"],
+    "last-8-blocks lr 1e-4": ["--trainable", "last-8-blocks", "--lr", "1e-4"],
+    "all lr 2e-5": ["--trainable", "all", "--lr", "2e-5"],
     "lora all r16": ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "16", "--lr", "5e-4"],
 }
 
@@ -229,8 +231,9 @@ def run_ours(args, name: str, flags: list[str], data: Path, seed: int, out: Path
     run = out / "runs" / f"{data.name}-{name.replace(' ', '_')}-s{seed}"
     if (run / "metrics.json").is_file() and not args.fresh:
         return _ours_result(run, None)
-    if run.exists():
-        subprocess.run(["rm", "-rf", str(run)], check=True)
+    for stale in (run, Path(f"{run}.partial")):  # a finished run without metrics, or a killed one
+        if stale.exists():
+            subprocess.run(["rm", "-rf", str(stale)], check=True)
     cmd = gptclassify(
         "train", "--model", str(args.gguf), "--data", str(data), "--seed", str(seed),
         "--out", str(run), *flags,
@@ -240,14 +243,19 @@ def run_ours(args, name: str, flags: list[str], data: Path, seed: int, out: Path
     return _ours_result(run, res)
 
 
+def _splits(metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json keeps each split's report at the top level."""
+    return {k: metrics[k] for k in ("train", "validation", "test") if k in metrics}
+
+
 def _ours_result(run: Path, res) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())
     saved = run / "bench.json"
     if res is not None:
-        saved.write_text(json.dumps({"wall_s": res.wall_s, "peak_rss_mb": res.peak_rss_mb}))
+        saved.write_text(json.dumps({"wall_s": res.wall_s, "peak_rss_mb": res.maxrss_mb}))
     timing = json.loads(saved.read_text()) if saved.is_file() else {}
     return {
-        "splits": metrics["splits"],
+        "splits": _splits(metrics),
         "wall_s": timing.get("wall_s"),
         "peak_rss_mb": timing.get("peak_rss_mb"),
         "train_s": metrics.get("training_time_s"),
@@ -267,7 +275,7 @@ def run_peer(args, data: Path, seed: int, out: Path, env) -> dict[str, Any]:
     res = common.run_child(cmd, env, out / "logs" / f"{data.name}-peer-s{seed}.log")
     common.check_child(res, f"peer on {data.name}, seed {seed}")
     data_out = json.loads(result.read_text())
-    data_out["peak_rss_mb"] = res.peak_rss_mb
+    data_out["peak_rss_mb"] = res.maxrss_mb
     result.write_text(json.dumps(data_out, indent=2))
     return data_out
 
@@ -280,7 +288,7 @@ def run_baseline(args, data: Path, out: Path, env) -> dict[str, Any]:
             out / "logs" / f"{data.name}-tfidf.log",
         )
         common.check_child(res, f"baseline on {data.name}")
-    return {"splits": json.loads((folder / "metrics.json").read_text())["splits"]}
+    return {"splits": _splits(json.loads((folder / "metrics.json").read_text()))}
 
 
 # ---- report --------------------------------------------------------------------------------

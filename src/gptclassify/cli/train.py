@@ -29,8 +29,33 @@ from gptclassify.cli.options import build, config_options
     help="Replace the run folder --out (it stays as it was until the new run is complete).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines; just the summary.")
+@click.option(
+    "--recipe",
+    type=click.Choice(["book", "auto"]),
+    default="book",
+    show_default=True,
+    help="book: the options as given (the book's recipe by default). auto: train a few "
+    "candidates (the book's recipe, a 10x learning rate over more epochs, four trainable "
+    "blocks, LoRA) within --budget and keep the one with the best validation accuracy; "
+    "OUT/recipe.json says what was tried and why it chose.",
+)
+@click.option(
+    "--budget",
+    default="3m",
+    show_default=True,
+    metavar="DURATION",
+    help="--recipe auto: wall time for all candidates (3m, 90s, 1h).",
+)
 @click.pass_context
-def train(ctx: click.Context, resume: str | None, overwrite: bool, quiet: bool, **values) -> None:
+def train(
+    ctx: click.Context,
+    resume: str | None,
+    overwrite: bool,
+    quiet: bool,
+    recipe: str,
+    budget: str,
+    **values,
+) -> None:
     """Fine-tune a pretrained model into a classifier. With no options: the book's spam
     classifier on GPT-2.
 
@@ -40,6 +65,12 @@ def train(ctx: click.Context, resume: str | None, overwrite: bool, quiet: bool, 
     appears, complete, when the run is done. Ctrl-C (or SIGTERM) stops after the current
     step with a checkpoint: `--resume OUT` continues.
     """
+    if recipe == "auto" and resume is not None:
+        raise click.UsageError("--recipe auto and --resume: resume the chosen run without it")
+    if ctx.get_parameter_source("budget") is not click.core.ParameterSource.DEFAULT and (
+        recipe != "auto"
+    ):
+        raise click.UsageError("--budget is for --recipe auto")
     from gptclassify.training import train as run_training
     from gptclassify.training.run import TrainingInterrupted
 
@@ -56,6 +87,8 @@ def train(ctx: click.Context, resume: str | None, overwrite: bool, quiet: bool, 
             if "out" in given:
                 raise click.UsageError("--resume RUN names the run; drop --out")
             classifier = run_training(resume=resume, overrides=given, quiet=quiet)
+        elif recipe == "auto":
+            classifier = _auto(ctx, values, budget, overwrite, quiet)
         else:
             classifier = run_training(build(TrainConfig, values), quiet=quiet, overwrite=overwrite)
     except TrainingInterrupted as exc:
@@ -65,3 +98,24 @@ def train(ctx: click.Context, resume: str | None, overwrite: bool, quiet: bool, 
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary for the job
         click.echo(accuracy_line(classifier.metrics or {}))
         click.echo(f"Model folder: {classifier.path}")
+
+
+def _auto(ctx: click.Context, values: dict, budget: str, overwrite: bool, quiet: bool):
+    from gptclassify.tune.recipe import CHOSEN, auto_recipe
+
+    chosen = [
+        o.flag
+        for o in options(TrainConfig)
+        if o.name in CHOSEN
+        and ctx.get_parameter_source(o.name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if chosen:
+        raise click.UsageError(f"--recipe auto chooses {', '.join(chosen)}: drop them")
+    result = auto_recipe(
+        build(TrainConfig, values),
+        budget,
+        overwrite=overwrite,
+        echo=None if quiet else (lambda line: click.echo(line, err=True)),
+    )
+    click.echo(f"Recipe: {result.chosen} ({result.reason})")
+    return result.classifier

@@ -61,10 +61,11 @@ class RunCallbacks(Callbacks):
             row["full_val_loss"],
         )
         if state.stopped_early:
-            log.info(
-                "Stopping early: no validation improvement for %d epoch(s)",
-                self.run.cfg.eval.patience,
-            )
+            patience = self.run.cfg.eval.patience
+            if patience is not None and state.epochs_without_gain >= patience:
+                log.info("Stopping early: no validation improvement for %d epoch(s)", patience)
+            else:  # a listener stopped it (--recipe auto's time budget)
+                log.info("Stopping after this epoch, as a callback asked")
         faults.reached("epoch")
         self.run.checkpoint(state, self.fit_time(), best=state.best_epoch == row["epoch"])
 

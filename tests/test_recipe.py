@@ -1,0 +1,138 @@
+"""`train --recipe auto`: candidates within a budget, the best by validation, published as a
+normal run folder that equals a plain run with the chosen options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import write_three_classes
+from gptclassify.args import DataConfig, TrainConfig
+from gptclassify.cli import cli
+from gptclassify.errors import GPTClassifyError
+from gptclassify.predict import Classifier
+from gptclassify.training import train
+from gptclassify.tune.recipe import Candidate, Deadline, auto_recipe, parse_budget
+
+TINY = {"emb_dim": 32, "n_heads": 4, "n_layers": 2, "context_length": 32}
+# Three cheap candidates whose validation scores differ on the three-topic data: a learning
+# rate too small to learn in 2 epochs, one that learns, and one on a deeper trainable part.
+CANDIDATES = (
+    Candidate("slow", {"lr": 1e-6, "epochs": 2}, "too small a learning rate"),
+    Candidate("fast", {"lr": 3e-3, "epochs": 4}, "a learning rate that learns"),
+    Candidate("deep", {"trainable": "last-2-blocks", "lr": 1e-3, "epochs": 3}, "two blocks"),
+)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    (root / "tiny.json").write_text(json.dumps(TINY))
+    write_three_classes(root / "topics.csv", n_per_class=30)
+    return root
+
+
+def base(job: Path, **kw) -> TrainConfig:
+    options = dict(
+        data=DataConfig(train=str(job / "topics.csv")),
+        model=str(job / "tiny.json"),
+        weights="random",
+        batch_size=4,
+        eval_freq=0,
+        precision="fp32",
+    )
+    return TrainConfig(**{**options, **kw})
+
+
+def test_budget_parsing():
+    assert parse_budget("3m") == 180
+    assert parse_budget("1m30s") == 90
+    assert parse_budget("90") == 90
+    assert parse_budget("1h") == 3600
+    for bad in ("soon", "3x", "0s", "-5", "3m foo"):
+        with pytest.raises(GPTClassifyError, match="--budget"):
+            parse_budget(bad)
+
+
+def test_auto_keeps_the_best_candidate_and_equals_a_plain_run(job, tmp_path):
+    lines: list[str] = []
+    result = auto_recipe(
+        base(job), "1h", out=tmp_path / "auto", candidates=CANDIDATES, echo=lines.append
+    )
+    record = json.loads((tmp_path / "auto" / "recipe.json").read_text())
+    tried = {t["name"]: t for t in record["tried"]}
+    assert [t["state"] for t in record["tried"]] == ["done", "done", "done"]
+    # The choice follows the stated rule: best validation accuracy, then lower loss.
+    best = min(tried.values(), key=lambda t: (-t["val_accuracy"], t["val_loss"], t["seconds"]))
+    assert record["chosen"] == result.chosen == best["name"]
+    assert tried["slow"]["val_accuracy"] < tried[best["name"]]["val_accuracy"]
+    assert any(line.startswith(f"recipe auto: chose {best['name']}") for line in lines)
+    # OUT is a normal run folder: the chosen candidate's, and nothing else is left around.
+    metrics = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] == pytest.approx(best["val_accuracy"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto"]
+    loaded = Classifier.load(tmp_path / "auto")
+    assert loaded.predict(["a test text"]) == result.classifier.predict(["a test text"])
+    # ... equal, bit for bit, to a plain run with the chosen options on the same data.
+    chosen = next(c for c in CANDIDATES if c.name == best["name"])
+    plain_cfg = base(job, out=str(tmp_path / "plain"))
+    for name, value in chosen.params.items():
+        setattr(plain_cfg, name, value)
+    train(plain_cfg, quiet=True, progress=False)
+    ours = (tmp_path / "auto" / "model.safetensors").read_bytes()
+    assert ours == (tmp_path / "plain" / "model.safetensors").read_bytes()
+    # Candidates that share their frozen blocks shared one frozen-prefix cache.
+    assert record["prefix_cache"]["hits"] >= 1
+
+
+def test_a_small_budget_runs_the_first_candidate_and_skips_the_rest(job, tmp_path):
+    result = auto_recipe(base(job), 0.001, out=tmp_path / "auto", candidates=CANDIDATES)
+    states = [(t.name, t.state) for t in result.tried]
+    assert states == [("slow", "done"), ("fast", "skipped"), ("deep", "skipped")]
+    assert "budget" in result.tried[1].note
+    assert result.chosen == "slow"
+    assert result.reason == "the only candidate that ran within the budget"
+    assert (tmp_path / "auto" / "model.safetensors").is_file()
+
+
+def test_a_passed_deadline_stops_a_run_at_the_end_of_its_epoch(job, tmp_path):
+    stop = Deadline(0.0)  # long past
+    clf = train(base(job, epochs=4, out=str(tmp_path / "run")), quiet=True, progress=False,
+                callbacks=[stop])
+    assert stop.hit
+    assert clf.metrics["epochs_run"] == 1 and clf.metrics["stopped_early"] is True
+
+
+def test_cli_recipe_auto(job, tmp_path):
+    common = ["train", "--train", str(job / "topics.csv"), "--model", str(job / "tiny.json"),
+              "--weights", "random", "--batch-size", "4", "--eval-freq", "0",
+              "--precision", "fp32"]
+    runner = CliRunner()
+    # What auto chooses cannot be given too; --budget needs auto; a bad budget is one line.
+    for extra, message in (
+        (["--recipe", "auto", "--lr", "1e-3"], "--recipe auto chooses --lr"),
+        (["--budget", "2m"], "--budget is for --recipe auto"),
+        (["--recipe", "auto", "--budget", "soon"], "--budget 'soon': not a duration"),
+    ):
+        res = runner.invoke(cli, [*common, *extra, "--out", str(tmp_path / "x")])
+        assert res.exit_code != 0 and message in res.output, res.output
+        assert not (tmp_path / "x").exists()
+    out = tmp_path / "auto"
+    res = runner.invoke(cli, [*common, "--recipe", "auto", "--budget", "1h", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "recipe.json").read_text())
+    assert f"Recipe: {record['chosen']}" in res.output
+    states = {t["name"]: t["state"] for t in record["tried"]}
+    assert states == {
+        "book": "done",
+        "last-block lr 5e-4 10 ep": "done",
+        "last-4-blocks lr 2e-4": "failed",  # the tiny model has 2 blocks: said, not hidden
+        "lora r16 lr 5e-4": "done",
+    }
+    assert "the model has 2 blocks" in record["tried"][2]["note"]
+    assert Classifier.load(out).metrics["validation"]["accuracy"] == max(
+        t["val_accuracy"] for t in record["tried"] if t["state"] == "done"
+    )
