@@ -100,16 +100,29 @@ def test_a_small_budget_runs_the_first_candidate_and_skips_the_rest(job, tmp_pat
 
 def test_a_passed_deadline_stops_a_run_at_the_end_of_its_epoch(job, tmp_path):
     stop = Deadline(0.0)  # long past
-    clf = train(base(job, epochs=4, out=str(tmp_path / "run")), quiet=True, progress=False,
-                callbacks=[stop])
+    clf = train(
+        base(job, epochs=4, out=str(tmp_path / "run")), quiet=True, progress=False, callbacks=[stop]
+    )
     assert stop.hit
     assert clf.metrics["epochs_run"] == 1 and clf.metrics["stopped_early"] is True
 
 
 def test_cli_recipe_auto(job, tmp_path):
-    common = ["train", "--train", str(job / "topics.csv"), "--model", str(job / "tiny.json"),
-              "--weights", "random", "--batch-size", "4", "--eval-freq", "0",
-              "--precision", "fp32"]
+    common = [
+        "train",
+        "--train",
+        str(job / "topics.csv"),
+        "--model",
+        str(job / "tiny.json"),
+        "--weights",
+        "random",
+        "--batch-size",
+        "4",
+        "--eval-freq",
+        "0",
+        "--precision",
+        "fp32",
+    ]
     runner = CliRunner()
     # What auto chooses cannot be given too; --budget needs auto; a bad budget is one line.
     for extra, message in (

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from gptclassify.args import TrainConfig
-from gptclassify.predict.api import Classifier
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write
+from gptclassify.predict.api import Classifier
 from gptclassify.training import train
 from gptclassify.training.folder import PARTIAL
 from gptclassify.training.loop import Callbacks
@@ -210,8 +210,9 @@ def auto_recipe(
             for i, cand in enumerate(candidates):
                 left = deadline - time.monotonic()
                 predicted = _predict_seconds(cand, base, measured, n_layer)
-                row = Tried(cand.name, dict(cand.params), cand.why, "skipped",
-                            predicted_s=predicted)
+                row = Tried(
+                    cand.name, dict(cand.params), cand.why, "skipped", predicted_s=predicted
+                )
                 tried.append(row)
                 if i and (left <= 0 or (predicted is not None and predicted > left)):
                     row.note = (
@@ -268,8 +269,9 @@ def auto_recipe(
         best = min(ran, key=lambda t: (-t.val_accuracy, t.val_loss, t.seconds))
         reason = _reason(best, ran)
         say(f"recipe auto: chose {best.name}: {reason}")
-        result = RecipeResult(None, best.name, reason, tried, budget_s,
-                              time.monotonic() - t0, cache)
+        result = RecipeResult(
+            None, best.name, reason, tried, budget_s, time.monotonic() - t0, cache
+        )
         chosen = runs[best.name]
         atomic_write(chosen / RECIPE_FILE, json.dumps(_record(result, base), indent=2) + "\n")
         if out.exists():
