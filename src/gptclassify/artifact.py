@@ -130,6 +130,9 @@ class Provenance:
 
     base_model: str = "unknown"
     """Where the backbone's weights came from (a preset, a folder, or a random init)."""
+    base_sha256: str | None = None
+    """sha256 of the pretrained weights file the run started from (model.safetensors, its
+    shard index, or the .gguf file)."""
     weights: str = "pretrained"
     """pretrained or random."""
     trainable: str | None = None
@@ -241,6 +244,7 @@ class ClassifierConfig:
             "format_version": self.layout_version,
             "model": self.model.to_dict(),
             "base_model": p.base_model,
+            **({"base_sha256": p.base_sha256} if p.base_sha256 else {}),
             "weights": p.weights,
             "trainable": p.trainable,
             "pad_to": p.pad_to,
@@ -283,6 +287,7 @@ class ClassifierConfig:
         exported = r.object("exported_from", optional=True)
         provenance = Provenance(
             base_model=r.string("base_model", optional=True) or "unknown",
+            base_sha256=r.string("base_sha256", optional=True),
             weights=r.string("weights", optional=True) or "pretrained",
             trainable=r.string("trainable", optional=True),
             pad_to=r.string("pad_to", optional=True),

@@ -34,6 +34,7 @@ from gptclassify.lora import is_adapter_or_head
 from gptclassify.model import GPTBody, skip_meta_init
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, load_tokenizer
 from gptclassify.weights import (
+    gguf_path,
     is_gguf,
     is_hub_id,
     load_pretrained_model,
@@ -177,7 +178,7 @@ def _lora_base(
                 "sha256 is checked against the one recorded"
             )
     # Resolved once (a preset or Hub id is fetched here), then checked and loaded from disk.
-    local = Path(location).expanduser() if is_gguf(location) else pretrained_dir(location)
+    local = gguf_path(location) if is_gguf(location) else pretrained_dir(location)
     file = local if is_gguf(local) else weights_file(local)
     if sha256_file(file) != lora.base_sha256:
         raise GPTClassifyError(

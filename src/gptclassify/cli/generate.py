@@ -8,16 +8,17 @@ from gptclassify.cli.app import cli
 from gptclassify.cli.options import DEVICE
 from gptclassify.config import PRESETS
 from gptclassify.errors import GPTClassifyError
+from gptclassify.packaged import DEFAULT_MODEL
 
 MODEL_HELP = (
-    f"A preset ({', '.join(PRESETS)}; downloaded from the Hugging Face Hub), a Hub id "
+    f"{DEFAULT_MODEL} (SmolLM2-135M-Instruct from the Python package index, cached), a preset ({', '.join(PRESETS)}; downloaded from the Hugging Face Hub), a Hub id "
     "(owner/name), a local Hugging Face folder (GPT-2, Llama 3.x, SmolLM2, Mistral, Qwen2/2.5, "
     "Qwen3) or a GGUF file."
 )
 
 
 @cli.command()
-@click.option("--model", "model_name", default="gpt2", show_default=True, help=MODEL_HELP)
+@click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True, help=MODEL_HELP)
 @click.option("--prompt", required=True, help="Text to continue.")
 @click.option("--max-new-tokens", default=50, show_default=True, type=click.IntRange(min=0))
 @click.option(

