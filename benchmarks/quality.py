@@ -43,7 +43,10 @@ VARIANTS: dict[str, list[str]] = {
     # The book's recipe, our defaults otherwise (last-real pooling, bf16 where fast).
     "book": [],
     "last-2-blocks": ["--trainable", "last-2-blocks"],
+    "last-2-blocks lr 2e-4": ["--trainable", "last-2-blocks", "--lr", "2e-4"],
     "last-4-blocks lr 2e-4": ["--trainable", "last-4-blocks", "--lr", "2e-4"],
+    "last-4-blocks lr 1e-4": ["--trainable", "last-4-blocks", "--lr", "1e-4"],
+    "last-4-blocks lr 2e-4 mean pool": ["--trainable", "last-4-blocks", "--lr", "2e-4", "--pool", "mean"],
     "last-block lr 5e-4 10 ep": ["--lr", "5e-4", "--epochs", "10"],
     "last-8-blocks lr 1e-4": ["--trainable", "last-8-blocks", "--lr", "1e-4"],
     "all lr 2e-5": ["--trainable", "all", "--lr", "2e-5"],

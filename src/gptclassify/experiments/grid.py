@@ -308,8 +308,12 @@ def write_quick_models(directory: Path) -> dict[str, Path]:
     return paths
 
 
+QUICK_DEFAULT_MODEL = "gpt2"
+"""Quick mode's model for entries that name none: its stand-ins are GPT-2 shapes."""
+
+
 def model_label(options: dict[str, Any], quick: bool) -> str:
-    model = options.get("model", BackboneArgs.model)
+    model = options.get("model", QUICK_DEFAULT_MODEL if quick else BackboneArgs.model)
     if quick and model in PRESETS:
         return f"tiny {model} (random init)"
     if quick or options.get("weights", BackboneArgs.weights) == "random":
@@ -328,6 +332,7 @@ def train_config(
     options = {"seed": seed, **entry.options}
     if quick_models is not None:
         options = {**QUICK_DEFAULTS, **options, "weights": "random"}
-        if options.get("model", BackboneArgs.model) in quick_models:
-            options["model"] = str(quick_models[options.get("model", BackboneArgs.model)])
+        model = options.get("model", QUICK_DEFAULT_MODEL)
+        if model in quick_models:
+            options["model"] = str(quick_models[model])
     return TrainConfig(data=data, out=str(run_dir), **options)
