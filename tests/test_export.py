@@ -245,13 +245,24 @@ def test_int8_agrees_with_fp32_on_the_test_split(tiny_run, int8_dir):
     assert check["label_agreement"] == agreement and check["texts"] == 300
     accuracy = np.mean([p == y for p, y in zip(int8, labels, strict=True)])
     assert abs(check["accuracy_int8"] - accuracy) < 1e-12
-    # The linear layers run as int8 products (all four of every block but the last, which
-    # runs at the pooled position only).
+    # The linear layers run as int8 products (three of every block but the last, which runs
+    # at the pooled position only), except each block's MLP output projection, kept fp32
+    # (export/quantize.KEEP_FP32): its weight is still a plain float MatMul's.
     import onnx
+    from onnx import numpy_helper
 
     graph = onnx.load(str(int8_dir / "model.onnx"))
     int8_products = [n for n in graph.graph.node if n.op_type == "MatMulInteger"]
-    assert len(int8_products) >= 4 * (TINY_RUN_LAYERS - 1)
+    assert len(int8_products) >= 3 * (TINY_RUN_LAYERS - 1)
+    assert check["fp32_matmuls"] == TINY_RUN_LAYERS - 1  # the last block's is no MatMul node
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    float_weights = [
+        inits[n.input[1]] for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in inits
+    ]
+    model = Classifier.load(tiny_run.path, precision="fp32").model
+    for block in model.gpt.h[:-1]:
+        w = block.mlp.c_proj.weight.detach().t().numpy()
+        assert any(f.shape == w.shape and np.array_equal(f, w) for f in float_weights)
 
 
 def test_onnx_export_keeps_three_labels_and_the_temperature(tmp_path):

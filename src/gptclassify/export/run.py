@@ -178,8 +178,11 @@ def _export_onnx(
 ) -> ExportReport:
     from gptclassify.export import onnx as graph  # lazy: onnx
     from gptclassify.export.quantize import (  # lazy: onnxruntime
+        KEEP_FP32,
         MIN_AGREEMENT,
         compare_labels,
+        fp32_layers,
+        matmuls_of,
         quantize_int8,
     )
 
@@ -200,12 +203,15 @@ def _export_onnx(
         final = fp32
         if quantize == "int8":
             final = tmp / "model.onnx"
-            quantize_int8(fp32, final)
+            keep = matmuls_of(fp32, source.model, fp32_layers(source.model))
+            quantize_int8(fp32, final, keep)
             graph.check_graph(final)
             fp32_logits = _graph_logits(graph, fp32, batches)
             int8_logits = _graph_logits(graph, final, batches)
             labels = checks.labels if checks is not None else None
             report.checks["int8"] = compare_labels(fp32_logits, int8_logits, labels)
+            report.checks["int8"]["fp32_matmuls"] = len(keep)
+            report.checks["int8"]["fp32_rule"] = KEEP_FP32
             agreement = report.checks["int8"]["label_agreement"]
             if agreement < MIN_AGREEMENT:
                 report.warnings.append(
