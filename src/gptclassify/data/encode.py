@@ -87,6 +87,8 @@ class Encoded:
     """(N,) bool: whether each text was longer than the policy's max_length (and cut)."""
     pad_id: int = PAD_TOKEN_ID
     """The id batches are padded with."""
+    raw: list[list[int]] | None = field(default=None, repr=False)
+    """The untruncated ids, when a caller asked to keep them (long texts read in windows)."""
 
     @property
     def truncated(self) -> int:

@@ -295,9 +295,12 @@ class Classifier:
             raise TypeError("texts must be a sequence of strings, not one string")
         return encode(texts, self.policy)
 
-    def encode_checked(self, texts: Sequence[str], truncate: bool = True) -> Encoded:
+    def encode_checked(
+        self, texts: Sequence[str], truncate: bool = True, keep_raw: bool = False
+    ) -> Encoded:
         """`encode`, refusing the first empty text and, without `truncate`, the first text
-        longer than the model reads, with a `TextRejected` that says which and why."""
+        longer than the model reads, with a `TextRejected` that says which and why.
+        `keep_raw`: the untruncated ids ride along as `.raw` (for `windows`)."""
         raw = self.policy.tokenizer.encode_batch(texts)
         limit = self.policy.max_length
         for i, ids in enumerate(raw):
@@ -305,7 +308,10 @@ class Classifier:
                 raise TextRejected(i, "empty", 0, limit)
             if not truncate and len(ids) > limit:
                 raise TextRejected(i, "too-long", len(ids), limit)
-        return encode_ids(raw, self.policy)
+        encoded = encode_ids(raw, self.policy)
+        if keep_raw:
+            encoded.raw = raw
+        return encoded
 
     def logits_encoded(self, encoded: Encoded, batch_size: int | None = None) -> np.ndarray:
         """Raw class logits of already encoded texts, in passes of `batch_size` texts (None:
