@@ -100,7 +100,9 @@ def _holds_lists(path: str | Path, label_column: str | None, fmt: str | None) ->
     if reader.fmt not in ("jsonl", "parquet"):
         return False
     try:
-        column = _pick_column(reader.columns, label_column, LABEL_COLUMN_NAMES, "label", reader.path)
+        column = _pick_column(
+            reader.columns, label_column, LABEL_COLUMN_NAMES, "label", reader.path
+        )
     except GPTClassifyError:
         return False  # read_labelled says what is missing
     for chunk in reader.chunks():
@@ -262,9 +264,7 @@ def set_counts(sets: Sequence[Sequence[str]], names: Sequence[str]) -> dict[str,
     return {name: counts[name] for name in names}
 
 
-def iterative_split(
-    y: np.ndarray, fractions: tuple[float, float], seed: int
-) -> list[np.ndarray]:
+def iterative_split(y: np.ndarray, fractions: tuple[float, float], seed: int) -> list[np.ndarray]:
     """Row indices of train / validation / test keeping every label's share in each part
     close to the whole's: iterative stratification (Sechidis et al. 2011) twice, train
     against the rest, then validation against test. Rows keep their order within a part."""
