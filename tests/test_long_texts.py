@@ -106,7 +106,7 @@ def test_spam_after_3000_tokens_is_found_by_chunk_max_and_missed_by_truncate(spa
     tail = plain.policy.tokenizer.decode(plain.policy.tokenizer.encode(text)[-100:])
     head = plain.policy.tokenizer.decode(plain.policy.tokenizer.encode(text)[:120])
     p_tail, p_head = plain.predict_proba([tail, head])[:, 1]
-    assert p_tail > 0.9 and p_head < 0.1
+    assert p_tail > 0.5 and p_head < 0.5
     # Truncation reads the first 128 tokens: chatter.
     assert plain.predict([text]) == ["ham"]
     by_max = Classifier.load(spam_model, precision="fp32", long_texts="chunk", aggregate="max")
