@@ -269,8 +269,40 @@ class DataConfig:
             "spaces), instead of skipping or warning."
         ),
     )
+    task: Literal["auto", "single-label", "multi-label"] = field(
+        default="auto",
+        metadata=opt(
+            "single-label: one class per text (softmax); multi-label: any set of labels per "
+            "text, the empty set included (one sigmoid per label, binary cross-entropy). "
+            "auto: multi-label when --label-sep or --label-columns is given, the label column "
+            "holds lists (JSON Lines, Parquet) or a prepared folder says so."
+        ),
+    )
+    label_sep: str | None = field(
+        default=None,
+        metadata=opt(
+            "Multi-label: the label column holds several labels joined by this separator "
+            "(e.g. ';' for 'billing;urgent'; an empty cell is the empty set)."
+        ),
+    )
+    label_columns: str | None = field(
+        default=None,
+        metadata=opt(
+            "Multi-label: comma-separated 0/1 columns, one per label (e.g. toxic,obscene); "
+            "each column's name is the label."
+        ),
+    )
 
     def __post_init__(self) -> None:
+        if self.label_sep == "":
+            raise GPTClassifyError("--label-sep must not be empty")
+        if self.label_columns is not None and self.label_sep is not None:
+            raise GPTClassifyError("--label-columns and --label-sep: choose one")
+        if self.task == "single-label" and (self.label_sep or self.label_columns):
+            raise GPTClassifyError(
+                "--task single-label: --label-sep / --label-columns describe multi-label data"
+            )
+        check_choices(self)
         if self.train is None and (self.validation or self.test):
             raise GPTClassifyError(
                 "--validation/--test need --train (or use a prepared --data folder)"
@@ -400,15 +432,23 @@ class TrainArgs:
     seed: int = field(
         default=123, metadata=opt("Seed for initialisation, data order and data preparation.")
     )
-    class_weights: Literal["none", "auto"] = field(
+    class_weights: str = field(
         default="none",
-        metadata=opt("auto: weight the loss by inverse class frequency (for imbalanced data)."),
+        metadata=opt(
+            "Weighted loss for imbalanced data: none; balanced (auto): class c weighs "
+            "n / (k * n_c); or a JSON file {label: weight} naming every class. Multi-label: "
+            "balanced weighs each label's positives by its negatives / positives (pos_weight)."
+        ),
     )
 
     def __post_init__(self) -> None:
         check_positive_ints(self, "batch_size", "grad_accum", "epochs")
         check_finite(self, "lr", strict=True)
         check_finite(self, "weight_decay")
+        if not isinstance(self.class_weights, str) or not self.class_weights.strip():
+            raise GPTClassifyError(
+                f"--class-weights: {self.class_weights!r} is not none, balanced or a JSON file"
+            )
         check_choices(self)
 
 

@@ -45,13 +45,16 @@ from gptclassify.files import atomic_write, read_json
 
 FORMAT_CLASSIFIER = "gptclassify-classifier"
 FORMAT_BASELINE = "gptclassify-tfidf-baseline"
-CLASSIFIER_VERSION = 3
+CLASSIFIER_VERSION = 4
 """The newest layout of config.json this reads: 1 since gptclassify 0.1.0 (safetensors
 weights), 2 for folders holding an ONNX graph, 3 for models of another family than GPT-2 or
-with a tokenizer.json tokenizer. A reader refuses newer versions."""
+with a tokenizer.json tokenizer, 4 for multi-label models (an older reader would apply a
+softmax to them: it refuses them instead). A reader refuses newer versions."""
 TORCH_LAYOUT_VERSION = 1
 ONNX_LAYOUT_VERSION = 2
 FAMILY_LAYOUT_VERSION = 3
+MULTI_LABEL_LAYOUT_VERSION = 4
+TASKS = ("single-label", "multi-label")
 GPT2_TOKENIZER = {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID}
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_VERSION = 1
@@ -225,10 +228,18 @@ class ClassifierConfig:
     tokenizer: dict[str, Any] = field(default_factory=lambda: dict(GPT2_TOKENIZER))
     """How texts become ids: GPT-2's embedded tiktoken BPE, or the folder's tokenizer.json
     through `tokenizers` (its sha256, padding id, the tokens put around every text)."""
+    task: str = "single-label"
+    """single-label (softmax over classes) or multi-label (a sigmoid per label)."""
+    thresholds: tuple[float, ...] | None = None
+    """Multi-label: each label's decision threshold (tuned on validation for macro F1)."""
+    label_sep: str = ";"
+    """Multi-label: how a predicted label set is joined in prediction files."""
 
     @property
     def layout_version(self) -> int:
         """The oldest layout that describes this folder (so older readers still read it)."""
+        if self.task == "multi-label":
+            return MULTI_LABEL_LAYOUT_VERSION
         if self.model.family != "gpt2" or self.tokenizer.get("library") != "tiktoken":
             return FAMILY_LAYOUT_VERSION
         return ONNX_LAYOUT_VERSION if self.onnx is not None else TORCH_LAYOUT_VERSION
@@ -262,6 +273,10 @@ class ClassifierConfig:
             "weights_sha256": self.weights_sha256,
             "versions": dict(self.versions),
         }
+        if self.task == "multi-label":
+            out["task"] = self.task
+            out["thresholds"] = list(self.thresholds or [0.5] * len(self.labels))
+            out["label_sep"] = self.label_sep
         if self.onnx is not None:
             # No safetensors weights here: the graph holds them.
             del out["weights_file"], out["weights_sha256"]
@@ -285,6 +300,21 @@ class ClassifierConfig:
         onnx_data = r.object("onnx", optional=True) if version >= ONNX_LAYOUT_VERSION else None
         onnx = OnnxInfo.from_json(onnx_data, f"{source}: onnx") if onnx_data else None
         exported = r.object("exported_from", optional=True)
+        task = r.choice("task", TASKS, default="single-label")
+        thresholds = None
+        if task == "multi-label":
+            thresholds = r.data.get("thresholds")
+            if not (
+                isinstance(thresholds, list)
+                and len(thresholds) == len(labels)
+                and all(
+                    isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t <= 1
+                    for t in thresholds
+                )
+            ):
+                raise r.fail("thresholds", f"must be {len(labels)} numbers between 0 and 1")
+            thresholds = tuple(float(t) for t in thresholds)
+        label_sep = r.string("label_sep", optional=True) or ";"
         provenance = Provenance(
             base_model=r.string("base_model", optional=True) or "unknown",
             base_sha256=r.string("base_sha256", optional=True),
@@ -313,6 +343,9 @@ class ClassifierConfig:
             exported_from=(
                 ExportSource.from_json(exported, f"{source}: exported_from") if exported else None
             ),
+            task=task,
+            thresholds=thresholds,
+            label_sep=label_sep,
         )
 
 

@@ -70,6 +70,7 @@ def classification_report(
     # Imported here: scikit-learn and scipy take 0.4-0.7 s to import, and `predict`, which
     # needs only softmax from this module, should not wait for them.
     from sklearn.metrics import (  # lazy: scikit-learn (start-up of `predict`)
+        average_precision_score,
         confusion_matrix,
         precision_recall_fscore_support,
         roc_auc_score,
@@ -97,4 +98,116 @@ def classification_report(
     }
     if k == 2 and len(set(labels.tolist())) == 2:
         report["roc_auc"] = float(roc_auc_score(labels, probs[:, 1]))
+        # Precision-recall AUC (average precision) of the second class: what imbalance
+        # changes and ROC AUC hides (a rare positive class makes ROC AUC look good).
+        report["pr_auc"] = float(average_precision_score(labels, probs[:, 1]))
+    return report
+
+
+# ---- multi-label ---------------------------------------------------------------------------
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Each label's probability on its own (multi-label), in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    # exp of a negative number only: no overflow warnings for large |z|.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def binary_cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean over texts and labels of each label's binary cross-entropy (what training
+    minimises)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    y = np.asarray(y, dtype=np.float64)
+    return float(-(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)).mean())
+
+
+def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> list[float]:
+    """Per label, the decision threshold maximising that label's F1 on (validation) data.
+
+    Macro F1 is the mean of the labels' F1 scores and each depends on its own threshold only,
+    so tuning every label on its own maximises macro F1. Candidates are the midpoints between
+    consecutive distinct probabilities (and 0.5); ties go to the threshold nearest 0.5. A
+    label with no positive example keeps 0.5.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y) > 0.5
+    out = []
+    for j in range(probs.shape[1]):
+        p, t = probs[:, j], y[:, j]
+        if not t.any():
+            out.append(0.5)
+            continue
+        distinct = np.unique(p)
+        candidates = np.concatenate([[0.5], (distinct[:-1] + distinct[1:]) / 2, distinct[:1]])
+        best, best_f1 = 0.5, -1.0
+        for c in sorted(candidates, key=lambda c: abs(c - 0.5)):
+            pred = p >= c
+            tp = float((pred & t).sum())
+            f1 = 2 * tp / (float(pred.sum()) + float(t.sum()))
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = float(c), f1
+        out.append(best)
+    return out
+
+
+def multilabel_report(
+    probs: np.ndarray,
+    y: np.ndarray,
+    label_names: list[str],
+    thresholds: list[float] | np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Micro / macro / weighted F1, per-label precision/recall/F1/support, subset accuracy,
+    Hamming loss, label-ranking average precision and the mean binary cross-entropy of
+    sigmoid probabilities against 0/1 label sets, deciding each label at its threshold.
+
+    `accuracy` is the subset accuracy (the whole label set right), the strictest reading and
+    the one training's per-epoch estimates report.
+    """
+    from sklearn.metrics import (  # lazy: scikit-learn (start-up of `predict`)
+        f1_score,
+        hamming_loss,
+        label_ranking_average_precision_score,
+        precision_recall_fscore_support,
+    )
+
+    probs = np.asarray(probs, dtype=np.float64)
+    y = (np.asarray(y) > 0.5).astype(np.int64)
+    k = len(label_names)
+    cut = np.full(k, 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    pred = (probs >= cut[None, :]).astype(np.int64)
+    n = len(y)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, pred, average=None, zero_division=0
+    )
+    report: dict[str, Any] = {
+        "task": "multi-label",
+        "examples": int(n),
+        "accuracy": float((pred == y).all(axis=1).mean()) if n else float("nan"),
+        "subset_accuracy": float((pred == y).all(axis=1).mean()) if n else float("nan"),
+        "hamming_loss": float(hamming_loss(y, pred)) if n else float("nan"),
+        "loss": binary_cross_entropy(probs, y) if n else float("nan"),
+        "micro_f1": float(f1_score(y, pred, average="micro", zero_division=0)),
+        "macro_f1": float(np.mean(f1)),
+        "weighted_f1": float(f1_score(y, pred, average="weighted", zero_division=0)),
+        "per_label": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+                "threshold": float(cut[i]),
+            }
+            for i, name in enumerate(label_names)
+        },
+        "thresholds": [float(c) for c in cut],
+        "empty_sets": int((y.sum(axis=1) == 0).sum()),
+    }
+    # LRAP is defined over texts with at least one label (scikit-learn gives a text without
+    # any a score of 1, which would flatter a model on data with many empty sets).
+    has = y.sum(axis=1) > 0
+    report["label_ranking_average_precision"] = (
+        float(label_ranking_average_precision_score(y[has], probs[has])) if has.any() else None
+    )
     return report

@@ -93,3 +93,21 @@ def confusion_figure(
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_per_label(per_label: dict[str, dict[str, Any]], path: str | Path) -> Path:
+    """Multi-label: precision, recall and F1 of every label as grouped bars (per_label.png)."""
+    names = list(per_label)
+    fig, ax = plt.subplots(figsize=(2.0 + 0.9 * len(names), 3.2))
+    width = 0.27
+    for k, key in enumerate(("precision", "recall", "f1")):
+        xs = [i + (k - 1) * width for i in range(len(names))]
+        ax.bar(xs, [per_label[n][key] for n in names], width, label=key)
+    ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 4 else 0, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score (at the label's threshold)")
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -134,6 +134,20 @@ def data_sms_spam(
 @click.option(
     "--strict", is_flag=True, help="Stop at a row with empty text or label instead of skipping it."
 )
+@click.option(
+    "--task",
+    type=click.Choice(["auto", "single-label", "multi-label"]),
+    default="auto",
+    show_default=True,
+    help="multi-label: label sets (split by iterative stratification); auto: multi-label when "
+    "--label-sep / --label-columns is given or the label column holds lists.",
+)
+@click.option(
+    "--label-sep", default=None, help="Multi-label: labels in one cell joined by this (e.g. ';')."
+)
+@click.option(
+    "--label-columns", default=None, help="Multi-label: comma-separated 0/1 columns, one per label."
+)
 def data_split(
     file: str,
     text_column: str | None,
@@ -145,15 +159,26 @@ def data_split(
     fractions: tuple[float, float],
     seed: int,
     strict: bool,
+    task: str,
+    label_sep: str | None,
+    label_columns: str | None,
 ) -> None:
-    """Split any labelled CSV, TSV, JSON Lines or Parquet FILE into train/validation/test."""
+    """Split any labelled CSV, TSV, JSON Lines or Parquet FILE into train/validation/test.
+
+    Multi-label files (label sets) are always cut by iterative stratification (every label
+    keeps about its share of texts in each split)."""
     from pathlib import Path
 
-    from gptclassify.data import check_fractions, read_labelled, split_labelled, write_splits
+    from gptclassify.args import DataConfig
+    from gptclassify.data import check_fractions, split_labelled, write_splits
+    from gptclassify.data.multilabel import LabelFormat, read_examples
 
     check_fractions(fractions)  # before reading a possibly large file
-    data = read_labelled(file, text_column, label_column, fmt, strict)
-    splits = split_labelled(data, fractions, seed=seed, balance=balance, stratify=stratify)
+    labels = LabelFormat.of(DataConfig(task=task, label_sep=label_sep, label_columns=label_columns))
+    data = read_examples(file, text_column, label_column, fmt, strict, labels)
+    splits = split_labelled(
+        data, fractions, seed=seed, balance=balance, stratify=stratify, label_sep=labels.sep
+    )
     out = out_dir or str(Path("data") / Path(file).stem)
     meta = {"source": str(file), "text_column": data.text_column, "label_column": data.label_column}
     write_splits(splits, out, meta)

@@ -106,3 +106,33 @@ def model_options(func: Callable) -> Callable:
     for option in (BASE_MODEL, RUNTIME, PRECISION, DEVICE):
         func = option(func)
     return func
+
+
+LONG_TEXTS = click.option(
+    "--long-texts",
+    default="truncate",
+    show_default=True,
+    type=click.Choice(["truncate", "chunk"]),
+    help="A text longer than the model reads: cut it, or classify it in windows of the model's "
+    "context and aggregate them (--stride, --aggregate).",
+)
+STRIDE = click.option(
+    "--stride",
+    default=None,
+    type=click.IntRange(min=1),
+    help="--long-texts chunk: tokens between window starts (default: half a window).",
+)
+AGGREGATE = click.option(
+    "--aggregate",
+    default="mean",
+    show_default=True,
+    type=click.Choice(["mean", "max"]),
+    help="--long-texts chunk: mean of the windows' probabilities, or max (any window).",
+)
+
+
+def long_text_options(func: Callable) -> Callable:
+    """--long-texts, --stride and --aggregate: Classifier.load's long_texts settings."""
+    for option in (AGGREGATE, STRIDE, LONG_TEXTS):
+        func = option(func)
+    return func

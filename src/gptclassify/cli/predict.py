@@ -7,11 +7,12 @@ import sys
 import click
 
 from gptclassify.cli.app import cli
-from gptclassify.cli.options import model_options
+from gptclassify.cli.options import long_text_options, model_options
 from gptclassify.errors import GPTClassifyError
 
 
 def _classifier_options(func):
+    func = long_text_options(func)
     func = model_options(func)
     return click.option(
         "--batch-size",
@@ -32,6 +33,11 @@ def _classifier_options(func):
 )
 @click.option("--text-column", default=None, help="Text column (found by name if omitted).")
 @click.option("--label-column", default=None, help="Label column (found by name if omitted).")
+@click.option(
+    "--label-columns",
+    default=None,
+    help="Multi-label models: comma-separated 0/1 label columns instead of one label column.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @_classifier_options
 def evaluate(
@@ -39,29 +45,85 @@ def evaluate(
     data,
     text_column,
     label_column,
+    label_columns,
     as_json,
     batch_size,
     device,
     precision,
     runtime,
     base_model,
+    long_texts,
+    stride,
+    aggregate,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1, confusion matrix (and confusion.png), ROC AUC."""
+    """Accuracy, per-class precision/recall/F1, confusion matrix (and confusion.png), ROC AUC
+    and PR AUC; multi-label: micro/macro/weighted F1, subset accuracy, Hamming loss, LRAP and
+    per-label scores (and per_label.png)."""
     import json
     from pathlib import Path
 
-    from gptclassify.plots import plot_confusion
+    from gptclassify.plots import plot_confusion, plot_per_label
     from gptclassify.predict import Classifier
 
     classifier = Classifier.load(
-        run_dir, device=device, precision=precision, runtime=runtime, base_model=base_model
+        run_dir,
+        device=device,
+        precision=precision,
+        runtime=runtime,
+        base_model=base_model,
+        long_texts=long_texts,
+        stride=stride,
+        aggregate=aggregate,
     )
-    report = classifier.evaluate(data or run_dir, text_column, label_column, batch_size)
-    plot_confusion(report["confusion_matrix"], classifier.labels, Path(run_dir) / "confusion.png")
+    report = classifier.evaluate(
+        data or run_dir, text_column, label_column, batch_size, label_columns=label_columns
+    )
+    if classifier.multi_label:
+        plot_per_label(report["per_label"], Path(run_dir) / "per_label.png")
+    else:
+        plot_confusion(
+            report["confusion_matrix"], classifier.labels, Path(run_dir) / "confusion.png"
+        )
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    _print_report(report, classifier.labels)
+    if classifier.multi_label:
+        _print_label_sets_report(report)
+    else:
+        _print_report(report, classifier.labels)
+    if report.get("chunked"):
+        click.echo(
+            f"Note: {report['chunked']} text(s) were longer than the model reads and were "
+            f"classified in windows ({report['windows']} windows, --aggregate "
+            f"{report['aggregate']})",
+            err=True,
+        )
+
+
+def _print_label_sets_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"{report['source']}: {report['examples']} texts (multi-label)")
+    lrap = report["label_ranking_average_precision"]
+    console.print(
+        f"Micro F1 {report['micro_f1']:.4f} | macro F1 {report['macro_f1']:.4f} | weighted F1 "
+        f"{report['weighted_f1']:.4f} | subset accuracy {report['subset_accuracy'] * 100:.2f}% "
+        f"| Hamming loss {report['hamming_loss']:.4f}"
+        + (f" | LRAP {lrap:.4f}" if lrap is not None else "")
+    )
+    table = Table("label", "threshold", "precision", "recall", "F1", "support")
+    for name, m in report["per_label"].items():
+        table.add_row(
+            name,
+            f"{m['threshold']:.3f}",
+            f"{m['precision']:.4f}",
+            f"{m['recall']:.4f}",
+            f"{m['f1']:.4f}",
+            str(m["support"]),
+        )
+    console.print(table)
 
 
 def _print_report(report: dict, labels: list[str]) -> None:
@@ -73,6 +135,8 @@ def _print_report(report: dict, labels: list[str]) -> None:
     summary = f"Accuracy {report['accuracy'] * 100:.2f}% | macro F1 {report['macro_f1']:.4f}"
     if "roc_auc" in report:
         summary += f" | ROC AUC {report['roc_auc']:.4f}"
+    if "pr_auc" in report:
+        summary += f" | PR AUC {report['pr_auc']:.4f}"
     console.print(summary)
     per_class = Table("class", "precision", "recall", "F1", "support")
     for name, m in report["per_class"].items():
@@ -111,7 +175,8 @@ def _print_report(report: dict, labels: list[str]) -> None:
     "--threshold",
     default=None,
     type=click.FloatRange(0.0, 1.0),
-    help="Two classes only: predict the second class (e.g. spam) when its probability is at least P.",
+    help="Two classes: predict the second class (e.g. spam) when its probability is at least "
+    "P. Multi-label: every label at P (instead of the thresholds tuned on validation).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_classifier_options
@@ -129,6 +194,9 @@ def predict(
     precision,
     runtime,
     base_model,
+    long_texts,
+    stride,
+    aggregate,
 ) -> None:
     """Classify texts given as arguments, on stdin (one per line), or in a file.
 
@@ -157,7 +225,14 @@ def predict(
             texts = tuple(line.removesuffix("\n").removesuffix("\r") for line in sys.stdin)
         source = text_list(texts)
     classifier = Classifier.load(
-        run_dir, device=device, precision=precision, runtime=runtime, base_model=base_model
+        run_dir,
+        device=device,
+        precision=precision,
+        runtime=runtime,
+        base_model=base_model,
+        long_texts=long_texts,
+        stride=stride,
+        aggregate=aggregate,
     )
     with tqdm(unit=" texts", disable=quiet or None, leave=False, file=sys.stderr) as bar:
         done = predict_chunks(classifier, source, writer, batch_size, threshold, k, bar.update)
@@ -170,7 +245,15 @@ def predict(
     if done.truncated:
         click.echo(
             f"Note: {done.truncated} text(s) were longer than the model reads and were cut to "
-            f"{classifier.policy.max_length} tokens (see the truncated column)",
+            f"{classifier.policy.max_length} tokens (see the truncated column; "
+            "--long-texts chunk reads them whole)",
+            err=True,
+        )
+    if done.chunked:
+        click.echo(
+            f"Note: {done.chunked} text(s) were longer than the model reads and were "
+            f"classified in windows of {classifier.policy.max_length} tokens (--aggregate "
+            f"{aggregate}; see the windows column)",
             err=True,
         )
 
@@ -197,7 +280,7 @@ def _print_predictions(
             )
             continue
         probs = [f"{row[prob_column(name)]:.4f}" for name in labels]
-        table.add_row(text, row["label"], *probs, *([", ".join(row["top_k"])] if k else []))
+        table.add_row(text, str(row["label"]) or "(none)", *probs, *([", ".join(row["top_k"])] if k else []))
     console = Console()
     console.print(table)
     rest = total - len(frame)

@@ -7,7 +7,14 @@ from typing import Any
 import click
 
 from gptclassify.cli.app import cli
-from gptclassify.cli.options import BASE_MODEL, DEVICE, build, config_options, model_options
+from gptclassify.cli.options import (
+    BASE_MODEL,
+    DEVICE,
+    build,
+    config_options,
+    long_text_options,
+    model_options,
+)
 from gptclassify.errors import GPTClassifyError
 from gptclassify.serve.settings import ServeSettings
 
@@ -18,6 +25,7 @@ SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify
 @click.argument("run_dir", metavar="RUN")
 @config_options(ServeSettings, exclude=("max_explain_waiting",))
 @model_options
+@long_text_options
 @click.option(
     "--log-level",
     default="info",
@@ -36,6 +44,9 @@ def serve(
     precision: str,
     runtime: str,
     base_model: str | None,
+    long_texts: str,
+    stride: int | None,
+    aggregate: str,
     log_level: str,
     access_log: bool,
     **values: Any,
@@ -56,7 +67,14 @@ def serve(
     # model's work); starting here makes a bad model folder a one-line error.
     app = create_app(
         lambda: Classifier.load(
-            run_dir, device=device, precision=precision, runtime=runtime, base_model=base_model
+            run_dir,
+            device=device,
+            precision=precision,
+            runtime=runtime,
+            base_model=base_model,
+            long_texts=long_texts,
+            stride=stride,
+            aggregate=aggregate,
         ),
         settings,
     )

@@ -81,11 +81,14 @@ class Encoded:
     lengths: np.ndarray
     """(N,) int64: real (non-padding) tokens per text."""
     labels: np.ndarray | None
-    """(N,) int64 class ids, or None for unlabelled text."""
+    """(N,) int64 class ids, a multi-label (N, K) float32 0/1 matrix, or None for unlabelled
+    text."""
     cut: np.ndarray
     """(N,) bool: whether each text was longer than the policy's max_length (and cut)."""
     pad_id: int = PAD_TOKEN_ID
     """The id batches are padded with."""
+    raw: list[list[int]] | None = field(default=None, repr=False)
+    """The untruncated ids, when a caller asked to keep them (long texts read in windows)."""
 
     @property
     def truncated(self) -> int:
@@ -175,10 +178,17 @@ def encode_ids(
     return Encoded(
         ids=[policy.apply(ids) for ids in raw],
         lengths=np.array([min(len(ids), policy.max_length) for ids in raw], dtype=np.int64),
-        labels=np.array(list(labels), dtype=np.int64) if labels is not None else None,
+        labels=_label_array(labels) if labels is not None else None,
         cut=np.array([len(ids) > policy.max_length for ids in raw], dtype=bool),
         pad_id=policy.tokenizer.pad_id,
     )
+
+
+def _label_array(labels: Sequence[int] | np.ndarray) -> np.ndarray:
+    """(N,) int64 class ids, or a multi-label (N, K) 0/1 matrix kept as float32."""
+    if isinstance(labels, np.ndarray) and labels.ndim == 2:
+        return labels.astype(np.float32, copy=False)
+    return np.array(list(labels), dtype=np.int64)
 
 
 def pad_batch(

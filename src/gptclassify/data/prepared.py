@@ -14,6 +14,7 @@ from rich.table import Table
 
 from gptclassify import __version__
 from gptclassify.data.delimited import format_record
+from gptclassify.data.multilabel import MULTI, SINGLE, LabelFormat, read_label_sets
 from gptclassify.data.split import SPLIT_NAMES, Splits, rare_class_warnings
 from gptclassify.data.tables import LabelledTexts, decode_utf8, read_labelled, sort_labels
 from gptclassify.errors import GPTClassifyError
@@ -57,18 +58,30 @@ def load_prepared(directory: str | Path) -> Splits:
             ) from None
         if not isinstance(meta, dict):
             raise GPTClassifyError(f"{meta_path}: expected a JSON object")
+    task = meta.get("task", SINGLE)
+    sep = meta.get("label_sep", ";")
+    if task not in (SINGLE, MULTI) or not isinstance(sep, str) or not sep:
+        raise GPTClassifyError(f"{meta_path}: 'task' / 'label_sep' are not valid")
     parts = {}
     for name in SPLIT_NAMES:
         path = directory / f"{name}.csv"
         if path.is_file():
-            parts[name] = read_labelled(path, "text", "label", fmt="csv")
+            if task == MULTI:
+                parts[name] = read_label_sets(
+                    path, "text", "label", fmt="csv", labels=LabelFormat(MULTI, sep)
+                )
+            else:
+                parts[name] = read_labelled(path, "text", "label", fmt="csv")
     all_labels = [label for part in parts.values() for label in part.labels]
+    if task == MULTI:
+        all_labels = [label for part in parts.values() for s in part.label_sets for label in s]
     if "label_names" in meta:
         label_names = meta["label_names"]
         if not (isinstance(label_names, list) and all(isinstance(n, str) for n in label_names)):
             raise GPTClassifyError(f"{meta_path}: 'label_names' must be a list of strings")
         for name, part in parts.items():
-            unknown = sorted(set(part.labels) - set(label_names))
+            used = {x for s in part.label_sets for x in s} if task == MULTI else set(part.labels)
+            unknown = sorted(used - set(label_names))
             if unknown:
                 raise GPTClassifyError(
                     f"{directory / f'{name}.csv'}: label {unknown[0]!r} is not in "
@@ -80,7 +93,14 @@ def load_prepared(directory: str | Path) -> Splits:
         raise GPTClassifyError(f"{directory}: only one class; a classifier needs at least two")
     warnings = [w for part in parts.values() for w in part.warnings]
     splits = Splits(
-        parts["train"], parts["validation"], parts.get("test"), list(label_names), warnings, meta
+        parts["train"],
+        parts["validation"],
+        parts.get("test"),
+        list(label_names),
+        warnings,
+        meta,
+        task,
+        sep,
     )
     splits.warnings += rare_class_warnings(splits, str(directory))
     return splits
@@ -122,6 +142,7 @@ def write_split_files(splits: Splits, folder: Path, meta: dict[str, Any]) -> Non
         **meta,
         # Derived from the data itself, so never taken from a (possibly stale) meta.
         "label_names": list(splits.label_names),
+        **({"task": MULTI, "label_sep": splits.label_sep} if splits.multi_label else {}),
         "rows": {name: len(part) for name, part in splits.parts()},
         "class_counts": splits.counts(),
         "files": {name: f"{name}.csv" for name, _ in splits.parts()},

@@ -7,6 +7,7 @@ so the same options always give the same rows.
 from __future__ import annotations
 
 from gptclassify.args import SMS_SPAM, DataConfig
+from gptclassify.data.multilabel import LabelFormat
 from gptclassify.data.prepared import load_prepared
 from gptclassify.data.sms_spam import prepare_sms_spam
 from gptclassify.data.split import Splits, load_split_files
@@ -23,6 +24,7 @@ def load_data(data: DataConfig, seed: int) -> Splits:
             label_column=data.label_column,
             strict=data.strict,
             seed=seed,
+            labels=LabelFormat.of(data),
         )
     if data.data == SMS_SPAM:
         return prepare_sms_spam(

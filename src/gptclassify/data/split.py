@@ -17,7 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from gptclassify.data.tables import LabelledTexts, read_labelled, sort_labels
+from gptclassify.data.multilabel import (
+    MULTI,
+    SINGLE,
+    LabelFormat,
+    iterative_split,
+    label_matrix,
+    label_names_of,
+    read_examples,
+    set_counts,
+)
+from gptclassify.data.tables import LabelledTexts, sort_labels
 from gptclassify.errors import GPTClassifyError
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -46,14 +56,25 @@ class Splits:
     """One-line notes for the user, from reading and from splitting."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Where the data came from and how it was split (what dataset.json records)."""
+    task: str = SINGLE
+    """single-label, or multi-label (each part's `label_sets` holds the labels)."""
+    label_sep: str = ";"
+    """Multi-label: how a label set is joined in files."""
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == MULTI
 
     def parts(self) -> list[tuple[str, LabelledTexts]]:
         """(name, part) for each part present, in train, validation, test order."""
         named = zip(SPLIT_NAMES, (self.train, self.validation, self.test), strict=True)
         return [(name, part) for name, part in named if part is not None]
 
-    def label_ids(self, part: LabelledTexts) -> list[int]:
-        """Class ids of a part's labels; a label outside `label_names` is an error."""
+    def label_ids(self, part: LabelledTexts) -> list[int] | np.ndarray:
+        """Class ids of a part's labels (multi-label: its (N, K) 0/1 float32 matrix); a label
+        outside `label_names` is an error."""
+        if self.multi_label:
+            return label_matrix(part.label_sets or [], self.label_names, part.source)
         index = {name: i for i, name in enumerate(self.label_names)}
         try:
             return [index[label] for label in part.labels]
@@ -76,6 +97,9 @@ class Splits:
         """Rows per class for each part: {part: {class: rows}}, every class listed."""
         out = {}
         for name, part in self.parts():
+            if self.multi_label:
+                out[name] = set_counts(part.label_sets or [], self.label_names)
+                continue
             counts = Counter(part.labels)
             out[name] = {label: counts[label] for label in self.label_names}
         return out
@@ -103,6 +127,7 @@ def split_labelled(
     seed: int = 123,
     balance: bool = False,
     stratify: bool = False,
+    label_sep: str = ";",
 ) -> Splits:
     """Balance (optional), shuffle and cut one labelled set into train / validation / test.
 
@@ -117,9 +142,12 @@ def split_labelled(
     - `stratify`: the cut is made per class (same int() rule, at least one row per part for
       classes with three rows or more), each part keeping the shuffled order.
 
-    A class missing from some part is reported in `warnings`.
+    A class missing from some part is reported in `warnings`. Multi-label data (label sets)
+    are always split by iterative stratification (`_split_label_sets`).
     """
     train_frac, val_frac = check_fractions(fractions)
+    if data.label_sets is not None:
+        return _split_label_sets(data, (train_frac, val_frac), seed, balance, label_sep)
     label_names = sort_labels(data.labels)
     if len(label_names) < 2:
         raise GPTClassifyError(
@@ -164,6 +192,58 @@ def split_labelled(
         },
     )
     splits.warnings += rare_class_warnings(splits, data.source, stratified=stratify)
+    return splits
+
+
+def _split_label_sets(
+    data: LabelledTexts, fractions: tuple[float, float], seed: int, balance: bool, sep: str
+) -> Splits:
+    """Multi-label: shuffle (seeded), then cut by iterative stratification, so every label's
+    share of texts is about the same in train, validation and test (a label set is never
+    broken up: a text and all its labels go to one part)."""
+    if balance:
+        raise GPTClassifyError(
+            f"{data.source}: --balance undersamples single-label classes; multi-label data "
+            "cannot be balanced that way (use --class-weights balanced when training)"
+        )
+    names = label_names_of([data])
+    if len(names) < 2:
+        raise GPTClassifyError(
+            f"{data.source}: {len(names)} label(s) in the label sets; a multi-label classifier "
+            "needs at least two (with one, train a single-label yes/no classifier)"
+        )
+    n = len(data)
+    order = np.random.RandomState(seed).choice(n, size=n, replace=False)
+    y = label_matrix([data.label_sets[i] for i in order], names, data.source)
+    parts = [order[p] for p in iterative_split(y, fractions, seed)]
+    for name, part in zip(SPLIT_NAMES, parts, strict=True):
+        if len(part) == 0:
+            raise GPTClassifyError(
+                f"{data.source}: {n} rows are too few for --split {fractions[0]:g} "
+                f"{fractions[1]:g} (the {name} part would be empty)"
+            )
+    train, validation, test = (
+        data.subset(part.tolist(), source=f"{data.source} ({name} part)")
+        for name, part in zip(SPLIT_NAMES, parts, strict=True)
+    )
+    splits = Splits(
+        train,
+        validation,
+        test,
+        names,
+        warnings=list(data.warnings),
+        meta={
+            "seed": seed,
+            "fractions": list(fractions),
+            "balance": False,
+            "stratify": "iterative (multi-label)",
+            "rows_read": n,
+            "rows_used": n,
+        },
+        task=MULTI,
+        label_sep=sep,
+    )
+    splits.warnings += rare_class_warnings(splits, data.source, stratified=True)
     return splits
 
 
@@ -239,6 +319,7 @@ def load_split_files(
     fmt: str | None = None,
     strict: bool = False,
     seed: int = 123,
+    labels: LabelFormat | None = None,
 ) -> Splits:
     """Splits from raw files (the training command's --train/--validation/--test).
 
@@ -247,10 +328,14 @@ def load_split_files(
     order covers the labels of all files.
     """
 
+    labels = labels or LabelFormat()
+
     def read(path: str | Path) -> LabelledTexts:
-        return read_labelled(path, text_column, label_column, fmt, strict)
+        return read_examples(path, text_column, label_column, fmt, strict, labels)
 
     train_data = read(train)
+    if train_data.label_sets is not None and not labels.says_multi:
+        labels = LabelFormat(MULTI, labels.label_sep, labels.label_columns)  # lists: all files
     warnings = list(train_data.warnings)
     meta: dict[str, Any] = {"train": str(train), "seed": seed}
     if validation is not None:
@@ -275,7 +360,20 @@ def load_split_files(
         test_data = read(test)
         warnings += test_data.warnings
         meta["test"] = str(test)
-    everything = train_data.labels + val_data.labels + (test_data.labels if test_data else [])
+    files = [train_data, val_data] + ([test_data] if test_data else [])
+    if train_data.label_sets is not None:
+        label_names = label_names_of(files)
+        if len(label_names) < 2:
+            raise GPTClassifyError(
+                f"{train}: {len(label_names)} label(s) in the label sets; a multi-label "
+                "classifier needs at least two"
+            )
+        splits = Splits(
+            train_data, val_data, test_data, label_names, warnings, meta, MULTI, labels.sep
+        )
+        splits.warnings += rare_class_warnings(splits, str(train))
+        return splits
+    everything = [label for part in files for label in part.labels]
     label_names = sort_labels(everything)
     if len(label_names) < 2:
         raise GPTClassifyError(

@@ -77,6 +77,11 @@ class LabelledTexts:
     """Column the texts came from, when read from a table."""
     label_column: str | None = None
     """Column the labels came from, when read from a table."""
+    label_sets: list[tuple[str, ...]] | None = None
+    """Multi-label data only (data/multilabel.py): each text's labels, possibly none; then
+    `labels` holds each set joined by the separator."""
+    label_order: list[str] | None = None
+    """Multi-label data read from --label-columns: the labels in column order."""
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
@@ -100,6 +105,8 @@ class LabelledTexts:
             source=source if source is not None else self.source,
             text_column=self.text_column,
             label_column=self.label_column,
+            label_sets=None if self.label_sets is None else [self.label_sets[i] for i in indices],
+            label_order=self.label_order,
         )
 
 

@@ -150,7 +150,13 @@ def hf_config(
     return out | {
         "id2label": {str(i): name for i, name in enumerate(labels)},
         "label2id": {name: i for i, name in enumerate(labels)},
-        "problem_type": "single_label_classification",
+        # transformers' pipeline applies a sigmoid per label to multi_label_classification
+        # models (and a softmax otherwise), as gptclassify does.
+        "problem_type": (
+            "multi_label_classification"
+            if ours.get("task") == "multi-label"
+            else "single_label_classification"
+        ),
         "torch_dtype": "float32",
         "gptclassify": ours,
     }

@@ -116,6 +116,15 @@ def _settings(config: ClassifierConfig) -> dict[str, Any]:
         "pad_length": config.pad_length,
         "truncate": config.truncate,
         "temperature": config.temperature,
+        **(
+            {
+                "task": config.task,
+                "thresholds": list(config.thresholds or [0.5] * len(config.labels)),
+                "label_sep": config.label_sep,
+            }
+            if config.task == "multi-label"
+            else {}
+        ),
     }
 
 

@@ -27,10 +27,12 @@ from gptclassify import tokenizer
 from gptclassify.artifact import ClassifierConfig, Provenance, read_classifier_config, read_metrics
 from gptclassify.config import GPTConfig
 from gptclassify.data.encode import Encoded, InputPolicy, encode, encode_ids
+from gptclassify.data.multilabel import MULTI, LabelFormat, label_matrix, read_label_sets
 from gptclassify.data.tables import read_labelled
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import sha256_file
-from gptclassify.metrics import classification_report, softmax
+from gptclassify.metrics import classification_report, multilabel_report, sigmoid, softmax
+from gptclassify.predict.long_texts import LongTexts, combine, windows
 
 if TYPE_CHECKING:
     import torch
@@ -129,6 +131,20 @@ class Classifier:
         """sha256 of that folder's PyTorch weights file (checked when it loaded)."""
         self.metrics: dict[str, Any] | None = None
         """metrics.json of the training run, when known."""
+        self.task = "single-label"
+        """single-label (softmax, one class per text) or multi-label (a sigmoid per label,
+        any set of labels per text)."""
+        self.thresholds: list[float] | None = None
+        """Multi-label: each label's decision threshold (None: 0.5 for every label)."""
+        self.label_sep = ";"
+        """Multi-label: how a label set is joined in prediction files."""
+        self.long_texts = LongTexts()
+        """What happens to texts longer than the model reads: truncated (the input policy
+        cuts them), or classified in windows whose probabilities are aggregated."""
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == MULTI
 
     @property
     def model(self) -> GPTClassifier:
@@ -164,9 +180,16 @@ class Classifier:
         precision: str = "auto",
         runtime: str = "auto",
         base_model: str | Path | None = None,
+        long_texts: str = "truncate",
+        stride: int | None = None,
+        aggregate: str = "mean",
     ) -> Classifier:
         """Load a model folder written by `train`, `save` or `export --format onnx`
         (checksum-verified, no pickle).
+
+        long_texts / stride / aggregate: texts longer than the model reads are cut
+        ("truncate") or classified in windows `stride` tokens apart whose probabilities are
+        combined by `aggregate` ("mean" or "max"); see predict/long_texts.py.
 
         runtime: "auto" (what the folder holds: PyTorch weights or an ONNX graph), "torch" or
         "onnx" (an error when the folder does not hold that). precision: for PyTorch, "auto"
@@ -175,6 +198,7 @@ class Classifier:
         base_model: the base of LoRA adapters saved alone, when the folder names a local
         folder (it is not followed on its own: it lies outside the model folder).
         """
+        long = LongTexts(long_texts, stride, aggregate)  # checked before anything loads
         config = read_classifier_config(run_dir)
         kind = choose_runtime(config, runtime, Path(run_dir))
         tok = tokenizer.load_tokenizer(config.tokenizer, Path(run_dir))
@@ -216,6 +240,10 @@ class Classifier:
                 provenance=config.provenance,
             )
         classifier.path = Path(run_dir)
+        classifier.task = config.task
+        classifier.thresholds = list(config.thresholds) if config.thresholds else None
+        classifier.label_sep = config.label_sep
+        classifier.long_texts = long
         classifier.weights_sha256 = config.weights_sha256 or None
         metrics = read_metrics(run_dir)
         classifier.metrics = metrics.to_json() if metrics is not None else None
@@ -235,6 +263,9 @@ class Classifier:
             temperature=self.temperature,
             provenance=self.provenance,
             tokenizer=self.policy.tokenizer.describe(),
+            task=self.task,
+            thresholds=tuple(self.thresholds) if self.thresholds is not None else None,
+            label_sep=self.label_sep,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -264,9 +295,12 @@ class Classifier:
             raise TypeError("texts must be a sequence of strings, not one string")
         return encode(texts, self.policy)
 
-    def encode_checked(self, texts: Sequence[str], truncate: bool = True) -> Encoded:
+    def encode_checked(
+        self, texts: Sequence[str], truncate: bool = True, keep_raw: bool = False
+    ) -> Encoded:
         """`encode`, refusing the first empty text and, without `truncate`, the first text
-        longer than the model reads, with a `TextRejected` that says which and why."""
+        longer than the model reads, with a `TextRejected` that says which and why.
+        `keep_raw`: the untruncated ids ride along as `.raw` (for `windows`)."""
         raw = self.policy.tokenizer.encode_batch(texts)
         limit = self.policy.max_length
         for i, ids in enumerate(raw):
@@ -274,7 +308,10 @@ class Classifier:
                 raise TextRejected(i, "empty", 0, limit)
             if not truncate and len(ids) > limit:
                 raise TextRejected(i, "too-long", len(ids), limit)
-        return encode_ids(raw, self.policy)
+        encoded = encode_ids(raw, self.policy)
+        if keep_raw:
+            encoded.raw = raw
+        return encoded
 
     def logits_encoded(self, encoded: Encoded, batch_size: int | None = None) -> np.ndarray:
         """Raw class logits of already encoded texts, in passes of `batch_size` texts (None:
@@ -290,17 +327,72 @@ class Classifier:
         self.runtime.warm_up(max_tokens)
 
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Raw class logits (N, num_classes), in input order."""
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.runtime.logits(self.encode(texts), batch_size)
+        """Raw class logits (N, num_classes), in input order (with `long_texts` chunking: the
+        logits of the windows' aggregated probabilities)."""
+        return self.classify_texts(texts, batch_size)[0]
+
+    def classify_texts(
+        self, texts: Sequence[str], batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits (N, K), cut (N,) bool: truncated, windows (N,) int: windows read per text).
+
+        Truncating, every text is one window and `cut` marks those longer than the model
+        reads; chunking, nothing is cut and `windows` says how many windows each text took.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        n = len(texts)
+        if not n:
+            empty = np.zeros((0, len(self.labels)), dtype=np.float32)
+            return empty, np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+        if not self.long_texts.chunk:
+            encoded = self.encode(texts)
+            logits = self.runtime.logits(encoded, batch_size)
+            return logits, encoded.cut, np.ones(n, dtype=np.int64)
+        win = self.windows(self.policy.tokenizer.encode_batch(texts))
+        logits = self.runtime.logits(win.encoded, batch_size)
+        return self.combine_windows(logits, win), np.zeros(n, dtype=bool), win.counts
+
+    def windows(self, raw: Sequence[list[int]]):
+        """The windows of tokenized texts under this classifier's `long_texts` settings."""
+        return windows(raw, self.policy, self.long_texts.stride)
+
+    def combine_windows(self, logits: np.ndarray, win) -> np.ndarray:
+        """Per-text logits from the logits of `windows(...)`'s rows."""
+        return combine(logits, win, self.long_texts.aggregate, self.multi_label, self.temperature)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities from logits: softmax at the temperature, or for multi-label a
+        sigmoid per label."""
+        if self.multi_label:
+            return sigmoid(logits)
+        return softmax(logits, self.temperature)
+
+    def label_sets(
+        self, probs: np.ndarray, threshold: float | None = None
+    ) -> list[list[str]]:
+        """Multi-label: the labels whose probability reaches their threshold, per row (a
+        `threshold` given overrides every label's)."""
+        cut = self.decision_thresholds(threshold)
+        return [
+            [name for name, p, t in zip(self.labels, row, cut, strict=True) if p >= t]
+            for row in probs
+        ]
+
+    def decision_thresholds(self, threshold: float | None = None) -> list[float]:
+        """Multi-label: each label's threshold (`threshold` overrides them all)."""
+        if threshold is not None:
+            if not 0.0 <= threshold <= 1.0:
+                raise GPTClassifyError(f"--threshold must be between 0 and 1, got {threshold}")
+            return [float(threshold)] * len(self.labels)
+        return list(self.thresholds) if self.thresholds else [0.5] * len(self.labels)
 
     def proba_encoded(self, encoded: Encoded, batch_size: int = 32) -> np.ndarray:
         """Class probabilities of already encoded texts (see `encode`)."""
         if len(encoded) == 0:
             return np.zeros((0, len(self.labels)))
         logits = self.runtime.logits(self._padded_as_ours(encoded), batch_size)
-        return softmax(logits, self.temperature)
+        return self.probabilities(logits)
 
     def _padded_as_ours(self, encoded: Encoded) -> Encoded:
         """`encoded` padded with this model's padding id (rows gathered from several requests
@@ -309,12 +401,17 @@ class Classifier:
         return encoded if encoded.pad_id == pad else dataclasses.replace(encoded, pad_id=pad)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities (N, num_classes), columns in `self.labels` order."""
-        return softmax(self.logits(texts, batch_size), self.temperature)
+        """Class probabilities (N, num_classes), columns in `self.labels` order (multi-label:
+        each label's own probability; rows need not sum to 1)."""
+        return self.probabilities(self.logits(texts, batch_size))
 
-    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str]:
-        """Class names, one per text."""
-        return [self.labels[i] for i in self.predict_proba(texts, batch_size).argmax(axis=1)]
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str] | list[list[str]]:
+        """Class names, one per text; multi-label: a list of labels per text (maybe empty),
+        each decided at its threshold."""
+        probs = self.predict_proba(texts, batch_size)
+        if self.multi_label:
+            return self.label_sets(probs)
+        return [self.labels[i] for i in probs.argmax(axis=1)]
 
     def explain(
         self,
@@ -336,7 +433,15 @@ class Classifier:
         from gptclassify.predict.explain import explain  # lazy: torch
 
         return explain(
-            self.model, text, self.labels, self.policy, self.temperature, method, steps, target
+            self.model,
+            text,
+            self.labels,
+            self.policy,
+            self.temperature,
+            method,
+            steps,
+            target,
+            multi_label=self.multi_label,
         )
 
     def evaluate(
@@ -345,8 +450,14 @@ class Classifier:
         text_column: str | None = None,
         label_column: str | None = None,
         batch_size: int = 32,
+        label_columns: str | None = None,
     ) -> dict[str, Any]:
-        """Metrics on a labelled file, or on the test split of a prepared/run data folder."""
+        """Metrics on a labelled file, or on the test split of a prepared/run data folder.
+
+        Multi-label models read label sets joined by their `label_sep` (or 0/1
+        `label_columns`, comma-separated, or JSON lists) and report multi-label metrics at
+        their thresholds. With chunking, `chunked` says how many texts took several windows.
+        """
         path = Path(data)
         if path.is_dir():
             candidates = [path / "test.csv", path / "data" / "test.csv"]
@@ -356,6 +467,8 @@ class Classifier:
                     f"{path}: no test.csv in this folder (or its data/ subfolder)"
                 )
             path = found
+        if self.multi_label:
+            return self._evaluate_sets(path, text_column, label_column, batch_size, label_columns)
         labelled = read_labelled(path, text_column=text_column, label_column=label_column)
         unknown = sorted(set(labelled.labels) - set(self.labels))
         if unknown:
@@ -364,9 +477,44 @@ class Classifier:
                 f"({', '.join(self.labels)})"
             )
         y = np.array([self.labels.index(label) for label in labelled.labels])
-        probs = self.predict_proba(labelled.texts, batch_size)
-        report = classification_report(probs, y, self.labels)
+        logits, cut, count = self.classify_texts(labelled.texts, batch_size)
+        report = classification_report(self.probabilities(logits), y, self.labels)
         report["source"] = str(path)
+        report.update(self._long_text_counts(cut, count))
+        return report
+
+    def _long_text_counts(self, cut: np.ndarray, count: np.ndarray) -> dict[str, Any]:
+        if self.long_texts.chunk:
+            return {
+                "long_texts": "chunk",
+                "chunked": int((count > 1).sum()),
+                "windows": int(count.sum()),
+                "aggregate": self.long_texts.aggregate,
+            }
+        return {"long_texts": "truncate", "truncated": int(cut.sum())}
+
+    def _evaluate_sets(
+        self,
+        path: Path,
+        text_column: str | None,
+        label_column: str | None,
+        batch_size: int,
+        label_columns: str | None,
+    ) -> dict[str, Any]:
+        columns = tuple(c.strip() for c in label_columns.split(",")) if label_columns else None
+        labelled = read_label_sets(
+            path,
+            text_column,
+            label_column,
+            labels=LabelFormat(MULTI, self.label_sep, columns),
+        )
+        y = label_matrix(labelled.label_sets or [], self.labels, str(path))
+        logits, cut, count = self.classify_texts(labelled.texts, batch_size)
+        report = multilabel_report(
+            self.probabilities(logits), y, self.labels, self.decision_thresholds()
+        )
+        report["source"] = str(path)
+        report.update(self._long_text_counts(cut, count))
         return report
 
 

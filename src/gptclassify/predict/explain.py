@@ -117,8 +117,12 @@ def explain(
     method: str = "integrated-gradients",
     steps: int = DEFAULT_STEPS,
     target: str | None = None,
+    multi_label: bool = False,
 ) -> Explanation:
-    """Both views of `text` for `model` (see the module docstring)."""
+    """Both views of `text` for `model` (see the module docstring).
+
+    multi_label: probabilities are each label's sigmoid, and the attribution is to the
+    target label's log-sigmoid (one chosen label is explained; default: the likeliest)."""
     if method not in METHODS:
         raise GPTClassifyError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if not 1 <= steps <= MAX_STEPS:
@@ -136,17 +140,19 @@ def explain(
 
     with torch.no_grad():
         logits = model(input_ids, _mask(lengths, len(ids))).float()  # (1, K)
-        probs = torch.softmax(logits / temperature, dim=-1)[0]
-        along = _prefix_probs(model, input_ids, n_real, temperature)  # (n_real, K) or None
+        probs = _probs(logits, temperature, multi_label)[0]
+        along = _prefix_probs(model, input_ids, n_real, temperature, multi_label)  # (n_real, K)
     t = labels.index(target) if target is not None else int(probs.argmax())
 
     with torch.enable_grad():
         if method == "integrated-gradients":
             attr, score, base_score = _integrated_gradients(
-                model, input_ids, lengths, t, temperature, steps
+                model, input_ids, lengths, t, temperature, steps, multi_label
             )
         else:
-            attr, score = _gradient_x_input(model, input_ids, lengths, t, temperature)
+            attr, score = _gradient_x_input(
+                model, input_ids, lengths, t, temperature, multi_label
+            )
             base_score = None
     gap = float(attr.sum()) - (score - base_score) if base_score is not None else None
 
@@ -195,8 +201,19 @@ def token_texts(ids: Sequence[int], tok: tokenizer.Tokenizer | None = None) -> l
 # ---- the two views ------------------------------------------------------------------------
 
 
+def _probs(logits: Tensor, temperature: float, multi_label: bool) -> Tensor:
+    """Class probabilities (softmax at the temperature), or each label's sigmoid."""
+    if multi_label:
+        return torch.sigmoid(logits.float())
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
 def _prefix_probs(
-    model: GPTClassifier, input_ids: Tensor, n_real: int, temperature: float
+    model: GPTClassifier,
+    input_ids: Tensor,
+    n_real: int,
+    temperature: float,
+    multi_label: bool = False,
 ) -> Tensor | None:
     """(n_real, K) class probabilities of each prefix of the real tokens, from one pass."""
     if not model.causal:
@@ -210,7 +227,7 @@ def _prefix_probs(
         pooled = h[:1].expand(n_real, -1)  # every prefix is read at its first token
     else:
         pooled = h  # last-real and last: a prefix (no padding) is read at its last token
-    return torch.softmax(model.head(pooled).float() / temperature, dim=-1)
+    return _probs(model.head(pooled), temperature, multi_label)
 
 
 def _score(
@@ -220,9 +237,12 @@ def _score(
     lengths: Tensor,
     target: int,
     temperature: float,
+    multi_label: bool = False,
 ) -> Tensor:
     """log p(target) per row (S,) from token embeddings (S, T, C)."""
     logits = model.forward_from(embeddings + positions, lengths.expand(len(embeddings)), 0)
+    if multi_label:
+        return F.logsigmoid(logits.float()[:, target])
     return F.log_softmax(logits.float() / temperature, dim=-1)[:, target]
 
 
@@ -243,6 +263,7 @@ def _integrated_gradients(
     target: int,
     temperature: float,
     steps: int,
+    multi_label: bool = False,
 ) -> tuple[Tensor, float, float]:
     """Attributions (T,), score at the text, score at the baseline (zero token embeddings).
 
@@ -256,22 +277,29 @@ def _integrated_gradients(
     rows = max(1, TOKENS_PER_PASS // T)
     for chunk in alphas.split(rows):
         path = (baseline + chunk[:, None, None] * (x - baseline)).requires_grad_(True)
-        score = _score(model, path, pos, lengths, target, temperature)
+        score = _score(model, path, pos, lengths, target, temperature, multi_label)
         (grad,) = torch.autograd.grad(score.sum(), path)
         grads += grad.sum(dim=0)
     attr = ((x[0] - baseline[0]) * grads / steps).sum(dim=-1)  # (T,)
     with torch.no_grad():
-        ends = _score(model, torch.cat([x, baseline]), pos, lengths, target, temperature)
+        ends = _score(
+            model, torch.cat([x, baseline]), pos, lengths, target, temperature, multi_label
+        )
     return attr.detach().cpu(), float(ends[0]), float(ends[1])
 
 
 def _gradient_x_input(
-    model: GPTClassifier, input_ids: Tensor, lengths: Tensor, target: int, temperature: float
+    model: GPTClassifier,
+    input_ids: Tensor,
+    lengths: Tensor,
+    target: int,
+    temperature: float,
+    multi_label: bool = False,
 ) -> tuple[Tensor, float]:
     """Attributions (T,) = embedding . gradient, and the score at the text."""
     x, pos = _embeddings(model, input_ids)
     x = x.requires_grad_(True)
-    score = _score(model, x, pos, lengths, target, temperature)
+    score = _score(model, x, pos, lengths, target, temperature, multi_label)
     (grad,) = torch.autograd.grad(score.sum(), x)
     return (x * grad).sum(dim=-1)[0].detach().cpu(), float(score[0].detach())
 

@@ -59,6 +59,8 @@ class PredictionSummary:
     preview: pd.DataFrame
     """The first `PREVIEW_ROWS` rows of the prediction table."""
     text_column: str
+    chunked: int = 0
+    """With `--long-texts chunk`: texts longer than the model reads, classified in windows."""
 
 
 def predict_chunks(
@@ -74,7 +76,7 @@ def predict_chunks(
     closed at the end, or discarded on any error: the output is the whole table or absent).
     `progress(rows)` is told after every chunk."""
     shown: list[pd.DataFrame] = []
-    rows = errors = cut = 0
+    rows = errors = cut = chunked = 0
     try:
         for chunk in texts.chunks:
             result = predict_table(
@@ -94,6 +96,8 @@ def predict_chunks(
             rows += len(result)
             errors += int(result["error"].notna().sum())
             cut += int((result["truncated"] == True).sum())  # noqa: E712 (None means no text)
+            if "windows" in result:
+                chunked += int((result["windows"].fillna(0) > 1).sum())
             if progress is not None:
                 progress(len(result))
         if writer is not None:
@@ -103,7 +107,7 @@ def predict_chunks(
             writer.discard()
         raise
     preview = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
-    return PredictionSummary(rows, errors, cut, preview, texts.text_column)
+    return PredictionSummary(rows, errors, cut, preview, texts.text_column, chunked)
 
 
 def predict_file(

@@ -65,7 +65,10 @@ def predict_table(
     source: str = "input",
 ) -> pd.DataFrame:
     """The input table plus label, prob_<class> per class, top_k (with k), truncated and
-    error columns.
+    error columns (and `windows`, the windows read per text, when the classifier chunks
+    long texts). A multi-label classifier's `label` is the label set joined by its
+    separator (empty: no label), its prob_<label> each label's own probability, and
+    `threshold` overrides every label's threshold.
 
     A row with empty or missing text gets an error and no label instead of stopping the
     file; a value that is not text (a number, bytes) stops it with one line naming the row
@@ -79,14 +82,20 @@ def predict_table(
     ok = [i for i, t in enumerate(texts) if t.strip()]
     probs = np.full((n, len(classifier.labels)), np.nan)
     cut: list[Any] = [None] * n
+    windows: list[Any] = [None] * n
     if ok:
-        encoded = classifier.encode([texts[i] for i in ok])
-        probs[ok] = classifier.proba_encoded(encoded, batch_size)
-        for i, was_cut in zip(ok, encoded.cut.tolist(), strict=True):
-            cut[i] = was_cut
+        logits, was_cut, counts = classifier.classify_texts([texts[i] for i in ok], batch_size)
+        probs[ok] = classifier.probabilities(logits)
+        for i, c, w in zip(ok, was_cut.tolist(), counts.tolist(), strict=True):
+            cut[i], windows[i] = c, w
     labels: list[Any] = [None] * n
     errors: list[Any] = ["empty text"] * n
-    for i, label in zip(ok, decide(probs[ok], classifier.labels, threshold), strict=True):
+    if classifier.multi_label:
+        sets = classifier.label_sets(probs[ok], threshold) if ok else []
+        decided = [classifier.label_sep.join(found) for found in sets]
+    else:
+        decided = decide(probs[ok], classifier.labels, threshold)
+    for i, label in zip(ok, decided, strict=True):
         labels[i], errors[i] = label, None
     added: dict[str, list[Any]] = {"label": labels}
     for j, name in enumerate(classifier.labels):
@@ -98,6 +107,8 @@ def predict_table(
             top[i] = [name for name, _ in row]
         added["top_k"] = top
     added["truncated"] = cut
+    if classifier.long_texts.chunk:
+        added["windows"] = windows
     added["error"] = errors
     out = frame.rename(columns={c: f"input_{c}" for c in frame.columns if c in added})
     for name, values in added.items():

@@ -173,9 +173,13 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
         service.check_threshold(params.threshold)
         result = await service.classify(texts, body.truncate)
         metrics.texts.inc(len(texts))
-        function = "none" if body.raw_scores else params.function_to_apply or "softmax"
+        # A multi-label model's default is a sigmoid per label, as TEI does for models whose
+        # config says multi_label_classification.
+        default = "sigmoid" if clf.multi_label else "softmax"
+        function = "none" if body.raw_scores else params.function_to_apply or default
+        threshold = None if clf.multi_label else params.threshold
         rows = formats.tei_predictions(
-            result.logits, clf.labels, clf.temperature, function, params.top_k, params.threshold
+            result.logits, clf.labels, clf.temperature, function, params.top_k, threshold
         )
         return JSONResponse(rows[0] if isinstance(body.inputs, str) else rows)
 
@@ -199,6 +203,7 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
                 service.model_id,
                 result.tokens,
                 body.threshold,
+                label_sets=clf if clf.multi_label else None,
             )
         )
 

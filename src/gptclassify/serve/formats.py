@@ -64,11 +64,19 @@ def vllm_classification(
     model: str,
     prompt_tokens: int,
     threshold: float | None = None,
+    label_sets: Any = None,
 ) -> dict[str, Any]:
     """vLLM's /classify answer: one entry per text with the label and every class's
-    probability (in the model's class order), and the tokens read."""
-    probs = softmax(logits, temperature)
-    chosen = decide(probs, labels, threshold)
+    probability (in the model's class order), and the tokens read.
+
+    label_sets: a multi-label Classifier: `probs` are each label's sigmoid and `label` the
+    labels at their thresholds (or `threshold`), joined by its separator."""
+    if label_sets is not None:
+        probs = scores(logits, 1.0, "sigmoid")
+        chosen = [label_sets.label_sep.join(s) for s in label_sets.label_sets(probs, threshold)]
+    else:
+        probs = softmax(logits, temperature)
+        chosen = decide(probs, labels, threshold)
     return {
         "id": f"classify-{uuid.uuid4().hex}",
         "object": "list",

@@ -135,6 +135,10 @@ class ExplainResponse(BaseModel):
 class Info(BaseModel):
     model_id: str
     labels: list[str]
+    task: str = "single-label"
+    """single-label (softmax) or multi-label (a sigmoid per label)."""
+    long_texts: str = "truncate"
+    """truncate, or chunk (texts longer than the model reads are classified in windows)."""
     base_model: str
     runtime: str
     max_input_tokens: int

@@ -148,9 +148,10 @@ class ClassifierService:
         return texts
 
     def check_threshold(self, threshold: float | None) -> None:
-        """A decision threshold applies to two classes only."""
+        """A decision threshold applies to two classes (or to every label of a multi-label
+        model)."""
         n = len(self.classifier.labels)
-        if threshold is not None and n != 2:
+        if threshold is not None and n != 2 and not self.classifier.multi_label:
             raise invalid(f"threshold needs a two-class model; this one has {n}")
 
     async def classify(self, texts: list[str], truncate: bool = True) -> Classified:
@@ -158,6 +159,10 @@ class ClassifierService:
             encoded = await asyncio.to_thread(self.encode, texts, truncate)
         else:
             encoded = self.encode(texts, truncate)
+        win = None
+        if self.classifier.long_texts.chunk:  # --long-texts chunk: windows go through the queue
+            win = self.classifier.windows(encoded.raw)
+            encoded = win.encoded
         try:
             logits = await self.batcher.submit(encoded, self.settings.timeout_s)
         except QueueFull as exc:
@@ -168,12 +173,16 @@ class ClassifierService:
             raise APIError(503, "unhealthy", str(exc)) from None
         except Exception as exc:  # a failed pass: say so, without internals
             raise APIError(424, "backend", f"Inference failed: {type(exc).__name__}") from exc
+        if win is not None:
+            logits = self.classifier.combine_windows(logits, win)
         return Classified(logits, int(encoded.lengths.sum()))
 
     def encode(self, texts: list[str], truncate: bool) -> Encoded:
         """Token ids under the model's input policy; refuses empty texts and, without
-        `truncate`, texts longer than the model reads."""
+        `truncate`, texts longer than the model reads (unless they are read in windows)."""
         try:
+            if self.classifier.long_texts.chunk:
+                return self.classifier.encode_checked(texts, True, keep_raw=True)
             return self.classifier.encode_checked(texts, truncate)
         except TextRejected as exc:
             if exc.reason == "empty":
@@ -218,6 +227,8 @@ class ClassifierService:
         return {
             "model_id": self.model_id,
             "labels": list(c.labels),
+            "task": c.task,
+            "long_texts": c.long_texts.mode,
             "base_model": c.provenance.base_model,
             "runtime": c.runtime.describe(),
             "max_input_tokens": c.policy.max_length,

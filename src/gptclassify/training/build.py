@@ -3,6 +3,7 @@ it, the loss weights."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,12 +119,71 @@ def build_classifier(
 
 
 def class_weight_tensor(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights normalised to mean 1 (sklearn's 'balanced' heuristic)."""
+    """Inverse-frequency weights n / (k * n_c), mean 1 over the examples (scikit-learn's
+    'balanced' heuristic)."""
     counts = torch.bincount(labels, minlength=num_classes).float()
     if (counts == 0).any():
         missing = int((counts == 0).nonzero()[0])
-        raise GPTClassifyError(f"--class-weights auto: class {missing} has no training examples")
+        raise GPTClassifyError(
+            f"--class-weights balanced: class {missing} has no training examples"
+        )
     return counts.sum() / (num_classes * counts)
+
+
+def pos_weight_tensor(labels: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """Multi-label 'balanced': each label's positives weigh negatives / positives (the
+    pos_weight of binary cross-entropy), so both sides of every label weigh the same."""
+    positives = labels.float().sum(dim=0)
+    if (positives == 0).any():
+        missing = names[int((positives == 0).nonzero()[0])]
+        raise GPTClassifyError(
+            f"--class-weights balanced: label {missing!r} has no positive training example"
+        )
+    return (len(labels) - positives) / positives
+
+
+BALANCED = ("balanced", "auto")
+"""--class-weights values meaning inverse frequency (auto: the name before balanced)."""
+
+
+def loss_weights(spec: str, labels: torch.Tensor, names: list[str], multi_label: bool):
+    """The loss weights --class-weights asks for: None, balanced, or read from a JSON file
+    {label: weight} naming every class (multi-label: every label's pos_weight)."""
+    if spec == "none":
+        return None
+    if spec in BALANCED:
+        if multi_label:
+            return pos_weight_tensor(labels, names)
+        return class_weight_tensor(labels, len(names))
+    path = Path(spec)
+    if not path.is_file():
+        raise GPTClassifyError(
+            f"--class-weights {spec}: not none, balanced, or a JSON file of {{label: weight}}"
+        )
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise GPTClassifyError(f"{path}: expected a JSON object {{label: weight}}")
+    unknown = sorted(set(data) - set(names))
+    missing = [n for n in names if n not in data]
+    if unknown or missing:
+        what = (
+            f"{unknown[0]!r} is not a class of the data"
+            if unknown
+            else f"class {missing[0]!r} has no weight"
+        )
+        raise GPTClassifyError(f"{path}: {what} (classes: {', '.join(map(repr, names))})")
+    weights = []
+    for name in names:
+        w = data[name]
+        if (
+            not isinstance(w, int | float)
+            or isinstance(w, bool)
+            or not math.isfinite(w)
+            or w <= 0
+        ):
+            raise GPTClassifyError(f"{path}: weight of {name!r} must be a number > 0, got {w!r}")
+        weights.append(float(w))
+    return torch.tensor(weights)
 
 
 def training_net(model: GPTClassifier, dtype: torch.dtype, start: int = 0) -> torch.nn.Module:

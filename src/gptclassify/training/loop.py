@@ -64,9 +64,13 @@ class Engine:
     device: torch.device
     dtype: torch.dtype
     class_weights: Tensor | None = None
+    """Single-label: (K,) weight per class. Multi-label: (K,) pos_weight per label (how much
+    more a positive example of that label counts than a negative one)."""
     num_classes: int = 2
     dist: Dist = field(default_factory=Dist.single)
     eval_net: nn.Module | None = None
+    multi_label: bool = False
+    """One sigmoid per label and binary cross-entropy (labels are (B, K) 0/1 floats)."""
 
     def __post_init__(self) -> None:
         if self.eval_net is None:
@@ -79,7 +83,7 @@ class Engine:
 
     def weight(self, labels: Tensor) -> float:
         """The loss weight of a batch: its size, or the sum of its class weights."""
-        if self.class_weights is None:
+        if self.class_weights is None or self.multi_label:
             return float(len(labels))
         return float(self.class_weights[labels.to(self.class_weights.device)].sum())
 
@@ -94,10 +98,24 @@ class Engine:
         batch = source.batch(idx)
         with self.amp():
             logits = (net or self.net)(*batch.args)
-        loss = F.cross_entropy(
-            logits.float(), batch.labels, weight=self.class_weights, reduction="sum"
-        )
+        if self.multi_label:
+            # Per text, the mean over labels of each label's binary cross-entropy.
+            per_label = F.binary_cross_entropy_with_logits(
+                logits.float(), batch.labels, pos_weight=self.class_weights, reduction="none"
+            )  # (B, K)
+            loss = per_label.mean(dim=1).sum()
+        else:
+            loss = F.cross_entropy(
+                logits.float(), batch.labels, weight=self.class_weights, reduction="sum"
+            )
         return loss, self.weight(batch.labels), logits
+
+    def correct(self, logits: Tensor, labels: Tensor) -> float:
+        """Right answers in a batch: the class (argmax), or multi-label the whole label set
+        at threshold 0.5 (subset accuracy)."""
+        if self.multi_label:
+            return float(((logits > 0) == (labels > 0.5)).all(dim=1).sum())
+        return float((logits.argmax(dim=-1) == labels).sum())
 
     @torch.no_grad()
     def estimate(self, source: Source, batches: list[Tensor]) -> tuple[float, float]:
@@ -118,7 +136,7 @@ class Engine:
                 labels = source.labels[idx].to(logits.device)
                 total_loss += float(loss)
                 total_weight += weight
-                correct += float((logits.argmax(dim=-1) == labels).sum())
+                correct += self.correct(logits, labels)
                 count += len(idx)
         finally:
             net.train(was_training)

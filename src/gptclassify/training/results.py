@@ -21,7 +21,10 @@ from gptclassify.metrics import (
     classification_report,
     expected_calibration_error,
     fit_temperature,
+    multilabel_report,
+    sigmoid,
     softmax,
+    tune_thresholds,
 )
 from gptclassify.model_io import lora_base_name
 from gptclassify.plots import plot_history
@@ -68,6 +71,8 @@ class Evaluation:
     temperature: float = 1.0
     calibration: dict[str, float] | None = None
     """temperature and validation ECE before/after, when calibrated."""
+    thresholds: list[float] | None = None
+    """Multi-label: each label's decision threshold, tuned on validation."""
 
 
 def evaluate_splits(
@@ -93,6 +98,19 @@ def evaluate_splits(
         for k, v in logits.items()
     }
     return Evaluation(reports, temperature, calibration)
+
+
+def evaluate_label_sets(
+    logits: Mapping[str, np.ndarray], labels_of: Mapping[str, np.ndarray], names: list[str]
+) -> Evaluation:
+    """Multi-label: per-label thresholds tuned on the validation split (each label's F1, so
+    macro F1), then every split's metrics at those thresholds."""
+    thresholds = tune_thresholds(sigmoid(logits["validation"]), labels_of["validation"])
+    reports = {
+        k: multilabel_report(sigmoid(v), labels_of[k], names, thresholds)
+        for k, v in logits.items()
+    }
+    return Evaluation(reports, thresholds=thresholds)
 
 
 def write_run(

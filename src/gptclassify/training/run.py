@@ -63,7 +63,7 @@ from gptclassify.training.build import (
     Backbone,
     build_backbone,
     build_classifier,
-    class_weight_tensor,
+    loss_weights,
     new_state,
     training_net,
 )
@@ -86,6 +86,7 @@ from gptclassify.training.report import Fanout, open_reporters, reporting
 from gptclassify.training.results import (
     compare_with_baseline,
     describe_lora,
+    evaluate_label_sets,
     evaluate_splits,
     write_run,
 )
@@ -389,6 +390,22 @@ class Run:
         for warning in splits.warnings:
             log.warning("Warning: %s", warning)
         labels = list(splits.label_names)
+        if splits.multi_label and cfg.data.task == "single-label":
+            raise GPTClassifyError(
+                "--task single-label: the data hold label sets (multi-label); drop --task or "
+                "use --task multi-label"
+            )
+        if splits.multi_label and cfg.eval.calibrate:
+            raise GPTClassifyError(
+                "--calibrate fits a softmax temperature (single-label); multi-label models "
+                "get per-label thresholds tuned on validation instead"
+            )
+        if splits.multi_label:
+            log.info(
+                "Multi-label data: %d labels (%s); sigmoid per label, binary cross-entropy",
+                len(labels),
+                ", ".join(labels),
+            )
         parts = {name: part for name, part in splits.parts() if len(part.texts) > 0}
         if "validation" not in parts:
             raise GPTClassifyError(
@@ -437,7 +454,11 @@ class Run:
                 f"dropped, as in the book); use --batch-size {n_train} or less"
             )
         for name, enc in encoded.items():
-            counts = np.bincount(enc.labels, minlength=len(labels))
+            counts = (
+                enc.labels.sum(axis=0).astype(int)
+                if enc.labels.ndim == 2
+                else np.bincount(enc.labels, minlength=len(labels))
+            )
             log.info(
                 "%-10s %5d texts (%s); %d truncated to %d tokens (%s kept)",
                 name,
@@ -548,11 +569,18 @@ class Run:
         net = training_net(prep.model, self.dtype, start)
         if self.cfg.runtime.compile:
             net = torch.compile(net, dynamic=True)  # type: ignore[assignment]
-        weights = (
-            class_weight_tensor(sources["train"].labels, len(prep.labels)).to(self.device)
-            if self.cfg.train.class_weights == "auto"
-            else None
+        multi = prep.splits.multi_label
+        weights = loss_weights(
+            self.cfg.train.class_weights, sources["train"].labels, prep.labels, multi
         )
+        if weights is not None:
+            weights = weights.to(self.device)
+            log.info(
+                "Loss weights (%s, --class-weights %s): %s",
+                "pos_weight per label" if multi else "per class",
+                self.cfg.train.class_weights,
+                ", ".join(f"{n} {w:.3g}" for n, w in zip(prep.labels, weights.tolist(), strict=True)),
+            )
         return Engine(
             self.dist.wrap(net, self.device),
             self.device,
@@ -561,6 +589,7 @@ class Run:
             num_classes=len(prep.labels),
             dist=self.dist,
             eval_net=net,
+            multi_label=multi,
         )
 
     # ---- fit --------------------------------------------------------------------------
@@ -624,7 +653,15 @@ class Run:
         logits = {k: engine.logits(s) for k, s in sources.items()}
         self.close_cache()  # before the work folder becomes RUN
         labels_of = {k: e.labels for k, e in prep.encoded.items()}
-        result = evaluate_splits(logits, labels_of, labels, cfg.eval.calibrate)
+        multi = prep.splits.multi_label
+        if multi:
+            result = evaluate_label_sets(logits, labels_of, labels)
+            log.info(
+                "Per-label thresholds tuned on validation (macro F1): %s",
+                ", ".join(f"{n} {t:.3f}" for n, t in zip(labels, result.thresholds, strict=True)),
+            )
+        else:
+            result = evaluate_splits(logits, labels_of, labels, cfg.eval.calibrate)
         if result.calibration is not None:
             log.info(
                 "Calibrated temperature %.3f: validation ECE %.4f -> %.4f",
@@ -634,12 +671,15 @@ class Run:
             )
         log.info(
             " | ".join(
-                f"{k.capitalize()} accuracy: {r['accuracy'] * 100:.2f}%"
+                f"{k.capitalize()} {'subset accuracy' if multi else 'accuracy'}: "
+                f"{r['accuracy'] * 100:.2f}%, macro F1 {r['macro_f1']:.4f}"
                 for k, r in result.reports.items()
             )
         )
         baseline = None
-        if cfg.eval.baseline and self.is_main:
+        if cfg.eval.baseline and self.is_main and multi:
+            log.info("No TF-IDF baseline for multi-label data (it is single-label)")
+        elif cfg.eval.baseline and self.is_main:
             parts = {k: p for k, p in prep.splits.parts() if k in prep.encoded}
             baseline = compare_with_baseline(parts, labels_of, labels)
             ours = result.reports["validation"]
@@ -681,6 +721,10 @@ class Run:
             precision=cfg.runtime.precision,
             provenance=provenance,
         )
+        if multi:
+            classifier.task = "multi-label"
+            classifier.thresholds = result.thresholds
+            classifier.label_sep = prep.splits.label_sep
         metrics = RunMetrics(
             splits=result.reports,
             best_epoch=state.best_epoch,
