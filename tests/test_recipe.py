@@ -149,3 +149,25 @@ def test_cli_recipe_auto(job, tmp_path):
     assert Classifier.load(out).metrics["validation"]["accuracy"] == max(
         t["val_accuracy"] for t in record["tried"] if t["state"] == "done"
     )
+
+
+def test_candidates_of_a_rotary_family_share_the_frozen_prefix(tmp_path):
+    """Llama has no position embeddings: the cache key must not need them."""
+    from families import write_hf_family
+
+    folder = write_hf_family(tmp_path / "llama", "llama")
+    write_three_classes(tmp_path / "topics.csv", n_per_class=20)
+    cfg = TrainConfig(
+        data=DataConfig(train=str(tmp_path / "topics.csv")),
+        model=str(folder),
+        batch_size=4,
+        eval_freq=0,
+        precision="fp32",
+    )
+    twice = (
+        Candidate("a", {"lr": 1e-3, "epochs": 1}, "one"),
+        Candidate("b", {"lr": 2e-3, "epochs": 1}, "the same frozen blocks"),
+    )
+    result = auto_recipe(cfg, "1h", out=tmp_path / "auto", candidates=twice)
+    assert [t.state for t in result.tried] == ["done", "done"]
+    assert result.prefix_cache["hits"] >= 1

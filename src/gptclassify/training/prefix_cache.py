@@ -266,7 +266,9 @@ _weight_keys: weakref.WeakKeyDictionary[GPTClassifier, tuple[Any, str]] = (
 def _weights_key(model: GPTClassifier, end: int) -> str:
     """A fingerprint of the embeddings and blocks [0, end), computed once per model while
     those tensors are unchanged (their version counters count in-place changes)."""
-    frozen = [("wte", model.gpt.wte.weight), ("wpe", model.gpt.wpe.weight)]
+    frozen = [("wte", model.gpt.wte.weight)]
+    if model.gpt.wpe is not None:  # rotary families have no position embeddings
+        frozen.append(("wpe", model.gpt.wpe.weight))
     frozen += [(f"h.{i}.{n}", p) for i in range(end) for n, p in model.gpt.h[i].named_parameters()]
     identity = (end, tuple((p.data_ptr(), p._version) for _, p in frozen))
     known = _weight_keys.get(model)
