@@ -80,10 +80,24 @@ def _print_report(report: dict, labels: list[str]) -> None:
             name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
         )
     console.print(per_class)
-    confusion = Table("true \\ predicted", *labels, title="Confusion matrix")
-    for name, row in zip(labels, report["confusion_matrix"], strict=True):
-        confusion.add_row(name, *map(str, row))
+    # Many classes: numbered columns with a legend, so the matrix fits a terminal.
+    numbered = len(labels) > MANY_CLASSES or max(map(len, labels)) > 12
+    heads = [str(i) for i in range(len(labels))] if numbered else labels
+    confusion = Table("true \\ predicted", *heads, title="Confusion matrix")
+    for i, (name, row) in enumerate(zip(labels, report["confusion_matrix"], strict=True)):
+        confusion.add_row(f"{i} {name}" if numbered else name, *map(str, row))
     console.print(confusion)
+    if numbered:
+        console.print("Columns: the class numbers of the rows")
+    if report.get("truncated"):
+        console.print(
+            f"Note: {report['truncated']} text(s) were longer than the model reads and were cut"
+        )
+
+
+MANY_CLASSES = 6
+"""Above this many classes, terminal tables name classes by number, or show the top class's
+probability instead of one column per class."""
 
 
 @cli.command()
@@ -184,7 +198,10 @@ def _print_predictions(
 
     from gptclassify.predict import prob_column
 
-    table = Table("text", "label", *(f"p({name})" for name in labels), *(["top-k"] if k else []))
+    # Many classes: the predicted label's probability only (every column is in --output).
+    few = len(labels) <= MANY_CLASSES
+    heads = [f"p({name})" for name in labels] if few else ["p(label)"]
+    table = Table("text", "label", *heads, *(["top-k"] if k else []))
     for _, row in frame.iterrows():
         text = str(row[text_col])
         text = text if len(text) <= 60 else text[:57] + "..."
@@ -192,14 +209,17 @@ def _print_predictions(
             table.add_row(
                 text,
                 f"[red]error: {row['error']}[/red]",
-                *([""] * len(labels)),
+                *([""] * len(heads)),
                 *([""] if k else []),
             )
             continue
-        probs = [f"{row[prob_column(name)]:.4f}" for name in labels]
+        shown = labels if few else [row["label"]]
+        probs = [f"{row[prob_column(name)]:.4f}" for name in shown]
         table.add_row(text, row["label"], *probs, *([", ".join(row["top_k"])] if k else []))
     console = Console()
     console.print(table)
+    if not few:
+        console.print(f"{len(labels)} classes: every class's probability is in --output FILE")
     rest = total - len(frame)
     if rest > 0:
         console.print(
