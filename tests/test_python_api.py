@@ -73,9 +73,10 @@ def test_errors_nan_gives_invalid_rows_nan_and_classifies_the_rest(clf):
     good = clf.predict_proba([mixed[0], mixed[3]])
     np.testing.assert_array_equal(probs[[0, 3]], good)
     labels = clf.predict(pd.Series(mixed), errors="nan")
-    assert pd.isna(labels[bad]).all() and labels[[0, 3]].tolist() == clf.predict(
-        [mixed[0], mixed[3]]
-    ).tolist()
+    assert (
+        pd.isna(labels[bad]).all()
+        and labels[[0, 3]].tolist() == clf.predict([mixed[0], mixed[3]]).tolist()
+    )
     assert np.isnan(clf.predict_proba([""], errors="nan")).all()
 
 
@@ -181,7 +182,9 @@ def quick(micro_json: str, **more) -> dict:
 def test_train_from_a_dataframe_writes_its_exact_texts(micro_json, tmp_path):
     df = topics()
     out = tmp_path / "run"
-    clf = train(TrainConfig(data=DataConfig(data=df), out=str(out), **quick(micro_json)), quiet=True)
+    clf = train(
+        TrainConfig(data=DataConfig(data=df), out=str(out), **quick(micro_json)), quiet=True
+    )
     assert clf.labels == ["food", "sport"]
     saved = pd.concat(
         pd.read_csv(out / "data" / f"{part}.csv", keep_default_na=False)
@@ -211,7 +214,9 @@ def test_train_from_memory_in_every_shape_gives_the_same_rows(micro_json, tmp_pa
     }.items():
         cfg.out = str(tmp_path / name.replace(" ", "_"))
         clf = train(cfg, quiet=True)
-        fingerprints.add(json.loads((clf.path / "checkpoints" / "run.json").read_text())["data_sha256"])
+        fingerprints.add(
+            json.loads((clf.path / "checkpoints" / "run.json").read_text())["data_sha256"]
+        )
     assert len(fingerprints) == 1
 
 

@@ -31,9 +31,7 @@ def micro_json(tmp_path_factory):
 
 
 def estimator(micro_json: str, **more) -> GPTTextClassifier:
-    return GPTTextClassifier(
-        model=micro_json, weights="random", lr=1e-2, epochs=1, **more
-    )
+    return GPTTextClassifier(model=micro_json, weights="random", lr=1e-2, epochs=1, **more)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +133,11 @@ def test_errors_policy(fitted):
     with pytest.raises(GPTClassifyError, match="text 2 is empty"):
         fitted.predict(["pizza oven", ""])
     nan = clone(fitted).set_params(errors="nan")
-    nan.classifier_, nan.classes_, nan._columns = fitted.classifier_, fitted.classes_, fitted._columns
+    nan.classifier_, nan.classes_, nan._columns = (
+        fitted.classifier_,
+        fitted.classes_,
+        fitted._columns,
+    )
     pred = nan.predict(["pizza oven", "", None])
     assert pred[0] in (0, 1) and pd.isna(pred[1]) and pd.isna(pred[2])
     assert np.isnan(nan.predict_proba(["", "x"])[0]).all()
