@@ -46,7 +46,7 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters (each a `gptclassify train` option of the same name, except where said):
     model: preset, Hub id, Hugging Face folder, GGUF file, or a JSON file of GPTConfig fields
-        (with weights="random").
+        (with weights="random"); None: `gptclassify train`'s default model.
     weights: "pretrained" or "random".
     trainable, pool, epochs, lr, batch_size, max_length: as `gptclassify train`.
     seed: the run's seed (data hold-out, initialisation, shuffling).
@@ -61,7 +61,7 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        model: str = "gpt2",
+        model: str | None = None,
         weights: str = "pretrained",
         trainable: str = "last-block",
         pool: str = "last-real",
@@ -160,7 +160,6 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
             raise GPTClassifyError(f"errors={self.errors!r}: must be one of raise, nan")
         options = dict(self.options or {})
         fixed = {
-            "model": self.model,
             "weights": self.weights,
             "trainable": self.trainable,
             "pool": self.pool,
@@ -172,9 +171,11 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
             "device": self.device,
             "precision": self.precision,
         }
-        clash = sorted(set(options) & set(fixed))
+        clash = sorted(set(options) & (set(fixed) | {"model"}))
         if clash:
             raise GPTClassifyError(f"options: {', '.join(clash)} are parameters of their own")
+        if self.model is not None:
+            fixed["model"] = self.model
         options.setdefault("baseline", False)  # the TF-IDF comparison: a `train` extra
         try:
             return TrainConfig(train=(texts, labels), **fixed, **options)
@@ -214,6 +215,31 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     # ---- persistence --------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling (joblib's process pools, `pickle.dumps`): a fitted model travels as its
+        model folder's files (safetensors + JSON), never as pickled tensors or locks."""
+        state = dict(self.__dict__)
+        classifier = state.pop("classifier_", None)
+        if classifier is not None:
+            with tempfile.TemporaryDirectory(prefix="gptclassify-pickle-") as tmp:
+                folder = classifier.save(Path(tmp) / "model")
+                state["_model_files"] = {
+                    p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()
+                }
+            state["_load"] = {"device": self.device, "precision": self.precision}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        files = state.pop("_model_files", None)
+        load = state.pop("_load", {})
+        self.__dict__.update(state)
+        if files is not None:
+            with tempfile.TemporaryDirectory(prefix="gptclassify-unpickle-") as tmp:
+                for name, content in files.items():
+                    (Path(tmp) / name).write_bytes(content)
+                self.classifier_ = Classifier.load(tmp, **load)
+            self.classifier_.path = None
 
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """A normal model folder (`gptclassify predict / evaluate / serve` and
