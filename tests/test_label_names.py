@@ -21,9 +21,9 @@ from test_python_api import MICRO, topics
 def write_numbered(path, n=40, duplicates=0):
     """Labels 0/1; the first `duplicates` texts appear twice (once with extra spaces)."""
     df = topics(n_per_class=n // 2)
-    df = pd.DataFrame({"body": df["Sentence"], "y": (df["Category"] == "sport") * 1})
+    df = pd.DataFrame({"message": df["Sentence"], "category": (df["Category"] == "sport") * 1})
     extra = df.iloc[:duplicates].copy()
-    extra["body"] = "  " + extra["body"].str.replace(" ", "   ") + " "
+    extra["message"] = "  " + extra["message"].str.replace(" ", "   ") + " "
     pd.concat([df, extra]).to_csv(path, index=False)
     return df
 
@@ -45,7 +45,7 @@ def test_data_split_reports_columns_duplicates_and_names_classes(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "Columns: text 'body', label 'y'" in res.output
+    assert "Columns: text 'message', label 'category'" in res.output
     meta = json.loads((tmp_path / "d" / "dataset.json").read_text())
     shared = meta["duplicates_across_splits"]
     assert sum(shared.values()) > 0  # 30 texts twice: some land in two splits
@@ -56,7 +56,8 @@ def test_data_split_reports_columns_duplicates_and_names_classes(tmp_path):
     assert "also occur in an earlier split" in res.output and "--dedupe" in res.output
     train_csv = pd.read_csv(tmp_path / "d" / "train.csv")
     assert set(train_csv["label"]) == {"food", "sport"}
-    assert meta["label_names"] == {"0": "food", "1": "sport"}
+    assert meta["renamed_labels"] == {"0": "food", "1": "sport"}
+    assert meta["label_names"] == ["food", "sport"]  # the class order
     # --dedupe: each text once (whitespace-normalised), no duplicates left.
     res = runner.invoke(cli, ["data", "split", str(src), "--out", str(tmp_path / "e"), "--dedupe"])
     assert res.exit_code == 0, res.output

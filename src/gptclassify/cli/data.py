@@ -217,7 +217,7 @@ def data_split(
         "source": str(file),
         "text_column": data.text_column,
         "label_column": data.label_column,
-        **({"label_names": names} if names else {}),
+        **({"renamed_labels": names} if names else {}),
         "duplicates_removed": splits.meta.get("duplicates_removed", 0),
         "duplicates_across_splits": splits.duplicates(),
     }

@@ -29,7 +29,7 @@ def load_data(data: DataConfig, seed: int) -> Splits:
     those files are); classes renamed by `label_names`."""
     names = parse_label_names(data.label_names)
     splits = _load(data, seed)
-    if names is not None and splits.meta.get("label_names") != names:
+    if names is not None and splits.meta.get("renamed_labels") != names:
         splits.rename_labels(names)
     return splits
 

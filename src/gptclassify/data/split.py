@@ -92,7 +92,7 @@ class Splits:
             if part is not None:
                 part.labels = [names[label] for label in part.labels]
         self.label_names = [names[label] for label in self.label_names]
-        self.meta["label_names"] = dict(names)
+        self.meta["renamed_labels"] = dict(names)
         return self
 
     def duplicates(self) -> dict[str, int]:
