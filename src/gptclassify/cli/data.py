@@ -206,7 +206,6 @@ def data_split(
     check_fractions(fractions)  # before reading a possibly large file
     names = parse_label_names(label_names)
     data = read_labelled(file, text_column, label_column, fmt, strict)
-    click.echo(f"Columns: text {data.text_column!r}, label {data.label_column!r}")
     splits = split_labelled(
         data, fractions, seed=seed, balance=balance, stratify=stratify, dedupe=dedupe
     )
@@ -222,4 +221,5 @@ def data_split(
         "duplicates_across_splits": splits.duplicates(),
     }
     write_splits(splits, out, meta)
+    click.echo(f"Columns: text {data.text_column!r}, label {data.label_column!r}")
     _report(splits, out)
