@@ -28,6 +28,7 @@ VERBS = (
     "serve",
     "export",
     "tune",
+    "sklearn",
 )
 # What each part may import from the package (core modules: only core modules).
 ALLOWED = {
@@ -40,6 +41,7 @@ ALLOWED = {
     "serve": {"predict", "serve"},  # through Classifier: no tokenizing or data files of its own
     "export": {"data", "predict", "export"},
     "tune": {"data", "predict", "training", "tune"},
+    "sklearn": {"data", "predict", "training", "sklearn"},
     "cli": set(VERBS),
 }
 

@@ -360,12 +360,12 @@ def test_an_onnx_folder_classifies_with_torch_unimportable(tiny_run, int8_dir):
         except SystemExit as exc:
             assert exc.code in (0, None), exc.code
         assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules)
-        print(json.dumps(labels))
+        print(json.dumps(labels.tolist()))
         """
     )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
-    assert json.loads(lines[-1]) == expected
+    assert json.loads(lines[-1]) == expected.tolist()
     assert "spam" in res.stdout and "ham" in res.stdout  # the predict table
 
 
@@ -378,7 +378,8 @@ def test_a_torch_command_without_torch_ends_with_one_line_naming_the_extra(tiny_
     )
     assert res.returncode == 1
     assert res.stderr.strip() == (
-        'Error: this needs torch, which is not installed: pip install "gptclassify[torch]"'
+        'Error: this needs torch, which is not installed: pip install "gptclassify[torch]" '
+        '(in a clone of the repository: pip install ".[torch]")'
     )
 
 

@@ -73,7 +73,7 @@ def test_run_folder_contents(tiny_run):
 
 def test_predict_api_and_probabilities(tiny_run):
     clf = tiny_run
-    assert clf.predict([SPAM, HAM]) == ["spam", "ham"]
+    assert clf.predict([SPAM, HAM]).tolist() == ["spam", "ham"]
     probs = clf.predict_proba([SPAM, HAM])
     assert probs.shape == (2, 2)
     assert np.allclose(probs.sum(axis=1), 1.0)
@@ -160,7 +160,7 @@ def test_no_pickle_is_ever_loaded(tiny_run, monkeypatch):
     monkeypatch.setattr(torch, "load", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
-    assert Classifier.load(tiny_run.path).predict([SPAM]) == ["spam"]
+    assert Classifier.load(tiny_run.path).predict([SPAM]).tolist() == ["spam"]
 
 
 def _copy_run(src, dst):
@@ -250,7 +250,7 @@ def test_predict_file_from_python_streams_writes_and_counts(tiny_run, tmp_path, 
     out = pd.read_json(tmp_path / "out.jsonl", lines=True)
     assert out["id"].tolist() == list(range(len(texts)))
     kept = [i for i, t in enumerate(texts) if t]
-    assert out["label"][kept].tolist() == clf.predict([texts[i] for i in kept])
+    assert out["label"][kept].tolist() == clf.predict([texts[i] for i in kept]).tolist()
     assert isinstance(out["error"][2], str) and out["error"].isna().sum() == len(texts) - 1
 
     def broken(*args, **kwargs):

@@ -286,7 +286,8 @@ def test_tune_without_optuna_names_the_extra():
 
     error = ModuleNotFoundError("No module named 'optuna'", name="optuna")
     assert missing_extra(error) == (
-        'this needs optuna, which is not installed: pip install "gptclassify[track]"'
+        'this needs optuna, which is not installed: pip install "gptclassify[track]" '
+        '(in a clone of the repository: pip install ".[track]")'
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -261,6 +262,22 @@ class DataConfig:
     balance: bool = field(
         default=True, metadata=opt("sms-spam only: undersample ham to the spam count.")
     )
+    label_names: str | None = field(
+        default=None,
+        metadata=opt(
+            "Name the classes: LABEL=NAME pairs, e.g. '0=ham,1=spam' (every class of the "
+            "data, order kept); the names go into config.json, predictions, the server and "
+            "a Hugging Face export's id2label."
+        ),
+    )
+    dedupe: bool = field(
+        default=False,
+        metadata=opt(
+            "sms-spam and data in memory: keep one row per distinct text (after whitespace "
+            "normalisation) before splitting. Default: duplicates across splits are counted "
+            "in a warning."
+        ),
+    )
     strict: bool = field(
         default=False,
         metadata=opt(
@@ -294,6 +311,11 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        for name in IN_MEMORY_FIELDS:  # a Path is recorded as its string
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+        if self.data is None:
+            raise GPTClassifyError("data: give 'sms-spam', a prepared folder, or a table")
         if self.label_sep == "":
             raise GPTClassifyError("--label-sep must not be empty")
         if self.label_columns is not None and self.label_sep is not None:
@@ -303,7 +325,7 @@ class DataConfig:
                 "--task single-label: --label-sep / --label-columns describe multi-label data"
             )
         check_choices(self)
-        if self.train is None and (self.validation or self.test):
+        if self.train is None and (self.validation is not None or self.test is not None):
             raise GPTClassifyError(
                 "--validation/--test need --train (or use a prepared --data folder)"
             )
@@ -617,8 +639,9 @@ class TrainConfig:
     #   __init__     flat keywords are set on (a copy of) their group; given both, flat wins;
     #   __getattr__  reached only when normal lookup fails: `cfg.lr` reads `cfg.train.lr`;
     #   __setattr__  `cfg.lr = x` sets `cfg.train.lr` (resumed_config uses this).
-    # Data options are readable and settable by flat name but, as keywords, come only as
-    # `data=DataConfig(...)` (`train` is both a group and a data file). The group attribute
+    # Data options are flat keywords too (`text_column="body"`); `train` is both a group and
+    # a data file: a TrainArgs or dict is the group, a path or a table the training data, and
+    # `data` likewise (a DataConfig or dict, else the data). The group attribute
     # (`cfg.train.lr`) is the canonical spelling in the library's own code.
 
     def __init__(
@@ -632,6 +655,19 @@ class TrainConfig:
         out: str | None = None,
         **flat: Any,
     ) -> None:
+        # Data options by flat name too: `train="f.csv"` (a file or in-memory table, not a
+        # TrainArgs) and `data="sms-spam"` / `data=df` (not a DataConfig) are data sources.
+        data_leaves = {k for k, (g, _) in _flat_leaves(include_data=True).items() if g == "data"}
+        data_flat = {k: flat.pop(k) for k in list(flat) if k in data_leaves}
+        if data is not None and not isinstance(data, DataConfig | dict):
+            data_flat["data"], data = data, None
+        if train is not None and not isinstance(train, TrainArgs | dict):
+            data_flat["train"], train = train, None
+        if data_flat:
+            if isinstance(data, DataConfig):
+                data = dataclasses.replace(data, **data_flat)
+            else:
+                data = {**(data or {}), **data_flat}
         given = {
             "data": data,
             "backbone": backbone,
@@ -685,8 +721,29 @@ class TrainConfig:
         object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
-        """Nested: {"data": {...}, "backbone": {...}, ..., "out": ...}."""
-        return to_dict(self)
+        """Nested: {"data": {...}, "backbone": {...}, ..., "out": ...}. Data given in memory
+        (a DataFrame, lists, a datasets.Dataset) is recorded by a description starting with
+        `IN_MEMORY` (the run's data/ folder holds its exact rows)."""
+        out = to_dict(dataclasses.replace(self.data_without_objects(), out=self.out))
+        return out
+
+    def data_without_objects(self) -> TrainConfig:
+        """This config, with in-memory data replaced by their descriptions (JSON-able)."""
+        named = {k: in_memory_name(getattr(self.data, k)) for k in IN_MEMORY_FIELDS}
+        named = {k: v for k, v in named.items() if v is not None}
+        if not named:
+            return self
+        copy = TrainConfig.__new__(TrainConfig)
+        for name in _GROUPS:
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "out", self.out)
+        object.__setattr__(copy, "data", dataclasses.replace(self.data, **named))
+        return copy
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether some data were given as objects rather than files or names."""
+        return any(in_memory_name(getattr(self.data, k)) for k in IN_MEMORY_FIELDS)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "train_config") -> TrainConfig:
@@ -717,6 +774,29 @@ class TrainConfig:
             return cls(**groups, out=out, **flat)
         except TypeError as exc:
             raise GPTClassifyError(f"{source}: {exc}") from None
+
+
+IN_MEMORY = "in-memory"
+"""How a run's record names data that were given as Python objects (`in-memory: a
+DataFrame (100 rows)`); a resumed run reads such data from the run's own data/ folder."""
+IN_MEMORY_FIELDS = ("data", "train", "validation", "test")
+
+
+def in_memory_name(value: Any) -> str | None:
+    """The recorded name of data given as an object; None for a path, a name or nothing."""
+    if value is None or isinstance(value, str | os.PathLike):
+        return None
+    try:
+        size = f" ({len(value)} rows)"
+    except TypeError:
+        size = ""
+    kind = type(value).__name__
+    if isinstance(value, tuple) and len(value) == 2:
+        kind, size = (
+            "(texts, labels)",
+            f" ({len(value[0])} rows)" if hasattr(value[0], "__len__") else "",
+        )
+    return f"{IN_MEMORY}: {kind}{size}"
 
 
 RESUMABLE = frozenset(

@@ -31,7 +31,10 @@ def missing_extra(exc: ModuleNotFoundError) -> str | None:
     extra = EXTRAS.get(top)
     if extra is None:
         return None
-    return f'this needs {top}, which is not installed: pip install "gptclassify[{extra}]"'
+    return (
+        f'this needs {top}, which is not installed: pip install "gptclassify[{extra}]" '
+        f'(in a clone of the repository: pip install ".[{extra}]")'
+    )
 
 
 class _Group(click.Group):

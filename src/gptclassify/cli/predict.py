@@ -144,10 +144,24 @@ def _print_report(report: dict, labels: list[str]) -> None:
             name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])
         )
     console.print(per_class)
-    confusion = Table("true \\ predicted", *labels, title="Confusion matrix")
-    for name, row in zip(labels, report["confusion_matrix"], strict=True):
-        confusion.add_row(name, *map(str, row))
+    # Many classes: numbered columns with a legend, so the matrix fits a terminal.
+    numbered = len(labels) > MANY_CLASSES or max(map(len, labels)) > 12
+    heads = [str(i) for i in range(len(labels))] if numbered else labels
+    confusion = Table("true \\ predicted", *heads, title="Confusion matrix")
+    for i, (name, row) in enumerate(zip(labels, report["confusion_matrix"], strict=True)):
+        confusion.add_row(f"{i} {name}" if numbered else name, *map(str, row))
     console.print(confusion)
+    if numbered:
+        console.print("Columns: the class numbers of the rows")
+    if report.get("truncated"):
+        console.print(
+            f"Note: {report['truncated']} text(s) were longer than the model reads and were cut"
+        )
+
+
+MANY_CLASSES = 6
+"""Above this many classes, terminal tables name classes by number, or show the top class's
+probability instead of one column per class."""
 
 
 @cli.command()
@@ -267,7 +281,10 @@ def _print_predictions(
 
     from gptclassify.predict import prob_column
 
-    table = Table("text", "label", *(f"p({name})" for name in labels), *(["top-k"] if k else []))
+    # Many classes: the predicted label's probability only (every column is in --output).
+    few = len(labels) <= MANY_CLASSES
+    heads = [f"p({name})" for name in labels] if few else ["p(label)"]
+    table = Table("text", "label", *heads, *(["top-k"] if k else []))
     for _, row in frame.iterrows():
         text = str(row[text_col])
         text = text if len(text) <= 60 else text[:57] + "..."
@@ -275,14 +292,22 @@ def _print_predictions(
             table.add_row(
                 text,
                 f"[red]error: {row['error']}[/red]",
-                *([""] * len(labels)),
+                *([""] * len(heads)),
                 *([""] if k else []),
             )
             continue
-        probs = [f"{row[prob_column(name)]:.4f}" for name in labels]
-        table.add_row(text, str(row["label"]) or "(none)", *probs, *([", ".join(row["top_k"])] if k else []))
+        label = str(row["label"])
+        if few:
+            probs = [f"{row[prob_column(name)]:.4f}" for name in labels]
+        elif label in labels:
+            probs = [f"{row[prob_column(label)]:.4f}"]
+        else:  # a multi-label set: its likeliest label's probability
+            probs = [f"{max(row[prob_column(name)] for name in labels):.4f}"]
+        table.add_row(text, label or "(none)", *probs, *([", ".join(row["top_k"])] if k else []))
     console = Console()
     console.print(table)
+    if not few:
+        console.print(f"{len(labels)} classes: every class's probability is in --output FILE")
     rest = total - len(frame)
     if rest > 0:
         console.print(

@@ -18,7 +18,10 @@ from gptclassify.cli.options import (
 from gptclassify.errors import GPTClassifyError
 from gptclassify.serve.settings import ServeSettings
 
-SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify[serve]"'
+SERVE_EXTRA = (
+    'gptclassify serve needs the serve extra: pip install "gptclassify[serve]" (in a clone of '
+    'the repository: pip install ".[serve]")'
+)
 
 
 @cli.command()
@@ -31,6 +34,7 @@ SERVE_EXTRA = 'gptclassify serve needs the serve extra: pip install "gptclassify
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="How much the server logs (uvicorn's log level).",
 )
 @click.option(
     "--access-log/--no-access-log",
@@ -168,11 +172,16 @@ def _print_explanation(e) -> None:
     for token in e.tokens:
         line.append(token.text, style=f"black on {_shade(token.attribution / peak)}")
     console.print(line)
-    top = sorted(e.tokens, key=lambda x: -x.attribution)[:5]
-    console.print(
-        "Strongest toward it: "
-        + ", ".join(f"{x.text.strip() or repr(x.text)} {x.attribution:+.3f}" for x in top)
-    )
+
+    def shown(tokens) -> str:
+        return ", ".join(f"{x.text.strip() or repr(x.text)} {x.attribution:+.3f}" for x in tokens)
+
+    # Only positive scores push toward the label; negative ones are listed as against it.
+    toward = sorted((x for x in e.tokens if x.attribution > 0), key=lambda x: -x.attribution)
+    against = sorted((x for x in e.tokens if x.attribution < 0), key=lambda x: x.attribution)
+    console.print("Strongest toward it: " + (shown(toward[:5]) or "none"))
+    if against:
+        console.print("Strongest against it: " + shown(against[:5]))
     if e.completeness_gap is not None:
         console.print(
             f"(attributions sum to {sum(x.attribution for x in e.tokens):+.3f}; log p({e.target}) "

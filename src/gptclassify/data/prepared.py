@@ -168,6 +168,8 @@ def _write_csv(part: LabelledTexts, path: Path) -> None:
 
 def summary_table(splits: Splits, title: str | None = None) -> Table:
     """A rich table of rows per part and class, with totals."""
+    if len(splits.label_names) > MANY_CLASSES:
+        return _summary_by_class(splits, title)
     table = Table(title=title)
     table.add_column("split")
     for label in splits.label_names:
@@ -178,4 +180,23 @@ def summary_table(splits: Splits, title: str | None = None) -> Table:
         table.add_row(name, *map(str, per_class.values()), str(sum(per_class.values())))
     totals = [sum(counts[name][label] for name in counts) for label in splits.label_names]
     table.add_row("all", *map(str, totals), str(sum(totals)), style="bold")
+    return table
+
+
+MANY_CLASSES = 6
+"""Above this many classes the summary has a row per class (a column each would not fit)."""
+
+
+def _summary_by_class(splits: Splits, title: str | None) -> Table:
+    counts = splits.counts()
+    table = Table(title=title)
+    table.add_column("class", overflow="fold")
+    for name in counts:
+        table.add_column(name, justify="right")
+    table.add_column("all", justify="right", style="bold")
+    for label in splits.label_names:
+        per_part = [counts[name][label] for name in counts]
+        table.add_row(label, *map(str, per_part), str(sum(per_part)))
+    totals = [sum(per_class.values()) for per_class in counts.values()]
+    table.add_row("total", *map(str, totals), str(sum(totals)), style="bold")
     return table

@@ -322,6 +322,8 @@ def prepare_sms_spam(
     *,
     download: bool = False,
     cache_dir: str | Path | None = None,
+    dedupe: bool = False,
+    label_names: dict[str, str] | None = None,
     **fetch: Any,
 ) -> Splits:
     """Get, parse, balance, shuffle and split the SMS Spam Collection.
@@ -332,7 +334,9 @@ def prepare_sms_spam(
     reproduces the book's 1,045 / 149 / 300 rows exactly: it needs the book's balancing and
     fractions, and always splits with the book's seed 123 (another `seed` is noted in
     `warnings`). `source`, `download`, `cache_dir` and `fetch` (timeout, retries, backoff,
-    progress) go to `sms_spam_file`.
+    progress) go to `sms_spam_file`. `dedupe`: one row per distinct message before
+    balancing (the collection repeats some; not with `book_split`). `label_names`: classes
+    renamed ({"ham": "ok"}), order kept.
     """
     fractions = check_fractions(fractions)  # before any download
     notes = []
@@ -350,9 +354,15 @@ def prepare_sms_spam(
                 "does not change it"
             )
             seed = BOOK_SEED
+        if dedupe:
+            raise GPTClassifyError(
+                "--dedupe changes the rows; --book-split reproduces the book's: choose one"
+            )
     path = sms_spam_file(source, cache_dir, download=download, **fetch)
     data = read_sms_spam(path, book=book_split)
-    splits = split_labelled(data, fractions, seed=seed, balance=balance)
+    splits = split_labelled(data, fractions, seed=seed, balance=balance, dedupe=dedupe)
+    if label_names is not None:
+        splits.rename_labels(label_names)
     splits.warnings = notes + splits.warnings
     splits.meta = {
         "dataset": "sms-spam",

@@ -93,6 +93,57 @@ class Splits:
                 digest.update(json.dumps([name, label, text]).encode())
         return digest.hexdigest()
 
+    def rename_labels(self, names: dict[str, str], flag: str = "--label-names") -> Splits:
+        """The same rows with classes renamed (`{"0": "ham", "1": "spam"}`), class order
+        kept: class 0 stays class 0, now called "ham". Every class needs a name, and every
+        name a class of the data."""
+        unnamed = [label for label in self.label_names if label not in names]
+        if unnamed:
+            raise GPTClassifyError(
+                f"{flag}: no name for class(es) {', '.join(map(repr, unnamed[:5]))} (the data's "
+                f"classes: {', '.join(map(repr, self.label_names))})"
+            )
+        unused = [key for key in names if key not in self.label_names]
+        if unused:
+            raise GPTClassifyError(
+                f"{flag}: {', '.join(map(repr, unused[:5]))} is not a class of the data (its "
+                f"classes: {', '.join(map(repr, self.label_names))})"
+            )
+        for part in (self.train, self.validation, self.test):
+            if part is not None:
+                part.labels = [names[label] for label in part.labels]
+        self.label_names = [names[label] for label in self.label_names]
+        self.meta["renamed_labels"] = dict(names)
+        return self
+
+    def duplicates(self) -> dict[str, int]:
+        """Texts (exact, after whitespace normalisation) that occur in more than one part:
+        {"validation": n, "test": m} counts the rows of that part whose text is also in an
+        earlier part (train, or train/validation); parts without any are left out."""
+        seen: set[str] = set()
+        out: dict[str, int] = {}
+        for name, part in self.parts():
+            keys = [normalized(text) for text in part.texts]
+            if seen:
+                shared = sum(1 for key in keys if key in seen)
+                if shared:
+                    out[name] = shared
+            seen.update(keys)
+        return out
+
+    def duplicate_warnings(self, source: str) -> list[str]:
+        found = self.duplicates()
+        if not found:
+            return []
+        shown = ", ".join(
+            f"{n} of {len(getattr(self, name).texts)} {name} texts" for name, n in found.items()
+        )
+        return [
+            f"{source}: {shown} also occur in an earlier split (same text after whitespace "
+            "normalisation): scores on them overstate the model; --dedupe removes such "
+            "duplicates before splitting"
+        ]
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Rows per class for each part: {part: {class: rows}}, every class listed."""
         out = {}
@@ -106,6 +157,61 @@ class Splits:
 
 
 # ---- splitting -------------------------------------------------------------------------
+
+
+def normalized(text: str) -> str:
+    """A text with runs of whitespace made one space and the ends stripped: what counts as
+    the same text when duplicates are looked for."""
+    return " ".join(text.split())
+
+
+def drop_duplicates(data: LabelledTexts) -> tuple[LabelledTexts, int, int]:
+    """The first row of every distinct text (after whitespace normalisation), in order;
+    also how many rows were removed and how many of the kept texts had other labels in the
+    removed rows (the first label is kept)."""
+    first: dict[str, int] = {}
+    conflicts: set[str] = set()
+    for i, text in enumerate(data.texts):
+        key = normalized(text)
+        if key not in first:
+            first[key] = i
+        elif data.labels[first[key]] != data.labels[i]:
+            conflicts.add(key)
+    keep = sorted(first.values())
+    kept = data.subset(keep)
+    kept.warnings = list(data.warnings)
+    return kept, len(data) - len(keep), len(conflicts)
+
+
+def parse_label_names(
+    spec: str | dict[str, str] | None, flag: str = "--label-names"
+) -> dict[str, str] | None:
+    """`0=ham,1=spam` (or a dict) as {"0": "ham", "1": "spam"}; None stays None."""
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        pairs = [(str(k), str(v)) for k, v in spec.items()]
+    else:
+        pairs = []
+        for item in str(spec).split(","):
+            key, sep, name = item.partition("=")
+            if not sep:
+                raise GPTClassifyError(
+                    f"{flag} {spec}: {item.strip()!r} is not LABEL=NAME (e.g. 0=ham,1=spam)"
+                )
+            pairs.append((key.strip(), name.strip()))
+    out: dict[str, str] = {}
+    for key, name in pairs:
+        if not key or not name:
+            raise GPTClassifyError(f"{flag}: empty label or name in {spec!r} (e.g. 0=ham,1=spam)")
+        if key in out:
+            raise GPTClassifyError(f"{flag}: label {key!r} is named twice")
+        out[key] = name
+    names = list(out.values())
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise GPTClassifyError(f"{flag}: name {twice[0]!r} is given to two labels")
+    return out
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float]:
@@ -128,8 +234,13 @@ def split_labelled(
     balance: bool = False,
     stratify: bool = False,
     label_sep: str = ";",
+    dedupe: bool = False,
 ) -> Splits:
     """Balance (optional), shuffle and cut one labelled set into train / validation / test.
+
+    `dedupe`: keep only the first row of each text (after whitespace normalisation) before
+    anything else; without it, texts that land in more than one part are counted in
+    `warnings` (`Splits.duplicates`).
 
     The book's SMS recipe, generalised to any number of classes:
 
@@ -148,6 +259,9 @@ def split_labelled(
     train_frac, val_frac = check_fractions(fractions)
     if data.label_sets is not None:
         return _split_label_sets(data, (train_frac, val_frac), seed, balance, label_sep)
+    removed = conflicting = 0
+    if dedupe:
+        data, removed, conflicting = drop_duplicates(data)
     label_names = sort_labels(data.labels)
     if len(label_names) < 2:
         raise GPTClassifyError(
@@ -187,11 +301,18 @@ def split_labelled(
             "fractions": [train_frac, val_frac],
             "balance": balance,
             "stratify": stratify,
-            "rows_read": len(data),
+            "rows_read": len(data) + removed,
             "rows_used": n,
+            "duplicates_removed": removed,
         },
     )
+    if conflicting:
+        splits.warnings.append(
+            f"{data.source}: {conflicting} text(s) occur with different labels; the first "
+            "row's label was kept"
+        )
     splits.warnings += rare_class_warnings(splits, data.source, stratified=stratify)
+    splits.warnings += splits.duplicate_warnings(data.source)
     return splits
 
 
@@ -336,12 +457,30 @@ def load_split_files(
     train_data = read(train)
     if train_data.label_sets is not None and not labels.says_multi:
         labels = LabelFormat(MULTI, labels.label_sep, labels.label_columns)  # lists: all files
+    return splits_from_parts(
+        train_data,
+        read(validation) if validation is not None else None,
+        read(test) if test is not None else None,
+        seed,
+        label_sep=labels.sep,
+    )
+
+
+def splits_from_parts(
+    train_data: LabelledTexts,
+    val_data: LabelledTexts | None,
+    test_data: LabelledTexts | None,
+    seed: int = 123,
+    label_sep: str = ";",
+) -> Splits:
+    """Splits from parts already read (files or tables in memory); without a validation
+    part, `VALIDATION_HOLDOUT` of the training rows are held out (seeded)."""
+    train = train_data.source
     warnings = list(train_data.warnings)
-    meta: dict[str, Any] = {"train": str(train), "seed": seed}
-    if validation is not None:
-        val_data = read(validation)
+    meta: dict[str, Any] = {"train": train, "seed": seed}
+    if val_data is not None:
         warnings += val_data.warnings
-        meta["validation"] = str(validation)
+        meta["validation"] = val_data.source
     else:
         n = len(train_data)
         k = int(n * VALIDATION_HOLDOUT)
@@ -355,11 +494,9 @@ def load_split_files(
         val_data = train_data.subset(held.tolist(), source=f"{train} (held-out validation)")
         train_data = train_data.subset(keep.tolist())
         meta["validation"] = f"{VALIDATION_HOLDOUT:.0%} of train held out (seed {seed})"
-    test_data = None
-    if test is not None:
-        test_data = read(test)
+    if test_data is not None:
         warnings += test_data.warnings
-        meta["test"] = str(test)
+        meta["test"] = test_data.source
     files = [train_data, val_data] + ([test_data] if test_data else [])
     if train_data.label_sets is not None:
         label_names = label_names_of(files)
@@ -369,7 +506,7 @@ def load_split_files(
                 "classifier needs at least two"
             )
         splits = Splits(
-            train_data, val_data, test_data, label_names, warnings, meta, MULTI, labels.sep
+            train_data, val_data, test_data, label_names, warnings, meta, MULTI, label_sep
         )
         splits.warnings += rare_class_warnings(splits, str(train))
         return splits
@@ -381,4 +518,5 @@ def load_split_files(
         )
     splits = Splits(train_data, val_data, test_data, label_names, warnings, meta)
     splits.warnings += rare_class_warnings(splits, str(train))
+    splits.warnings += splits.duplicate_warnings(str(train))
     return splits

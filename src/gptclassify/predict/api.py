@@ -16,6 +16,7 @@ gets the same prediction alone or next to longer texts. Any number of threads ca
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,13 +25,24 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from gptclassify import tokenizer
-from gptclassify.artifact import ClassifierConfig, Provenance, read_classifier_config, read_metrics
+from gptclassify.artifact import (
+    FORMAT_BASELINE,
+    FORMAT_CLASSIFIER,
+    KIND_NAMES,
+    ONNX_KIND,
+    ClassifierConfig,
+    Provenance,
+    folder_kind,
+    read_classifier_config,
+    read_metrics,
+)
 from gptclassify.config import GPTConfig
+from gptclassify.data import inputs
 from gptclassify.data.encode import Encoded, InputPolicy, encode, encode_ids
 from gptclassify.data.multilabel import MULTI, LabelFormat, label_matrix, read_label_sets
-from gptclassify.data.tables import read_labelled
+from gptclassify.data.tables import LabelledTexts, read_labelled
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import sha256_file
+from gptclassify.files import replace_folder, sha256_file
 from gptclassify.metrics import classification_report, multilabel_report, sigmoid, softmax
 from gptclassify.predict.long_texts import LongTexts, combine, windows
 
@@ -198,6 +210,17 @@ class Classifier:
         base_model: the base of LoRA adapters saved alone, when the folder names a local
         folder (it is not followed on its own: it lies outside the model folder).
         """
+        if not isinstance(run_dir, str | os.PathLike):
+            raise TypeError(
+                f"Classifier.load: expected a model folder (a str or Path), got "
+                f"{type(run_dir).__name__}"
+            )
+        if folder_kind(run_dir) == FORMAT_BASELINE:
+            raise GPTClassifyError(
+                f"{run_dir} is a TF-IDF baseline folder, not a model folder: its scores are in "
+                "its metrics.json; in Python, gptclassify.baseline.Baseline.load(folder)"
+                ".predict_proba(texts) runs it"
+            )
         long = LongTexts(long_texts, stride, aggregate)  # checked before anything loads
         config = read_classifier_config(run_dir)
         kind = choose_runtime(config, runtime, Path(run_dir))
@@ -249,6 +272,7 @@ class Classifier:
         classifier.metrics = metrics.to_json() if metrics is not None else None
         return classifier
 
+    @property
     def config(self) -> ClassifierConfig:
         """What config.json records for this classifier (the weights' checksum is added on
         save)."""
@@ -270,21 +294,59 @@ class Classifier:
 
     def describe(self) -> dict[str, Any]:
         """config.json's fields for this classifier, as a dict."""
-        return self.config().to_json()
+        return self.config.to_json()
 
-    def save(self, directory: str | Path) -> Path:
-        """Write model.safetensors + config.json into `directory`; returns the folder."""
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write model.safetensors + config.json into `directory`; returns the folder.
+
+        The CLI's folder rules: `directory` must be absent or empty, or (with `overwrite`)
+        a classifier folder, which is replaced as a whole (the old one stays until the new
+        one is complete). Another kind of folder (a baseline, a data folder, files of your
+        own with a config.json) is never written into.
+        """
+        if not isinstance(directory, str | os.PathLike):
+            raise TypeError(
+                f"Classifier.save: expected a folder (a str or Path), got {type(directory).__name__}"
+            )
+        found = folder_kind(directory)
+        if found == "file":
+            raise GPTClassifyError(f"save: {directory} exists and is not a folder")
+        if found not in (None, FORMAT_CLASSIFIER, ONNX_KIND):
+            what = (
+                KIND_NAMES.get(found, f"a {found} folder")
+                if found
+                else ("a folder that is not a gptclassify model folder")
+            )
+            raise GPTClassifyError(
+                f"save: {directory} is {what} and not empty; it is never replaced: choose "
+                "another folder"
+            )
+        if found is not None and not overwrite:
+            raise GPTClassifyError(
+                f"save: {directory} already holds a model; pass overwrite=True to replace it"
+            )
+        self._check_savable()
+        with replace_folder(directory) as tmp:
+            self.write_files(tmp)
+        self.path = Path(directory)
+        self.weights_sha256 = read_classifier_config(self.path).weights_sha256
+        return self.path
+
+    def write_files(self, directory: str | Path) -> None:
+        """The model files (weights, config.json, tokenizer.json) written into a folder the
+        caller owns and publishes (a training run's work folder); `save` is the safe way."""
+        self._check_savable()
+        from gptclassify.model_io import save_classifier  # lazy: torch
+
+        save_classifier(directory, self.model, self.config, self.policy.tokenizer)
+        self.weights_sha256 = read_classifier_config(directory).weights_sha256
+
+    def _check_savable(self) -> None:
         if self.runtime.name != "torch":
             raise GPTClassifyError(
                 f"a classifier run by {self.runtime.name} is saved by exporting its training "
                 "run (gptclassify export), or by copying its folder"
             )
-        from gptclassify.model_io import save_classifier  # lazy: torch
-
-        config_file = save_classifier(directory, self.model, self.config(), self.policy.tokenizer)
-        self.path = Path(directory)
-        self.weights_sha256 = read_classifier_config(config_file.parent).weights_sha256
-        return self.path
 
     # ---- inference --------------------------------------------------------------------
 
@@ -326,32 +388,66 @@ class Classifier:
         request. Nothing to do for most runtimes."""
         self.runtime.warm_up(max_tokens)
 
-    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def logits(self, texts: Any, batch_size: int = 32, errors: str = "raise") -> np.ndarray:
         """Raw class logits (N, num_classes), in input order (with `long_texts` chunking: the
-        logits of the windows' aggregated probabilities)."""
-        return self.classify_texts(texts, batch_size)[0]
+        logits of the windows' aggregated probabilities).
+
+        texts: a list, tuple, pandas Series, numpy array of strings, a one-column (or
+        text-column) DataFrame or a `datasets.Dataset` (see data/inputs.py). errors: what an
+        empty, missing or non-string text does: "raise" (the default) stops the call naming
+        it; "nan" gives its row NaN and classifies the others (as the CLI does row-wise).
+        """
+        return self.classify_texts(texts, batch_size, errors)[0]
 
     def classify_texts(
-        self, texts: Sequence[str], batch_size: int = 32
+        self, texts: Any, batch_size: int = 32, errors: str = "raise"
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(logits (N, K), cut (N,) bool: truncated, windows (N,) int: windows read per text).
 
         Truncating, every text is one window and `cut` marks those longer than the model
         reads; chunking, nothing is cut and `windows` says how many windows each text took.
+        Rows of texts refused with errors="nan" are NaN (0 windows).
         """
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of strings, not one string")
-        n = len(texts)
-        if not n:
-            empty = np.zeros((0, len(self.labels)), dtype=np.float32)
-            return empty, np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+        checked = self._checked(texts, errors)
+        n = len(checked.texts)
+        out = np.full((n, len(self.labels)), np.nan, dtype=np.float32)
+        cut = np.zeros(n, dtype=bool)
+        count = np.zeros(n, dtype=np.int64)
+        valid = checked.valid
+        if not valid:
+            return out, cut, count
+        raw = self.policy.tokenizer.encode_batch([checked.texts[i] for i in valid])
+        ok = []
+        for i, ids in zip(valid, raw, strict=True):
+            if ids:
+                ok.append((i, ids))
+            elif errors == "raise":
+                raise TextRejected(i, "empty", 0, self.policy.max_length)
+            else:
+                checked.invalid[i] = "empty"
+        if not ok:
+            return out, cut, count
+        rows = [i for i, _ in ok]
+        ids = [t for _, t in ok]
         if not self.long_texts.chunk:
-            encoded = self.encode(texts)
-            logits = self.runtime.logits(encoded, batch_size)
-            return logits, encoded.cut, np.ones(n, dtype=np.int64)
-        win = self.windows(self.policy.tokenizer.encode_batch(texts))
-        logits = self.runtime.logits(win.encoded, batch_size)
-        return self.combine_windows(logits, win), np.zeros(n, dtype=bool), win.counts
+            encoded = encode_ids(ids, self.policy)
+            out[rows] = self.runtime.logits(encoded, batch_size)
+            cut[rows] = encoded.cut
+            count[rows] = 1
+        else:
+            win = self.windows(ids)
+            out[rows] = self.combine_windows(self.runtime.logits(win.encoded, batch_size), win)
+            count[rows] = win.counts
+        return out, cut, count
+
+    def _checked(self, texts: Any, errors: str) -> inputs.CheckedTexts:
+        inputs.check_errors(errors)
+        return inputs.check_texts(inputs.text_items(texts), errors)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """Class names in column order of `predict_proba` (scikit-learn's name)."""
+        return np.array(self.labels, dtype=object)
 
     def windows(self, raw: Sequence[list[int]]):
         """The windows of tokenized texts under this classifier's `long_texts` settings."""
@@ -400,18 +496,28 @@ class Classifier:
         pad = self.policy.tokenizer.pad_id
         return encoded if encoded.pad_id == pad else dataclasses.replace(encoded, pad_id=pad)
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities (N, num_classes), columns in `self.labels` order (multi-label:
-        each label's own probability; rows need not sum to 1)."""
-        return self.probabilities(self.logits(texts, batch_size))
+    def predict_proba(self, texts: Any, batch_size: int = 32, errors: str = "raise") -> np.ndarray:
+        """Class probabilities (N, num_classes), columns in `self.labels` (`classes_`) order
+        (multi-label: each label's own probability; rows need not sum to 1); an invalid
+        text's row is NaN with errors="nan" (see `logits`)."""
+        with np.errstate(invalid="ignore"):
+            return self.probabilities(self.logits(texts, batch_size, errors))
 
-    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str] | list[list[str]]:
-        """Class names, one per text; multi-label: a list of labels per text (maybe empty),
-        each decided at its threshold."""
-        probs = self.predict_proba(texts, batch_size)
-        if self.multi_label:
-            return self.label_sets(probs)
-        return [self.labels[i] for i in probs.argmax(axis=1)]
+    def predict(self, texts: Any, batch_size: int = 32, errors: str = "raise") -> np.ndarray:
+        """Class names, one per text, as a numpy array (object dtype); multi-label: a list of
+        labels per text (maybe empty), each decided at its threshold. An invalid text's entry
+        is NaN with errors="nan" (see `logits`)."""
+        probs = self.predict_proba(texts, batch_size, errors)
+        out = np.empty(len(probs), dtype=object)
+        sets = self.label_sets(np.nan_to_num(probs)) if self.multi_label else None
+        for i, row in enumerate(probs):
+            if np.isnan(row).any():
+                out[i] = np.nan
+            elif sets is not None:
+                out[i] = sets[i]
+            else:
+                out[i] = self.labels[int(row.argmax())]
+        return out
 
     def explain(
         self,
@@ -446,40 +552,62 @@ class Classifier:
 
     def evaluate(
         self,
-        data: str | Path,
+        data: Any,
         text_column: str | None = None,
         label_column: str | None = None,
         batch_size: int = 32,
         label_columns: str | None = None,
+        labels: Any = None,
     ) -> dict[str, Any]:
-        """Metrics on a labelled file, or on the test split of a prepared/run data folder.
+        """Metrics on a labelled file, the test split of a prepared/run data folder, or data
+        in memory: a DataFrame or `datasets.Dataset` with text and label columns (found by
+        name, or `text_column` / `label_column`), (texts, labels), or texts with `labels=`.
 
-        Multi-label models read label sets joined by their `label_sep` (or 0/1
+        Multi-label models read label sets from files, joined by their `label_sep` (or 0/1
         `label_columns`, comma-separated, or JSON lists) and report multi-label metrics at
         their thresholds. With chunking, `chunked` says how many texts took several windows.
         """
-        path = Path(data)
-        if path.is_dir():
-            candidates = [path / "test.csv", path / "data" / "test.csv"]
-            found = next((c for c in candidates if c.is_file()), None)
-            if found is None:
+        if inputs.is_in_memory(data):
+            if self.multi_label:
                 raise GPTClassifyError(
-                    f"{path}: no test.csv in this folder (or its data/ subfolder)"
+                    "evaluate: a multi-label model is evaluated on a file of label sets "
+                    "(tables in memory are single-label only)"
                 )
-            path = found
-        if self.multi_label:
-            return self._evaluate_sets(path, text_column, label_column, batch_size, label_columns)
-        labelled = read_labelled(path, text_column=text_column, label_column=label_column)
+            labelled = inputs.labelled(data, labels, text_column, label_column)
+            source = labelled.source
+        else:
+            if not isinstance(data, str | Path):
+                raise TypeError(f"evaluate: expected a file, folder or table, got {data!r}")
+            path = Path(data)
+            if path.is_dir():
+                candidates = [path / "test.csv", path / "data" / "test.csv"]
+                found = next((c for c in candidates if c.is_file()), None)
+                if found is None:
+                    raise GPTClassifyError(
+                        f"{path}: no test.csv in this folder (or its data/ subfolder)"
+                    )
+                path = found
+            if self.multi_label:
+                return self._evaluate_sets(
+                    path, text_column, label_column, batch_size, label_columns
+                )
+            labelled = read_labelled(path, text_column=text_column, label_column=label_column)
+            source = str(path)
+        return self._evaluate_labelled(labelled, source, batch_size)
+
+    def _evaluate_labelled(
+        self, labelled: LabelledTexts, source: str, batch_size: int
+    ) -> dict[str, Any]:
         unknown = sorted(set(labelled.labels) - set(self.labels))
         if unknown:
             raise GPTClassifyError(
-                f"{path}: label(s) {', '.join(map(repr, unknown[:5]))} are not classes of this model "
-                f"({', '.join(self.labels)})"
+                f"{source}: label(s) {', '.join(map(repr, unknown[:5]))} are not classes of this "
+                f"model ({', '.join(self.labels)})"
             )
         y = np.array([self.labels.index(label) for label in labelled.labels])
         logits, cut, count = self.classify_texts(labelled.texts, batch_size)
         report = classification_report(self.probabilities(logits), y, self.labels)
-        report["source"] = str(path)
+        report["source"] = source
         report.update(self._long_text_counts(cut, count))
         return report
 

@@ -36,6 +36,9 @@ class RunFolder:
     """Where the model folder appears when the run is done."""
     work: Path
     """Where the run writes until then (final + '.partial')."""
+    made: tuple[Path, ...] = ()
+    """Parent folders this claim created (e.g. `runs/`), removed again by `discard` when
+    empty: a run that fails early leaves nothing behind."""
 
     @property
     def checkpoints(self) -> Path:
@@ -59,8 +62,9 @@ class RunFolder:
                 )
             shutil.rmtree(work)
         _clean_leftovers(final)
+        made = _missing_parents(work)
         _mkdir(work, exist_ok=False)
-        return cls(final, work)
+        return cls(final, work, made)
 
     @classmethod
     def _claim_default(cls) -> RunFolder:
@@ -69,11 +73,12 @@ class RunFolder:
             final = Path("runs") / (stamp if n == 1 else f"{stamp}-{n}")
             if final.exists():
                 continue
+            made = _missing_parents(_work_path(final))
             try:  # mkdir is the claim: two runs started in the same second get two names
                 _mkdir(_work_path(final), exist_ok=False)
             except FileExistsError:
                 continue
-            return cls(final, _work_path(final))
+            return cls(final, _work_path(final), made)
         raise GPTClassifyError(f"runs/{stamp}: too many runs started this second")
 
     @classmethod
@@ -155,6 +160,21 @@ class RunFolder:
     def discard(self) -> None:
         """Remove the work folder (a run that failed before it had anything worth keeping)."""
         shutil.rmtree(self.work, ignore_errors=True)
+        for parent in self.made:  # deepest first; only when nothing else was put there
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
+def _missing_parents(path: Path) -> tuple[Path, ...]:
+    """The ancestors of `path` that do not exist yet, deepest first."""
+    out = []
+    for parent in path.absolute().parents:
+        if parent.exists():
+            break
+        out.append(parent)
+    return tuple(out)
 
 
 def _work_path(final: Path) -> Path:

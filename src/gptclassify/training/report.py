@@ -140,7 +140,8 @@ def reporting(reporters: Sequence[Callbacks]) -> Iterator[RunEnd]:
 
 def report_params(cfg: TrainConfig) -> dict[str, Any]:
     """Every TrainConfig option by flat name, as trackers take them (scalars; None as '')."""
-    return {k: ("" if v is None else v) for k, v in flat_dict(cfg).items()}
+    flat = flat_dict(cfg.data_without_objects())  # data in memory: by description
+    return {k: ("" if v is None else v) for k, v in flat.items()}
 
 
 def read_run_record(run_dir: Path) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def write_run(
     directory: Path, classifier: Classifier, metrics: RunMetrics, history: History
 ) -> None:
     """The run folder's files: model and config.json, metrics.json, history.csv, plots."""
-    classifier.save(directory)
+    classifier.write_files(directory)
     faults.reached("publish")
     write_metrics(directory, metrics)
     write_history(directory / "history.csv", history)

@@ -41,7 +41,14 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gptclassify import __version__
-from gptclassify.args import RESUMABLE, TrainConfig, flat_dict
+from gptclassify.args import (
+    IN_MEMORY,
+    IN_MEMORY_FIELDS,
+    RESUMABLE,
+    DataConfig,
+    TrainConfig,
+    flat_dict,
+)
 from gptclassify.artifact import Provenance, RunMetrics
 from gptclassify.classifier import GPTClassifier, trainable_blocks
 from gptclassify.data.batches import TokenSource
@@ -183,8 +190,10 @@ def _train(
             # The log keeps why a run ended (a crash leaves the folder to inspect).
             reason = str(exc).strip() or type(exc).__name__
             log.error("Run failed: %s", reason, extra={"file_only": True})
-            # Bad input or settings before the first checkpoint: nothing worth keeping.
-            failed_early = isinstance(exc, GPTClassifyError) and resume is None
+            # Any failure before the first checkpoint (bad input or settings, a library's
+            # error on odd data, Ctrl-C while building): nothing worth keeping, and a
+            # leftover RUN.partial would block the next run at this --out.
+            failed_early = isinstance(exc, Exception | KeyboardInterrupt) and resume is None
             failed_early = failed_early and dist.is_main
             failed_early = failed_early and latest_checkpoint(folder.work) is None
             raise
@@ -197,6 +206,17 @@ def resumed_config(folder: RunFolder, overrides: dict[str, Any]) -> TrainConfig:
     """The run's recorded TrainConfig, with the few options a resumed run may change."""
     record = folder.read_record()
     cfg = TrainConfig.from_dict(record["train_config"], source=str(folder.checkpoints / "run.json"))
+    if any(str(getattr(cfg.data, k) or "").startswith(IN_MEMORY) for k in IN_MEMORY_FIELDS):
+        # Data given in memory: the run's own data/ folder holds its exact rows.
+        saved = next(
+            (f / "data" for f in (folder.work, folder.final) if (f / "data").is_dir()), None
+        )
+        if saved is None:
+            raise GPTClassifyError(
+                f"{folder.final}: the run was trained on data in memory and its data/ folder "
+                "is gone; start a new run"
+            )
+        cfg.data = DataConfig(data=str(saved))
     recorded = flat_dict(cfg)
     for name, value in overrides.items():
         if name not in recorded:
