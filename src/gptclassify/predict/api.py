@@ -503,20 +503,20 @@ class Classifier:
         with np.errstate(invalid="ignore"):
             return self.probabilities(self.logits(texts, batch_size, errors))
 
-    def predict(self, texts: Any, batch_size: int = 32, errors: str = "raise") -> np.ndarray:
+    def predict(
+        self, texts: Any, batch_size: int = 32, errors: str = "raise"
+    ) -> np.ndarray | list[Any]:
         """Class names, one per text, as a numpy array (object dtype); multi-label: a list of
-        labels per text (maybe empty), each decided at its threshold. An invalid text's entry
+        lists of labels (maybe empty), each decided at its threshold. An invalid text's entry
         is NaN with errors="nan" (see `logits`)."""
         probs = self.predict_proba(texts, batch_size, errors)
+        bad = np.isnan(probs).any(axis=1)
+        if self.multi_label:  # lists of labels: a list, as numpy would make them a 2-D array
+            sets = self.label_sets(np.nan_to_num(probs))
+            return [np.nan if b else s for b, s in zip(bad, sets, strict=True)]
         out = np.empty(len(probs), dtype=object)
-        sets = self.label_sets(np.nan_to_num(probs)) if self.multi_label else None
         for i, row in enumerate(probs):
-            if np.isnan(row).any():
-                out[i] = np.nan
-            elif sets is not None:
-                out[i] = sets[i]
-            else:
-                out[i] = self.labels[int(row.argmax())]
+            out[i] = np.nan if bad[i] else self.labels[int(row.argmax())]
         return out
 
     def explain(

@@ -5,9 +5,11 @@
 `max_length` tokens whose starts are `--stride` tokens apart (the last window ends at the
 text's end, so every token is read), classifies every window like a text of its own, and
 combines them per text: `--aggregate mean` averages the windows' probabilities (a topic or
-sentiment spread through the text), `max` takes each class's largest probability over the
-windows (for "is any part of it spam?"); for single-label models `max` is renormalised to sum
-to 1. A text that fits the model is one window, classified exactly as without chunking (the
+sentiment spread through the text), `max` answers "is any part of it spam?": for a two-class
+model the second class (the positive one of the binary metrics: spam in ham/spam) takes its
+largest probability over the windows and the first class the rest; with more classes (and
+for every label of a multi-label model) each class's largest probability, renormalised to
+sum to 1 for single-label models. A text that fits the model is one window, classified exactly as without chunking (the
 same ids, the same logits, bit for bit). A model's prefix and suffix tokens (a BOS token)
 are put around every window, as around every text.
 
@@ -131,7 +133,15 @@ def combine(
             continue
         part = logits[start : start + count]
         probs = sigmoid(part) if multi_label else softmax(part, temperature)
-        p = probs.max(axis=0) if how == "max" else probs.mean(axis=0)
+        if how != "max":
+            p = probs.mean(axis=0)
+        elif not multi_label and probs.shape[1] == 2:
+            # "Any window is positive": the second class (the positive one of the binary
+            # metrics, e.g. spam) takes its largest window probability; the first the rest.
+            top = float(probs[:, 1].max())
+            p = np.array([1.0 - top, top])
+        else:  # each class's (or label's) largest window probability
+            p = probs.max(axis=0)
         if multi_label:
             p = np.clip(p, 1e-15, 1 - 1e-15)
             out[i] = np.log(p) - np.log1p(-p)
