@@ -145,7 +145,8 @@ def test_cli_recipe_auto(job, tmp_path):
         "last-4-blocks lr 2e-4": "failed",  # the tiny model has 2 blocks: said, not hidden
         "lora r16 lr 5e-4": "done",
     }
-    assert "the model has 2 blocks" in record["tried"][2]["note"]
+    deep = next(t for t in record["tried"] if t["name"] == "last-4-blocks lr 2e-4")
+    assert "the model has 2 blocks" in deep["note"]
     assert Classifier.load(out).metrics["validation"]["accuracy"] == max(
         t["val_accuracy"] for t in record["tried"] if t["state"] == "done"
     )
