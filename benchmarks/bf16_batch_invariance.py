@@ -25,6 +25,10 @@ import torch.nn.functional as F
 import common
 
 
+def _fmt(d: float) -> str:
+    return "0" if d == 0 else f"{d:.1e}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
@@ -42,7 +46,7 @@ def main() -> None:
             x = torch.randn(512, k).to(dtype)
             alone = F.linear(x[:64], w, b).float()
             diffs = [(F.linear(x[:m], w, b)[:64].float() - alone).abs().max().item() for m in rows]
-            table.append([f"linear {k} -> {n}", *diffs])
+            table.append([f"linear {k} -> {n}", *map(_fmt, diffs)])
         q, key, v = (torch.randn(1, 12, 512, 64).to(dtype) for _ in range(3))
         alone = F.scaled_dot_product_attention(
             q[:, :, :40], key[:, :, :40], v[:, :, :40], is_causal=True
@@ -53,7 +57,7 @@ def main() -> None:
             y = F.scaled_dot_product_attention(
                 q[:, :, :t], key[:, :, :t], v[:, :, :t], is_causal=True
             )
-            attn.append((y[:, :, :40].float() - alone).abs().max().item())
+            attn.append(_fmt((y[:, :, :40].float() - alone).abs().max().item()))
         four = [torch.cat([z[:, :, :40]] * 4) for z in (q, key, v)]
         batched = F.scaled_dot_product_attention(*four, is_causal=True)[:1].float()
     info = common.machine_info()
@@ -62,7 +66,7 @@ def main() -> None:
     print(common.format_table(["matmul", *map(str, rows)], table))
     print("\ncausal attention of a 40-token text, by the padded width of its pass:")
     print(common.format_table([str(t) for t in widths], [attn]))
-    print(f"in a batch of four at its own width: {(batched - alone).abs().max().item()}")
+    print(f"in a batch of four at its own width: {_fmt((batched - alone).abs().max().item())}")
 
 
 if __name__ == "__main__":
