@@ -155,9 +155,10 @@ def test_the_page_classifies_explains_and_handles_a_file(server, browser, tmp_pa
 
     # the sentence under the attribution says which way log p(target) moved
     note = find(By.ID, "why-note").text
-    moved = re.search(r"(rose|fell) from (-?[\d.]+) \(no tokens\) to (-?[\d.]+)", note)
-    assert moved, note
-    assert (moved[1] == "rose") == (float(moved[3]) > float(moved[2]))
+    moved = re.search(r"(rose|fell) from (-?\d+\.\d+) \(no tokens\) to (-?\d+\.\d+)", note)
+    assert moved or "stayed at about" in note, note
+    if moved:
+        assert (moved[1] == "rose") == (float(moved[3]) > float(moved[2]))
 
     # the class to explain can be chosen; the explanation then targets it
     options = [
