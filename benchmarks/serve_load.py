@@ -16,7 +16,15 @@ It prints, per level, throughput (answered requests per second) against the offl
 figure, latency percentiles, the 429s (counted apart: the queue was full) and failures
 (anything else, connection errors included), and from the server's /metrics the texts per
 model pass, the time per pass, how busy the model was and the padding; then the checks
-against the targets. The client is a small asyncio HTTP/1.1 client, cheap beside a model
+against the targets.
+
+The overload level (`--overload 4`, after the others): 4x the clients the machine can serve,
+that is 4 x the best level's answered requests per second x the server's `--timeout` (the
+requests it can answer within one timeout), each sending single messages for
+`--overload-duration` seconds and, on a 429, waiting the Retry-After it is told (as a
+client that respects it does). It reports the 200 / 429 / 503 counts, how fast the 429s
+came, the texts the server computed for requests that had gone (wasted) or dropped unrun,
+and the goodput (answered requests per second) against the best unloaded level's. The client is a small asyncio HTTP/1.1 client, cheap beside a model
 pass, but it shares the CPU with the server.
 """
 
@@ -137,6 +145,10 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        status, data, _ = await self.post_with_headers(path, body)
+        return status, data
+
+    async def post_with_headers(self, path: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -151,12 +163,14 @@ class Connection:
             raise ConnectionError("the server closed the connection")
         status = int(status_line.split()[1])
         length, close = 0, False
+        headers: dict[str, str] = {}
         while True:
             line = await self.reader.readline()
             if line in (b"\r\n", b""):
                 break
             name, _, value = line.decode("latin-1").partition(":")
             name = name.strip().lower()
+            headers[name] = value.strip()
             if name == "content-length":
                 length = int(value)
             elif name == "connection" and value.strip().lower() == "close":
@@ -164,7 +178,7 @@ class Connection:
         data = await self.reader.readexactly(length)
         if close:
             self.close()
-        return status, data
+        return status, data, headers
 
     def close(self) -> None:
         if self.writer is not None:
@@ -226,6 +240,66 @@ async def run_level(
     }
 
 
+async def run_overload(
+    host: str, port: int, texts: list[str], clients: int, duration: float
+) -> dict[str, Any]:
+    """`clients` closed-loop clients send `texts` (cycled) for `duration` seconds; a 429 makes
+    its client wait the Retry-After the server sent (at most what is left of the level)."""
+    bodies = [json.dumps({"inputs": t}).encode() for t in texts]
+    counts: dict[str, int] = {"200": 0, "429": 0, "503": 0, "other": 0}
+    ok_latency: list[float] = []
+    refused_latency: list[float] = []
+    failures: list[str] = []
+    next_index = 0
+    start = time.perf_counter()
+    stop_at = start + duration
+
+    async def client() -> None:
+        nonlocal next_index
+        conn = Connection(host, port)
+        try:
+            while time.perf_counter() < stop_at:
+                body = bodies[next_index % len(bodies)]
+                next_index += 1
+                t = time.perf_counter()
+                try:
+                    status, data, headers = await conn.post_with_headers("/predict", body)
+                except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                    counts["other"] += 1
+                    conn.close()
+                    continue
+                took = time.perf_counter() - t
+                key = str(status) if str(status) in counts else "other"
+                counts[key] += 1
+                if status == 200:
+                    ok_latency.append(took)
+                elif status == 429:
+                    refused_latency.append(took)
+                    retry = float(headers.get("retry-after", "1"))
+                    await asyncio.sleep(max(0.0, min(retry, stop_at - time.perf_counter())))
+                elif status != 503:
+                    failures.append(f"{status}: {data[:200]!r}")
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.perf_counter() - start
+    ok_latency.sort()
+    refused_latency.sort()
+    return {
+        "clients": clients,
+        "counts": counts,
+        "failures": failures[:5],
+        "wall_s": wall,
+        "goodput": counts["200"] / wall,
+        "ok_p50_ms": 1000 * _pct(ok_latency, 50),
+        "ok_p99_ms": 1000 * _pct(ok_latency, 99),
+        "refused_p50_ms": 1000 * _pct(refused_latency, 50),
+        "refused_p99_ms": 1000 * _pct(refused_latency, 99),
+    }
+
+
 def _pct(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     if not values:
@@ -245,9 +319,13 @@ def scrape(url: str) -> dict[str, float]:
         "gptclassify_batch_padded_tokens_sum",
         "gptclassify_batch_duration_seconds_sum",
         "gptclassify_tokens_total",
+        "gptclassify_wasted_texts_total",
+        "gptclassify_dropped_texts_total",
+        'gptclassify_refused_texts_total{reason="wait"}',
+        'gptclassify_refused_texts_total{reason="queue"}',
     )
     for name in names:
-        m = re.search(rf"^{name} (\S+)$", text, flags=re.M)
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, flags=re.M)
         out[name] = float(m.group(1)) if m else 0.0
     return out
 
@@ -271,6 +349,7 @@ def start_server(args: argparse.Namespace, model: Path, out: Path) -> tuple[subp
         "--max-batch-tokens", str(args.max_batch_tokens),
         "--max-wait-ms", str(args.max_wait_ms),
         "--max-queue", str(args.max_queue),
+        "--timeout", str(args.timeout),
         "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
     if args.pass_overhead_tokens is not None:
@@ -377,6 +456,29 @@ def checks(levels: list[dict[str, Any]], singles: list[float]) -> list[str]:
     return out
 
 
+def overload_report(r: dict[str, Any], args: argparse.Namespace) -> str:
+    c = r["counts"]
+    share = r["goodput"] / r["peak_req_per_s"]
+    wasted_share = r["wasted"] / r["computed"] if r["computed"] else 0.0
+    return "\n".join(
+        [
+            f"overload: {r['clients']} clients ({args.overload:g}x what the machine serves "
+            f"within --timeout {args.timeout:g} s) for {r['wall_s']:.0f} s, each waiting the "
+            "Retry-After of a 429",
+            f"  answered 200: {c['200']}, refused 429: {c['429']} (predicted wait "
+            f"{r['refused_wait']:.0f} texts, queue full {r['refused_queue']:.0f}), timed out "
+            f"503: {c['503']}, other: {c['other']}",
+            f"  latency of the 200s p50 {r['ok_p50_ms']:.0f} ms, p99 {r['ok_p99_ms']:.0f} ms; "
+            f"of the 429s p50 {r['refused_p50_ms']:.1f} ms, p99 {r['refused_p99_ms']:.1f} ms",
+            f"  texts computed {r['computed']:.0f}, of which wasted (their request had gone) "
+            f"{r['wasted']:.0f} ({100 * wasted_share:.1f}%); dropped unrun {r['dropped']:.0f}",
+            f"  goodput {r['goodput']:.1f} req/s = {100 * share:.0f}% of the best unloaded "
+            f"level's {r['peak_req_per_s']:.1f} req/s (target >= 90%: "
+            f"{'met' if share >= 0.9 else 'NOT met'})",
+        ]
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -407,6 +509,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="serve --pass-overhead-tokens (default: the server measures and fits it)",
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="serve --timeout")
+    p.add_argument(
+        "--overload",
+        type=float,
+        default=0.0,
+        help="Then an overload level: this many times the clients the machine can serve "
+        "(best level's req/s x --timeout); 0: none.",
+    )
+    p.add_argument(
+        "--overload-duration", type=float, default=30.0, help="Seconds of the overload level."
     )
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument(
@@ -488,6 +601,33 @@ def main(argv: list[str] | None = None) -> None:
                 f"429 {level['rejected_429']}, failed {level['failed']}",
                 flush=True,
             )
+        overload = None
+        if args.overload > 0 and levels:
+            peak = max(r["req_per_s"] for r in levels)
+            clients = max(1, round(args.overload * peak * args.timeout))
+            print(
+                f"Overload: {clients} clients ({args.overload:g} x {peak:.1f} req/s x "
+                f"{args.timeout:g} s) for {args.overload_duration:g} s ...",
+                flush=True,
+            )
+            before = scrape(url)
+            overload = asyncio.run(run_overload(host, port, texts, clients, args.overload_duration))
+            after = scrape(url)
+            overload.update(
+                peak_req_per_s=peak,
+                computed=after["gptclassify_batch_texts_sum"]
+                - before["gptclassify_batch_texts_sum"],
+                **{
+                    key: after[name] - before[name]
+                    for key, name in (
+                        ("wasted", "gptclassify_wasted_texts_total"),
+                        ("dropped", "gptclassify_dropped_texts_total"),
+                        ("refused_wait", 'gptclassify_refused_texts_total{reason="wait"}'),
+                        ("refused_queue", 'gptclassify_refused_texts_total{reason="queue"}'),
+                    )
+                },
+            )
+            print(f"  {overload['counts']}, goodput {overload['goodput']:.1f} req/s", flush=True)
         with urllib.request.urlopen(url + "/info", timeout=10) as r:
             overhead_end = json.loads(r.read())["pass_overhead_tokens"]
     finally:
@@ -507,11 +647,20 @@ def main(argv: list[str] | None = None) -> None:
         f"(pass overhead after warm-up: {overhead_start:g} tokens, at the end: {overhead_end:g})"
     )
     body = report(levels, singles, args.offline_batch_size)
+    if overload is not None:
+        body += "\n\n" + overload_report(overload, args)
     text = f"{header}\n\n{body}\n\n(benchmark total {time.perf_counter() - t_start:.0f} s)"
     print("\n" + text)
     common.write_json(
         out / "serve_load.json",
-        {"args": vars(args), "machine": info, "single_s": singles, "levels": levels, "table": text},
+        {
+            "args": vars(args),
+            "machine": info,
+            "single_s": singles,
+            "levels": levels,
+            "overload": overload,
+            "table": text,
+        },
     )
     (out / "serve_load.txt").write_text(text + "\n", encoding="utf-8")
     print(f"\nWrote {out / 'serve_load.json'} and {out / 'serve_load.txt'}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import urllib.request
 import pytest
 
 from conftest import REPO_ROOT
+from gptclassify.predict.files import neutralise_cell
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -120,7 +122,7 @@ def browser(tmp_path):
 
 def test_the_page_classifies_explains_and_handles_a_file(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     wait = WebDriverWait(browser, 60)
     find = browser.find_element
@@ -151,6 +153,42 @@ def test_the_page_classifies_explains_and_handles_a_file(server, browser, tmp_pa
         assert len(colours) > 3  # shaded, not one flat colour
     assert "integrated gradients" in find(By.ID, "why-attr-title").text
 
+    # the sentence under the attribution says which way log p(target) moved
+    note = find(By.ID, "why-note").text
+    moved = re.search(r"(rose|fell) from (-?\d+\.\d+) \(no tokens\) to (-?\d+\.\d+)", note)
+    assert moved or "stayed at about" in note, note
+    if moved:
+        assert (moved[1] == "rose") == (float(moved[3]) > float(moved[2]))
+
+    # the class to explain can be chosen; the explanation then targets it
+    options = [
+        o.get_attribute("value") for o in find(By.ID, "target").find_elements(By.TAG_NAME, "option")
+    ]
+    assert options == ["", "ham", "spam"]
+    other = "ham" if label == "spam" else "spam"
+    Select(find(By.ID, "target")).select_by_value(other)
+    find(By.ID, "classify").click()
+    wait.until(lambda d: d.find_element(By.ID, "why-target").text == other)
+    assert find(By.ID, "label").text == label  # the label is still the model's
+    Select(find(By.ID, "target")).select_by_value("")
+
+    # two classes: a threshold on the second class's probability decides the label
+    assert find(By.ID, "threshold-row").is_displayed()
+    for value, expected in (("0", "spam"), ("1", "ham")):
+        browser.execute_script(
+            "const t = document.getElementById('threshold'); t.value = arguments[0];"
+            "t.dispatchEvent(new Event('change'));",
+            value,
+        )
+        wait.until(lambda d, e=expected: d.find_element(By.ID, "label").text == e)
+        wait.until(lambda d: d.find_element(By.ID, "status").text == "")
+    browser.execute_script(
+        "const t = document.getElementById('threshold'); t.value = '0.5';"
+        "t.dispatchEvent(new Event('change'));"
+    )
+    wait.until(lambda d: d.find_element(By.ID, "label").text == label)
+    wait.until(lambda d: d.find_element(By.ID, "status").text == "")
+
     # the <script> in the message is text on the page and never ran
     assert "<script>window.pwned = 1</script>" in find(By.ID, "why-attr").text
     assert browser.execute_script("return window.pwned === undefined")
@@ -162,22 +200,29 @@ def test_the_page_classifies_explains_and_handles_a_file(server, browser, tmp_pa
         {"id": "1", "message": "Ok lar... see you at home"},
         {"id": "2", "message": 'FREE entry, "win" a prize: text WIN to 87121'},
         {"id": "3", "message": "Sorry, I'll call later\nbye"},
+        {"id": "-4", "message": '=HYPERLINK("http://evil.example","win")'},
+        {"id": "+5", "message": "@SUM(1+1) -- call now"},
     ]
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["id", "message"])
         writer.writeheader()
         writer.writerows(rows)
     find(By.ID, "file").send_keys(str(path))
-    wait.until(lambda d: "3 rows classified" in d.find_element(By.ID, "file-status").text)
+    wait.until(lambda d: "5 rows classified" in d.find_element(By.ID, "file-status").text)
     table = browser.find_elements(By.CSS_SELECTOR, "#table tbody tr")
-    assert len(table) == 3  # three rows, two requests (the server takes two texts at a time)
+    assert len(table) == 5  # five rows, three requests (the server takes two texts at a time)
     cells = [
         [td.get_attribute("textContent") for td in tr.find_elements(By.TAG_NAME, "td")]
         for tr in table
     ]
-    assert [c[1] for c in cells] == [r["message"] for r in rows]
+    assert [c[1] for c in cells] == [r["message"] for r in rows]  # shown as they are
     assert all(c[2] in ("ham", "spam") for c in cells)
     assert find(By.ID, "column").get_attribute("value") == "message"
+    counts = {
+        c.get_attribute("data-label"): int(c.find_element(By.TAG_NAME, "b").text)
+        for c in browser.find_elements(By.CSS_SELECTOR, "#counts .count")
+    }
+    assert counts == {name: sum(c[2] == name for c in cells) for name in ("ham", "spam")}
 
     find(By.ID, "download").click()
     target = browser.downloads / "predictions.csv"
@@ -186,9 +231,32 @@ def test_the_page_classifies_explains_and_handles_a_file(server, browser, tmp_pa
         time.sleep(0.1)
     with open(target, newline="", encoding="utf-8") as f:
         got = list(csv.DictReader(f))
-    assert [r["message"] for r in got] == [r["message"] for r in rows]
+    # cells a spreadsheet would run as formulas get an apostrophe; numbers and text stay
+    assert [r["message"] for r in got] == [neutralise_cell(r["message"]) for r in rows]
+    assert got[3]["message"] == "'" + rows[3]["message"] and got[3]["id"] == "-4"
+    assert got[4]["message"] == "'" + rows[4]["message"] and got[4]["id"] == "+5"
+    assert [r["message"] for r in got[:3]] == [r["message"] for r in rows[:3]]
     assert [r["label"] for r in got] == [c[2] for c in cells]
     assert all(abs(float(r["prob_ham"]) + float(r["prob_spam"]) - 1) < 1e-6 for r in got)
+    # the page's rule is predict/files.neutralise_cell's, cell for cell
+    probes = [
+        "=1+1",
+        "+1",
+        "-1.5e3",
+        "-",
+        "@x",
+        "\tx",
+        "\rx",
+        "a=b",
+        "",
+        "+ 1",
+        ".5",
+        "-.5x",
+        "'=x",
+    ]
+    assert browser.execute_script("return arguments[0].map(safeCell)", probes) == [
+        neutralise_cell(p) for p in probes
+    ]
 
     # the screenshot for the README: a plain message, its label and its explanation on top
     find(By.ID, "text").clear()

@@ -113,7 +113,7 @@ def test_served_answers_are_the_classifiers(trained):
     _, _, run = trained
     clf = Classifier.load(run, precision="fp32")
     with TestClient(create_app(clf)) as client:
-        answer = client.post("/predict", json={"inputs": TEXTS}).json()
+        answer = client.post("/predict", json={"inputs": [[t] for t in TEXTS]}).json()
     expected = clf.predict_proba(TEXTS)
     for row, probs in zip(answer, expected, strict=True):
         got = {d["label"]: d["score"] for d in row}

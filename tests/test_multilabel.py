@@ -299,7 +299,7 @@ def test_server_tei_gives_every_label_a_sigmoid_score_and_vllm_the_probabilities
     texts = ["invoice router asap", "hello thanks"]
     probs = clf.predict_proba(texts)
     with TestClient(create_app(clf, ServeSettings())) as client:
-        tei = client.post("/predict", json={"inputs": texts}).json()
+        tei = client.post("/predict", json={"inputs": [[t] for t in texts]}).json()  # a batch
         assert client.get("/info").json()["task"] == "multi-label"
         vllm = client.post("/classify", json={"input": texts}).json()
     for row, p in zip(tei, probs, strict=True):

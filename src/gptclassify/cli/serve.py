@@ -55,8 +55,8 @@ def serve(
     access_log: bool,
     **values: Any,
 ) -> None:
-    """Serve a trained classifier over HTTP: TEI's /predict, vLLM's /classify, /explain,
-    /info, /metrics, OpenAPI docs at /docs, and a web page at /."""
+    """Serve a trained classifier over HTTP: TEI's /predict (and POST /), vLLM's /classify,
+    /explain, /info, /metrics, the OpenAPI schema at /openapi.json, and a web page at /."""
     try:
         import uvicorn
 
@@ -94,7 +94,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"Serving {run_dir} ({', '.join(classifier.labels)}; {classifier.runtime.describe()}) "
-        f"on http://{shown}:{port}/ (API docs: /docs)",
+        f"on http://{shown}:{port}/ (API schema: /openapi.json)",
         err=True,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)

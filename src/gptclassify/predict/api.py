@@ -358,19 +358,26 @@ class Classifier:
         return encode(texts, self.policy)
 
     def encode_checked(
-        self, texts: Sequence[str], truncate: bool = True, keep_raw: bool = False
+        self,
+        texts: Sequence[str],
+        truncate: bool = True,
+        keep_raw: bool = False,
+        policy: InputPolicy | None = None,
     ) -> Encoded:
         """`encode`, refusing the first empty text and, without `truncate`, the first text
         longer than the model reads, with a `TextRejected` that says which and why.
-        `keep_raw`: the untruncated ids ride along as `.raw` (for `windows`)."""
-        raw = self.policy.tokenizer.encode_batch(texts)
-        limit = self.policy.max_length
+        `keep_raw`: the untruncated ids ride along as `.raw` (for `windows`). `policy`:
+        another input policy for these texts (a server request's truncation side or
+        length), with this classifier's tokenizer."""
+        policy = policy or self.policy
+        raw = policy.tokenizer.encode_batch(texts)
+        limit = policy.max_length
         for i, ids in enumerate(raw):
             if not ids:
                 raise TextRejected(i, "empty", 0, limit)
             if not truncate and len(ids) > limit:
                 raise TextRejected(i, "too-long", len(ids), limit)
-        encoded = encode_ids(raw, self.policy)
+        encoded = encode_ids(raw, policy)
         if keep_raw:
             encoded.raw = raw
         return encoded
@@ -464,9 +471,7 @@ class Classifier:
             return sigmoid(logits)
         return softmax(logits, self.temperature)
 
-    def label_sets(
-        self, probs: np.ndarray, threshold: float | None = None
-    ) -> list[list[str]]:
+    def label_sets(self, probs: np.ndarray, threshold: float | None = None) -> list[list[str]]:
         """Multi-label: the labels whose probability reaches their threshold, per row (a
         `threshold` given overrides every label's)."""
         cut = self.decision_thresholds(threshold)

@@ -150,9 +150,7 @@ def explain(
                 model, input_ids, lengths, t, temperature, steps, multi_label
             )
         else:
-            attr, score = _gradient_x_input(
-                model, input_ids, lengths, t, temperature, multi_label
-            )
+            attr, score = _gradient_x_input(model, input_ids, lengths, t, temperature, multi_label)
             base_score = None
     gap = float(attr.sum()) - (score - base_score) if base_score is not None else None
 

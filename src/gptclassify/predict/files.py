@@ -8,6 +8,7 @@ refuses a bad file name before spending seconds on a load).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,3 +127,20 @@ def predict_file(
     return predict_chunks(
         classifier, open_texts(path, text_column), writer, batch_size, threshold, k, progress
     )
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP's CSV injection list)."""
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def neutralise_cell(value: str) -> str:
+    """`value` as a CSV cell that a spreadsheet shows as text and never runs as a formula
+    (CSV / formula injection): a value that starts with `=`, `+`, `-`, `@`, a tab or a
+    carriage return, and is not a plain number (`-3`, `+1.5e3` stay numbers), gets a
+    leading apostrophe, which spreadsheets hide and read as "this is text". Every other
+    value is returned unchanged. The web page's CSV download applies the same rule (its
+    `safeCell`; tests/test_browser.py checks that they agree)."""
+    if value.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value

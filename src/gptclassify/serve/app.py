@@ -45,14 +45,16 @@ from gptclassify.serve.schemas import (
     PredictParameters,
     PredictRequest,
 )
-from gptclassify.serve.service import APIError, ClassifierService
+from gptclassify.serve.service import APIError, ClassifierService, tei_texts
 from gptclassify.serve.settings import ServeSettings
 
 log = logging.getLogger("gptclassify.serve")
 
-OPEN_PATHS = ("/health", "/")
-"""Answered without the API key: the health check, and the page (static, no data: its API
-calls carry the key the user types in)."""
+OPEN_PATHS = ("/health", "/ping", "/", "/openapi.json", "/api-doc/openapi.json")
+"""Answered to GET (and HEAD) without the API key: the health checks, the page (static, no
+data: its API calls carry the key the user types in) and the API's schema (as TEI serves
+them). `POST /` (predict) needs the key."""
+OPEN_ROUTES = tuple((method, path) for path in OPEN_PATHS for method in ("GET", "HEAD"))
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": what}
@@ -61,7 +63,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing or wrong API key",
         413: "Body, batch or text too large",
         422: "Malformed JSON, wrong types, empty text",
-        429: "Queue full: the model is overloaded",
+        429: "Overloaded: the queue is full, or the predicted wait is longer than the "
+        "timeout (Retry-After says when to try again)",
         424: "The model pass failed",
         503: "Timed out or shutting down",
     }.items()
@@ -70,12 +73,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 DESCRIPTION = """\
 Classify texts with a fine-tuned GPT-2.
 
-- `POST /predict`: Hugging Face text-embeddings-inference's shape (and the Inference API's
-  `parameters.top_k` / `function_to_apply`, plus `parameters.threshold` for two classes).
+- `POST /predict` (also `POST /` and `POST /invocations`), `GET /ping`: Hugging Face
+  text-embeddings-inference's API and input grammar (text pairs are refused), and the
+  Inference API's `parameters.top_k` / `function_to_apply`, plus `parameters.threshold`
+  for two classes.
 - `POST /classify` (also `/v1/classify`), `GET /v1/models`: vLLM's classification API.
 - `POST /explain`: each token's class probabilities along the text and its attribution.
 
-Errors are `{"error": ..., "error_type": ...}`: 413 too large, 422 invalid input, 429 queue full.
+Errors are `{"error": ..., "error_type": ...}`: 413 too large, 422 invalid input, 429
+overloaded (with Retry-After), 503 timed out.
 """
 
 
@@ -87,7 +93,9 @@ def create_app(
     starts the service before uvicorn so a bad model folder is a one-line error)."""
     settings = settings or ServeSettings()
     metrics = ServeMetrics(
-        depth=lambda: service.batcher.depth, running=lambda: service.batcher.running
+        depth=lambda: service.batcher.depth,
+        running=lambda: service.batcher.running,
+        predicted_wait=lambda: service.batcher.predicted_wait(1, 1) or 0.0,
     )
     service = ClassifierService(classifier, settings, observer=metrics)
 
@@ -99,11 +107,15 @@ def create_app(
         finally:
             service.stop()
 
+    # No /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a CDN (blank offline).
+    # The schema is at /openapi.json and, as TEI serves it, /api-doc/openapi.json.
     app = FastAPI(
         title="gptclassify",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     app.state.metrics = metrics
@@ -115,7 +127,7 @@ def create_app(
     # every answer, refusals included; the key is checked before the body is read.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key:
-        app.add_middleware(BearerAuth, api_key=settings.api_key, open_paths=OPEN_PATHS)
+        app.add_middleware(BearerAuth, api_key=settings.api_key, open_routes=OPEN_ROUTES)
         app.openapi = _openapi_with_bearer(app)  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics, metrics=metrics, routes=routes)
     if settings.cors_origins:
@@ -144,9 +156,15 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
         )
 
     @app.get("/health", response_model=Health, tags=["service"])
+    @app.get("/ping", include_in_schema=False)  # SageMaker's health check, as TEI serves it
     async def health() -> dict[str, str]:
         """200 while the server runs; never needs the API key, never waits for the model."""
         return {"status": "ok"}
+
+    @app.get("/api-doc/openapi.json", include_in_schema=False)
+    async def api_doc() -> JSONResponse:
+        """The schema, where TEI serves its own."""
+        return JSONResponse(app.openapi())
 
     @app.get("/info", response_model=Info, responses=ERRORS, tags=["service"])
     async def info() -> JSONResponse:
@@ -164,14 +182,22 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
         responses=ERRORS,
         tags=["classify"],
     )
-    async def predict(body: PredictRequest) -> JSONResponse:
+    @app.post("/", include_in_schema=False)  # TEI's (and Inference Endpoints') route
+    @app.post("/invocations", include_in_schema=False)  # SageMaker's
+    async def predict(body: PredictRequest, request: Request) -> JSONResponse:
         """Text-embeddings-inference's predict: every class with its score, highest first,
-        for one text (a list) or for each of a list of texts (a list of lists)."""
+        for one text (`"text"` or `["text"]`: a list) or for each text of a batch
+        (`[["text"], ["text"]]`: a list of lists). Text pairs are refused (422)."""
         clf = service.classifier
-        texts = service.texts(body.inputs)
+        texts, single = tei_texts(body.inputs)
+        texts = service.texts(texts)
         params = body.parameters or PredictParameters()
         service.check_threshold(params.threshold)
-        result = await service.classify(texts, body.truncate)
+        side = None
+        if body.truncation_direction is not None:  # TEI's right cuts the end, left the start
+            side = "end" if body.truncation_direction.lower() == "right" else "start"
+        truncate = True if body.truncate is None else body.truncate
+        result = await service.classify(texts, truncate, side, gone=_disconnected(request))
         metrics.texts.inc(len(texts))
         # A multi-label model's default is a sigmoid per label, as TEI does for models whose
         # config says multi_label_classification.
@@ -181,19 +207,43 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
         rows = formats.tei_predictions(
             result.logits, clf.labels, clf.temperature, function, params.top_k, threshold
         )
-        return JSONResponse(rows[0] if isinstance(body.inputs, str) else rows)
+        return JSONResponse(rows[0] if single else rows)
 
     @app.post("/classify", response_model=ClassifyResponse, responses=ERRORS, tags=["classify"])
     @app.post("/v1/classify", include_in_schema=False)
-    async def classify(body: ClassifyRequest) -> JSONResponse:
+    async def classify(body: ClassifyRequest, request: Request) -> JSONResponse:
         """vLLM's classify: per text the label and every class's probability (in the
-        model's class order, see /info), and the tokens read."""
+        model's class order, see /info; the raw scores with `use_activation: false`), and
+        the tokens read."""
         clf = service.classifier
         if body.model is not None and body.model != service.model_id:
             raise APIError(404, "not_found", f"The model `{body.model}` does not exist.")
         texts = service.texts(body.input)
         service.check_threshold(body.threshold)
-        result = await service.classify(texts)
+        if body.priority != 0:
+            raise APIError(
+                422,
+                "validation",
+                "priority: this server answers first come first served; only 0 is accepted",
+            )
+        service.check_special_tokens(body.add_special_tokens)
+        side, limit = None, None
+        k = body.truncate_prompt_tokens
+        if k is not None:  # vLLM keeps the last k tokens (-1: the last max_model_len)
+            max_len = clf.policy.max_length
+            if k == 0 or k > max_len:
+                raise APIError(
+                    422,
+                    "validation",
+                    f"truncate_prompt_tokens {k}: must be -1 or between 1 and "
+                    f"max_model_len ({max_len})",
+                )
+            side, limit = "start", max_len if k == -1 else k
+        activation = next(
+            (v for v in (body.use_activation, body.softmax, body.activation) if v is not None),
+            True,
+        )
+        result = await service.classify(texts, True, side, limit, gone=_disconnected(request))
         metrics.texts.inc(len(texts))
         return JSONResponse(
             formats.vllm_classification(
@@ -204,6 +254,8 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
                 result.tokens,
                 body.threshold,
                 label_sets=clf if clf.multi_label else None,
+                activation=activation,
+                request_id=body.request_id,
             )
         )
 
@@ -237,7 +289,7 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.error_type, exc.message)
+        return error_response(exc.status, exc.error_type, exc.message, **exc.headers)
 
     @app.exception_handler(GPTClassifyError)
     async def user_error(_: Request, exc: GPTClassifyError) -> JSONResponse:
@@ -257,6 +309,17 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "backend", "internal server error")
+
+
+def _disconnected(request: Request) -> Callable[[], Any]:
+    """An awaitable factory that returns once the client has closed the connection (the
+    body has been read: what the server receives next is the disconnect)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
 
 
 def _describe(errors: Any) -> str:

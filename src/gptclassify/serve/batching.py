@@ -21,14 +21,23 @@ PyTorch runtime of a causal model) pays for little more than real tokens, so its
 texts mostly go in one pass, sharing the fixed cost.
 
 The event loop never runs the model, so it goes on answering (health checks, refusals) while
-a large pass runs. A full queue refuses at once (`QueueFull`, the server's 429); a request
-still unanswered after its timeout gets `RequestTimeout`, and its texts that have not run are
-dropped from the queue, as are those of a request whose client went away.
+a large pass runs. A request is refused at once (`QueueFull`, the server's 429 with a
+Retry-After) when the queue is full, or when it could not be answered within its timeout
+anyway: its predicted wait, the work queued ahead of it and its own (real tokens, and a
+pass's fixed cost per pass) at the fitted pass cost (`PassCost.seconds`), is longer than the
+timeout. Computing it would only make the requests behind it late too: under overload the
+server then spends its passes on requests it can answer in time, and the others hear so in
+milliseconds. A request still unanswered after its timeout gets `RequestTimeout`, and its
+texts that have not run are dropped from the queue, as are those of a request whose client
+went away (the caller cancels `submit`); a pass never holds a text whose request is gone when
+the pass starts. The observer counts the texts dropped, and those computed for a request that
+went away while their pass ran (the only waste left).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
@@ -56,7 +65,13 @@ __all__ = [
 
 
 class QueueFull(Exception):
-    """The queue cannot take the request's texts now."""
+    """The queue cannot take the request's texts now: `retry_after` seconds from now it
+    should (predicted), `reason` says why ("queue" full or predicted "wait")."""
+
+    def __init__(self, message: str, retry_after: float, reason: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.reason = reason
 
 
 class RequestTimeout(Exception):
@@ -73,6 +88,15 @@ class PassObserver(Protocol):
     def on_pass(self, texts: int, tokens: int, padded_tokens: int, seconds: float) -> None: ...
 
     def on_wait(self, seconds: Sequence[float]) -> None: ...
+
+    def on_refused(self, reason: str, texts: int) -> None:
+        """A request's `texts` were refused (`QueueFull.reason`)."""
+
+    def on_dropped(self, texts: int) -> None:
+        """Waiting texts were dropped, never computed: their request had gone."""
+
+    def on_wasted(self, texts: int) -> None:
+        """Texts were computed for a request that went away during their pass."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +163,7 @@ class MicroBatcher:
         self._pending: deque[_Item] = deque()
         self._pending_tokens = 0
         self._running = 0
+        self._running_tokens = 0
         self._tasks: deque[_Task] = deque()
         self._tasks_running = 0
         self._task_turn = True
@@ -207,6 +232,27 @@ class MicroBatcher:
         """Texts in passes now."""
         return self._running
 
+    def predicted_wait(self, texts: int = 0, tokens: int = 0) -> float | None:
+        """Seconds until `texts` more texts of `tokens` real tokens would be answered, if they
+        joined the queue now: every text waiting or running goes first, in passes of at most
+        `max_batch` texts and `max_tokens` tokens, each costing the fitted fixed time plus
+        the fitted time per token (None before a fit: nothing is known yet). Spread over the
+        workers; a running pass counts whole (it may have just begun)."""
+        limits = self.limits
+        with self._cond:
+            queued_texts = len(self._pending) + texts
+            queued_tokens = self._pending_tokens + tokens
+            running, running_tokens = self._running, self._running_tokens
+        passes = max(
+            math.ceil(queued_texts / limits.max_batch), math.ceil(queued_tokens / limits.max_tokens)
+        )
+        seconds = self.cost.seconds(queued_tokens, passes)
+        if seconds is None:
+            return None
+        if running:
+            seconds += self.cost.seconds(running_tokens, 1) or 0.0
+        return seconds / limits.workers
+
     @property
     def tasks(self) -> int:
         """Tasks (`call`) waiting or running."""
@@ -215,24 +261,47 @@ class MicroBatcher:
     # ---- the event loop's side ----------------------------------------------------------
 
     async def submit(self, encoded: Encoded, timeout: float | None) -> np.ndarray:
-        """Logits (N, K) of `encoded`'s rows, in order, once workers have run them."""
+        """Logits (N, K) of `encoded`'s rows, in order, once workers have run them.
+        `QueueFull` at once when the queue is full, or when the predicted wait (see
+        `predicted_wait`) is longer than `timeout`."""
         n = len(encoded)
         job = _Job(asyncio.get_running_loop(), n)
         now = time.monotonic()
         lengths = [int(x) for x in encoded.lengths]
+        if timeout is not None:
+            wait = self.predicted_wait(n, sum(lengths))
+            if wait is not None and wait > timeout:
+                self._refused("wait", n)
+                raise QueueFull(
+                    f"the predicted wait, {wait:.1f} s for the work queued and this request's, "
+                    f"is longer than the {timeout:g} s timeout",
+                    retry_after=wait - timeout,
+                    reason="wait",
+                )
         with self._cond:
             if self._stopping:
                 raise ShuttingDown("the server is shutting down")
             if len(self._pending) + n > self.limits.max_queue:
-                raise QueueFull(
+                full = QueueFull(
                     f"the queue holds {len(self._pending)} of at most {self.limits.max_queue} "
-                    f"texts; this request has {n}"
+                    f"texts; this request has {n}",
+                    retry_after=self.predicted_wait() or 1.0,
+                    reason="queue",
                 )
-            for row in range(n):
-                self._pending.append(_Item(job, row, encoded.ids[row], lengths[row], now))
-            self._pending_tokens += sum(lengths)
-            self._cond.notify_all()
+            else:
+                full = None
+                for row in range(n):
+                    self._pending.append(_Item(job, row, encoded.ids[row], lengths[row], now))
+                self._pending_tokens += sum(lengths)
+                self._cond.notify_all()
+        if full is not None:
+            self._refused("queue", n)
+            raise full
         return await self._answer(job, timeout)
+
+    def _refused(self, reason: str, texts: int) -> None:
+        if self.observer is not None:
+            self.observer.on_refused(reason, texts)
 
     async def call(self, fn: Callable[[], object], timeout: float | None) -> object:
         """`fn()` run on a pass thread, between passes (waiting texts and tasks take turns),
@@ -259,10 +328,13 @@ class MicroBatcher:
         with self._cond:
             job.done = True
             kept = [item for item in self._pending if item.job is not job]
-            if len(kept) != len(self._pending):
+            dropped = len(self._pending) - len(kept)
+            if dropped:
                 self._pending = deque(kept)
                 self._pending_tokens = sum(item.length for item in kept)
             self._tasks = deque(task for task in self._tasks if task.job is not job)
+        if dropped and self.observer is not None:
+            self.observer.on_dropped(dropped)
 
     # ---- the workers' side --------------------------------------------------------------
 
@@ -320,12 +392,16 @@ class MicroBatcher:
                         break
                     self._cond.wait(left)
                 candidates: list[_Item] = []
+                dropped = 0
                 while self._pending and len(candidates) < limits.max_batch:
                     item = self._pending.popleft()
-                    if item.job.done:  # abandoned
+                    if item.job.done:  # abandoned, or another row of its request failed
                         self._pending_tokens -= item.length
+                        dropped += 1
                     else:
                         candidates.append(item)
+                if dropped and self.observer is not None:
+                    self.observer.on_dropped(dropped)
                 if candidates:
                     break
             lengths = [item.length for item in candidates]
@@ -336,6 +412,7 @@ class MicroBatcher:
             self._pending.extendleft(reversed(back))
             self._pending_tokens -= sum(item.length for item in taken)
             self._running += len(taken)
+            self._running_tokens += sum(item.length for item in taken)
             if back:
                 self._cond.notify()  # another worker may take them
         if self.observer is not None:
@@ -355,26 +432,30 @@ class MicroBatcher:
         finally:  # before any answer goes out, so /metrics never counts an answered text
             with self._cond:
                 self._running -= len(items)
+                self._running_tokens -= sum(item.length for item in items)
         seconds = time.perf_counter() - t0
         longest = max(item.length for item in items)
         tokens = sum(item.length for item in items)
         self.cost.observe(self.work(longest, len(items), tokens), seconds)
         if self.observer is not None:
             self.observer.on_pass(len(items), tokens, longest * len(items), seconds)
-        for item, row in zip(items, logits, strict=True):
-            self._deliver(item, row)
+        wasted = sum(not self._deliver(item, row) for item, row in zip(items, logits, strict=True))
+        if wasted and self.observer is not None:
+            self.observer.on_wasted(wasted)
 
-    def _deliver(self, item: _Item, row: np.ndarray) -> None:
+    def _deliver(self, item: _Item, row: np.ndarray) -> bool:
+        """Hand a row to its request; False when the request had gone."""
         job = item.job
         with self._cond:
             if job.done:
-                return
+                return False
             job.rows[item.row] = row
             job.remaining -= 1
             if job.remaining:
-                return
+                return True
             job.done = True
         _call_soon(job, _resolve, job.future, np.stack(job.rows))  # type: ignore[arg-type]
+        return True
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
         with self._cond:

@@ -65,20 +65,26 @@ def vllm_classification(
     prompt_tokens: int,
     threshold: float | None = None,
     label_sets: Any = None,
+    activation: bool = True,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """vLLM's /classify answer: one entry per text with the label and every class's
-    probability (in the model's class order), and the tokens read.
+    probability (in the model's class order), and the tokens read. Without `activation`
+    (vLLM's use_activation false) `probs` holds the raw scores (the calibrated logits, as
+    /predict's function_to_apply none); the label is the same.
 
     label_sets: a multi-label Classifier: `probs` are each label's sigmoid and `label` the
     labels at their thresholds (or `threshold`), joined by its separator."""
     if label_sets is not None:
         probs = scores(logits, 1.0, "sigmoid")
         chosen = [label_sets.label_sep.join(s) for s in label_sets.label_sets(probs, threshold)]
+        values = probs if activation else scores(logits, 1.0, "none")
     else:
         probs = softmax(logits, temperature)
         chosen = decide(probs, labels, threshold)
+        values = probs if activation else scores(logits, temperature, "none")
     return {
-        "id": f"classify-{uuid.uuid4().hex}",
+        "id": f"classify-{request_id or uuid.uuid4().hex}",
         "object": "list",
         "created": int(time.time()),
         "model": model,
@@ -89,7 +95,7 @@ def vllm_classification(
                 "probs": [float(p) for p in row],
                 "num_classes": len(labels),
             }
-            for i, row in enumerate(probs)
+            for i, row in enumerate(values)
         ],
         "usage": {
             "prompt_tokens": prompt_tokens,

@@ -25,7 +25,12 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ServeMetrics:
-    def __init__(self, depth: Callable[[], float], running: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        depth: Callable[[], float],
+        running: Callable[[], float],
+        predicted_wait: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -76,6 +81,31 @@ class ServeMetrics:
         self.queue_depth.set_function(depth)
         self.running = Gauge("gptclassify_running_texts", "Texts in model passes now.", registry=r)
         self.running.set_function(running)
+        self.predicted_wait = Gauge(
+            "gptclassify_predicted_wait_seconds",
+            "Predicted seconds until a new one-text request would be answered (admission "
+            "refuses a request whose predicted wait is longer than its timeout).",
+            registry=r,
+        )
+        self.predicted_wait.set_function(predicted_wait)
+        self.refused = Counter(
+            "gptclassify_refused_texts",
+            "Texts refused with 429, by reason: the queue was full (queue) or they could not "
+            "have been answered within the timeout (wait).",
+            ["reason"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "gptclassify_dropped_texts",
+            "Texts dropped from the queue, never computed: their request timed out or its "
+            "client went away.",
+            registry=r,
+        )
+        self.wasted = Counter(
+            "gptclassify_wasted_texts",
+            "Texts computed for a request that timed out or went away during their pass.",
+            registry=r,
+        )
         self.explanations = Counter(
             "gptclassify_explanations", "Explanations computed.", registry=r
         )
@@ -90,6 +120,15 @@ class ServeMetrics:
     def on_wait(self, seconds: Sequence[float]) -> None:
         for s in seconds:
             self.queue_wait.observe(s)
+
+    def on_refused(self, reason: str, texts: int) -> None:
+        self.refused.labels(reason).inc(texts)
+
+    def on_dropped(self, texts: int) -> None:
+        self.dropped.inc(texts)
+
+    def on_wasted(self, texts: int) -> None:
+        self.wasted.inc(texts)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

@@ -64,16 +64,23 @@ class BodyLimit:
 
 
 class BearerAuth:
-    """`Authorization: Bearer <key>` on every path but `open_paths`, compared in constant
-    time (digests of equal length, so not even the key's length shows in the timing)."""
+    """`Authorization: Bearer <key>` on every request but those of `open_routes` ((method,
+    path) pairs: `GET /` is open where `POST /` is not), compared in constant time (digests
+    of equal length, so not even the key's length shows in the timing)."""
 
-    def __init__(self, app: ASGIApp, api_key: str, open_paths: Collection[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, api_key: str, open_routes: Collection[tuple[str, str]]
+    ) -> None:
         self.app = app
         self.digest = hashlib.sha256(api_key.encode()).digest()
-        self.open_paths = frozenset(open_paths)
+        self.open_routes = frozenset(open_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths or self._allowed(scope):
+        if (
+            scope["type"] != "http"
+            or (scope["method"], scope["path"]) in self.open_routes
+            or self._allowed(scope)
+        ):
             await self.app(scope, receive, send)
             return
         response = error_response(

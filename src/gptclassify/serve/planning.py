@@ -80,10 +80,12 @@ def plan_passes(
 class PassCost:
     """What a pass costs: seconds = fixed + per_token x its work (PassWork), least squares over the
     passes seen, recent ones weighing more (`decay` per pass), so the estimate follows the
-    machine. `overhead` is fixed / per_token: the fixed cost in tokens' worth of compute.
+    machine. `overhead` is fixed / per_token: the fixed cost in tokens' worth of compute;
+    `seconds` predicts a pass's time (the server's admission control asks it).
 
-    A `fixed_overhead` (the user's) is used as it is; otherwise, until the passes seen differ
-    enough in size to fit a line, the overhead is 0 (cut wherever padding is saved)."""
+    A `fixed_overhead` (the user's) is used as `overhead` as it is (the line is still fitted,
+    for `seconds`); otherwise, until the passes seen differ enough in size to fit a line, the
+    overhead is 0 (cut wherever padding is saved) and `seconds` knows nothing (None)."""
 
     def __init__(self, fixed_overhead: float | None = None, decay: float = 0.98) -> None:
         self.fixed_overhead = fixed_overhead
@@ -91,14 +93,22 @@ class PassCost:
         self._lock = threading.Lock()
         self._sums = [0.0] * 5  # weight, x, y, x^2, x*y (x: tokens, y: seconds)
         self._overhead = fixed_overhead if fixed_overhead is not None else 0.0
+        self._line: tuple[float, float] | None = None  # (fixed seconds, seconds per token)
 
     @property
     def overhead(self) -> float:
         return self._overhead
 
+    def seconds(self, work: float, passes: float = 1.0) -> float | None:
+        """Predicted seconds of `passes` passes computing `work` tokens' worth in all; None
+        before a line has been fitted."""
+        line = self._line
+        if line is None:
+            return None
+        fixed, per_token = line
+        return passes * fixed + work * per_token
+
     def observe(self, tokens: float, seconds: float, weight: float = 1.0) -> None:
-        if self.fixed_overhead is not None:
-            return
         with self._lock:
             d = self.decay
             new = (weight, weight * tokens, weight * seconds)
@@ -111,7 +121,10 @@ class PassCost:
                 return  # passes of one size: no line to fit yet
             per_token = (xy / w - mean_x * mean_y) / var
             if per_token > 0:
-                self._overhead = max(0.0, (mean_y - per_token * mean_x) / per_token)
+                fixed = max(0.0, mean_y - per_token * mean_x)
+                self._line = (fixed, per_token)
+                if self.fixed_overhead is None:
+                    self._overhead = fixed / per_token
 
 
 def measure_pass_cost(

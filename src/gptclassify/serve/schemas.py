@@ -1,13 +1,16 @@
 """Request and response bodies of the HTTP API (pydantic), in the shapes clients already speak.
 
-- `/predict`: Hugging Face text-embeddings-inference (TEI) and the Hugging Face Inference
-  API's text classification (`parameters.top_k`, `parameters.function_to_apply`), plus our
-  `parameters.threshold`.
+- `/predict` (also `POST /` and `/invocations`): Hugging Face text-embeddings-inference
+  (TEI): its input grammar (a text, `[text]`, a pair `[text, text]`, or a batch of those
+  as a list of lists) and fields, plus the Hugging Face Inference API's `parameters.top_k`,
+  `parameters.function_to_apply`, and our `parameters.threshold`.
 - `/classify`, `/v1/models`: vLLM's classification API (the OpenAI-style list objects).
 - `/explain`, `/info`, errors: ours; errors have TEI's shape, `{"error", "error_type"}`.
 
-Requests are strict (a number where a string belongs is a 422, never coerced) and ignore
-fields they do not know, as TEI and vLLM clients send a few we have no use for.
+Requests are strict (a number where a string belongs is a 422, never coerced) and refuse
+fields they do not know (a 422 naming the field): every field TEI or vLLM defines for these
+routes is declared here, and is either honoured or refused with a 422 saying why, so that
+no request is answered as if a field it sent had been read when it was not.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ EXPLAIN_MAX_STEPS = 512
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class PredictParameters(_Request):
@@ -41,12 +44,27 @@ class PredictParameters(_Request):
     )
 
 
+TEIInputs = str | list[str] | list[list[str]]
+"""TEI's grammar (router/src/http/types.rs, `PredictInput`): a string is one text; a list
+whose first element is a string is one sequence, `[text]` or the pair `[text, text]`; a list
+of lists is a batch of such sequences. serve/service.py's `tei_texts` reads it."""
+
+
 class PredictRequest(_Request):
-    inputs: str | list[str] = Field(description="One text, or a list of texts.")
+    inputs: TEIInputs = Field(
+        description='One text: "text" or ["text"]; a batch: [["text"], ["text"], ...]. '
+        'Text pairs (["a", "b"]) are refused (422): the model classifies one text.'
+    )
     raw_scores: bool = Field(False, description="Scores before the softmax (logits).")
-    truncate: bool = Field(
-        True,
-        description="Cut texts longer than the model's input to fit; false: refuse them (413).",
+    truncate: bool | None = Field(
+        None,
+        description="Cut texts longer than the model's input to fit (the default); false: "
+        "refuse them (413).",
+    )
+    truncation_direction: Literal["left", "right", "Left", "Right"] | None = Field(
+        None,
+        description="Which end of a long text is cut: right (its end) or left (its start). "
+        "Default: the end the model was trained to cut (see /info's truncate).",
     )
     parameters: PredictParameters | None = None
 
@@ -58,7 +76,26 @@ class Prediction(BaseModel):
 
 class ClassifyRequest(_Request):
     model: str | None = Field(None, description="The served model's id (see /v1/models).")
-    input: str | list[str]
+    input: str | list[str] = Field(description="One text, or a list of texts.")
+    truncate_prompt_tokens: int | None = Field(
+        None,
+        ge=-1,
+        description="Read only each text's last k tokens (k at most max_model_len); -1: its "
+        "last max_model_len. Default: texts are cut as the model was trained to cut them.",
+    )
+    use_activation: bool | None = Field(
+        None, description="false: `probs` holds the raw scores (logits) instead."
+    )
+    softmax: bool | None = Field(None, description="Deprecated in vLLM: use_activation.")
+    activation: bool | None = Field(None, description="Deprecated in vLLM: use_activation.")
+    user: str | None = Field(None, description="The caller's end user (not used).")
+    request_id: str | None = Field(
+        None, max_length=200, description="Echoed in the answer's id (classify-REQUEST_ID)."
+    )
+    priority: int = Field(0, description="Only 0: this server schedules first come first served.")
+    add_special_tokens: bool = Field(
+        True, description="Only true, unless the tokenizer adds no special tokens anyway."
+    )
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Ours: as /predict's parameters.threshold."
     )

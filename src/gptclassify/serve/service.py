@@ -8,7 +8,9 @@ refusal is an `APIError` carrying TEI's status code and error type.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import dataclasses
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -39,13 +41,16 @@ TOKENIZE_INLINE_CHARS = 8192
 
 
 class APIError(Exception):
-    """A refusal, in TEI's terms: HTTP status and error type."""
+    """A refusal, in TEI's terms: HTTP status and error type (and headers to send)."""
 
-    def __init__(self, status: int, error_type: str, message: str) -> None:
+    def __init__(
+        self, status: int, error_type: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_type = error_type
         self.message = message
+        self.headers = headers or {}
 
 
 def too_large(message: str) -> APIError:
@@ -54,6 +59,43 @@ def too_large(message: str) -> APIError:
 
 def invalid(message: str) -> APIError:
     return APIError(422, "validation", message)
+
+
+PAIRS_REFUSED = (
+    "is a text pair, which this model cannot classify (it reads one text); a batch of "
+    'texts is a list of lists: [["text 1"], ["text 2"]]'
+)
+
+
+def tei_texts(inputs: str | list[str] | list[list[str]]) -> tuple[list[str], bool]:
+    """The texts of TEI's `inputs` and whether it was one sequence (answered with one list of
+    predictions) rather than a batch (a list per sequence), as TEI's router reads them: a
+    string, or a list whose first element is a string, is one sequence (`[text]` one text,
+    `[text, text]` a pair); a list of lists is a batch. Pairs are a 422."""
+    if isinstance(inputs, str):
+        return [inputs], True
+    if not inputs:
+        raise APIError(400, "empty", "inputs is an empty list: nothing to classify")
+    if isinstance(inputs[0], str):
+        if len(inputs) == 1:
+            return [inputs[0]], True
+        if len(inputs) == 2:
+            raise invalid("inputs " + PAIRS_REFUSED)
+        raise invalid(
+            f"inputs is a list of {len(inputs)} strings: a list of strings is one text "
+            '(["text"]) or a pair; a batch of texts is a list of lists: [["text 1"], ["text 2"]]'
+        )
+    texts = []
+    for i, sequence in enumerate(inputs):
+        if len(sequence) == 1:
+            texts.append(sequence[0])  # type: ignore[arg-type]
+        elif len(sequence) == 2:
+            raise invalid(f"inputs.{i} " + PAIRS_REFUSED)
+        else:
+            raise invalid(
+                f"inputs.{i} has {len(sequence)} strings: each sequence of a batch is [text]"
+            )
+    return texts, False
 
 
 @dataclass
@@ -154,19 +196,35 @@ class ClassifierService:
         if threshold is not None and n != 2 and not self.classifier.multi_label:
             raise invalid(f"threshold needs a two-class model; this one has {n}")
 
-    async def classify(self, texts: list[str], truncate: bool = True) -> Classified:
+    async def classify(
+        self,
+        texts: list[str],
+        truncate: bool = True,
+        side: str | None = None,
+        limit: int | None = None,
+        gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> Classified:
+        """Logits of `texts` through the queue (see `encode` for `truncate`, `side` and
+        `limit`). `gone`: awaitable that returns when the client has gone away; the request
+        then leaves the queue (its texts are never computed) and gets a 499."""
+        args = (texts, truncate, side, limit)
         if sum(map(len, texts)) > TOKENIZE_INLINE_CHARS:
-            encoded = await asyncio.to_thread(self.encode, texts, truncate)
+            encoded = await asyncio.to_thread(self.encode, *args)
         else:
-            encoded = self.encode(texts, truncate)
+            encoded = self.encode(*args)
         win = None
         if self.classifier.long_texts.chunk:  # --long-texts chunk: windows go through the queue
             win = self.classifier.windows(encoded.raw)
             encoded = win.encoded
         try:
-            logits = await self.batcher.submit(encoded, self.settings.timeout_s)
+            logits = await _unless_gone(self.batcher.submit(encoded, self.settings.timeout_s), gone)
         except QueueFull as exc:
-            raise APIError(429, "overloaded", f"Model is overloaded: {exc}") from None
+            retry = str(max(1, math.ceil(exc.retry_after)))
+            raise APIError(
+                429, "overloaded", f"Model is overloaded: {exc}", {"Retry-After": retry}
+            ) from None
+        except ClientGone:
+            raise APIError(499, "cancelled", "the client closed the connection") from None
         except RequestTimeout as exc:
             raise APIError(503, "timeout", f"Request timed out: {exc}") from None
         except ShuttingDown as exc:
@@ -177,13 +235,33 @@ class ClassifierService:
             logits = self.classifier.combine_windows(logits, win)
         return Classified(logits, int(encoded.lengths.sum()))
 
-    def encode(self, texts: list[str], truncate: bool) -> Encoded:
+    def encode(
+        self,
+        texts: list[str],
+        truncate: bool = True,
+        side: str | None = None,
+        limit: int | None = None,
+    ) -> Encoded:
         """Token ids under the model's input policy; refuses empty texts and, without
-        `truncate`, texts longer than the model reads (unless they are read in windows)."""
+        `truncate`, texts longer than the model reads (unless they are read in windows).
+        `side` ("end" or "start": which end of a long text is cut) and `limit` (tokens kept,
+        at most the model's) change the policy for this request."""
+        policy = self.classifier.policy
+        if side is not None or limit is not None:
+            if self.classifier.long_texts.chunk:
+                raise invalid(
+                    "this model reads long texts whole, in windows (--long-texts chunk): "
+                    "truncation_direction and truncate_prompt_tokens do not apply"
+                )
+            policy = dataclasses.replace(
+                policy,
+                truncate=side or policy.truncate,
+                max_length=min(limit or policy.max_length, policy.max_length),
+            )
         try:
             if self.classifier.long_texts.chunk:
                 return self.classifier.encode_checked(texts, True, keep_raw=True)
-            return self.classifier.encode_checked(texts, truncate)
+            return self.classifier.encode_checked(texts, truncate, policy=policy)
         except TextRejected as exc:
             if exc.reason == "empty":
                 raise invalid(str(exc)) from None
@@ -218,6 +296,15 @@ class ClassifierService:
         except GPTClassifyError as exc:
             raise invalid(str(exc)) from None
 
+    def check_special_tokens(self, add: bool) -> None:
+        """vLLM's add_special_tokens: false only where the tokenizer adds none anyway."""
+        tok = self.classifier.policy.tokenizer
+        if not add and (tok.prefix or tok.suffix):
+            raise invalid(
+                "add_special_tokens false is not supported: this model's tokenizer adds "
+                "special tokens around every text, and the model was trained with them"
+            )
+
     # ---- facts ------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
@@ -249,3 +336,31 @@ class ClassifierService:
             "auth": s.api_key is not None,
             "test_accuracy": test.get("accuracy"),
         }
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
+async def _unless_gone(work: Awaitable[Any], gone: Callable[[], Awaitable[object]] | None) -> Any:
+    """`await work`, unless `gone()` returns first: then `work` is cancelled (the queue drops
+    what it had not run) and `ClientGone` is raised."""
+    if gone is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watcher.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        pass
+    raise ClientGone()
