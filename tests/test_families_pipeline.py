@@ -70,7 +70,7 @@ def test_the_run_folder_records_the_family_and_its_tokenizer(trained):
     assert tok["prefix"] == ([1] if family == "llama" else [])
     # The folder is self-contained: the base can go away.
     clf = Classifier.load(run, precision="fp32")
-    assert clf.predict(TEXTS) == Classifier.load(run, precision="fp32").predict(TEXTS)
+    assert list(clf.predict(TEXTS)) == list(Classifier.load(run, precision="fp32").predict(TEXTS))
     explanation = clf.explain(TEXTS[1])
     assert "".join(t.text for t in explanation.tokens).endswith(TEXTS[1])
 

@@ -75,7 +75,7 @@ def test_auto_keeps_the_best_candidate_and_equals_a_plain_run(job, tmp_path):
     assert metrics["validation"]["accuracy"] == pytest.approx(best["val_accuracy"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto"]
     loaded = Classifier.load(tmp_path / "auto")
-    assert loaded.predict(["a test text"]) == result.classifier.predict(["a test text"])
+    assert list(loaded.predict(["a test text"])) == list(result.classifier.predict(["a test text"]))
     # ... equal, bit for bit, to a plain run with the chosen options on the same data.
     chosen = next(c for c in CANDIDATES if c.name == best["name"])
     plain_cfg = base(job, out=str(tmp_path / "plain"))
