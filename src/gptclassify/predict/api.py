@@ -461,7 +461,21 @@ class Classifier:
 
     def _checked(self, texts: Any, errors: str) -> inputs.CheckedTexts:
         inputs.check_errors(errors)
-        return inputs.check_texts(inputs.text_items(texts), errors)
+        checked = inputs.check_texts(inputs.text_items(texts), errors)
+        # Whitespace only is empty, as in training, `predict` and the server; a lone
+        # surrogate is not text (a tokenizer would replace it quietly).
+        limit = self.policy.max_length
+        for i in checked.valid:
+            text = checked.texts[i]
+            if blank(text):
+                if errors == "raise":
+                    raise TextRejected(i, "empty", 0, limit)
+                checked.invalid[i] = "empty"
+            elif bad := not_unicode(text):
+                if errors == "raise":
+                    raise TextRejected(i, "not-text", 0, limit, bad)
+                checked.invalid[i] = "not valid Unicode"
+        return checked
 
     @property
     def classes_(self) -> np.ndarray:
