@@ -89,7 +89,7 @@ def test_input_columns_named_like_outputs_are_kept_as_input_name(
     for i, row in enumerate(rows):  # every input value, where its column went
         for column, values in CLASHING.items():
             assert str(row[f"input_{column}" if column in kept else column]) == values[i]
-    labels = clf.predict(CLASHING["text"])
+    labels = list(clf.predict(CLASHING["text"]))
     assert [str(row["label"]) for row in rows] == labels  # and the predictions are ours
     note = [line for line in result.stderr.splitlines() if line.startswith("Note:")]
     assert note == [

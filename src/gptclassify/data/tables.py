@@ -147,7 +147,8 @@ def number_clashes(labels: Iterable[str]) -> list[list[str]]:
     for label in set(labels):
         if _FLOAT.fullmatch(label):
             groups.setdefault(Decimal(label), set()).add(label)
-    return [sorted(group, key=lambda s: (len(s), s)) for group in groups.values() if len(group) > 1]
+    found = [sorted(group, key=lambda s: (len(s), s)) for group in groups.values() if len(group) > 1]
+    return sorted(found)
 
 
 def read_labelled(
