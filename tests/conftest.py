@@ -124,3 +124,58 @@ def write_three_classes(path, n_per_class=60, seed=0):
         writer = csv.DictWriter(f, fieldnames=["Sentence", "Category"])
         writer.writeheader()
         writer.writerows(rows)
+
+
+SMALL_ROWS = [
+    ("see you at lunch later", "0"),
+    ("call mom back tonight", "0"),
+    ("are we still on for dinner", "0"),
+    ("the meeting moved to three", "0"),
+    ("ok thanks see you soon", "0"),
+    ("running late, sorry", "0"),
+    ("WIN a free prize now, text WIN", "1"),
+    ("claim your cash reward today", "1"),
+    ("urgent: your account won 1000 pounds", "1"),
+    ("free entry, reply YES to win", "1"),
+    ("you have been selected for a prize", "1"),
+    ("call 0906 now to claim", "1"),
+]
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """A run folder from the CLI in a second or two: a 1-block, 16-wide random model trained
+    for one epoch on 12 rows, with its test split in data/ (for commands that must reach a
+    model, not learn anything: the bad-input corpus)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from gptclassify.cli import cli
+
+    folder = tmp_path_factory.mktemp("small_run")
+    model = folder / "tiny.json"
+    model.write_text(json.dumps({"emb_dim": 16, "n_heads": 2, "n_layers": 1, "context_length": 32}))
+    for name in ("train", "test"):
+        with open(folder / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(SMALL_ROWS)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--train", str(folder / "train.csv"),
+            "--validation", str(folder / "train.csv"),
+            "--test", str(folder / "test.csv"),
+            "--model", str(model),
+            "--weights", "random",
+            "--epochs", "1",
+            "--batch-size", "4",
+            "--no-baseline",
+            "--quiet",
+            "--out", str(folder / "run"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return folder / "run"

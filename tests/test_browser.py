@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from conftest import REPO_ROOT
-from gptclassify.predict.files import neutralise_cell
+from gptclassify.predict.files import safe_csv_cell
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -232,13 +232,13 @@ def test_the_page_classifies_explains_and_handles_a_file(server, browser, tmp_pa
     with open(target, newline="", encoding="utf-8") as f:
         got = list(csv.DictReader(f))
     # cells a spreadsheet would run as formulas get an apostrophe; numbers and text stay
-    assert [r["message"] for r in got] == [neutralise_cell(r["message"]) for r in rows]
+    assert [r["message"] for r in got] == [safe_csv_cell(r["message"]) for r in rows]
     assert got[3]["message"] == "'" + rows[3]["message"] and got[3]["id"] == "-4"
     assert got[4]["message"] == "'" + rows[4]["message"] and got[4]["id"] == "+5"
     assert [r["message"] for r in got[:3]] == [r["message"] for r in rows[:3]]
     assert [r["label"] for r in got] == [c[2] for c in cells]
     assert all(abs(float(r["prob_ham"]) + float(r["prob_spam"]) - 1) < 1e-6 for r in got)
-    # the page's rule is predict/files.neutralise_cell's, cell for cell
+    # the page's rule is predict/files.safe_csv_cell's, cell for cell
     probes = [
         "=1+1",
         "+1",
@@ -255,7 +255,7 @@ def test_the_page_classifies_explains_and_handles_a_file(server, browser, tmp_pa
         "'=x",
     ]
     assert browser.execute_script("return arguments[0].map(safeCell)", probes) == [
-        neutralise_cell(p) for p in probes
+        safe_csv_cell(p) for p in probes
     ]
 
     # the screenshot for the README: a plain message, its label and its explanation on top

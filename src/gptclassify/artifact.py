@@ -41,7 +41,7 @@ import tiktoken
 from gptclassify import __version__
 from gptclassify.config import PAD_TOKEN_ID, POOLS, TOKENIZER_VOCAB, GPTConfig
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import atomic_write, read_json
+from gptclassify.files import atomic_write, inside, read_json
 
 FORMAT_CLASSIFIER = "gptclassify-classifier"
 FORMAT_BASELINE = "gptclassify-tfidf-baseline"
@@ -496,7 +496,7 @@ def read_classifier_config(directory: str | Path) -> ClassifierConfig:
         raise GPTClassifyError(
             f"{directory}: not a folder (expected a run folder from `gptclassify train`)"
         )
-    path = directory / CONFIG
+    path = inside(directory, CONFIG)
     data = read_json(path, missing="file not found (not a gptclassify model folder?)")
     return ClassifierConfig.from_json(data, str(path))
 
@@ -578,7 +578,7 @@ def write_metrics(directory: str | Path, metrics: RunMetrics) -> Path:
 
 def read_metrics(directory: str | Path) -> RunMetrics | None:
     """metrics.json of a folder, or None when absent or unreadable (they are informative)."""
-    path = Path(directory) / METRICS
+    path = inside(directory, METRICS)
     if not path.is_file():
         return None
     try:

@@ -89,12 +89,45 @@ def atomic_write(path: str | Path, content: str | bytes) -> None:
             tmp.write_text(content, encoding="utf-8")
 
 
+def inside(folder: str | Path, *parts: str) -> Path:
+    """`folder/parts...`, refused when it leads out of `folder` through a symbolic link (the
+    file itself, or a folder on the way): a model or run folder is only ever read and
+    written inside itself. `folder` itself may be a link (the user named it).
+
+    Every reader and writer of a model or run folder's files goes through this one check;
+    links that stay inside the folder are fine.
+    """
+    folder = Path(folder)
+    path = folder.joinpath(*parts)
+    root = folder.resolve()
+    real = path.resolve()  # a dangling link resolves to where it points
+    if real != root and not real.is_relative_to(root):
+        raise GPTClassifyError(
+            f"{path}: leads out of {folder} (to {real}) through a symbolic link; files of a "
+            "model or run folder must lie inside it (links out are never followed)"
+        )
+    return path
+
+
+def check_links(folder: str | Path) -> None:
+    """`inside` for every symbolic link anywhere under `folder` (before a whole folder is
+    copied or continued, e.g. a run to resume)."""
+    folder = Path(folder)
+    for top, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(top, name)
+            if path.is_symlink():
+                inside(folder, str(path.relative_to(folder)))
+
+
 def read_json(path: str | Path, missing: str = "file not found") -> Any:
     """Parsed JSON, or a one-line GPTClassifyError naming the file (`missing` says what to do)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise GPTClassifyError(f"{path}: {missing}") from None
+    except OSError as exc:
+        raise GPTClassifyError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GPTClassifyError(f"{path}: not valid JSON ({exc})") from None
 

@@ -29,7 +29,7 @@ from gptclassify.artifact import versions as library_versions
 from gptclassify.classifier import GPTClassifier
 from gptclassify.config import PRESETS, GPTConfig
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import atomic_path, atomic_write, sha256_file
+from gptclassify.files import atomic_path, atomic_write, inside, sha256_file
 from gptclassify.lora import is_adapter_or_head
 from gptclassify.model import GPTBody, skip_meta_init
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, load_tokenizer
@@ -106,7 +106,7 @@ def load_classifier(
             f"{directory}: holds an ONNX graph, not PyTorch weights; run it with ONNX Runtime "
             "(runtime 'onnx' or 'auto')"
         )
-    weights = directory / config.weights_file
+    weights = inside(directory, config.weights_file)
     if not weights.is_file():
         raise GPTClassifyError(f"{weights}: file not found")
     if (weights_sha256 or sha256_file(weights)) != config.weights_sha256:

@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from gptclassify.files import atomic_path  # noqa: E402
+
 
 def _curves(
     rows: Sequence[dict[str, Any]],
@@ -65,9 +67,13 @@ def plot_history(
 def plot_confusion(
     matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = ""
 ) -> Path:
+    """confusion.png, written atomically: a link at `path` is replaced, never written through."""
     fig = confusion_figure(matrix, labels, title)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return Path(path)
 
 

@@ -24,6 +24,7 @@ from tokenizers import Tokenizer as RustTokenizer
 
 from gptclassify.config import PAD_TOKEN_ID
 from gptclassify.errors import GPTClassifyError
+from gptclassify.files import inside
 
 ENCODING_NAME = "gpt2"
 TruncateSide = Literal["right", "left"]
@@ -343,7 +344,7 @@ def load_tokenizer(description: dict | None, folder: Path | None = None) -> Toke
         return gpt2()
     if folder is None:
         raise GPTClassifyError("a tokenizers tokenizer needs the folder holding tokenizer.json")
-    path = folder / description.get("file", TOKENIZER_JSON)
+    path = inside(folder, description.get("file", TOKENIZER_JSON))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

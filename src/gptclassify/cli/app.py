@@ -37,20 +37,36 @@ def missing_extra(exc: ModuleNotFoundError) -> str | None:
     )
 
 
+def printable(line: str) -> str:
+    """`line` with anything that cannot be printed as UTF-8 (the lone surrogates Python makes
+    of non-UTF-8 bytes in arguments and file names) written as escapes."""
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def os_error_line(exc: OSError) -> str:
+    """'PATH: Permission denied' for an operating-system error (no traceback: the file, the
+    disk or the permissions are the user's to fix)."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {what}" if exc.filename is not None else what
+
+
 class _Group(click.Group):
     """Turns GPTClassifyError into click's one-line `Error: ...` and exit status 1; so is a
-    missing optional dependency (naming the extra that brings it)."""
+    missing optional dependency (naming the extra that brings it), and an operating-system
+    error that no reader turned into a GPTClassifyError (naming its file)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except GPTClassifyError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(printable(str(exc))) from None
         except ModuleNotFoundError as exc:
             line = missing_extra(exc)
             if line is None:
                 raise
             raise click.ClickException(line) from None
+        except OSError as exc:
+            raise click.ClickException(printable(os_error_line(exc))) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

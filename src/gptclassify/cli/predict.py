@@ -62,6 +62,7 @@ def evaluate(
     import json
     from pathlib import Path
 
+    from gptclassify.files import inside
     from gptclassify.plots import plot_confusion, plot_per_label
     from gptclassify.predict import Classifier
 
@@ -78,16 +79,9 @@ def evaluate(
     report = classifier.evaluate(
         data or run_dir, text_column, label_column, batch_size, label_columns=label_columns
     )
-    if classifier.multi_label:
-        plot_per_label(report["per_label"], Path(run_dir) / "per_label.png")
-    else:
-        plot_confusion(
-            report["confusion_matrix"], classifier.labels, Path(run_dir) / "confusion.png"
-        )
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
-    if classifier.multi_label:
+    elif classifier.multi_label:
         _print_label_sets_report(report)
     else:
         _print_report(report, classifier.labels)
@@ -97,6 +91,21 @@ def evaluate(
             f"classified in windows ({report['windows']} windows, --aggregate "
             f"{report['aggregate']})",
             err=True,
+        )
+    # The figure is extra: a run folder that cannot take it (read-only, or the file a link
+    # out of it) still gets its metrics, and one line on stderr says why it has none.
+    name = "per_label.png" if classifier.multi_label else "confusion.png"
+    try:
+        path = inside(run_dir, name)
+        if classifier.multi_label:
+            plot_per_label(report["per_label"], path)
+        else:
+            plot_confusion(report["confusion_matrix"], classifier.labels, path)
+    except GPTClassifyError as exc:
+        click.echo(f"Note: {name} not written: {exc}", err=True)
+    except OSError as exc:
+        click.echo(
+            f"Note: {name} not written: {Path(run_dir) / name}: {exc.strerror or exc}", err=True
         )
 
 
@@ -192,6 +201,13 @@ probability instead of one column per class."""
     help="Two classes: predict the second class (e.g. spam) when its probability is at least "
     "P. Multi-label: every label at P (instead of the thresholds tuned on validation).",
 )
+@click.option(
+    "--safe-csv",
+    is_flag=True,
+    help="CSV/TSV --output: put an apostrophe before cells that begin with =, +, -, @, a tab "
+    "or a carriage return (and are not a number), so spreadsheets show them as text instead "
+    "of running them as formulas.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_classifier_options
 def predict(
@@ -202,6 +218,7 @@ def predict(
     text_column,
     k,
     threshold,
+    safe_csv,
     quiet,
     batch_size,
     device,
@@ -215,28 +232,33 @@ def predict(
     """Classify texts given as arguments, on stdin (one per line), or in a file.
 
     Files of any size are read and written in chunks of 10,000 rows. A blank line on stdin,
-    or an empty text in a file, gets a row with an error and no label, so outputs line up
-    with inputs.
+    or an empty text (or one of only whitespace) in a file, gets a row with an error and no
+    label, so outputs line up with inputs. Input columns named like an output column
+    (`label`, `prob_<class>`, `error`, ...) are kept as `input_<name>`.
     """
     from tqdm import tqdm
 
     from gptclassify.predict import Classifier
-    from gptclassify.predict.files import open_texts, predict_chunks, text_list
+    from gptclassify.predict.files import open_texts, predict_chunks, safe_csv_cell, text_list
     from gptclassify.predict.tables import PredictionWriter
 
     if texts and input_file:
         raise GPTClassifyError("give texts as arguments or --input FILE, not both")
-    writer = PredictionWriter(output) if output else None  # checked before any work
+    if safe_csv and not output:
+        raise GPTClassifyError("--safe-csv: applies to the file --output writes; give one")
+    # Checked before any work.
+    writer = PredictionWriter(output, cell=safe_csv_cell if safe_csv else None) if output else None
     if input_file:
         source = open_texts(input_file, text_column)
     else:
-        if not texts:
+        if texts:
+            _check_arguments(texts)
+        else:
             if sys.stdin.isatty():
                 raise GPTClassifyError(
                     "no texts: pass them as arguments, on stdin, or with --input FILE"
                 )
-            # One row per line, blank lines included (they get an error), line ends removed.
-            texts = tuple(line.removesuffix("\n").removesuffix("\r") for line in sys.stdin)
+            texts = _stdin_lines()
         source = text_list(texts)
     classifier = Classifier.load(
         run_dir,
@@ -251,6 +273,13 @@ def predict(
     with tqdm(unit=" texts", disable=quiet or None, leave=False, file=sys.stderr) as bar:
         done = predict_chunks(classifier, source, writer, batch_size, threshold, k, bar.update)
     _print_predictions(done.preview, done.rows, done.text_column, classifier.labels, k, output)
+    if done.renamed:
+        kept = ", ".join(f"{old!r} as {new!r}" for old, new in done.renamed.items())
+        click.echo(
+            f"Note: input column(s) named like an output column were kept under another "
+            f"name: {kept}",
+            err=True,
+        )
     if done.errors:
         click.echo(
             f"Warning: {done.errors} row(s) could not be classified (see the error column)",
@@ -270,6 +299,40 @@ def predict(
             f"{aggregate}; see the windows column)",
             err=True,
         )
+
+
+def _stdin_lines() -> tuple[str, ...]:
+    """One text per line of stdin (blank lines included: they get an error row), line ends
+    removed; read as bytes and decoded as UTF-8 whatever the locale, a bad byte naming its
+    line."""
+    texts = []
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise GPTClassifyError(
+                f"stdin: line {number} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
+                f"column {exc.start + 1}); send UTF-8 text"
+            ) from None
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        texts.append(line.removesuffix("\n").removesuffix("\r"))
+    return tuple(texts)
+
+
+def _check_arguments(texts: tuple[str, ...]) -> None:
+    """Texts given as arguments must be UTF-8: Python hands other bytes over as lone
+    surrogates, which no tokenizer or file can take."""
+    for i, text in enumerate(texts, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            byte = ord(text[exc.start]) - 0xDC00  # surrogateescape: U+DC80..U+DCFF
+            shown = f"byte 0x{byte:02x}" if 0x80 <= byte <= 0xFF else repr(text[exc.start])
+            raise GPTClassifyError(
+                f"text argument {i} is not valid UTF-8 ({shown} at character "
+                f"{exc.start + 1}); pass UTF-8 text"
+            ) from None
 
 
 def _print_predictions(

@@ -7,6 +7,7 @@ they never see the padding. No torch here: the ONNX runtime classifies without i
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -157,11 +158,41 @@ def tokenize(
     return Tokenized(ids, time.perf_counter() - t0)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def not_unicode(text: str) -> str | None:
+    """A lone surrogate in `text` ("\\udce9": what Python makes of a non-UTF-8 byte, or a
+    JSON escape of half a pair), else None: such a string is not text, and tokenizers
+    would quietly replace it."""
+    found = _SURROGATE.search(text)
+    return found.group() if found else None
+
+
+def blank(text: str) -> bool:
+    """Empty or only whitespace (`str.isspace`): not a text to classify, the same in training
+    (such rows are skipped), the CLI (an error row), the Python API and the server (refused)."""
+    return not text.strip()
+
+
 def encode(
     texts: Sequence[str], policy: InputPolicy, labels: Sequence[int] | None = None
 ) -> Encoded:
-    """Tokenize, truncate and (for fixed lengths) pad texts under `policy`."""
+    """Tokenize, truncate and (for fixed lengths) pad texts under `policy`; an empty text, or
+    one of only whitespace, is refused (naming it)."""
+    for i, text in enumerate(texts):
+        if isinstance(text, str) and blank(text):
+            raise GPTClassifyError(f"text {i + 1} is {EMPTY}: nothing to classify")
+        if isinstance(text, str) and (bad := not_unicode(text)):
+            raise GPTClassifyError(f"text {i + 1} {not_text(bad)}")
     return encode_ids(policy.tokenizer.encode_batch(texts), policy, labels)
+
+
+EMPTY = "empty (or only whitespace)"
+
+
+def not_text(surrogate: str) -> str:
+    return f"holds {surrogate!a}, half of a surrogate pair: not valid Unicode"
 
 
 def encode_ids(
@@ -174,7 +205,7 @@ def encode_ids(
     for i, ids in enumerate(raw):
         if not ids:
             where = f"{source}: " if source else ""
-            raise GPTClassifyError(f"{where}text {i + 1} is empty: nothing to classify")
+            raise GPTClassifyError(f"{where}text {i + 1} is {EMPTY}: nothing to classify")
     return Encoded(
         ids=[policy.apply(ids) for ids in raw],
         lengths=np.array([min(len(ids), policy.max_length) for ids in raw], dtype=np.int64),

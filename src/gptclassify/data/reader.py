@@ -88,6 +88,12 @@ class TableReader:
         if self.fmt == "parquet":
             self._parquet = _open_parquet(self.path)
             self.columns = [str(c) for c in self._parquet.schema_arrow.names]
+            twice = [name for name, n in Counter(self.columns).items() if n > 1]
+            if twice:
+                raise GPTClassifyError(
+                    f"{self.path}: column {twice[0]!r} appears more than once; give every "
+                    "column its own name"
+                )
             if self._parquet.metadata.num_rows == 0:
                 raise GPTClassifyError(f"{self.path}: no data rows (only a header)")
         elif self.fmt == "jsonl":
@@ -145,10 +151,17 @@ class TableReader:
             raise GPTClassifyError(f"{self.path}: file is empty")
         header = first[1]
         self._frame_columns = list(range(len(header)))
-        columns, seen = [], Counter()
-        for name in header:  # duplicate names get .1, .2 (as pandas names them)
-            columns.append(name if not seen[name] else f"{name}.{seen[name]}")
-            seen[name] += 1
+        twice = [name for name, n in Counter(header).items() if n > 1]
+        if twice:
+            # Renaming one (pandas' "text.1") would change a column silently, and an output
+            # keeping the input's columns could not hold both.
+            where = [i + 1 for i, name in enumerate(header) if name == twice[0]]
+            shown = repr(twice[0]) if twice[0] else "(no name)"
+            raise GPTClassifyError(
+                f"{self.path}: the header names column {shown} more than once (columns "
+                f"{', '.join(map(str, where))}); give every column its own name"
+            )
+        columns = list(header)
         if self.sep == "\t":
             self._line_by_line = self._quotes_merge_lines(len(header))
         if next(self._delimited_records(), None) is None:
@@ -209,14 +222,18 @@ class TableReader:
             return None
         text = decode_utf8(self.path.read_bytes(), self.path)
         try:
-            items = json.loads(text)
+            items = json.loads(text, object_pairs_hook=_pairs(str(self.path)))
         except json.JSONDecodeError as exc:
             raise GPTClassifyError(
                 f"{self.path}: line {exc.lineno}: invalid JSON ({exc.msg})"
             ) from None
+        if not isinstance(items, list):
+            raise GPTClassifyError(f"{self.path}: expected a JSON array of objects")
         for i, item in enumerate(items, start=1):
             if not isinstance(item, dict):
                 raise GPTClassifyError(f"{self.path}: item {i} is not a JSON object")
+            if "\\u" in text:
+                _check_unicode(item, f"{self.path}: item {i}")
         return items
 
     def _json_records(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -229,16 +246,15 @@ class TableReader:
         for number, line in enumerate(self._lines(), start=1):
             if not line.strip():
                 continue
+            where = f"{self.path}: line {number}"
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_pairs(where))
             except json.JSONDecodeError as exc:
-                raise GPTClassifyError(
-                    f"{self.path}: line {number}: invalid JSON ({exc.msg})"
-                ) from None
+                raise GPTClassifyError(f"{where}: invalid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
-                raise GPTClassifyError(
-                    f"{self.path}: line {number}: expected one JSON object per line"
-                )
+                raise GPTClassifyError(f"{where}: expected one JSON object per line")
+            if "\\u" in line:  # only an escape can make a lone surrogate from valid UTF-8
+                _check_unicode(record, where)
             yield f"line {number}", {str(k): v for k, v in record.items()}
 
     def _json_columns(self) -> list[str]:
@@ -265,6 +281,33 @@ class TableReader:
             yield Chunk(frame, refs)
 
 
+def _pairs(where: str):
+    """json.loads' object_pairs_hook: a dict, refusing a key given twice in one object (the
+    json module would keep the last value and drop the other silently)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) < len(pairs):
+            twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+            raise GPTClassifyError(f"{where}: key {twice!r} appears twice in one object")
+        return out
+
+    return hook
+
+
+def _check_unicode(value: Any, where: str) -> None:
+    """Refuse a lone surrogate (JSON's "\\udcff"): it is not text, and no file or tokenizer
+    can take it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise GPTClassifyError(
+            f"{where}: holds {bad!a}, half of a surrogate pair (not valid Unicode); fix the "
+            "escape in the file"
+        ) from None
+
+
 def _open_parquet(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
@@ -274,12 +317,17 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise GPTClassifyError(f"{path}: file not found")
-    if not path.is_file():
-        raise GPTClassifyError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise GPTClassifyError(f"{path}: file is empty")
+    try:
+        if not path.exists():
+            raise GPTClassifyError(f"{path}: file not found")
+        if not path.is_file():
+            raise GPTClassifyError(f"{path}: not a file")
+        with open(path, "rb"):  # readable (permissions), before any work starts
+            pass
+        if path.stat().st_size == 0:
+            raise GPTClassifyError(f"{path}: file is empty")
+    except OSError as exc:
+        raise GPTClassifyError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def decode_utf8(raw: bytes, path: str | Path) -> str:

@@ -15,6 +15,7 @@ from gptclassify.data.prepared import load_prepared
 from gptclassify.data.sms_spam import prepare_sms_spam
 from gptclassify.data.split import (
     Splits,
+    check_classes,
     load_split_files,
     parse_label_names,
     split_labelled,
@@ -27,9 +28,11 @@ def load_data(data: DataConfig, seed: int) -> Splits:
     """Raw files (--train ...), the SMS Spam Collection, a prepared folder (--data), or data
     in memory (Python only: a DataFrame, datasets.Dataset or (texts, labels) as `data`, split
     as `gptclassify data split` splits a file, or as `train` / `validation` / `test`, read as
-    those files are); classes renamed by `label_names`."""
+    those files are); classes renamed by `label_names`. Refused when a class is missing from
+    training, or one number names two classes (see `check_classes`)."""
     names = parse_label_names(data.label_names)
     splits = _load(data, seed)
+    check_classes(splits)
     if names is not None and splits.meta.get("renamed_labels") != names:
         splits.rename_labels(names)
     return splits

@@ -27,7 +27,7 @@ from gptclassify.data.multilabel import (
     read_examples,
     set_counts,
 )
-from gptclassify.data.tables import LabelledTexts, sort_labels
+from gptclassify.data.tables import LabelledTexts, number_clashes, sort_labels
 from gptclassify.errors import GPTClassifyError
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -406,6 +406,45 @@ def _stratified_cut(
                     sizes[k] += 1
         assignment[where] = np.repeat(np.arange(len(sizes)), sizes)
     return [order[assignment == k] for k in range(len(SPLIT_NAMES))]
+
+
+def check_classes(splits: Splits) -> None:
+    """Refuse splits a classifier cannot be trained on honestly: a class that appears only
+    in validation or test (the model could never predict it; typically the files label
+    differently, 0/1 in one and ham/spam in another), or one number written differently
+    in different files ("1" in one, "01" in another: one class or two?)."""
+    parts = splits.parts()
+    held = {name: _classes_of(part) for name, part in parts}
+    for group in number_clashes(splits.label_names):
+        where = [
+            f"{label!r} in {part.source}"
+            for label in group
+            for name, part in parts
+            if label in held[name]
+        ]
+        raise GPTClassifyError(
+            f"labels {' and '.join(map(repr, group))} are one number written differently "
+            f"({', '.join(where)}); write each class the same way in every file"
+        )
+    trained = held["train"]
+    unseen: dict[str, list[str]] = {}
+    for name, part in parts[1:]:
+        for label in sort_labels(held[name] - trained):
+            unseen.setdefault(label, []).append(f"{part.source} ({name})")
+    if unseen:
+        listed = "; ".join(f"{label!r} in {', '.join(files)}" for label, files in unseen.items())
+        raise GPTClassifyError(
+            f"class(es) never seen in training: {listed}; the training data "
+            f"{splits.train.source} has only {', '.join(map(repr, sort_labels(trained)))}. "
+            "Label every file the same way, or add training rows of these classes"
+        )
+
+
+def _classes_of(part: LabelledTexts) -> set[str]:
+    """The classes a part holds (multi-label: every label of its label sets)."""
+    if part.label_sets is not None:
+        return {label for labels in part.label_sets for label in labels}
+    return set(part.labels)
 
 
 def rare_class_warnings(splits: Splits, source: str, stratified: bool = False) -> list[str]:

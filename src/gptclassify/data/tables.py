@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,12 @@ __all__ = [
     "Chunk",
     "LabelledTexts",
     "TableReader",
+    "canonical_label",
     "decode_utf8",
     "detect_format",
     "iter_table",
     "label_warnings",
+    "number_clashes",
     "read_labelled",
     "read_table",
     "sort_labels",
@@ -125,6 +128,27 @@ def sort_labels(labels: Sequence[str] | Counter | set[str]) -> list[str]:
 
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_WHOLE_DECIMAL = re.compile(r"([+-]?\d+)\.0*")
+
+
+def canonical_label(label: str) -> str:
+    """A whole number written as a decimal is that integer ("1.0" -> "1", as a float 1.0 in
+    a JSON or Parquet column is): the same class however the file wrote it. Anything else
+    is kept as written (other ways of writing one number twice are refused instead, see
+    `number_clashes`)."""
+    match = _WHOLE_DECIMAL.fullmatch(label)
+    return str(int(match.group(1))) if match else label
+
+
+def number_clashes(labels: Iterable[str]) -> list[list[str]]:
+    """Groups of distinct labels that are one number written differently ("1" and "01",
+    "0.5" and "0.50", "1e3" and "1000"): ambiguous as classes, never merged silently."""
+    groups: dict[Decimal, set[str]] = {}
+    for label in set(labels):
+        if _FLOAT.fullmatch(label):
+            groups.setdefault(Decimal(label), set()).add(label)
+    found = [sorted(group, key=lambda s: (len(s), s)) for group in groups.values() if len(group) > 1]
+    return sorted(found)
 
 
 def read_labelled(
@@ -159,7 +183,7 @@ def read_labelled(
             label = _label_value(raw_label)
             if text.strip() and label.strip():
                 texts.append(text)
-                labels.append(label.strip())
+                labels.append(canonical_label(label.strip()))
                 written[label] += 1
                 continue
             what = "empty text" if not text.strip() else "an empty label"
@@ -175,6 +199,11 @@ def read_labelled(
         if rows:
             listed = ", ".join(rows[:_MAX_LISTED]) + (", ..." if len(rows) > _MAX_LISTED else "")
             warnings.append(f"{reader.path}: skipped {len(rows)} row(s) with {what} ({listed})")
+    for group in number_clashes(labels):
+        raise GPTClassifyError(
+            f"{reader.path} (column {label_col!r}): labels {' and '.join(map(repr, group))} "
+            "are one number written differently; write each class the same way"
+        )
     doubts = label_warnings(written, f"{reader.path} (column {label_col!r})")
     if doubts and strict:
         raise GPTClassifyError(doubts[0] + "; fix the labels, or drop --strict")
@@ -315,4 +344,4 @@ def _label_value(value: Any) -> str:
     if isinstance(value, float | np.floating):
         # Integer labels come back as floats from Parquet/JSON columns with gaps: 1.0 is "1".
         return str(int(value)) if float(value).is_integer() else str(float(value))
-    return str(value)
+    return str(value)  # a string "1.0" is made "1" by canonical_label, as this float is

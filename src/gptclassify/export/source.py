@@ -20,7 +20,7 @@ from gptclassify.classifier import GPTClassifier
 from gptclassify.data.encode import InputPolicy, encode, pad_batch
 from gptclassify.data.tables import read_labelled
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import sha256_file
+from gptclassify.files import inside, sha256_file
 from gptclassify.lora import has_lora
 from gptclassify.model_io import folder_tokenizer, load_classifier
 from gptclassify.tokenizer import Tokenizer
@@ -63,7 +63,7 @@ def load_source(run_dir: str | Path) -> Source:
             f"{path} is already an ONNX export; export from the training run it came from{origin}"
         )
     model, config = load_classifier(path, config)
-    sums = {CONFIG: sha256_file(path / CONFIG), config.weights_file: config.weights_sha256}
+    sums = {CONFIG: sha256_file(inside(path, CONFIG)), config.weights_file: config.weights_sha256}
     lora = config.provenance.lora
     if lora is not None and lora.adapters_only and lora.base:
         # load_classifier checked the base against this checksum before applying the adapters.
@@ -83,14 +83,15 @@ def check_texts(source: Source, data: str | Path | None) -> CheckTexts | None:
     """The texts an export is checked on: `data` (a labelled file, or a folder with test.csv),
     else the run's own test split (data/test.csv), else None."""
     if data is None:
-        default = source.path / "data" / "test.csv"
+        default = inside(source.path, "data", "test.csv")
         if not default.is_file():
             return None
         path = default
     else:
         path = Path(data)
         if path.is_dir():
-            found = [p for p in (path / "test.csv", path / "data" / "test.csv") if p.is_file()]
+            candidates = (inside(path, "test.csv"), inside(path, "data", "test.csv"))
+            found = [p for p in candidates if p.is_file()]
             if not found:
                 raise GPTClassifyError(f"--data {path}: no test.csv in this folder")
             path = found[0]

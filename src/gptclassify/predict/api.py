@@ -38,11 +38,20 @@ from gptclassify.artifact import (
 )
 from gptclassify.config import GPTConfig
 from gptclassify.data import inputs
-from gptclassify.data.encode import Encoded, InputPolicy, encode, encode_ids
+from gptclassify.data.encode import (
+    EMPTY,
+    Encoded,
+    InputPolicy,
+    blank,
+    encode,
+    encode_ids,
+    not_text,
+    not_unicode,
+)
 from gptclassify.data.multilabel import MULTI, LabelFormat, label_matrix, read_label_sets
 from gptclassify.data.tables import LabelledTexts, read_labelled
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import replace_folder, sha256_file
+from gptclassify.files import inside, replace_folder, sha256_file
 from gptclassify.metrics import classification_report, multilabel_report, sigmoid, softmax
 from gptclassify.predict.long_texts import LongTexts, combine, windows
 
@@ -75,15 +84,20 @@ class Runtime(Protocol):
 class TextRejected(GPTClassifyError):
     """One text of a batch cannot be classified as asked (`Classifier.encode_checked`)."""
 
-    def __init__(self, index: int, reason: str, tokens: int, max_length: int) -> None:
+    def __init__(
+        self, index: int, reason: str, tokens: int, max_length: int, bad: str = ""
+    ) -> None:
         self.index = index
         """Which text (0-based)."""
         self.reason = reason
-        """"empty", or "too-long" (more than `max_length` tokens, and truncation was off)."""
+        """"empty", "not-text" (a lone surrogate), or "too-long" (more than `max_length`
+        tokens, and truncation was off)."""
         self.tokens = tokens
         self.max_length = max_length
         if reason == "empty":
-            message = f"text {index + 1} is empty: nothing to classify"
+            message = f"text {index + 1} is {EMPTY}: nothing to classify"
+        elif reason == "not-text":
+            message = f"text {index + 1} {not_text(bad)}"
         else:
             message = f"text {index + 1} has {tokens} tokens; the model reads at most {max_length}"
         super().__init__(message)
@@ -370,8 +384,13 @@ class Classifier:
         another input policy for these texts (a server request's truncation side or
         length), with this classifier's tokenizer."""
         policy = policy or self.policy
-        raw = policy.tokenizer.encode_batch(texts)
         limit = policy.max_length
+        for i, text in enumerate(texts):
+            if isinstance(text, str) and blank(text):
+                raise TextRejected(i, "empty", 0, limit)
+            if isinstance(text, str) and (bad := not_unicode(text)):
+                raise TextRejected(i, "not-text", 0, limit, bad)
+        raw = policy.tokenizer.encode_batch(texts)
         for i, ids in enumerate(raw):
             if not ids:
                 raise TextRejected(i, "empty", 0, limit)
@@ -449,7 +468,21 @@ class Classifier:
 
     def _checked(self, texts: Any, errors: str) -> inputs.CheckedTexts:
         inputs.check_errors(errors)
-        return inputs.check_texts(inputs.text_items(texts), errors)
+        checked = inputs.check_texts(inputs.text_items(texts), errors)
+        # Whitespace only is empty, as in training, `predict` and the server; a lone
+        # surrogate is not text (a tokenizer would replace it quietly).
+        limit = self.policy.max_length
+        for i in checked.valid:
+            text = checked.texts[i]
+            if blank(text):
+                if errors == "raise":
+                    raise TextRejected(i, "empty", 0, limit)
+                checked.invalid[i] = "empty"
+            elif bad := not_unicode(text):
+                if errors == "raise":
+                    raise TextRejected(i, "not-text", 0, limit, bad)
+                checked.invalid[i] = "not valid Unicode"
+        return checked
 
     @property
     def classes_(self) -> np.ndarray:
@@ -585,7 +618,7 @@ class Classifier:
                 raise TypeError(f"evaluate: expected a file, folder or table, got {data!r}")
             path = Path(data)
             if path.is_dir():
-                candidates = [path / "test.csv", path / "data" / "test.csv"]
+                candidates = [inside(path, "test.csv"), inside(path, "data", "test.csv")]
                 found = next((c for c in candidates if c.is_file()), None)
                 if found is None:
                     raise GPTClassifyError(
@@ -662,9 +695,8 @@ class _Checksums:
 
     def __init__(self, directory: Path, names: Sequence[str | None]) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1)
-        self.futures = {
-            name: self.pool.submit(_sha256_or_none, directory / name) for name in names if name
-        }
+        paths = {name: inside(directory, name) for name in names if name}  # before reading
+        self.futures = {name: self.pool.submit(_sha256_or_none, p) for name, p in paths.items()}
 
     def __enter__(self) -> _Checksums:
         return self

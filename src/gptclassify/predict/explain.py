@@ -32,7 +32,7 @@ from torch import Tensor
 
 from gptclassify import tokenizer
 from gptclassify.classifier import GPTClassifier
-from gptclassify.data.encode import InputPolicy
+from gptclassify.data.encode import InputPolicy, not_text, not_unicode
 from gptclassify.errors import GPTClassifyError
 
 METHODS = ("integrated-gradients", "gradient-x-input")
@@ -129,9 +129,11 @@ def explain(
         raise GPTClassifyError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
     if target is not None and target not in labels:
         raise GPTClassifyError(f"target {target!r} is not a class ({', '.join(labels)})")
+    if bad := not_unicode(text):
+        raise GPTClassifyError(f"the text {not_text(bad)}")
     raw = policy.tokenizer.encode(text)
-    if not raw:
-        raise GPTClassifyError("the text is empty: nothing to explain")
+    if not raw or not text.strip():  # whitespace only: empty, as everywhere (data/encode.py)
+        raise GPTClassifyError("the text is empty (or only whitespace): nothing to explain")
     ids = policy.apply(raw)
     n_real = min(len(raw), policy.max_length)
     device = next(model.parameters()).device

@@ -10,17 +10,44 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from gptclassify.data.tables import CHUNK_ROWS, Chunk, iter_table
+from gptclassify.errors import GPTClassifyError
 from gptclassify.predict.api import Classifier
-from gptclassify.predict.tables import PredictionWriter, predict_table
+from gptclassify.predict.tables import (
+    PredictionWriter,
+    kept_input_columns,
+    predict_table,
+    prediction_columns,
+)
 
 PREVIEW_ROWS = 20
 """Rows of the result kept in memory to show (the rest only goes to the output file)."""
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet (Excel, LibreOffice, Google Sheets) read a CSV
+cell as a formula (OWASP, "CSV Injection")."""
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def safe_csv_cell(value: str) -> str:
+    """A CSV cell no spreadsheet runs as a formula: a cell that begins with `=`, `+`, `-`,
+    `@`, a tab or a carriage return gets an apostrophe in front (spreadsheets show it as
+    text and hide the apostrophe), unless the cell is just a number (`-1.5`, `+3`). Every
+    other cell is unchanged.
+
+    The rule of `predict --safe-csv` and of the web page's CSV download (its `safeCell`;
+    tests/test_browser.py checks that they agree cell for cell); only CSV/TSV output goes
+    through it (the texts that are classified, and other output formats, never do).
+    """
+    if value.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 @dataclass
@@ -60,8 +87,12 @@ class PredictionSummary:
     preview: pd.DataFrame
     """The first `PREVIEW_ROWS` rows of the prediction table."""
     text_column: str
+    """The text column's name in the prediction table."""
     chunked: int = 0
     """With `--long-texts chunk`: texts longer than the model reads, classified in windows."""
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Input columns kept under another name because the predictions use theirs:
+    {"label": "input_label"} (see `predict.tables.kept_input_columns`)."""
 
 
 def predict_chunks(
@@ -78,8 +109,12 @@ def predict_chunks(
     `progress(rows)` is told after every chunk."""
     shown: list[pd.DataFrame] = []
     rows = errors = cut = chunked = 0
+    renamed: dict[str, str] = {}
     try:
         for chunk in texts.chunks:
+            if not rows:  # every chunk has the same columns
+                added = prediction_columns(classifier.labels, k, classifier.long_texts.chunk)
+                renamed = kept_input_columns(list(chunk.frame.columns), added, texts.source)
             result = predict_table(
                 classifier,
                 chunk.frame,
@@ -108,7 +143,8 @@ def predict_chunks(
             writer.discard()
         raise
     preview = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
-    return PredictionSummary(rows, errors, cut, preview, texts.text_column, chunked)
+    column = renamed.get(texts.text_column, texts.text_column)
+    return PredictionSummary(rows, errors, cut, preview, column, chunked, renamed)
 
 
 def predict_file(
@@ -120,27 +156,18 @@ def predict_file(
     threshold: float | None = None,
     k: int | None = None,
     progress: Callable[[int], None] | None = None,
+    safe_csv: bool = False,
 ) -> PredictionSummary:
     """Classify the texts of the file `path`, writing the input's columns plus predictions
-    to `output` (.csv, .tsv, .jsonl or .parquet) when given; any size, in chunks."""
-    writer = PredictionWriter(output) if output is not None else None
+    to `output` (.csv, .tsv, .jsonl or .parquet) when given; any size, in chunks.
+
+    safe_csv: write every CSV/TSV cell through `safe_csv_cell` (no formula injection when
+    the file is opened in a spreadsheet)."""
+    writer = None
+    if output is not None:
+        writer = PredictionWriter(output, cell=safe_csv_cell if safe_csv else None)
+    elif safe_csv:
+        raise GPTClassifyError("safe_csv applies to a .csv or .tsv output; give one")
     return predict_chunks(
         classifier, open_texts(path, text_column), writer, batch_size, threshold, k, progress
     )
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""What a spreadsheet reads as the start of a formula (OWASP's CSV injection list)."""
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-
-
-def neutralise_cell(value: str) -> str:
-    """`value` as a CSV cell that a spreadsheet shows as text and never runs as a formula
-    (CSV / formula injection): a value that starts with `=`, `+`, `-`, `@`, a tab or a
-    carriage return, and is not a plain number (`-3`, `+1.5e3` stay numbers), gets a
-    leading apostrophe, which spreadsheets hide and read as "this is text". Every other
-    value is returned unchanged. The web page's CSV download applies the same rule (its
-    `safeCell`; tests/test_browser.py checks that they agree)."""
-    if value.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(value):
-        return "'" + value
-    return value

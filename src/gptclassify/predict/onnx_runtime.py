@@ -22,7 +22,7 @@ from gptclassify.artifact import ClassifierConfig
 from gptclassify.config import GPTConfig
 from gptclassify.data.encode import Encoded, pad_batch, token_passes
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import sha256_file
+from gptclassify.files import inside, sha256_file
 
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "logits"
@@ -81,7 +81,7 @@ class OnnxRuntime:
         if info.data_file:
             files.append((info.data_file, info.data_sha256 or ""))
         for name, expected in files:
-            path = directory / name
+            path = inside(directory, name)
             if not path.is_file():
                 raise GPTClassifyError(f"{path}: file not found")
             digest = (digests or {}).get(name) if verify else None

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,42 @@ def prob_column(label: str) -> str:
     return f"prob_{label}"
 
 
+def prediction_columns(
+    labels: Sequence[str], k: int | None = None, windows: bool = False
+) -> list[str]:
+    """The columns `predict_table` adds, in order (`windows`: long texts read in windows)."""
+    return [
+        "label",
+        *(prob_column(name) for name in labels),
+        *(["top_k"] if k else []),
+        "truncated",
+        *(["windows"] if windows else []),
+        "error",
+    ]
+
+
+def kept_input_columns(
+    columns: Sequence[str], added: Sequence[str], source: str = "input"
+) -> dict[str, str]:
+    """How input columns named like a prediction column are kept: {"label": "input_label"}.
+
+    Nothing is ever dropped or overwritten: an input column whose name the predictions use
+    is kept under `input_<name>` (the caller says so), and when that name is taken as well
+    (by another input column, or a prediction column) the file is refused with one line
+    naming both columns.
+    """
+    clash = [c for c in columns if c in set(added)]
+    renamed = {c: f"input_{c}" for c in clash}
+    taken = (set(columns) - set(clash)) | set(added)
+    for old, new in renamed.items():
+        if new in taken:
+            raise GPTClassifyError(
+                f"{source}: column {old!r} is named like a prediction column and would be "
+                f"kept as {new!r}, but that name is taken too; rename one of them"
+            )
+    return renamed
+
+
 def predict_table(
     classifier: Classifier,
     frame: pd.DataFrame,
@@ -74,7 +110,8 @@ def predict_table(
     file; a value that is not text (a number, bytes) stops it with one line naming the row
     (`refs`, default "row N", in `source`), as training does. `truncated` says whether the
     text was longer than the model reads (and cut, per the model's policy). Input columns
-    that clash with those names are kept as input_<name>.
+    named like a prediction column are kept as input_<name> (`kept_input_columns`: never
+    dropped or overwritten).
     """
     n = len(frame)
     refs = refs if refs is not None else [f"row {i + 1}" for i in range(n)]
@@ -110,7 +147,7 @@ def predict_table(
     if classifier.long_texts.chunk:
         added["windows"] = windows
     added["error"] = errors
-    out = frame.rename(columns={c: f"input_{c}" for c in frame.columns if c in added})
+    out = frame.rename(columns=kept_input_columns(list(frame.columns), list(added), source))
     for name, values in added.items():
         out[name] = values
     return out
@@ -131,16 +168,24 @@ class PredictionWriter:
     under the real name.
 
     The path is checked when the writer is made (before any inference): a known extension,
-    not a folder, in a folder that can be written.
+    not a folder, in a folder that can be written. `cell`: a function every CSV/TSV cell
+    goes through once formatted (`predict.files.safe_csv_cell` for --safe-csv); only for
+    .csv and .tsv files.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, cell: Callable[[str], str] | None = None) -> None:
         self.path = Path(path)
         self.kind = OUTPUT_KINDS.get(self.path.suffix.lower())
         if self.kind is None:
             raise GPTClassifyError(
                 f"--output {self.path}: use a .csv, .tsv, .jsonl or .parquet file name"
             )
+        if cell is not None and self.kind not in ("csv", "tsv"):
+            raise GPTClassifyError(
+                f"--safe-csv: protects .csv and .tsv files opened in a spreadsheet; --output "
+                f"{self.path} is {self.kind}, whose cells are never formulas (drop --safe-csv)"
+            )
+        self._cell = cell
         if self.path.is_dir():
             raise GPTClassifyError(f"--output {self.path}: is a folder; give a file name")
         folder = self.path.parent
@@ -162,6 +207,12 @@ class PredictionWriter:
         self._columns: list[str] | None = None
 
     def write(self, frame: pd.DataFrame) -> None:
+        if frame.columns.has_duplicates:  # rows of records would lose a value
+            twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+            raise GPTClassifyError(
+                f"--output {self.path}: column(s) {', '.join(map(repr, twice))} more than "
+                "once; give every column its own name"
+            )
         if self._columns is None:
             self._columns = list(frame.columns)
         if self.kind == "parquet":
@@ -170,13 +221,19 @@ class PredictionWriter:
         if self._handle is None:
             self._handle = open(self._tmp, "w", encoding="utf-8", newline="")
             if self.kind != "jsonl":
-                self._handle.write(format_record([str(c) for c in frame.columns], self._sep))
+                header = [str(c) for c in frame.columns]
+                if self._cell is not None:
+                    header = [self._cell(c) for c in header]
+                self._handle.write(format_record(header, self._sep))
         for record in frame.to_dict(orient="records"):
             if self.kind == "jsonl":
                 row = {str(key): _json_value(value) for key, value in record.items()}
                 self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             else:
-                self._handle.write(format_record([_cell(v) for v in record.values()], self._sep))
+                cells = [_cell(v) for v in record.values()]
+                if self._cell is not None:
+                    cells = [self._cell(c) for c in cells]
+                self._handle.write(format_record(cells, self._sep))
 
     @property
     def _sep(self) -> str:

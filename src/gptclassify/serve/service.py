@@ -263,7 +263,7 @@ class ClassifierService:
                 return self.classifier.encode_checked(texts, True, keep_raw=True)
             return self.classifier.encode_checked(texts, truncate, policy=policy)
         except TextRejected as exc:
-            if exc.reason == "empty":
+            if exc.reason in ("empty", "not-text"):
                 raise invalid(str(exc)) from None
             raise too_large(f"{exc} (send truncate: true to cut it)") from None
 
@@ -281,8 +281,8 @@ class ClassifierService:
             )
         if len(text) > s.max_chars:
             raise too_large(f"the text has {len(text)} characters; at most {s.max_chars}")
-        if not text:
-            raise invalid("the text is empty: nothing to explain")
+        if not text.strip():  # whitespace only is empty too, as for classification
+            raise invalid("the text is empty (or only whitespace): nothing to explain")
         if self.batcher.tasks > s.max_explain_waiting:
             raise APIError(429, "overloaded", "Model is overloaded: too many explanations waiting")
         try:

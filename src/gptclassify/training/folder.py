@@ -20,7 +20,7 @@ from typing import Any
 
 from gptclassify.artifact import FORMAT_CLASSIFIER, check_target, folder_kind
 from gptclassify.errors import GPTClassifyError
-from gptclassify.files import atomic_write, move_into_place
+from gptclassify.files import atomic_write, check_links, move_into_place
 from gptclassify.training.checkpoint import CHECKPOINTS
 
 PARTIAL = ".partial"
@@ -91,6 +91,7 @@ class RunFolder:
         work = _work_path(final)
         _clean_leftovers(final)
         if work.is_dir():
+            check_links(work)  # a resumed run reads and appends only inside its folder
             if not (work / CHECKPOINTS / RUN_FILE).is_file():
                 raise GPTClassifyError(
                     f"{work}: no checkpoint to resume from (the run stopped before its first "
@@ -103,6 +104,7 @@ class RunFolder:
             )
         # A finished run: continue in a copy, so the published folder stays as it is until
         # the longer run is published in its place.
+        check_links(final)
         staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
         shutil.copytree(final / CHECKPOINTS, staging / CHECKPOINTS)
         # The log, and what --report-to continues (the MLflow run, the TensorBoard events).
