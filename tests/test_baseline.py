@@ -49,6 +49,7 @@ REPORT_KEYS = {
     "confusion_matrix",
     "ece",
     "roc_auc",
+    "pr_auc",  # two classes
 }
 
 

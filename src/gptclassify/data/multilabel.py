@@ -268,8 +268,8 @@ def iterative_split(y: np.ndarray, fractions: tuple[float, float], seed: int) ->
     """Row indices of train / validation / test keeping every label's share in each part
     close to the whole's: iterative stratification (Sechidis et al. 2011) twice, train
     against the rest, then validation against test. Rows keep their order within a part."""
-    # lazy: iterative-stratification imports scikit-learn's model selection
-    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+    # iterative-stratification imports scikit-learn's model selection: only when needed
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit  # lazy: iterstrat
 
     n = len(y)
     train_frac, val_frac = fractions
