@@ -143,7 +143,7 @@ def multi_label(out: Path, epochs: int) -> dict:
     }
 
 
-def long_texts(out: Path, epochs: int, pad_tokens: int) -> dict:
+def long_texts(out: Path, epochs: int, pad_tokens: int, window: int = 256) -> dict:
     from gptclassify.args import DataConfig, TrainConfig
     from gptclassify.predict import Classifier
     from gptclassify.training import train
@@ -151,17 +151,17 @@ def long_texts(out: Path, epochs: int, pad_tokens: int) -> dict:
     train(
         TrainConfig(
             data=DataConfig(sms_source=str(common.DEFAULT_SMS_SOURCE)),
-            model=str(tiny_config(out / "tiny256.json", 256)),
+            model=str(tiny_config(out / f"tiny{window}.json", window)),
             weights="random",
             trainable="all",
             lr=1e-3,
             epochs=epochs,
             eval_freq=0,
-            out=str(out / "spam-run"),
+            out=str(out / f"spam-run-{window}"),
         ),
         quiet=True,
     )
-    run = out / "spam-run"
+    run = out / f"spam-run-{window}"
     from gptclassify.data.prepared import load_prepared
 
     splits = load_prepared(run / "data")
@@ -222,6 +222,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/ml-bench"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--pad-tokens", type=int, default=3000)
+    parser.add_argument(
+        "--window", type=int, nargs="+", default=[256, 64],
+        help="Context (window) lengths of the long-text models, one model each.",
+    )
     parser.add_argument("--only", choices=["multi-label", "long-texts"], default=None)
     args = parser.parse_args()
     common.setup_offline_env()
@@ -230,7 +234,10 @@ def main() -> None:
     if args.only in (None, "multi-label"):
         report["multi_label"] = multi_label(args.out, args.epochs)
     if args.only in (None, "long-texts"):
-        report["long_texts"] = long_texts(args.out, args.epochs, args.pad_tokens)
+        report["long_texts"] = {
+            f"window {w}": long_texts(args.out, args.epochs, args.pad_tokens, w)
+            for w in args.window
+        }
     print(json.dumps(report, indent=2))
     common.write_json(args.out / "report.json", report)
 
