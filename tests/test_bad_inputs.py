@@ -356,7 +356,7 @@ def test_resume_refuses_a_run_with_a_link_out(small_run, tmp_path):
 
 REQUESTS = [
     ("/predict", b'{"inputs": "   "}', 422, "text 1 is empty (or only whitespace)"),
-    ("/predict", b'{"inputs": ["ok", "\\t\\n"]}', 422, "text 2 is empty (or only whitespace)"),
+    ("/predict", b'{"inputs": [["ok"], ["\\t\\n"]]}', 422, "text 2 is empty (or only whitespace)"),
     ("/classify", b'{"input": ["ok", "\\u3000"]}', 422, "text 2 is empty (or only whitespace)"),
     ("/explain", b'{"inputs": "  "}', 422, "empty (or only whitespace)"),
     ("/predict", b'{"inputs": "caf\\udce9"}', 422, "text 1 holds '\\udce9', half of a surrogate"),

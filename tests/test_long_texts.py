@@ -146,13 +146,13 @@ def test_predict_evaluate_and_server_report_chunked_texts(spam_model, tmp_path):
     assert [r["label"] for r in got] == ["spam", "ham"]
     assert int(got[0]["windows"]) > 40 and got[1]["windows"] == "1"
     result = runner.invoke(cli, ["evaluate", str(spam_model), "--data", str(data), "--json", *args])
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["chunked"] == 1 and report["accuracy"] == 1.0
     result = runner.invoke(
         cli, ["evaluate", str(spam_model), "--data", str(data), "--json", "--precision", "fp32"]
     )
-    assert json.loads(result.output)["truncated"] == 1
-    assert json.loads(result.output)["accuracy"] == 0.5
+    assert json.loads(result.stdout)["truncated"] == 1
+    assert json.loads(result.stdout)["accuracy"] == 0.5
     clf = Classifier.load(spam_model, precision="fp32", long_texts="chunk", aggregate="max")
     with TestClient(create_app(clf, ServeSettings(max_chars=50_000))) as client:
         tei = client.post("/predict", json={"inputs": text}).json()

@@ -240,7 +240,7 @@ def test_whitespace_only_texts_are_empty_everywhere(small_run, clf, tmp_path):
             clf.explain(text)
     with TestClient(create_app(clf)) as client:
         for text in BLANKS:
-            response = client.post("/predict", json={"inputs": ["hello", text]})
+            response = client.post("/predict", json={"inputs": [["hello"], [text]]})
             assert response.status_code == 422, response.text
             assert "text 2 is empty (or only whitespace)" in response.json()["error"]
 
