@@ -280,16 +280,7 @@ def split_labelled(
         train_end = int(n * train_frac)
         val_end = train_end + int(n * val_frac)
         parts = [order[:train_end], order[train_end:val_end], order[val_end:]]
-    for name, part in zip(SPLIT_NAMES, parts, strict=True):
-        if len(part) == 0:
-            raise GPTClassifyError(
-                f"{data.source}: {n} rows are too few for --split {train_frac:g} {val_frac:g} "
-                f"(the {name} part would be empty)"
-            )
-    train, validation, test = (
-        data.subset(part.tolist(), source=f"{data.source} ({name} part)")
-        for name, part in zip(SPLIT_NAMES, parts, strict=True)
-    )
+    train, validation, test = _parts(data, parts, n, (train_frac, val_frac))
     splits = Splits(
         train,
         validation,
@@ -337,16 +328,7 @@ def _split_label_sets(
     order = np.random.RandomState(seed).choice(n, size=n, replace=False)
     y = label_matrix([data.label_sets[i] for i in order], names, data.source)
     parts = [order[p] for p in iterative_split(y, fractions, seed)]
-    for name, part in zip(SPLIT_NAMES, parts, strict=True):
-        if len(part) == 0:
-            raise GPTClassifyError(
-                f"{data.source}: {n} rows are too few for --split {fractions[0]:g} "
-                f"{fractions[1]:g} (the {name} part would be empty)"
-            )
-    train, validation, test = (
-        data.subset(part.tolist(), source=f"{data.source} ({name} part)")
-        for name, part in zip(SPLIT_NAMES, parts, strict=True)
-    )
+    train, validation, test = _parts(data, parts, n, fractions)
     splits = Splits(
         train,
         validation,
@@ -559,3 +541,21 @@ def splits_from_parts(
     splits.warnings += rare_class_warnings(splits, str(train))
     splits.warnings += splits.duplicate_warnings(str(train))
     return splits
+
+
+def _parts(
+    data: LabelledTexts, parts: list[np.ndarray], n: int, fractions: tuple[float, float]
+) -> tuple[LabelledTexts, LabelledTexts, LabelledTexts]:
+    """The train / validation / test subsets of `data` at row indices `parts` (cut from `n`
+    rows); an empty part is refused, naming the fractions that made it."""
+    for name, part in zip(SPLIT_NAMES, parts, strict=True):
+        if len(part) == 0:
+            raise GPTClassifyError(
+                f"{data.source}: {n} rows are too few for --split {fractions[0]:g} "
+                f"{fractions[1]:g} (the {name} part would be empty)"
+            )
+    train, validation, test = (
+        data.subset(part.tolist(), source=f"{data.source} ({name} part)")
+        for name, part in zip(SPLIT_NAMES, parts, strict=True)
+    )
+    return train, validation, test
