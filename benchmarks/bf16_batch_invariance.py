@@ -6,7 +6,9 @@ shows). In bf16 on a CPU (oneDNN, AMX or AVX512-BF16) this script checks, bit fo
 
 - `F.linear` on the first 64 rows of a matrix, alone and as part of calls of 64 to 512 rows
   (the packed pass's tiles: fastpath.ROW_ALIGN to fastpath.CPU_ROW_TILE), for GPT-2 small's
-  three matmul shapes (c_attn 768 -> 2304, c_fc 768 -> 3072, c_proj 3072 -> 768);
+  three matmul shapes (c_attn 768 -> 2304, c_fc 768 -> 3072, c_proj 3072 -> 768); and the
+  same with the weight packed once in oneDNN's layout (fastpath.PackedLinear, what the
+  PyTorch runtime uses for calls of up to fastpath.PACKED_MAX_ROWS rows);
 - causal `F.scaled_dot_product_attention` of a 40-token text at its own width and padded to
   wider passes (the packed pass attends over the batch's longest text), and in a batch of
   four at its own width.
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import common
+from gptclassify import fastpath
 
 
 def _fmt(d: float) -> str:
@@ -47,6 +50,24 @@ def main() -> None:
             alone = F.linear(x[:64], w, b).float()
             diffs = [(F.linear(x[:m], w, b)[:64].float() - alone).abs().max().item() for m in rows]
             table.append([f"linear {k} -> {n}", *map(_fmt, diffs)])
+            if fastpath.can_prepack(dtype, x.device):
+                # the weight packed once, as the PyTorch runtime's bf16 layers hold it
+                # (fastpath.PackedLinear; larger calls take the plain kernel above)
+                packed = torch.ops.mkldnn._reorder_linear_weight(w)
+
+                def mm(m: int, x=x, packed=packed, b=b) -> torch.Tensor:
+                    return torch.ops.mkldnn._linear_pointwise(x[:m], packed, b, "none", [], "")
+
+                alone_p = mm(64)[:64].float()
+                diffs = [
+                    (mm(m)[:64].float() - alone_p).abs().max().item()
+                    if m <= fastpath.PACKED_MAX_ROWS
+                    else float("nan")
+                    for m in rows
+                ]
+                table.append([f"packed {k} -> {n}", *("-" if d != d else _fmt(d) for d in diffs)])
+                same = (alone_p - alone).abs().max().item()
+                table.append([f"  packed vs plain, 64 rows: {_fmt(same)}", *[""] * len(rows)])
         q, key, v = (torch.randn(1, 12, 512, 64).to(dtype) for _ in range(3))
         alone = F.scaled_dot_product_attention(
             q[:, :, :40], key[:, :, :40], v[:, :, :40], is_causal=True

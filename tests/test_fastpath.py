@@ -124,3 +124,68 @@ def test_the_runtime_says_whether_it_skips_padding_and_warms_up_every_row_count(
     last.logits = lambda encoded, batch_size: seen.append(encoded)  # type: ignore[method-assign]
     last.warm_up(4096)
     assert seen == []
+
+
+needs_packing = pytest.mark.skipif(
+    not fastpath.can_prepack(torch.bfloat16, torch.device("cpu")),
+    reason="this CPU's oneDNN has no fast bf16 kernels (nothing is packed)",
+)
+
+
+@needs_packing
+def test_a_packed_linear_computes_the_plain_bf16_product_and_falls_back_where_it_must(
+    monkeypatch,
+):
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(96, 160)
+    bf16 = fastpath._low_precision(plain, torch.bfloat16)
+    packed = fastpath._low_precision(plain, torch.bfloat16, prepack=True)
+    assert isinstance(packed, fastpath.PackedLinear) and packed.packed.is_mkldnn
+    assert packed.weight.dtype == torch.bfloat16 and packed.weight is not plain.weight
+    used: list[bool] = []
+    kernel = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(
+        fastpath.torch.ops.mkldnn,
+        "_linear_pointwise",
+        lambda x, w, *a: used.append(w.is_mkldnn) or kernel(x, w, *a),
+        raising=False,
+    )
+    x = torch.randn(2, 50, 96)
+    with torch.inference_mode(), autocast(torch.device("cpu"), torch.bfloat16):
+        want, got = bf16(x), packed(x)
+        assert used == [True]
+        assert got.dtype == want.dtype == torch.bfloat16 and got.shape == (2, 50, 160)
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+        # more rows than a packed pass takes: the plain kernel
+        packed(torch.randn(fastpath.PACKED_MAX_ROWS + 1, 96))
+        assert used == [True]
+    # with gradients (explanations): the plain bf16 weight, differentiable
+    x.requires_grad_(True)
+    with autocast(torch.device("cpu"), torch.bfloat16):
+        packed(x).float().sum().backward()
+    assert used == [True] and x.grad is not None
+
+
+@needs_packing
+def test_the_runtime_packs_its_bf16_weights_and_predicts_what_the_unpacked_view_does(gpt):
+    clf = GPTClassifier(gpt, 2).eval()
+    runtime = TorchRuntime(clf, "cpu", "bf16")
+    layers = [m for m in runtime.runner.modules() if isinstance(m, torch.nn.Linear)]
+    packed = [m for m in layers if isinstance(m, fastpath.PackedLinear)]
+    # every block's layers but the last block's (it runs in fp32 at the pooled position)
+    assert len(packed) == 4 * (len(gpt.h) - 1)
+    assert not any(
+        isinstance(m, fastpath.PackedLinear) for m in clf.modules()
+    )  # the model is untouched
+    ids, lengths = padded_batch(LENGTHS, seed=5)
+    encoded = Encoded.unlabelled([row[:n].tolist() for row, n in zip(ids, lengths, strict=True)])
+    got = runtime.logits(encoded, batch_size=4)
+    unpacked = fast_view(clf, torch.bfloat16, cast_trainable=True, packed=True).eval()
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+    with torch.inference_mode(), autocast(torch.device("cpu"), torch.bfloat16):
+        want = unpacked(ids, mask).float().numpy()
+    assert abs(got - want).max() < 3e-2
+    assert (
+        fast_view(clf, torch.float32, prepack=True).gpt.h[0].attn.c_attn.__class__
+        is torch.nn.Linear
+    )

@@ -8,6 +8,8 @@ the same); tests compare each piece against the plain path.
 - `packed_blocks`: causal blocks evaluated at the real tokens only (no work on padding).
 - `FastMLP`: on CPU, with no gradient and under bf16 autocast, c_fc and GELU run as one
   oneDNN kernel (inference only: it has no backward); elsewhere the plain MLP.
+- `PackedLinear`: a bf16 Linear that also holds its weight in oneDNN's own blocked layout,
+  made once, for no-grad CPU passes of up to PACKED_MAX_ROWS rows (`prepack`).
 - `fast_view`: a classifier object sharing the model's parameters whose MLPs are FastMLPs
   and whose chosen Linear layers hold low-precision copies of their weights, made once. The
   model itself is never changed, so any number of threads can run views of one model.
@@ -188,13 +190,12 @@ class FastMLP(MLP):
 
     def forward(self, x: Tensor) -> Tensor:
         if _can_fuse(x, self.c_fc):
+            layer = self.c_fc
+            weight = layer.weight.to(torch.bfloat16)
+            if isinstance(layer, PackedLinear) and layer.takes(x):
+                weight = layer.packed
             h = torch.ops.mkldnn._linear_pointwise(
-                x.to(torch.bfloat16),
-                self.c_fc.weight.to(torch.bfloat16),
-                self.c_fc.bias.to(torch.bfloat16),
-                "gelu",
-                [],
-                "tanh",
+                x.to(torch.bfloat16), weight, layer.bias.to(torch.bfloat16), "gelu", [], "tanh"
             )
             return self.dropout(self.c_proj(h))
         return super().forward(x)
@@ -204,7 +205,7 @@ def _can_fuse(x: Tensor, layer: nn.Module) -> bool:
     return (
         not torch.is_grad_enabled()
         and x.device.type == "cpu"
-        and type(layer) is nn.Linear
+        and type(layer) in (nn.Linear, PackedLinear)
         and layer.bias is not None
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
@@ -212,14 +213,79 @@ def _can_fuse(x: Tensor, layer: nn.Module) -> bool:
     )
 
 
-def _low_precision(layer: nn.Linear, dtype: torch.dtype) -> nn.Linear:
-    """A Linear holding dtype copies of `layer`'s weight and bias (frozen)."""
+PACKED_MAX_ROWS = 320
+"""PackedLinear uses its packed weight for passes of at most this many rows (a batch of 8
+SMS messages is ~256); larger ones take the plain kernel. Measured on the AMX Xeon
+(benchmarks/packed_linear.py, RESULTS.md issue 26) for GPT-2 small's and SmolLM2-135M's
+shapes: packed, 64- to 320-row products ran 1.2-2x faster with the plain kernel's values bit
+for bit; from 384 rows oneDNN picks other kernels for some shapes (SmolLM2's down projection
+at 384 rows: 0.76x and other values; GPT-2's MLP projection at 512 rows: 0.58x)."""
+
+
+class PackedLinear(nn.Linear):
+    """A frozen bf16 Linear that also holds its weight packed in oneDNN's blocked layout.
+
+    `torch.nn.functional.linear` on a CPU hands oneDNN a plain (out, in) weight, which it
+    reorders into its own layout on every call: for the few hundred rows of a small batch
+    that reorder costs about as much as the product. Packing once (what torch.compile's
+    freezing does) removes it. The packed tensor serves no-grad bf16 passes of at most
+    PACKED_MAX_ROWS rows on the CPU; everything else (gradients, larger passes) uses the
+    plain bf16 weight, which stays the layer's `weight`.
+    """
+
+    packed: Tensor
+
+    @classmethod
+    def of(cls, layer: nn.Linear) -> PackedLinear:
+        """`layer` (already holding bf16 weights) with its weight packed as well."""
+        packed = shallow_copy(layer)
+        packed.__class__ = cls
+        packed.packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach())
+        return packed  # type: ignore[return-value]
+
+    def takes(self, x: Tensor) -> bool:
+        """Whether `x` goes through the packed weight."""
+        return (
+            not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and (x.dtype == torch.bfloat16 or _autocast_bf16())
+            and x.numel() // x.shape[-1] <= PACKED_MAX_ROWS
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.takes(x):
+            return super().forward(x)
+        y = torch.ops.mkldnn._linear_pointwise(
+            x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.packed, self.bias, "none", [], ""
+        )
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def _autocast_bf16() -> bool:
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether `fast_view(prepack=True)` packs weights here: bf16 on a CPU whose oneDNN has
+    fast bf16 kernels."""
+    return (
+        dtype == torch.bfloat16
+        and device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    )
+
+
+def _low_precision(layer: nn.Linear, dtype: torch.dtype, prepack: bool = False) -> nn.Linear:
+    """A Linear holding dtype copies of `layer`'s weight and bias (frozen); with `prepack`,
+    a PackedLinear (the caller checked `can_prepack`)."""
     copy = shallow_copy(layer)
     for name in ("weight", "bias"):
         p = getattr(layer, name)
         if p is not None:
             copy._parameters[name] = nn.Parameter(p.detach().to(dtype), requires_grad=False)
-    return copy  # type: ignore[return-value]
+    return PackedLinear.of(copy) if prepack and type(layer) is nn.Linear else copy  # type: ignore[return-value]
 
 
 def fast_view(
@@ -228,6 +294,7 @@ def fast_view(
     blocks: Iterable[int] | None = None,
     cast_trainable: bool = False,
     packed: bool = False,
+    prepack: bool = False,
 ) -> nn.Module:
     """A classifier object sharing `model`'s parameters, set up for speed.
 
@@ -239,11 +306,14 @@ def fast_view(
     The final block of a single-position pool keeps fp32 weights: it runs in fp32
     (pooled_block). LayerNorms stay fp32, as autocast computes them in fp32 anyway.
     `packed`: passes skip the padding where the model allows it (packed_blocks).
+    `prepack`: bf16 Linear layers on a CPU also hold their weights in oneDNN's layout
+    (PackedLinear; inference only, where nothing trains).
     """
     n = len(model.gpt.h)
     cast = set(range(n) if blocks is None else blocks) if dtype != torch.float32 else set()
     if model.single_position:
         cast.discard(n - 1)
+    prepack = prepack and can_prepack(dtype, next(model.parameters()).device)
     view = shallow_copy(model)
     view.packed = packed
     view.gpt = shallow_copy(model.gpt)
@@ -257,15 +327,17 @@ def fast_view(
         if i in cast:
             for parent in (block.attn, block.mlp):
                 for attr, layer in list(parent.named_children()):
-                    setattr(parent, attr, _cast_layer(layer, dtype, cast_trainable))
+                    setattr(parent, attr, _cast_layer(layer, dtype, cast_trainable, prepack))
         new_blocks.append(block)
     view.gpt.h = nn.ModuleList(new_blocks)
     return view  # type: ignore[return-value]
 
 
-def _cast_layer(layer: nn.Module, dtype: torch.dtype, cast_trainable: bool) -> nn.Module:
+def _cast_layer(
+    layer: nn.Module, dtype: torch.dtype, cast_trainable: bool, prepack: bool = False
+) -> nn.Module:
     if type(layer) is nn.Linear and (cast_trainable or not layer.weight.requires_grad):
-        return _low_precision(layer, dtype)
+        return _low_precision(layer, dtype, prepack)
     if isinstance(layer, LoRALinear) and (cast_trainable or not layer.base.weight.requires_grad):
         # The frozen base in low precision; the adapters stay as they are (autocast casts them).
         wrapped = shallow_copy(layer)

@@ -48,7 +48,9 @@ class TorchRuntime:
         with self._lock:
             stamp = _stamp(self.model)
             if self._runner is None or stamp != self._stamp:
-                view = fast_view(self.model, self.dtype, cast_trainable=True, packed=True)
+                view = fast_view(
+                    self.model, self.dtype, cast_trainable=True, packed=True, prepack=True
+                )
                 self._runner, self._stamp = view.eval(), stamp
             return self._runner
 
