@@ -1024,6 +1024,35 @@ def test_requests_that_would_wait_past_the_timeout_get_a_fast_429_with_retry_aft
     assert sum(runtime.passes) == 3  # every admitted text ran once, none refused ran
 
 
+def test_when_the_queued_work_alone_is_too_late_requests_are_refused_before_their_body():
+    runtime, app = stub_app(timeout_s=10, max_wait_ms=0)
+    with TestClient(app) as c:
+        batcher = app.state.service.batcher
+        batcher.cost = FakeCost(fixed=0.5, per_token=1.0)
+        running = in_thread(c.post, "/predict", json={"inputs": "x"})
+        assert runtime.entered.wait(10)
+        queued = in_thread(c.post, "/predict", json={"inputs": "a b c d"})
+        wait_for(lambda: batcher.depth == 1)
+        # The passes turn out slower: the work queued is now 3.5 + 12.5 = 16 s > 10 s.
+        batcher.cost = FakeCost(fixed=0.5, per_token=3.0)
+        for path in ("/predict", "/", "/invocations", "/classify", "/v1/classify"):
+            # Not even read: a body that is not JSON gets the 429, not a 422.
+            refused = c.post(path, content=b"{not json", headers={"content-type": "text/plain"})
+            body = assert_error(refused, 429, "overloaded")
+            assert "work queued" in body["error"] and "10 s timeout" in body["error"]
+            assert refused.headers["retry-after"] == "6"  # 16 s - 10 s
+        assert c.get("/health").status_code == 200  # only the model's routes
+        runtime.release.set()
+        for thread, out in (running, queued):
+            thread.join(10)
+            assert out["result"].status_code == 200
+        # The queue drained: the next request is read and answered.
+        assert c.post("/predict", json={"inputs": "y"}).status_code == 200
+        samples = scrape(c)
+    assert samples[("gptclassify_refused_texts_total", (("reason", "busy"),))] == 5
+    assert sum(runtime.passes) == 3
+
+
 def test_no_prediction_no_refusal_and_a_full_queue_still_says_when_to_retry():
     runtime, app = stub_app(max_queue=2, max_texts=2, max_wait_ms=0, timeout_s=5)
     with TestClient(app) as c:

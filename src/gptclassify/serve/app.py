@@ -31,7 +31,13 @@ from gptclassify.errors import GPTClassifyError
 from gptclassify.predict import Classifier
 from gptclassify.serve import formats
 from gptclassify.serve.metrics import CONTENT_TYPE, ServeMetrics
-from gptclassify.serve.middleware import BearerAuth, BodyLimit, RequestMetrics, error_response
+from gptclassify.serve.middleware import (
+    Admission,
+    BearerAuth,
+    BodyLimit,
+    RequestMetrics,
+    error_response,
+)
 from gptclassify.serve.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -55,6 +61,8 @@ OPEN_PATHS = ("/health", "/ping", "/", "/openapi.json", "/api-doc/openapi.json")
 data: its API calls carry the key the user types in) and the API's schema (as TEI serves
 them). `POST /` (predict) needs the key."""
 OPEN_ROUTES = tuple((method, path) for path in OPEN_PATHS for method in ("GET", "HEAD"))
+MODEL_ROUTES = ("/predict", "/", "/invocations", "/classify", "/v1/classify")
+"""The POST routes whose texts go through the queue (its early admission guards them)."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": what}
@@ -124,7 +132,15 @@ def create_app(
     routes = {route.path for route in app.routes if hasattr(route, "path")}
 
     # Outermost last: CORS answers preflights before the key is asked for; metrics count
-    # every answer, refusals included; the key is checked before the body is read.
+    # every answer, refusals included; the key is checked before the body is read, and so is
+    # the queue's predicted wait (under overload most requests end there, at little cost).
+    app.add_middleware(
+        Admission,
+        routes=MODEL_ROUTES,
+        wait=lambda: service.batcher.predicted_wait(),
+        timeout_s=settings.timeout_s,
+        refused=lambda: metrics.on_refused("busy", 1),
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key, open_routes=OPEN_ROUTES)

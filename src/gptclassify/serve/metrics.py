@@ -90,8 +90,9 @@ class ServeMetrics:
         self.predicted_wait.set_function(predicted_wait)
         self.refused = Counter(
             "gptclassify_refused_texts",
-            "Texts refused with 429, by reason: the queue was full (queue) or they could not "
-            "have been answered within the timeout (wait).",
+            "Texts refused with 429, by reason: the queue was full (queue), they could not "
+            "have been answered within the timeout (wait), or the work already queued could "
+            "not (busy: refused before the body was read, one per request).",
             ["reason"],
             registry=r,
         )

@@ -1,16 +1,20 @@
-"""ASGI layers around the routes: the API key, the body-size cap and request metrics.
+"""ASGI layers around the routes: the API key, the body-size cap, early admission and
+request metrics.
 
 They sit in front of FastAPI's own request handling on purpose: a request without the key
-is refused before its body is read or parsed, and an oversized body is refused from its
-Content-Length header, or, when it has none (chunked), as soon as what arrived passes the cap.
+is refused before its body is read or parsed, an oversized body is refused from its
+Content-Length header, or, when it has none (chunked), as soon as what arrived passes the cap,
+and under overload a request to the model is refused before its body is read or tokenized
+when the work already queued could not be answered within the timeout (`Admission`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -98,6 +102,48 @@ class BearerAuth:
             return False
         given = hashlib.sha256(token.strip().encode()).digest()
         return hmac.compare_digest(given, self.digest)
+
+
+class Admission:
+    """A 429 with Retry-After, before the body is read, for a POST to one of `routes` while
+    the work already queued would not be answered within `timeout_s` (`wait()`: the
+    predicted seconds, None before the pass cost is known).
+
+    The queue's own admission (`MicroBatcher.submit`) would refuse such a request too, after
+    FastAPI had read and validated its body and the request had been tokenized: under
+    overload most requests are refused, and that work took the CPU from the model's passes.
+    This refusal costs a header lookup; it never refuses a request the queue would take at
+    this moment (a request's own texts only add to the wait). `refused()` counts it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Collection[str],
+        wait: Callable[[], float | None],
+        timeout_s: float,
+        refused: Callable[[], None],
+    ) -> None:
+        self.app = app
+        self.routes = frozenset(routes)
+        self.wait = wait
+        self.timeout_s = timeout_s
+        self.refused = refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes:
+            wait = self.wait()
+            if wait is not None and wait > self.timeout_s:
+                self.refused()
+                response = error_response(
+                    429,
+                    "overloaded",
+                    f"Model is overloaded: the predicted wait, {wait:.1f} s for the work "
+                    f"queued, is longer than the {self.timeout_s:g} s timeout",
+                    **{"Retry-After": str(max(1, math.ceil(wait - self.timeout_s)))},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RequestMetrics:
