@@ -24,8 +24,10 @@ requests it can answer within one timeout), each sending single messages for
 `--overload-duration` seconds and, on a 429, waiting the Retry-After it is told (as a
 client that respects it does). It reports the 200 / 429 / 503 counts, how fast the 429s
 came, the texts the server computed for requests that had gone (wasted) or dropped unrun,
-and the goodput (answered requests per second) against the best unloaded level's. The client is a small asyncio HTTP/1.1 client, cheap beside a model
-pass, but it shares the CPU with the server.
+and the goodput (answered requests per second) against the best unloaded level's. The client
+is a small asyncio HTTP/1.1 client, cheap beside a model pass, but on this machine it shares
+the CPU with the server: `--client-nice 19` runs it (every level) at the lowest priority, so
+that it takes only the CPU the server leaves, as clients on other machines would.
 """
 
 from __future__ import annotations
@@ -323,6 +325,7 @@ def scrape(url: str) -> dict[str, float]:
         "gptclassify_dropped_texts_total",
         'gptclassify_refused_texts_total{reason="wait"}',
         'gptclassify_refused_texts_total{reason="queue"}',
+        'gptclassify_refused_texts_total{reason="busy"}',
     )
     for name in names:
         m = re.search(rf"^{re.escape(name)} (\S+)$", text, flags=re.M)
@@ -465,9 +468,10 @@ def overload_report(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"overload: {r['clients']} clients ({args.overload:g}x what the machine serves "
             f"within --timeout {args.timeout:g} s) for {r['wall_s']:.0f} s, each waiting the "
             "Retry-After of a 429",
-            f"  answered 200: {c['200']}, refused 429: {c['429']} (predicted wait "
-            f"{r['refused_wait']:.0f} texts, queue full {r['refused_queue']:.0f}), timed out "
-            f"503: {c['503']}, other: {c['other']}",
+            f"  answered 200: {c['200']}, refused 429: {c['429']} (before the body was read "
+            f"{r.get('refused_busy', 0):.0f}, predicted wait {r['refused_wait']:.0f} texts, "
+            f"queue full {r['refused_queue']:.0f}), timed out 503: {c['503']}, "
+            f"other: {c['other']}",
             f"  latency of the 200s p50 {r['ok_p50_ms']:.0f} ms, p99 {r['ok_p99_ms']:.0f} ms; "
             f"of the 429s p50 {r['refused_p50_ms']:.1f} ms, p99 {r['refused_p99_ms']:.1f} ms",
             f"  texts computed {r['computed']:.0f}, of which wasted (their request had gone) "
@@ -525,6 +529,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--seed", type=int, default=123, help="Seed of the weights, head and message order."
     )
+    p.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        help="Run the load generator (this process, after starting the server) at this nice "
+        "level: 19 stands in for clients on other machines, taking only the CPU the server "
+        "leaves (the offline figures are measured here too, with the server idle)",
+    )
     p.add_argument("--out", type=Path, default=common.DEFAULT_OUT)
     args = p.parse_args(argv)
     if min(args.concurrency) < 1 or args.requests < 1 or args.duration <= 0:
@@ -555,6 +567,9 @@ def main(argv: list[str] | None = None) -> None:
     print("Starting the server ...", flush=True)
     proc, url = start_server(args, model, out)
     host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+    if args.client_nice:
+        # The server started at our priority; from here on this process is only the clients.
+        os.nice(args.client_nice)
     levels = []
     singles: list[float] = []
     try:
@@ -624,6 +639,7 @@ def main(argv: list[str] | None = None) -> None:
                         ("dropped", "gptclassify_dropped_texts_total"),
                         ("refused_wait", 'gptclassify_refused_texts_total{reason="wait"}'),
                         ("refused_queue", 'gptclassify_refused_texts_total{reason="queue"}'),
+                        ("refused_busy", 'gptclassify_refused_texts_total{reason="busy"}'),
                     )
                 },
             )
@@ -644,7 +660,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{offline.clf.runtime.describe()}; serve --max-batch {args.max_batch} --max-batch-tokens "
         f"{args.max_batch_tokens} --max-wait-ms {args.max_wait_ms:g} --max-queue {args.max_queue} "
         f"{'' if args.pass_overhead_tokens is None else f'--pass-overhead-tokens {args.pass_overhead_tokens:g} '}"
-        f"(pass overhead after warm-up: {overhead_start:g} tokens, at the end: {overhead_end:g})"
+        f"--timeout {args.timeout:g} (pass overhead after warm-up: {overhead_start:g} tokens, "
+        f"at the end: {overhead_end:g}); load generator at nice {args.client_nice}"
     )
     body = report(levels, singles, args.offline_batch_size)
     if overload is not None:

@@ -993,7 +993,8 @@ class FakeCost:
 
 
 def test_requests_that_would_wait_past_the_timeout_get_a_fast_429_with_retry_after():
-    runtime, app = stub_app(timeout_s=10, max_wait_ms=0)
+    # admitted while the predicted wait is at most ADMIT_SHARE (0.7) of the 12 s: 8.4 s
+    runtime, app = stub_app(timeout_s=12, max_wait_ms=0)
     with TestClient(app) as c:
         batcher = app.state.service.batcher
         batcher.cost = FakeCost(fixed=0.5, per_token=1.0)  # a token costs a second
@@ -1003,24 +1004,30 @@ def test_requests_that_would_wait_past_the_timeout_get_a_fast_429_with_retry_aft
         queued = in_thread(c.post, "/predict", json={"inputs": "a b c d"})
         wait_for(lambda: batcher.depth == 1)
         assert batcher.predicted_wait() == pytest.approx(6.0)
-        # 6 tokens more: 1.5 + 10 + 0.5 = 12 s > 10 s: refused now, not after 10 s
+        # (the early admission lets requests through: a text of the mean length so far, 2
+        # tokens, would wait 8 s)
+        # 6 tokens more: 1.5 + 10 + 0.5 = 12 s > 8.4 s: refused now, not after 12 s
         t0 = time.monotonic()
         body = assert_error(c.post("/predict", json={"inputs": "e f g h i j"}), 429, "overloaded")
         assert time.monotonic() - t0 < 5
-        assert "predicted wait" in body["error"] and "10 s timeout" in body["error"]
+        assert "predicted wait" in body["error"] and "70% of the 12 s timeout" in body["error"]
         refused = c.post("/classify", json={"input": "e f g h i j"})
         assert_error(refused, 429, "overloaded")
-        assert refused.headers["retry-after"] == "2"  # 12 s - 10 s
-        # 3 tokens more fit: 1.5 + 7 + 0.5 = 9 s
-        fits = in_thread(c.post, "/predict", json={"inputs": "k l m"})
+        # Retry-After: when the work queued and this request's would be done (12 s), not
+        # when the wait would first fit (a second later every refused client is back)
+        assert refused.headers["retry-after"] == "12"
+        # within the margin between 8.4 s and the timeout: refused too (3 tokens: 9 s)
+        assert_error(c.post("/predict", json={"inputs": "k l m"}), 429, "overloaded")
+        # 2 tokens more fit: 1.5 + 6 + 0.5 = 8 s
+        fits = in_thread(c.post, "/predict", json={"inputs": "k l"})
         wait_for(lambda: batcher.depth == 2)
-        assert batcher.predicted_wait() == pytest.approx(9.0)
+        assert batcher.predicted_wait() == pytest.approx(8.0)
         runtime.release.set()
         for thread, out in (running, queued, fits):
             thread.join(10)
             assert out["result"].status_code == 200
         samples = scrape(c)
-    assert samples[("gptclassify_refused_texts_total", (("reason", "wait"),))] == 2
+    assert samples[("gptclassify_refused_texts_total", (("reason", "wait"),))] == 3
     assert sum(runtime.passes) == 3  # every admitted text ran once, none refused ran
 
 
@@ -1033,14 +1040,17 @@ def test_when_the_queued_work_alone_is_too_late_requests_are_refused_before_thei
         assert runtime.entered.wait(10)
         queued = in_thread(c.post, "/predict", json={"inputs": "a b c d"})
         wait_for(lambda: batcher.depth == 1)
-        # The passes turn out slower: the work queued is now 3.5 + 12.5 = 16 s > 10 s.
+        # The passes turn out slower: the work queued is now 3.5 + 12.5 = 16 s > 10 s, and
+        # a text of the mean length so far (2.5 -> 2 tokens) would wait 3.5 + 0.5 + 6 * 3 s.
         batcher.cost = FakeCost(fixed=0.5, per_token=3.0)
+        assert batcher.predicted_wait() == pytest.approx(16.0)
+        assert batcher.busy() == pytest.approx(22.0)
         for path in ("/predict", "/", "/invocations", "/classify", "/v1/classify"):
             # Not even read: a body that is not JSON gets the 429, not a 422.
             refused = c.post(path, content=b"{not json", headers={"content-type": "text/plain"})
             body = assert_error(refused, 429, "overloaded")
-            assert "work queued" in body["error"] and "10 s timeout" in body["error"]
-            assert refused.headers["retry-after"] == "6"  # 16 s - 10 s
+            assert "work queued" in body["error"] and "70% of the 10 s" in body["error"]
+            assert refused.headers["retry-after"] == "22"  # the predicted wait
         assert c.get("/health").status_code == 200  # only the model's routes
         runtime.release.set()
         for thread, out in (running, queued):

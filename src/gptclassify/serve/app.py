@@ -12,6 +12,7 @@ import base64
 import hashlib
 import logging
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from gptclassify import __version__
 from gptclassify.errors import GPTClassifyError
 from gptclassify.predict import Classifier
 from gptclassify.serve import formats
+from gptclassify.serve.batching import ADMIT_SHARE
 from gptclassify.serve.metrics import CONTENT_TYPE, ServeMetrics
 from gptclassify.serve.middleware import (
     Admission,
@@ -61,6 +63,11 @@ OPEN_PATHS = ("/health", "/ping", "/", "/openapi.json", "/api-doc/openapi.json")
 data: its API calls carry the key the user types in) and the API's schema (as TEI serves
 them). `POST /` (predict) needs the key."""
 OPEN_ROUTES = tuple((method, path) for path in OPEN_PATHS for method in ("GET", "HEAD"))
+SWITCH_INTERVAL_S = 0.0005
+"""While the app runs, Python's thread switch interval (its default: 5 ms). The pass thread
+needs the GIL between its model's operations; under a flood of requests the event loop
+thread holds it, and a waiting thread gets it only after the interval: up to 5 ms per
+operation, hundreds per pass. At 0.5 ms the passes keep their pace (RESULTS.md, issue 21)."""
 MODEL_ROUTES = ("/predict", "/", "/invocations", "/classify", "/v1/classify")
 """The POST routes whose texts go through the queue (its early admission guards them)."""
 
@@ -109,11 +116,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         service.start()
         try:
             yield
         finally:
             service.stop()
+            sys.setswitchinterval(previous)
 
     # No /docs or /redoc: FastAPI's pages load Swagger UI / ReDoc from a CDN (blank offline).
     # The schema is at /openapi.json and, as TEI serves it, /api-doc/openapi.json.
@@ -137,9 +147,10 @@ def create_app(
     app.add_middleware(
         Admission,
         routes=MODEL_ROUTES,
-        wait=lambda: service.batcher.predicted_wait(),
-        timeout_s=settings.timeout_s,
+        wait=lambda: service.batcher.busy(),
+        limit_s=ADMIT_SHARE * settings.timeout_s,
         refused=lambda: metrics.on_refused("busy", 1),
+        why=f"{ADMIT_SHARE:.0%} of the {settings.timeout_s:g} s timeout",
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key:

@@ -106,40 +106,44 @@ class BearerAuth:
 
 class Admission:
     """A 429 with Retry-After, before the body is read, for a POST to one of `routes` while
-    the work already queued would not be answered within `timeout_s` (`wait()`: the
-    predicted seconds, None before the pass cost is known).
+    a request of the usual size would not be admitted: its predicted wait (`wait()`: for one
+    more text of the mean length queued so far, None before the pass cost is known) is
+    longer than `limit_s` (the queue's own limit, ADMIT_SHARE of the timeout).
 
-    The queue's own admission (`MicroBatcher.submit`) would refuse such a request too, after
-    FastAPI had read and validated its body and the request had been tokenized: under
+    The queue's own admission (`MicroBatcher.submit`) decides on the request's real tokens,
+    after FastAPI has read and validated its body and the request has been tokenized: under
     overload most requests are refused, and that work took the CPU from the model's passes.
-    This refusal costs a header lookup; it never refuses a request the queue would take at
-    this moment (a request's own texts only add to the wait). `refused()` counts it."""
+    This refusal costs a header lookup. It is a prediction like the queue's: a request much
+    shorter than the mean could have been taken; one longer would have been refused anyway.
+    `refused()` counts it."""
 
     def __init__(
         self,
         app: ASGIApp,
         routes: Collection[str],
         wait: Callable[[], float | None],
-        timeout_s: float,
+        limit_s: float,
         refused: Callable[[], None],
+        why: str = "",
     ) -> None:
         self.app = app
         self.routes = frozenset(routes)
         self.wait = wait
-        self.timeout_s = timeout_s
+        self.limit_s = limit_s
         self.refused = refused
+        self.why = why or f"{limit_s:g} s"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes:
             wait = self.wait()
-            if wait is not None and wait > self.timeout_s:
+            if wait is not None and wait > self.limit_s:
                 self.refused()
                 response = error_response(
                     429,
                     "overloaded",
                     f"Model is overloaded: the predicted wait, {wait:.1f} s for the work "
-                    f"queued, is longer than the {self.timeout_s:g} s timeout",
-                    **{"Retry-After": str(max(1, math.ceil(wait - self.timeout_s)))},
+                    f"queued and a text of the usual length, is longer than {self.why}",
+                    **{"Retry-After": str(max(1, math.ceil(wait)))},
                 )
                 await response(scope, receive, send)
                 return
