@@ -50,6 +50,7 @@ VARIANTS: dict[str, list[str]] = {
     "last-block lr 5e-4 10 ep": ["--lr", "5e-4", "--epochs", "10"],
     "last-8-blocks lr 1e-4": ["--trainable", "last-8-blocks", "--lr", "1e-4"],
     "all lr 2e-5": ["--trainable", "all", "--lr", "2e-5"],
+    "all lr 2e-5 2 ep": ["--trainable", "all", "--lr", "2e-5", "--epochs", "2"],
     "recipe auto 3m": ["--recipe", "auto", "--budget", "3m"],
     "lora all r16": ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "16", "--lr", "5e-4"],
 }
