@@ -80,7 +80,8 @@ class ServeSettings:
     timeout_s: float = field(
         default=30.0,
         metadata=opt(
-            "Seconds per request, queueing included (503 after).",
+            "Seconds per request, queueing included (503 after); a request whose predicted "
+            "wait is over 70% of it gets a 429 at once.",
             flag="timeout",
             minimum=0,
             open_minimum=True,
