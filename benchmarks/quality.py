@@ -46,13 +46,32 @@ VARIANTS: dict[str, list[str]] = {
     "last-2-blocks lr 2e-4": ["--trainable", "last-2-blocks", "--lr", "2e-4"],
     "last-4-blocks lr 2e-4": ["--trainable", "last-4-blocks", "--lr", "2e-4"],
     "last-4-blocks lr 1e-4": ["--trainable", "last-4-blocks", "--lr", "1e-4"],
-    "last-4-blocks lr 2e-4 mean pool": ["--trainable", "last-4-blocks", "--lr", "2e-4", "--pool", "mean"],
+    "last-4-blocks lr 3e-4": ["--trainable", "last-4-blocks", "--lr", "3e-4"],
+    "last-6-blocks lr 2e-4": ["--trainable", "last-6-blocks", "--lr", "2e-4"],
+    "last-4-blocks lr 2e-4 8 ep": ["--trainable", "last-4-blocks", "--lr", "2e-4", "--epochs", "8"],
+    "last-4-blocks lr 2e-4 mean pool": [
+        "--trainable",
+        "last-4-blocks",
+        "--lr",
+        "2e-4",
+        "--pool",
+        "mean",
+    ],
     "last-block lr 5e-4 10 ep": ["--lr", "5e-4", "--epochs", "10"],
     "last-8-blocks lr 1e-4": ["--trainable", "last-8-blocks", "--lr", "1e-4"],
     "all lr 2e-5": ["--trainable", "all", "--lr", "2e-5"],
     "all lr 2e-5 2 ep": ["--trainable", "all", "--lr", "2e-5", "--epochs", "2"],
     "recipe auto 3m": ["--recipe", "auto", "--budget", "3m"],
-    "lora all r16": ["--trainable", "lora", "--lora-rank", "16", "--lora-alpha", "16", "--lr", "5e-4"],
+    "lora all r16": [
+        "--trainable",
+        "lora",
+        "--lora-rank",
+        "16",
+        "--lora-alpha",
+        "16",
+        "--lr",
+        "5e-4",
+    ],
 }
 
 
@@ -109,8 +128,9 @@ def peer_worker(args: argparse.Namespace) -> None:
     x, _ = batch_of(ids["train"][:8])
     x = torch.nn.functional.pad(x, (0, longest - x.shape[1]), value=pad)
     y = labels["train"][:8]
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5,
-                            weight_decay=0.1)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=5e-5, weight_decay=0.1
+    )
     model.train()
     step_times = []
     for i in range(args.price_steps + 1):
@@ -192,9 +212,7 @@ def peer_worker(args: argparse.Namespace) -> None:
     with torch.no_grad():
         for k, hs in cache.items():
             logits = torch.cat([head_logits(hs[i : i + 32]) for i in range(0, len(hs), 32)])
-            reports[k] = classification_report(
-                softmax(logits.numpy()), labels[k].numpy(), names
-            )
+            reports[k] = classification_report(softmax(logits.numpy()), labels[k].numpy(), names)
     result = {
         "splits": reports,
         "priced_book_loop_s": priced,
@@ -224,7 +242,8 @@ def prepare_splits(args, out: Path, env) -> dict[str, Path]:
         folder = out / "data" / name
         if not (folder / "train.csv").is_file():
             res = common.run_child(
-                gptclassify("data", "sms-spam", "--out", str(folder), *extra), env,
+                gptclassify("data", "sms-spam", "--out", str(folder), *extra),
+                env,
                 out / "logs" / f"data-{name}.log",
             )
             common.check_child(res, f"data sms-spam ({name})")
@@ -240,8 +259,16 @@ def run_ours(args, name: str, flags: list[str], data: Path, seed: int, out: Path
         if stale.exists():
             subprocess.run(["rm", "-rf", str(stale)], check=True)
     cmd = gptclassify(
-        "train", "--model", str(args.gguf), "--data", str(data), "--seed", str(seed),
-        "--out", str(run), *flags,
+        "train",
+        "--model",
+        str(args.gguf),
+        "--data",
+        str(data),
+        "--seed",
+        str(seed),
+        "--out",
+        str(run),
+        *flags,
     )
     res = common.run_child(cmd, env, out / "logs" / f"{run.name}.log")
     common.check_child(res, f"ours {name} on {data.name}, seed {seed}")
@@ -273,9 +300,24 @@ def run_peer(args, data: Path, seed: int, out: Path, env) -> dict[str, Any]:
     if result.is_file() and not args.fresh:
         return json.loads(result.read_text())
     cmd = [
-        sys.executable, __file__, "--worker", "peer", "--gguf", str(args.gguf), "--data-dir",
-        str(data), "--seed", str(seed), "--result", str(result), "--threads", str(args.threads),
-        "--epochs", str(args.epochs), "--price-steps", str(args.price_steps),
+        sys.executable,
+        __file__,
+        "--worker",
+        "peer",
+        "--gguf",
+        str(args.gguf),
+        "--data-dir",
+        str(data),
+        "--seed",
+        str(seed),
+        "--result",
+        str(result),
+        "--threads",
+        str(args.threads),
+        "--epochs",
+        str(args.epochs),
+        "--price-steps",
+        str(args.price_steps),
     ]
     res = common.run_child(cmd, env, out / "logs" / f"{data.name}-peer-s{seed}.log")
     common.check_child(res, f"peer on {data.name}, seed {seed}")
@@ -289,7 +331,8 @@ def run_baseline(args, data: Path, out: Path, env) -> dict[str, Any]:
     folder = out / "runs" / f"{data.name}-tfidf"
     if not (folder / "metrics.json").is_file():
         res = common.run_child(
-            gptclassify("baseline", "--data", str(data), "--out", str(folder)), env,
+            gptclassify("baseline", "--data", str(data), "--out", str(folder)),
+            env,
             out / "logs" / f"{data.name}-tfidf.log",
         )
         common.check_child(res, f"baseline on {data.name}")
@@ -328,19 +371,45 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(args, table: dict[str, dict[str, dict[str, Any]]], out: Path, info) -> str:
-    headers = ["split", "model", "seeds", "test % mean", "sd", "min", "max", "val %",
-               "macro F1", "ROC AUC", "ECE", "time (s)", "peak RSS (MB)"]
+    headers = [
+        "split",
+        "model",
+        "seeds",
+        "test % mean",
+        "sd",
+        "min",
+        "max",
+        "val %",
+        "macro F1",
+        "ROC AUC",
+        "ECE",
+        "time (s)",
+        "peak RSS (MB)",
+    ]
     rows = []
     for split, variants in table.items():
         for name, s in variants.items():
             time_s = s["priced_s"] if s.get("priced_s") else s.get("wall_s")
-            time_cell = f"{time_s:.0f}" + (" (priced)" if s.get("priced_s") else "") if time_s else "-"
-            rows.append([
-                split, name, s["n"], f"{s['mean']:.2f}", f"{s['sd']:.2f}", f"{s['min']:.2f}",
-                f"{s['max']:.2f}", f"{s['val']:.2f}", _f(s["macro_f1"]), _f(s["roc_auc"]),
-                _f(s["ece"]), time_cell,
-                f"{s['peak_rss_mb']:.0f}" if s.get("peak_rss_mb") else "-",
-            ])
+            time_cell = (
+                f"{time_s:.0f}" + (" (priced)" if s.get("priced_s") else "") if time_s else "-"
+            )
+            rows.append(
+                [
+                    split,
+                    name,
+                    s["n"],
+                    f"{s['mean']:.2f}",
+                    f"{s['sd']:.2f}",
+                    f"{s['min']:.2f}",
+                    f"{s['max']:.2f}",
+                    f"{s['val']:.2f}",
+                    _f(s["macro_f1"]),
+                    _f(s["roc_auc"]),
+                    _f(s["ece"]),
+                    time_cell,
+                    f"{s['peak_rss_mb']:.0f}" if s.get("peak_rss_mb") else "-",
+                ]
+            )
     lines = [
         "# Quality on real weights: SmolLM2-135M-Instruct (GGUF Q4_1) on SMS spam",
         "",
@@ -385,8 +454,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gguf", required=True, help="The SmolLM2 (or other) GGUF file.")
     p.add_argument("--data", nargs="*", help="Prepared folders (default: book and ours SMS).")
     p.add_argument("--seeds", type=int, default=3, help="Training seeds: 123, 124, ...")
-    p.add_argument("--variant", action="append", choices=list(VARIANTS),
-                   help="Our variants (default: all). Repeat the flag.")
+    p.add_argument(
+        "--variant",
+        action="append",
+        choices=list(VARIANTS),
+        help="Our variants (default: all). Repeat the flag.",
+    )
     p.add_argument("--no-peer", action="store_true", help="Skip transformers' classifier.")
     p.add_argument("--peer-splits", default="book", help="Splits the peer runs on (comma).")
     p.add_argument("--epochs", type=int, default=5)
@@ -424,9 +497,11 @@ def main(argv=None) -> None:
             results = []
             for seed in seeds:
                 r = run_ours(args, name, VARIANTS[name], folder, seed, out, env)
-                print(f"{split} ours {name} seed {seed}: test "
-                      f"{r['splits']['test']['accuracy'] * 100:.2f}% ({r['wall_s'] or 0:.0f} s)",
-                      flush=True)
+                print(
+                    f"{split} ours {name} seed {seed}: test "
+                    f"{r['splits']['test']['accuracy'] * 100:.2f}% ({r['wall_s'] or 0:.0f} s)",
+                    flush=True,
+                )
                 results.append(r)
             table[split][f"ours: {name}"] = summary(results)
             raw[f"{split}/ours/{name}"] = results
@@ -434,16 +509,20 @@ def main(argv=None) -> None:
             results = []
             for seed in seeds:
                 r = run_peer(args, folder, seed, out, env)
-                print(f"{split} peer seed {seed}: test "
-                      f"{r['splits']['test']['accuracy'] * 100:.2f}% "
-                      f"(book loop priced {r['priced_book_loop_s']:.0f} s)", flush=True)
+                print(
+                    f"{split} peer seed {seed}: test "
+                    f"{r['splits']['test']['accuracy'] * 100:.2f}% "
+                    f"(book loop priced {r['priced_book_loop_s']:.0f} s)",
+                    flush=True,
+                )
                 results.append(r)
             table[split]["transformers peer (book recipe)"] = summary(results)
             raw[f"{split}/peer"] = results
         base = run_baseline(args, folder, out, env)
         table[split]["TF-IDF + logistic regression"] = summary([base])
-    (out / "quality.json").write_text(json.dumps({"table": table, "raw": raw, "machine": info},
-                                                 indent=2, default=float))
+    (out / "quality.json").write_text(
+        json.dumps({"table": table, "raw": raw, "machine": info}, indent=2, default=float)
+    )
     print(report(args, table, out, info))
 
 
