@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,6 +69,31 @@ def scalars(logdir: Path, tag: str) -> list[tuple[int, float]]:
     acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
     return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_a_resumed_runs_event_file_is_read_after_the_interrupted_runs(tmp_path):
+    # The interrupted run's file, opened this very second by a process with a higher id: a
+    # file the resumed run opened in the same second would sort before it, and TensorBoard
+    # would read its purge of the redone steps first (the folder then held steps 14+ only).
+    from torch.utils.tensorboard import SummaryWriter
+
+    from gptclassify.training import report
+
+    logdir = tmp_path / "tensorboard"
+    writer = SummaryWriter(str(logdir))
+    for step in range(20):
+        writer.add_scalar("step/train_loss", float(step), step)
+    writer.close()
+    (old,) = logdir.glob("events.out.tfevents.*")
+    old.rename(logdir / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.9999999.0")
+    report._after_earlier_event_files(logdir)
+    writer = SummaryWriter(str(logdir), purge_step=14)
+    for step in range(14, 30):
+        writer.add_scalar("step/train_loss", float(step) + 0.5, step)
+    writer.close()
+    read = scalars(logdir, "step/train_loss")
+    assert [s for s, _ in read] == list(range(30))
+    assert [v for s, v in read if s >= 14] == [s + 0.5 for s in range(14, 30)]
 
 
 @pytest.fixture(scope="module")

@@ -216,6 +216,23 @@ def final_scalars(metrics: dict[str, Any]) -> dict[str, float]:
 # ---- TensorBoard ---------------------------------------------------------------------------
 
 
+def _after_earlier_event_files(logdir: Path) -> None:
+    """Return once a new event file's name sorts after those in `logdir`.
+
+    TensorBoard reads a folder's event files in name order, and a name starts with the
+    second the file was opened (`events.out.tfevents.<seconds>.<host>.<pid>...`): a run
+    resumed within the second its interrupted run started would sort by process id, maybe
+    first, and its purge of the redone steps would then come before the steps it purges
+    (the folder would read as the redone steps only). Waits at most a second."""
+    newest = 0
+    for f in logdir.glob("events.out.tfevents.*"):
+        stamp = f.name.split(".")[3]
+        if stamp.isdigit():
+            newest = max(newest, int(stamp))
+    while int(time.time()) <= newest:
+        time.sleep(0.05)
+
+
 class TensorBoardReporter(Reporter):
     """Event files in RUN/tensorboard, through torch's SummaryWriter."""
 
@@ -237,6 +254,8 @@ class TensorBoardReporter(Reporter):
             # A resumed run redoes the steps after its checkpoint: events an interrupted run
             # wrote from this step on are purged by TensorBoard when it reads the folder.
             resumed = self.logdir.is_dir() and any(self.logdir.iterdir())
+            if resumed:
+                _after_earlier_event_files(self.logdir)
             self.writer = self._writer_class(
                 str(self.logdir), purge_step=max(state.step, 0) if resumed else None
             )
