@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from gptclassify.lora import LoRALinear, effective_weight
 from gptclassify.model import MLP, Block, apply_rope, shallow_copy
+from gptclassify.runtime import cpu_has_fast_bf16
 
 
 def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
@@ -207,8 +208,7 @@ def _can_fuse(x: Tensor, layer: nn.Module) -> bool:
         and x.device.type == "cpu"
         and type(layer) in (nn.Linear, PackedLinear)
         and layer.bias is not None
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and _autocast_bf16()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     )
 
@@ -262,6 +262,7 @@ class PackedLinear(nn.Linear):
 
 
 def _autocast_bf16() -> bool:
+    """Whether CPU autocast to bf16 is on."""
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
@@ -271,9 +272,8 @@ def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
     return (
         dtype == torch.bfloat16
         and device.type == "cpu"
-        and torch.backends.mkldnn.is_available()
+        and cpu_has_fast_bf16()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     )
 
 
