@@ -146,10 +146,6 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        status, data, _ = await self.post_with_headers(path, body)
-        return status, data
-
     async def post_with_headers(self, path: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -182,6 +178,18 @@ class Connection:
             self.close()
         return status, data, headers
 
+    async def try_post(
+        self, path: str, body: bytes, failures: list[str]
+    ) -> tuple[int, bytes, dict[str, str]] | None:
+        """`post_with_headers`, or None when the connection broke: the failure noted in
+        `failures` and the connection closed (the next post opens a new one)."""
+        try:
+            return await self.post_with_headers(path, body)
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+            self.close()
+            return None
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -208,15 +216,12 @@ async def run_level(
                 i = next_index
                 next_index += 1
                 t = time.perf_counter()
-                try:
-                    status, _ = await conn.post("/predict", bodies[i])
-                except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
-                    failures.append(f"{type(exc).__name__}: {exc}")
+                got = await conn.try_post("/predict", bodies[i], failures)
+                if got is None:
                     statuses[i] = -1
-                    conn.close()
                     continue
                 latencies[i] = time.perf_counter() - t
-                statuses[i] = status
+                statuses[i] = got[0]
         finally:
             conn.close()
 
@@ -264,13 +269,11 @@ async def run_overload(
                 body = bodies[next_index % len(bodies)]
                 next_index += 1
                 t = time.perf_counter()
-                try:
-                    status, data, headers = await conn.post_with_headers("/predict", body)
-                except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
-                    failures.append(f"{type(exc).__name__}: {exc}")
+                got = await conn.try_post("/predict", body, failures)
+                if got is None:
                     counts["other"] += 1
-                    conn.close()
                     continue
+                status, data, headers = got
                 took = time.perf_counter() - t
                 key = str(status) if str(status) in counts else "other"
                 counts[key] += 1
