@@ -26,7 +26,6 @@ from torch import Tensor, nn
 
 from gptclassify.lora import LoRALinear, effective_weight
 from gptclassify.model import MLP, Block, apply_rope, shallow_copy
-from gptclassify.runtime import cpu_has_fast_bf16
 
 
 def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
@@ -272,8 +271,11 @@ def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
     return (
         dtype == torch.bfloat16
         and device.type == "cpu"
-        and cpu_has_fast_bf16()
+        and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        # runtime.cpu_has_fast_bf16 asks the same; fastpath sits below runtime and cannot
+        # import it (tests/test_architecture.py)
+        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     )
 
 
