@@ -276,6 +276,7 @@ CORE_ORDER = (
     "model",
     "lora",
     "fastpath",
+    "lexical",
     "classifier",
     "models",
     "weights",

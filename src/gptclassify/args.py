@@ -505,9 +505,23 @@ class EvalArgs:
             "report its scores beside the model's, warning when it is better."
         ),
     )
+    lexical: bool = field(
+        default=False,
+        metadata=opt(
+            "After training, fit a bag-of-tokens logistic regression (tf-idf of the model's "
+            "token ids) on the training split and add its logits to the network's: the model "
+            "then also reads surface words a small training set does not teach the network "
+            "(single-label; the kept epoch is still chosen by the network alone)."
+        ),
+    )
+    lexical_c: float = field(
+        default=30.0,
+        metadata=opt("Inverse L2 strength (scikit-learn's C) of that logistic regression."),
+    )
 
     def __post_init__(self) -> None:
         check_positive_ints(self, "eval_iter")
+        check_finite(self, "lexical_c", strict=True)
         if not isinstance(self.eval_freq, int) or self.eval_freq < 0:
             raise GPTClassifyError(f"--eval-freq must be >= 0, got {self.eval_freq!r}")
         if self.patience is not None:

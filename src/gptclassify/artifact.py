@@ -45,7 +45,7 @@ from gptclassify.files import atomic_write, inside, read_json
 
 FORMAT_CLASSIFIER = "gptclassify-classifier"
 FORMAT_BASELINE = "gptclassify-tfidf-baseline"
-CLASSIFIER_VERSION = 4
+CLASSIFIER_VERSION = 5
 """The newest layout of config.json this reads: 1 since gptclassify 0.1.0 (safetensors
 weights), 2 for folders holding an ONNX graph, 3 for models of another family than GPT-2 or
 with a tokenizer.json tokenizer, 4 for multi-label models (an older reader would apply a
@@ -54,6 +54,7 @@ TORCH_LAYOUT_VERSION = 1
 ONNX_LAYOUT_VERSION = 2
 FAMILY_LAYOUT_VERSION = 3
 MULTI_LABEL_LAYOUT_VERSION = 4
+LEXICAL_LAYOUT_VERSION = 5
 TASKS = ("single-label", "multi-label")
 GPT2_TOKENIZER = {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID}
 TOKENIZER_FILE = "tokenizer.json"
@@ -234,10 +235,15 @@ class ClassifierConfig:
     """Multi-label: each label's decision threshold (tuned on validation for macro F1)."""
     label_sep: str = ";"
     """Multi-label: how a predicted label set is joined in prediction files."""
+    lexical: dict[str, Any] | None = None
+    """Set when a bag-of-tokens logistic regression adds to the logits (lexical.py): how it
+    was fitted. Its tables are in the weights (or the ONNX graph)."""
 
     @property
     def layout_version(self) -> int:
         """The oldest layout that describes this folder (so older readers still read it)."""
+        if self.lexical is not None:
+            return LEXICAL_LAYOUT_VERSION  # an older reader would drop its logits silently
         if self.task == "multi-label":
             return MULTI_LABEL_LAYOUT_VERSION
         if self.model.family != "gpt2" or self.tokenizer.get("library") != "tiktoken":
@@ -277,6 +283,8 @@ class ClassifierConfig:
             out["task"] = self.task
             out["thresholds"] = list(self.thresholds or [0.5] * len(self.labels))
             out["label_sep"] = self.label_sep
+        if self.lexical is not None:
+            out["lexical"] = dict(self.lexical)
         if self.onnx is not None:
             # No safetensors weights here: the graph holds them.
             del out["weights_file"], out["weights_sha256"]
@@ -315,6 +323,9 @@ class ClassifierConfig:
                 raise r.fail("thresholds", f"must be {len(labels)} numbers between 0 and 1")
             thresholds = tuple(float(t) for t in thresholds)
         label_sep = r.string("label_sep", optional=True) or ";"
+        lexical = r.object("lexical", optional=True) if version >= LEXICAL_LAYOUT_VERSION else None
+        if lexical is not None:
+            _Fields(lexical, f"{source}: lexical").number("C", positive=True)
         provenance = Provenance(
             base_model=r.string("base_model", optional=True) or "unknown",
             base_sha256=r.string("base_sha256", optional=True),
@@ -346,6 +357,7 @@ class ClassifierConfig:
             task=task,
             thresholds=thresholds,
             label_sep=label_sep,
+            lexical=lexical,
         )
 
 

@@ -36,6 +36,7 @@ from gptclassify import lora
 from gptclassify.config import LORA_TARGETS, POOLS
 from gptclassify.errors import GPTClassifyError
 from gptclassify.fastpath import packed_blocks, pooled_block
+from gptclassify.lexical import LexicalHead
 from gptclassify.model import GPTBody
 
 Pool = Literal["last-real", "last", "first", "mean"]
@@ -82,6 +83,10 @@ class GPTClassifier(nn.Module):
                 if head.weight.device.type != "meta":
                     head.bias.copy_(values)
         self.head = head
+        self.lexical: LexicalHead | None = None
+        """A bag-of-tokens logistic regression added to the logits (`--lexical`,
+        lexical.py): fitted after training, never trained with the network, and read by
+        `forward` only (the frozen-prefix path `forward_from` has no token ids)."""
 
     @property
     def n_layers(self) -> int:
@@ -117,7 +122,10 @@ class GPTClassifier(nn.Module):
             lengths = torch.full((B,), T, dtype=torch.long, device=input_ids.device)
         else:
             lengths = attention_mask.sum(dim=-1).to(torch.long)  # (B,)
-        return self.forward_from(self.gpt.embed(input_ids), lengths, start=0)
+        logits = self.forward_from(self.gpt.embed(input_ids), lengths, start=0)
+        if self.lexical is not None:
+            logits = logits.float() + self.lexical(input_ids, lengths)
+        return logits
 
     def forward_from(self, hidden: Tensor, lengths: Tensor, start: int) -> Tensor:
         """Class logits (B, num_classes) from hidden states (B, T, C) entering block `start`.

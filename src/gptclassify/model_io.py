@@ -30,6 +30,7 @@ from gptclassify.classifier import GPTClassifier
 from gptclassify.config import PRESETS, GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_path, atomic_write, inside, sha256_file
+from gptclassify.lexical import LexicalHead
 from gptclassify.lora import is_adapter_or_head
 from gptclassify.model import GPTBody, skip_meta_init
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, load_tokenizer
@@ -125,6 +126,8 @@ def load_classifier(
         model = GPTClassifier(gpt, len(config.labels), pool=config.pool, causal=config.causal)
         if lora is not None and not lora.merged:
             model.add_lora(lora.rank, lora.alpha, lora.targets)
+    if config.lexical is not None:
+        model.lexical = LexicalHead(config.model.vocab_size, len(config.labels))
     try:
         state = load_file(weights)
     except (SafetensorError, OSError) as exc:

@@ -51,9 +51,15 @@ FOLD_TOLERANCE = 1e-5
 after the fold, in fp32."""
 
 
-def refusals(pool: str, causal: bool) -> list[str]:
+def refusals(pool: str, causal: bool, lexical: bool = False) -> list[str]:
     """Why HF's GPT-2 classifier cannot compute this model's function (empty: it can)."""
     reasons = []
+    if lexical:
+        reasons.append(
+            "this model adds a bag-of-tokens logistic regression to its logits (--lexical); "
+            "transformers' XForSequenceClassification has no place for it (the ONNX export "
+            "keeps it: --format onnx)"
+        )
     if pool != "last-real":
         what = {
             "mean": "averages the final hidden states over the real tokens",

@@ -140,7 +140,7 @@ def _notes(source: Source) -> list[str]:
 
 def _export_hf(run_dir: Path, out: Path, data: str | Path | None) -> ExportReport:
     config = read_classifier_config(run_dir)
-    reasons = refusals(config.pool, config.causal)
+    reasons = refusals(config.pool, config.causal, config.lexical is not None)
     if reasons:  # before loading any weights
         raise GPTClassifyError("cannot export to Hugging Face format: " + "; ".join(reasons))
     source = load_source(run_dir)

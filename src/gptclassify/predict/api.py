@@ -167,6 +167,9 @@ class Classifier:
         self.long_texts = LongTexts()
         """What happens to texts longer than the model reads: truncated (the input policy
         cuts them), or classified in windows whose probabilities are aggregated."""
+        self.lexical: dict[str, Any] | None = None
+        """How the bag-of-tokens logistic regression in the logits was fitted (lexical.py),
+        when the model has one."""
 
     @property
     def multi_label(self) -> bool:
@@ -280,6 +283,7 @@ class Classifier:
         classifier.task = config.task
         classifier.thresholds = list(config.thresholds) if config.thresholds else None
         classifier.label_sep = config.label_sep
+        classifier.lexical = config.lexical
         classifier.long_texts = long
         classifier.weights_sha256 = config.weights_sha256 or None
         metrics = read_metrics(run_dir)
@@ -304,6 +308,7 @@ class Classifier:
             task=self.task,
             thresholds=tuple(self.thresholds) if self.thresholds is not None else None,
             label_sep=self.label_sep,
+            lexical=self.lexical,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -14,6 +14,9 @@ the runtime's low-precision copies: gradients need the precision):
   (all token embeddings zero, positions kept) to the text, so the attributions add up to the
   score's change from baseline to text (`completeness_gap` says how closely, with the steps
   used). Gradient x input is the one-gradient approximation of the same, cheaper and noisier.
+  A `--lexical` model's bag-of-tokens term does not depend on the embeddings: it is held
+  fixed along the path (the scores and probabilities include it; the attributions explain
+  the network's part of the change).
 
 Nothing here changes the model: gradients are taken with respect to the embeddings only
 (`torch.autograd.grad`), so explanations can run beside inference on the same weights.
@@ -227,7 +230,12 @@ def _prefix_probs(
         pooled = h[:1].expand(n_real, -1)  # every prefix is read at its first token
     else:
         pooled = h  # last-real and last: a prefix (no padding) is read at its last token
-    return _probs(model.head(pooled), temperature, multi_label)
+    logits = model.head(pooled).float()
+    if model.lexical is not None:  # its bag-of-tokens term: the mean over each prefix
+        counts = torch.arange(1, n_real + 1, device=h.device, dtype=torch.float32)[:, None]
+        per_token = model.lexical.weight.float()[ids[0]]  # (T, K)
+        logits = logits + per_token.cumsum(dim=0) / counts + model.lexical.bias.float()
+    return _probs(logits, temperature, multi_label)
 
 
 def _score(
@@ -238,9 +246,13 @@ def _score(
     target: int,
     temperature: float,
     multi_label: bool = False,
+    input_ids: Tensor | None = None,
 ) -> Tensor:
-    """log p(target) per row (S,) from token embeddings (S, T, C)."""
+    """log p(target) per row (S,) from token embeddings (S, T, C); a `--lexical` model's
+    bag-of-tokens logits of `input_ids` (1, T) are added, the same for every row."""
     logits = model.forward_from(embeddings + positions, lengths.expand(len(embeddings)), 0)
+    if model.lexical is not None and input_ids is not None:
+        logits = logits.float() + model.lexical(input_ids, lengths)
     if multi_label:
         return F.logsigmoid(logits.float()[:, target])
     return F.log_softmax(logits.float() / temperature, dim=-1)[:, target]
@@ -277,13 +289,20 @@ def _integrated_gradients(
     rows = max(1, TOKENS_PER_PASS // T)
     for chunk in alphas.split(rows):
         path = (baseline + chunk[:, None, None] * (x - baseline)).requires_grad_(True)
-        score = _score(model, path, pos, lengths, target, temperature, multi_label)
+        score = _score(model, path, pos, lengths, target, temperature, multi_label, input_ids)
         (grad,) = torch.autograd.grad(score.sum(), path)
         grads += grad.sum(dim=0)
     attr = ((x[0] - baseline[0]) * grads / steps).sum(dim=-1)  # (T,)
     with torch.no_grad():
         ends = _score(
-            model, torch.cat([x, baseline]), pos, lengths, target, temperature, multi_label
+            model,
+            torch.cat([x, baseline]),
+            pos,
+            lengths,
+            target,
+            temperature,
+            multi_label,
+            input_ids,
         )
     return attr.detach().cpu(), float(ends[0]), float(ends[1])
 
@@ -299,7 +318,7 @@ def _gradient_x_input(
     """Attributions (T,) = embedding . gradient, and the score at the text."""
     x, pos = _embeddings(model, input_ids)
     x = x.requires_grad_(True)
-    score = _score(model, x, pos, lengths, target, temperature, multi_label)
+    score = _score(model, x, pos, lengths, target, temperature, multi_label, input_ids)
     (grad,) = torch.autograd.grad(score.sum(), x)
     return (x * grad).sum(dim=-1)[0].detach().cpu(), float(score[0].detach())
 

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gptclassify import __version__
+from gptclassify import __version__, lexical
 from gptclassify.args import (
     IN_MEMORY,
     IN_MEMORY_FIELDS,
@@ -420,6 +420,11 @@ class Run:
                 "--calibrate fits a softmax temperature (single-label); multi-label models "
                 "get per-label thresholds tuned on validation instead"
             )
+        if splits.multi_label and cfg.eval.lexical:
+            raise GPTClassifyError(
+                "--lexical fits a single-label logistic regression; multi-label data are not "
+                "supported by it"
+            )
         if splits.multi_label:
             log.info(
                 "Multi-label data: %d labels (%s); sigmoid per label, binary cross-entropy",
@@ -599,7 +604,9 @@ class Run:
                 "Loss weights (%s, --class-weights %s): %s",
                 "pos_weight per label" if multi else "per class",
                 self.cfg.train.class_weights,
-                ", ".join(f"{n} {w:.3g}" for n, w in zip(prep.labels, weights.tolist(), strict=True)),
+                ", ".join(
+                    f"{n} {w:.3g}" for n, w in zip(prep.labels, weights.tolist(), strict=True)
+                ),
             )
         return Engine(
             self.dist.wrap(net, self.device),
@@ -652,6 +659,42 @@ class Run:
 
     # ---- evaluate and write -----------------------------------------------------------
 
+    def add_lexical(
+        self, prep: Prepared, logits: dict[str, np.ndarray], labels_of: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Fit the bag-of-tokens logistic regression on the training split, put it in the
+        model and add its logits to each split's (the network's, computed before)."""
+        cfg = self.cfg.eval
+        train = prep.encoded["train"]
+        ids = [row[: int(n)] for row, n in zip(train.ids, train.lengths, strict=True)]
+        model = prep.model
+        fitted = lexical.fit(
+            ids, labels_of["train"], model.num_classes, model.gpt.config.vocab_size, cfg.lexical_c
+        )
+        model.lexical = fitted.head.to(next(model.parameters()).device)
+        for k, encoded in prep.encoded.items():
+            logits[k] = logits[k] + fitted.head.logits(encoded.ids, encoded.lengths)
+        val = prep.encoded.get("validation")
+        alone = ""
+        if val is not None and len(val):
+            own = fitted.head.logits(val.ids, val.lengths).argmax(axis=1)
+            alone = f"; alone it scores {(own == labels_of['validation']).mean() * 100:.2f}% on validation"
+        log.info(
+            "Lexical head: %s, C=%g, fitted on %d training texts (%d distinct tokens) in %.1f s%s",
+            lexical.DESCRIPTION,
+            cfg.lexical_c,
+            len(ids),
+            fitted.features,
+            fitted.fit_time_s,
+            alone,
+        )
+        return {
+            "kind": lexical.DESCRIPTION,
+            "C": cfg.lexical_c,
+            "train_texts": len(ids),
+            "tokens": fitted.features,
+        }
+
     def finish(
         self,
         prep: Prepared,
@@ -673,6 +716,7 @@ class Run:
         logits = {k: engine.logits(s) for k, s in sources.items()}
         self.close_cache()  # before the work folder becomes RUN
         labels_of = {k: e.labels for k, e in prep.encoded.items()}
+        lexical_info = self.add_lexical(prep, logits, labels_of) if cfg.eval.lexical else None
         multi = prep.splits.multi_label
         if multi:
             result = evaluate_label_sets(logits, labels_of, labels)
@@ -741,6 +785,7 @@ class Run:
             precision=cfg.runtime.precision,
             provenance=provenance,
         )
+        classifier.lexical = lexical_info
         if multi:
             classifier.task = "multi-label"
             classifier.thresholds = result.thresholds
