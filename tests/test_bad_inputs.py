@@ -451,3 +451,23 @@ def test_unreadable_inputs_and_a_read_only_run_folder(small_run, tmp_path):
         f"Note: confusion.png not written: {folder / 'confusion.png'}: Permission denied"
     )
     assert not (folder / "confusion.png").exists()
+
+
+def test_train_reads_the_data_before_it_resolves_the_model(tmp_path):
+    # A Hub id would be downloaded first (here, offline, refused): a missing data file is
+    # reported before that, so a typo costs seconds, not a download.
+    line = refused(
+        invoke(
+            "train",
+            "--train",
+            tmp_path / "missing.csv",
+            "--model",
+            "someone/not-a-model",
+            "--out",
+            tmp_path / "run",
+            "--quiet",
+        ),
+        "missing.csv",
+    )
+    assert "not-a-model" not in line
+    assert list(tmp_path.iterdir()) == []

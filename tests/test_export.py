@@ -169,6 +169,51 @@ def test_hf_export_warns_that_transformers_ignores_the_temperature(tmp_path):
     )
 
 
+def test_hf_export_checks_the_folder_in_transformers_on_the_data_given(tiny_run, tmp_path):
+    data = tiny_run.path / "data" / "validation.csv"
+    report = export(tiny_run.path, "hf", tmp_path / "hf", data=data)
+    assert report.checks["checked_on"] == str(data)
+    assert report.checks["transformers_max_abs_dlogit"] < 1e-4
+    assert any("transformers (AutoModelForSequenceClassification" in n for n in report.notes)
+
+
+def test_hf_export_that_transformers_computes_differently_is_not_written(
+    tiny_run, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file, save_file
+
+    from gptclassify.export import run as export_run
+
+    original = export_run.write_hf_folder
+
+    def broken(folder, *args, **kwargs):  # a writer bug: the head's weights scaled
+        original(folder, *args, **kwargs)
+        weights = load_file(folder / "model.safetensors")
+        weights["score.weight"] = weights["score.weight"] * 2
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+    monkeypatch.setattr(export_run, "write_hf_folder", broken)
+    with pytest.raises(GPTClassifyError, match="does not compute this model in transformers"):
+        export(tiny_run.path, "hf", tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_hf_export_without_transformers_says_it_was_not_checked(tiny_run, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_transformers(name, *args, **kwargs):
+        if name == "transformers":
+            raise ImportError("no transformers")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    report = export(tiny_run.path, "hf", tmp_path / "hf")
+    assert any("not checked in transformers" in w for w in report.warnings)
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
 def test_folding_the_head_bias_is_exact_or_refused():
     rng = np.random.default_rng(0)
     w = rng.normal(size=(3, 16)).astype(np.float32)

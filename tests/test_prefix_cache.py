@@ -53,13 +53,21 @@ def test_training_on_the_disk_cache_gives_the_same_weights_bit_for_bit(tmp_path)
         assert torch.equal(p, q), n
 
 
-def test_the_plan_goes_to_disk_beyond_memory_and_off_beyond_both(tmp_path):
+def test_the_plan_goes_to_disk_beyond_memory_and_off_beyond_both(tmp_path, monkeypatch):
+    from gptclassify.training import prefix_cache
+
     gb = 10**9
+    # The disk as this test needs it, whatever this machine has free (a full disk once
+    # turned the 5 GB plan below into "off").
+    monkeypatch.setattr(prefix_cache, "_free_bytes", lambda folder: 50 * gb)
     assert plan_prefix_cache(gb, 4.0, 100.0, tmp_path).where == "memory"
     disk = plan_prefix_cache(5 * gb, 4.0, 100.0, tmp_path / "not-yet")
     assert disk.where == "disk" and disk.folder == tmp_path / "not-yet"
     off = plan_prefix_cache(5 * gb, 4.0, 4.5, tmp_path)
     assert off.where == "off" and "--cache-disk-gb 4.5" in off.reason
+    full = plan_prefix_cache(50 * gb - DISK_HEADROOM + gb, 0.0, 1e9, tmp_path)
+    assert full.where == "off" and "50.00 GB free" in full.reason
+    monkeypatch.undo()  # and the real free space is what the plan reads
     too_big = shutil.disk_usage(tmp_path).free - DISK_HEADROOM + gb
     full = plan_prefix_cache(too_big, 0.0, 1e9, tmp_path)
     assert full.where == "off" and "GB free" in full.reason

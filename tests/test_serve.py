@@ -831,6 +831,26 @@ def test_unknown_fields_are_refused_by_name(client):
     assert "dimensions" in body["error"]
 
 
+def test_a_key_given_twice_is_refused_not_overwritten(client):
+    # Python's json keeps the last of two equal keys: the text classified would silently be
+    # the second one. Raw bodies, as a client building JSON by hand would send them.
+    headers = {"Content-Type": "application/json"}
+    for route, raw, key in [
+        ("/predict", f'{{"inputs": "{HAM}", "inputs": "{SPAM}"}}', "inputs"),
+        (
+            "/classify",
+            f'{{"input": ["{HAM}"], "truncate_prompt_tokens": 3, "input": "x"}}',
+            "input",
+        ),
+        ("/v1/classify", '{"model": "m", "input": "a", "model": "n"}', "model"),
+    ]:
+        body = assert_error(client.post(route, content=raw, headers=headers), 422, "validation")
+        assert repr(key) in body["error"] and "twice" in body["error"]
+    # Equal keys in different objects are fine.
+    ok = client.post("/predict", content=f'{{"inputs": "{HAM}"}}', headers=headers)
+    assert ok.status_code == 200
+
+
 def test_vllm_classify_fields_are_honoured_or_refused(client, clf):
     import dataclasses
 

@@ -6,7 +6,8 @@ load: config.json (the family's fields, `id2label` / `label2id`, `pad_token_id`)
 model.safetensors (the family's names: GPT-2's Conv1D weights stored (in, out); the fused
 q/k/v and gate/up projections split back into transformers' separate ones) and the
 tokenizer files (GPT-2's vocab.json/merges.txt, or the model's tokenizer.json). Written with
-torch and safetensors only; transformers is not needed to export.
+torch and safetensors only; transformers is not needed to export (where it is installed, the
+export loads the written folder with it and compares logits on the check texts: export/run.py).
 
 Two differences between the models have to be bridged exactly or refused:
 

@@ -161,6 +161,7 @@ def _export_hf(run_dir: Path, out: Path, data: str | Path | None) -> ExportRepor
             f"is set up the same way, but transformers cuts only when asked: pass "
             "truncation=True to the pipeline"
         )
+    checks = check_texts(source, data)
     with replace_folder(out) as tmp:
         write_hf_folder(
             tmp,
@@ -171,7 +172,57 @@ def _export_hf(run_dir: Path, out: Path, data: str | Path | None) -> ExportRepor
             source.record,
             source.tokenizer,
         )
+        texts = (checks.texts if checks is not None else synthetic_texts())[:HF_CHECK_TEXTS]
+        where = checks.source if checks is not None else "synthetic texts"
+        diff = _transformers_dlogit(tmp, source, texts)
+        if diff is None:
+            report.warnings.append(
+                "not checked in transformers (it is not installed here): pip install "
+                "transformers to have the export load the folder and compare its logits"
+            )
+        else:
+            report.checks["checked_on"] = where
+            report.checks["transformers_max_abs_dlogit"] = diff
+            report.notes.append(
+                f"transformers (AutoModelForSequenceClassification, fp32) vs PyTorch on "
+                f"{len(texts)} texts of {where}: max |dlogit| {diff:.1e}"
+            )
+            if not diff <= HF_TOLERANCE:
+                raise GPTClassifyError(
+                    f"the written folder does not compute this model in transformers (max "
+                    f"|dlogit| {diff:.3g} on {where}, tolerance {HF_TOLERANCE:g}); nothing was "
+                    "written. Please report it with the run's config.json"
+                )
     return report
+
+
+HF_CHECK_TEXTS = 32
+"""Texts the Hugging Face export is checked on, one at a time (no padding in the way)."""
+HF_TOLERANCE = 1e-3
+"""Largest |logit difference| accepted between transformers and PyTorch, both in fp32."""
+
+
+def _transformers_dlogit(folder: Path, source: Source, texts: list[str]) -> float | None:
+    """Max |logit difference| between transformers running the written folder and our
+    PyTorch model (fp32, one text at a time, texts cut as the tokenizer is set up to);
+    None when transformers is not installed."""
+    try:
+        import transformers  # lazy: optional; only this check needs it
+    except ImportError:
+        return None
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+        folder, dtype=torch.float32
+    ).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    policy = source.policy
+    worst = 0.0
+    with torch.no_grad():
+        for text in texts:
+            ids = tok(text, truncation=True, return_tensors="pt")["input_ids"]
+            theirs = hf(input_ids=ids).logits.float()
+            ours = source.model(torch.tensor([policy.apply(policy.tokenizer.encode(text))]))
+            worst = max(worst, float((theirs - ours.float()).abs().max()))
+    return worst
 
 
 # ---- ONNX ---------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from gptclassify.serve.middleware import (
     BearerAuth,
     BodyLimit,
     RequestMetrics,
+    StrictJSONRoute,
     error_response,
 )
 from gptclassify.serve.schemas import (
@@ -135,6 +136,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    app.router.route_class = StrictJSONRoute  # duplicate JSON keys are a 422, not the last one
     app.state.service = service
     app.state.metrics = metrics
     _add_error_handlers(app)

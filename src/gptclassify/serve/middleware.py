@@ -1,5 +1,5 @@
 """ASGI layers around the routes: the API key, the body-size cap, early admission and
-request metrics.
+request metrics; and the JSON reading of the routes themselves (`StrictJSONRoute`).
 
 They sit in front of FastAPI's own request handling on purpose: a request without the key
 is refused before its body is read or parsed, an oversized body is refused from its
@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
+from fastapi import Request
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +39,49 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class DuplicateKey(HTTPException):
+    """A JSON object in the body names a field twice (Python's json keeps the last silently,
+    so `{"inputs": "a", "inputs": "b"}` would classify "b" without a word)."""
+
+    error_type = "validation"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            422, f"body: the key {key!r} appears twice in one JSON object; name each field once"
+        )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class StrictJSONRequest(Request):
+    """A request whose JSON body refuses duplicate keys (FastAPI parses bodies with `json()`)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys)
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """FastAPI's route reading its body through `StrictJSONRequest` (FastAPI's documented way
+    to customise the request: a route class)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request):
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict
 
 
 class BodyLimit:

@@ -401,11 +401,8 @@ class Run:
 
     def build(self) -> Prepared:
         cfg = self.cfg
-        # The model first: a bad --model or --trainable fails before any data is read.
-        torch.manual_seed(cfg.train.seed)  # a random init depends on the seed only
-        backbone = build_backbone(cfg)
-        release_free_memory()  # the file's tensors and transposed copies are garbage now
-        trainable_blocks(cfg.backbone.trainable, backbone.model.config.n_layers)
+        # The data first: reading them takes seconds, resolving a model may download
+        # gigabytes, so a bad file or column fails before any download starts.
         splits = load_data(cfg.data, cfg.train.seed)
         for warning in splits.warnings:
             log.warning("Warning: %s", warning)
@@ -436,6 +433,10 @@ class Run:
             raise GPTClassifyError(
                 "the validation split is empty; use more data or another --split"
             )
+        torch.manual_seed(cfg.train.seed)  # a random init depends on the seed only
+        backbone = build_backbone(cfg)
+        release_free_memory()  # the file's tensors and transposed copies are garbage now
+        trainable_blocks(cfg.backbone.trainable, backbone.model.config.n_layers)
         if self.is_main:
             # The exact texts this run saw, so `evaluate RUN` needs no other input.
             write_splits(splits, self.run_dir / "data", meta={"written_by": "gptclassify train"})
