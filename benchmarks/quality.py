@@ -63,8 +63,15 @@ VARIANTS: dict[str, list[str]] = {
     "all lr 2e-5 2 ep": ["--trainable", "all", "--lr", "2e-5", "--epochs", "2"],
     "recipe auto 3m": ["--recipe", "auto", "--budget", "3m"],
     # A bag-of-tokens logistic regression fitted after the network, its logits added.
-    "book lexical": ["--lexical"],
-    "last-4-blocks lr 2e-4 lexical": ["--trainable", "last-4-blocks", "--lr", "2e-4", "--lexical"],
+    "book lexical": ["--lexical", "on"],
+    "last-4-blocks lr 2e-4 lexical": [
+        "--trainable",
+        "last-4-blocks",
+        "--lr",
+        "2e-4",
+        "--lexical",
+        "on",
+    ],
     "lora all r16": [
         "--trainable",
         "lora",

@@ -105,7 +105,7 @@ def lexical_run(tmp_path_factory, sms_file, tiny_json):
         eval_freq=0,
         precision="fp32",
         baseline=False,
-        lexical=True,
+        lexical="on",
         out=str(out),
     )
     train(cfg, quiet=True)
@@ -200,7 +200,7 @@ def test_multi_label_data_are_refused(tmp_path, tiny_json):
         ),
         model=str(tiny_json),
         weights="random",
-        lexical=True,
+        lexical="on",
         out=str(tmp_path / "run"),
     )
     with pytest.raises(GPTClassifyError, match="--lexical fits a single-label"):
@@ -240,3 +240,39 @@ def test_the_server_answers_with_the_term(lexical_run):
         [[{p["label"]: p["score"] for p in row}[name] for name in clf.labels] for row in body]
     )
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def _auto_run(tmp_path, tiny_json, name: str, **kw):
+    """Three topics told apart by their words (conftest.write_three_classes), --lexical auto."""
+    from conftest import write_three_classes
+    from gptclassify.args import DataConfig, TrainConfig
+    from gptclassify.training import train
+
+    if not (tmp_path / "topics.csv").exists():
+        write_three_classes(tmp_path / "topics.csv", n_per_class=60)
+    cfg = TrainConfig(
+        data=DataConfig(train=str(tmp_path / "topics.csv")),
+        model=str(tiny_json),
+        weights="random",
+        eval_freq=0,
+        precision="fp32",
+        baseline=False,
+        lexical="auto",
+        out=str(tmp_path / name),
+        **kw,
+    )
+    train(cfg, quiet=True)
+    config = json.loads((tmp_path / name / "config.json").read_text())
+    metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+    return config, metrics
+
+
+def test_auto_keeps_the_term_only_where_it_raises_validation_accuracy(tmp_path, tiny_json):
+    # A network that has learnt nothing (its head only, lr 1e-7): the words decide, kept.
+    config, metrics = _auto_run(tmp_path, tiny_json, "weak", trainable="head", lr=1e-7, epochs=1)
+    assert config["lexical"]["chosen_by"] == "auto"
+    assert metrics["validation"]["accuracy"] == 1.0
+    # A network that is right on every validation text already: nothing to raise, left out.
+    config, metrics = _auto_run(tmp_path, tiny_json, "strong", trainable="all", lr=2e-3, epochs=4)
+    assert metrics["validation"]["accuracy"] == 1.0
+    assert "lexical" not in config and config["format_version"] < 5

@@ -505,13 +505,14 @@ class EvalArgs:
             "report its scores beside the model's, warning when it is better."
         ),
     )
-    lexical: bool = field(
-        default=False,
+    lexical: Literal["off", "on", "auto"] = field(
+        default="off",
         metadata=opt(
-            "After training, fit a bag-of-tokens logistic regression (tf-idf of the model's "
-            "token ids) on the training split and add its logits to the network's: the model "
-            "then also reads surface words a small training set does not teach the network "
-            "(single-label; the kept epoch is still chosen by the network alone)."
+            "on: after training, fit a bag-of-tokens logistic regression (tf-idf of the "
+            "model's token ids) on the training split and add its logits to the network's, so "
+            "the model also reads surface words a small training set does not teach the "
+            "network (single-label; the kept epoch is still the network's). auto: keep it only "
+            "if it raises validation accuracy (what --recipe auto uses unless this says on)."
         ),
     )
     lexical_c: float = field(

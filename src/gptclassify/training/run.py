@@ -417,7 +417,7 @@ class Run:
                 "--calibrate fits a softmax temperature (single-label); multi-label models "
                 "get per-label thresholds tuned on validation instead"
             )
-        if splits.multi_label and cfg.eval.lexical:
+        if splits.multi_label and cfg.eval.lexical != "off":
             raise GPTClassifyError(
                 "--lexical fits a single-label logistic regression; multi-label data are not "
                 "supported by it"
@@ -662,9 +662,11 @@ class Run:
 
     def add_lexical(
         self, prep: Prepared, logits: dict[str, np.ndarray], labels_of: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Fit the bag-of-tokens logistic regression on the training split, put it in the
-        model and add its logits to each split's (the network's, computed before)."""
+    ) -> dict[str, Any] | None:
+        """Fit the bag-of-tokens logistic regression on the training split; with
+        `--lexical on` (or `auto` when it raises validation accuracy) put it in the model and
+        add its logits to each split's (the network's, computed before). Returns how it was
+        fitted, or None when `auto` left it out."""
         cfg = self.cfg.eval
         train = prep.encoded["train"]
         ids = [row[: int(n)] for row, n in zip(train.ids, train.lengths, strict=True)]
@@ -672,26 +674,34 @@ class Run:
         fitted = lexical.fit(
             ids, labels_of["train"], model.num_classes, model.gpt.config.vocab_size, cfg.lexical_c
         )
-        model.lexical = fitted.head.to(next(model.parameters()).device)
-        for k, encoded in prep.encoded.items():
-            logits[k] = logits[k] + fitted.head.logits(encoded.ids, encoded.lengths)
-        val = prep.encoded.get("validation")
-        alone = ""
-        if val is not None and len(val):
-            own = fitted.head.logits(val.ids, val.lengths).argmax(axis=1)
-            alone = f"; alone it scores {(own == labels_of['validation']).mean() * 100:.2f}% on validation"
+        bag = {k: fitted.head.logits(e.ids, e.lengths) for k, e in prep.encoded.items()}
+        y_val = labels_of["validation"]
+        alone = (bag["validation"].argmax(axis=1) == y_val).mean()
+        without = (logits["validation"].argmax(axis=1) == y_val).mean()
+        together = ((logits["validation"] + bag["validation"]).argmax(axis=1) == y_val).mean()
+        keep = cfg.lexical == "on" or together > without
         log.info(
-            "Lexical head: %s, C=%g, fitted on %d training texts (%d distinct tokens) in %.1f s%s",
+            "Lexical head: %s, C=%g, fitted on %d training texts (%d distinct tokens) in %.1f "
+            "s; validation accuracy alone %.2f%%, network %.2f%%, both %.2f%%%s",
             lexical.DESCRIPTION,
             cfg.lexical_c,
             len(ids),
             fitted.features,
             fitted.fit_time_s,
-            alone,
+            alone * 100,
+            without * 100,
+            together * 100,
+            "" if cfg.lexical == "on" else ("; kept (auto)" if keep else "; left out (auto)"),
         )
+        if not keep:
+            return None
+        model.lexical = fitted.head.to(next(model.parameters()).device)
+        for k in logits:
+            logits[k] = logits[k] + bag[k]
         return {
             "kind": lexical.DESCRIPTION,
             "C": cfg.lexical_c,
+            "chosen_by": cfg.lexical,
             "train_texts": len(ids),
             "tokens": fitted.features,
         }
@@ -717,7 +727,9 @@ class Run:
         logits = {k: engine.logits(s) for k, s in sources.items()}
         self.close_cache()  # before the work folder becomes RUN
         labels_of = {k: e.labels for k, e in prep.encoded.items()}
-        lexical_info = self.add_lexical(prep, logits, labels_of) if cfg.eval.lexical else None
+        lexical_info = (
+            self.add_lexical(prep, logits, labels_of) if cfg.eval.lexical != "off" else None
+        )
         multi = prep.splits.multi_label
         if multi:
             result = evaluate_label_sets(logits, labels_of, labels)

@@ -114,6 +114,17 @@ class RecipeResult:
     prefix_cache: dict[str, float] = field(default_factory=dict)
 
 
+def candidate_params(cand: Candidate, base: TrainConfig) -> dict[str, Any]:
+    """A candidate's options; `--lexical off` (the default) becomes `auto`: each candidate
+    keeps the bag-of-tokens logistic regression only where it raises validation accuracy
+    (lexical.py), as cheap as it is (a second), so a small data set where words decide gets
+    it, and SMS, where validation sees no gain, does not. `--lexical on` stays on."""
+    params = dict(cand.params)
+    if base.lexical == "off":
+        params["lexical"] = "auto"
+    return params
+
+
 def parse_budget(text: str | float | int) -> float:
     """'3m', '90s', '1h', '1m30s' or a number of seconds -> seconds."""
     if isinstance(text, int | float):
@@ -210,7 +221,11 @@ def auto_recipe(
                 left = deadline - time.monotonic()
                 predicted = _predict_seconds(cand, base, measured, n_layer)
                 row = Tried(
-                    cand.name, dict(cand.params), cand.why, "skipped", predicted_s=predicted
+                    cand.name,
+                    candidate_params(cand, base),
+                    cand.why,
+                    "skipped",
+                    predicted_s=predicted,
                 )
                 tried.append(row)
                 if i and (left <= 0 or (predicted is not None and predicted > left)):
@@ -223,7 +238,7 @@ def auto_recipe(
                     continue
                 run_dir = work / f"{i:02d}-{re.sub(r'[^A-Za-z0-9.-]+', '_', cand.name)}"
                 try:
-                    cfg = trial_config(base, shared, cand.params, run_dir)
+                    cfg = trial_config(base, shared, row.params, run_dir)
                 except GPTClassifyError as exc:
                     row.state, row.note = "failed", str(exc)
                     say(f"recipe auto: {cand.name}: failed: {exc}")
