@@ -127,6 +127,7 @@ def test_cli_recipe_auto(job, tmp_path):
     # What auto chooses cannot be given too; --budget needs auto; a bad budget is one line.
     for extra, message in (
         (["--recipe", "auto", "--lr", "1e-3"], "--recipe auto chooses --lr"),
+        (["--recipe", "auto", "--lexical", "on"], "--recipe auto chooses --lexical"),
         (["--budget", "2m"], "--budget is for --recipe auto"),
         (["--recipe", "auto", "--budget", "soon"], "--budget 'soon': not a duration"),
     ):
@@ -145,6 +146,8 @@ def test_cli_recipe_auto(job, tmp_path):
         "last-4-blocks lr 2e-4": "failed",  # the tiny model has 2 blocks: said, not hidden
         "lora r16 lr 5e-4": "done",
     }
+    # Every candidate ran with --lexical auto (recorded, so a plain train can repeat it).
+    assert all(t["params"]["lexical"] == "auto" for t in record["tried"])
     deep = next(t for t in record["tried"] if t["name"] == "last-4-blocks lr 2e-4")
     assert "the model has 2 blocks" in deep["note"]
     assert Classifier.load(out).metrics["validation"]["accuracy"] == max(
