@@ -33,7 +33,7 @@ def _corpus(n: int, classes: int, seed: int = 0) -> tuple[list[list[int]], np.nd
     return ids, np.array(labels)
 
 
-def _sklearn_margin(ids, labels, vocab, C, test_ids):
+def _sklearn_margin(ids, labels, vocab, C, test_ids, class_weight=None):
     """scikit-learn's own pipeline: counts -> TfidfTransformer(norm=None) -> / length -> LR."""
     from scipy import sparse
     from sklearn.feature_extraction.text import TfidfTransformer
@@ -52,7 +52,7 @@ def _sklearn_margin(ids, labels, vocab, C, test_ids):
         x = tf.transform(counts(rows))
         return sparse.diags(1.0 / np.array([len(r) for r in rows])) @ x
 
-    lr = LogisticRegression(C=C, max_iter=5000).fit(feats(ids), labels)
+    lr = LogisticRegression(C=C, max_iter=5000, class_weight=class_weight).fit(feats(ids), labels)
     return lr.decision_function(feats(test_ids))
 
 
@@ -73,6 +73,17 @@ def test_the_head_computes_scikit_learns_logistic_regression(classes):
             atol=1e-4,
         )
     assert fitted.features == len({t for row in ids for t in row})
+
+
+def test_class_weights_reach_the_regression():
+    ids, labels = _corpus(120, 2)
+    test_ids, _ = _corpus(40, 2, seed=1)
+    weight = {0: 1.0, 1: 6.0}
+    ours = lexical.fit(ids, labels, 2, 64, C=5.0, class_weight=weight).head.logits(test_ids)
+    ref = _sklearn_margin(ids, labels, 64, 5.0, test_ids, class_weight=weight)
+    np.testing.assert_allclose(ours[:, 1] - ours[:, 0], ref, atol=1e-4)
+    plain = lexical.fit(ids, labels, 2, 64, C=5.0).head.logits(test_ids)
+    assert ((ours[:, 1] - ours[:, 0]) > (plain[:, 1] - plain[:, 0])).mean() > 0.9
 
 
 def test_padded_batches_give_each_texts_own_logits():
@@ -276,3 +287,29 @@ def test_auto_keeps_the_term_only_where_it_raises_validation_accuracy(tmp_path, 
     config, metrics = _auto_run(tmp_path, tiny_json, "strong", trainable="all", lr=2e-3, epochs=4)
     assert metrics["validation"]["accuracy"] == 1.0
     assert "lexical" not in config and config["format_version"] < 5
+
+
+def test_a_run_with_class_weights_passes_them_to_the_regression(tmp_path, tiny_json, monkeypatch):
+    seen = {}
+    real_fit = lexical.fit
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(lexical, "fit", spy)
+    config, _ = _auto_run(
+        tmp_path,
+        tiny_json,
+        "weighted",
+        trainable="head",
+        lr=1e-7,
+        epochs=1,
+        class_weights="balanced",
+    )
+    assert config["lexical"]["chosen_by"] == "auto"
+    # balanced: class c weighs n / (k * n_c) on the run's own training split.
+    _, y = _texts(tmp_path / "weighted", "train")
+    names = config["labels"]
+    expected = {i: len(y) / (len(names) * (y == name).sum()) for i, name in enumerate(names)}
+    assert seen["class_weight"] == pytest.approx(expected)

@@ -100,15 +100,17 @@ def fit(
     num_classes: int,
     vocab_size: int,
     C: float = DEFAULT_C,
+    class_weight: dict[int, float] | None = None,
 ) -> LexicalFit:
-    """Fit the logistic regression on training texts' ids (no padding) and class ids."""
+    """Fit the logistic regression on training texts' ids (no padding) and class ids
+    (`class_weight`: each class's weight in the loss, as the network's `--class-weights`)."""
     from sklearn.linear_model import LogisticRegression  # lazy: only when fitting
 
     t0 = time.perf_counter()
     idf = inverse_document_frequency(ids, vocab_size)
     x = features(ids, vocab_size, idf)
     y = np.asarray(labels, dtype=np.int64)
-    model = LogisticRegression(C=C, max_iter=5000).fit(x, y)
+    model = LogisticRegression(C=C, max_iter=5000, class_weight=class_weight).fit(x, y)
     coef = np.zeros((num_classes, vocab_size))
     intercept = np.zeros(num_classes)
     present = model.classes_.astype(np.int64)

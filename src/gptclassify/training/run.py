@@ -671,8 +671,15 @@ class Run:
         train = prep.encoded["train"]
         ids = [row[: int(n)] for row, n in zip(train.ids, train.lengths, strict=True)]
         model = prep.model
+        train_labels = torch.as_tensor(labels_of["train"])
+        weights = loss_weights(self.cfg.train.class_weights, train_labels, prep.labels, False)
         fitted = lexical.fit(
-            ids, labels_of["train"], model.num_classes, model.gpt.config.vocab_size, cfg.lexical_c
+            ids,
+            labels_of["train"],
+            model.num_classes,
+            model.gpt.config.vocab_size,
+            cfg.lexical_c,
+            class_weight=None if weights is None else dict(enumerate(weights.tolist())),
         )
         bag = {k: fitted.head.logits(e.ids, e.lengths) for k, e in prep.encoded.items()}
         y_val = labels_of["validation"]
