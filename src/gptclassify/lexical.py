@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 DEFAULT_C = 30.0
 """Inverse L2 strength of the logistic regression (scikit-learn's C)."""
@@ -49,16 +50,25 @@ class LexicalHead(nn.Module):
         mean = per_token.sum(dim=1) / lengths[:, None].clamp_min(1).float()
         return mean + self.bias.float()
 
-    def logits(self, ids: Sequence[Sequence[int]], lengths: np.ndarray | None = None) -> np.ndarray:
-        """The same for token lists (a split's `Encoded.ids`; `lengths` cuts any padding)."""
-        n = len(ids)
-        out = np.zeros((n, self.bias.shape[0]), dtype=np.float32)
-        weight = self.weight.detach().float().cpu().numpy()
-        bias = self.bias.detach().float().cpu().numpy()
-        for i, row in enumerate(ids):
-            real = row[: int(lengths[i])] if lengths is not None else row
-            out[i] = weight[np.asarray(real, dtype=np.int64)].mean(axis=0) + bias
-        return out
+    def logits(
+        self, ids: Sequence[Sequence[int]], lengths: np.ndarray | None = None, rows: int = 4096
+    ) -> np.ndarray:
+        """`forward` for token lists (a split's `Encoded.ids`; `lengths` cuts any padding),
+        `rows` texts per pass."""
+        n_real = [len(r) if lengths is None else int(lengths[i]) for i, r in enumerate(ids)]
+        device = self.weight.device
+        out = [np.zeros((0, self.bias.shape[0]), dtype=np.float32)]
+        with torch.no_grad():
+            for start in range(0, len(ids), rows):
+                end = min(start + rows, len(ids))
+                chunk = [
+                    torch.as_tensor(ids[i][: n_real[i]], dtype=torch.long)
+                    for i in range(start, end)
+                ]
+                padded = pad_sequence(chunk, batch_first=True).to(device)  # 0s, masked out
+                lengths_ = torch.tensor(n_real[start:end], device=device)
+                out.append(self(padded, lengths_).cpu().numpy())
+        return np.concatenate(out)
 
 
 @dataclass
@@ -69,8 +79,8 @@ class LexicalFit:
     """Distinct tokens seen in the training split (the rest weigh 0)."""
 
 
-def features(ids: Sequence[Sequence[int]], vocab_size: int, idf: np.ndarray | None = None):
-    """Sparse (N, vocab) matrix of token counts / text length (times idf when given)."""
+def features(ids: Sequence[Sequence[int]], vocab_size: int):
+    """Sparse (N, vocab) matrix of token counts / text length (each row's tokens once)."""
     from scipy import sparse  # lazy: scikit-learn's scipy, only when fitting
 
     rows, cols, vals = [], [], []
@@ -79,19 +89,10 @@ def features(ids: Sequence[Sequence[int]], vocab_size: int, idf: np.ndarray | No
         rows.append(np.full(len(tokens), i))
         cols.append(tokens)
         vals.append(counts / max(len(row), 1))
-    x = sparse.csr_matrix(
+    return sparse.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(len(ids), vocab_size),
     )
-    return x if idf is None else x.multiply(idf[None, :]).tocsr()
-
-
-def inverse_document_frequency(ids: Sequence[Sequence[int]], vocab_size: int) -> np.ndarray:
-    """scikit-learn's smoothed idf, ln((1 + n) / (1 + df)) + 1, per token id."""
-    df = np.zeros(vocab_size)
-    for row in ids:
-        df[np.unique(np.asarray(row, dtype=np.int64))] += 1
-    return np.log((1 + len(ids)) / (1 + df)) + 1
 
 
 def fit(
@@ -107,8 +108,11 @@ def fit(
     from sklearn.linear_model import LogisticRegression  # lazy: only when fitting
 
     t0 = time.perf_counter()
-    idf = inverse_document_frequency(ids, vocab_size)
-    x = features(ids, vocab_size, idf)
+    x = features(ids, vocab_size)
+    # Documents per token (each row holds a token once); scikit-learn's smoothed idf.
+    df = np.bincount(x.indices, minlength=vocab_size)
+    idf = np.log((1 + len(ids)) / (1 + df)) + 1
+    x = x.multiply(idf[None, :]).tocsr()
     y = np.asarray(labels, dtype=np.int64)
     model = LogisticRegression(C=C, max_iter=5000, class_weight=class_weight).fit(x, y)
     coef = np.zeros((num_classes, vocab_size))
@@ -128,5 +132,4 @@ def fit(
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy((coef * idf[None, :]).T.astype(np.float32)))
         head.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
-    seen = int((idf < np.log(1 + len(ids)) + 1).sum())
-    return LexicalFit(head, time.perf_counter() - t0, seen)
+    return LexicalFit(head, time.perf_counter() - t0, int((df > 0).sum()))
