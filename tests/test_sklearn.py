@@ -146,7 +146,8 @@ def test_errors_policy(fitted):
 # scikit-learn's estimator checks. `check_estimator` runs only the clone check for an
 # estimator whose input tag is `string` (the rest feed numeric 2-D arrays); these are the
 # checks that do not need numeric X, run one by one. Not applicable (they fit on random
-# numeric matrices): check_fit_check_is_fitted, check_n_features_in, check_classifiers_*,
+# numeric matrices): check_fit_check_is_fitted, check_n_features_in, check_classifiers_* (but
+# the one-label checks, whose ValueError is raised before X is read),
 # check_estimators_dtypes, check_fit2d_*, check_dont_overwrite_parameters,
 # check_estimators_pickle, check_dict_unchanged, check_methods_subset_invariance, and the
 # other fitting checks; tests above do their text-input equivalents (clone, pickle,
@@ -164,6 +165,8 @@ APPLICABLE = [
     "check_valid_tag_types",
     "check_mixin_order",
     "check_estimator_sparse_tag",
+    "check_classifiers_one_label",
+    "check_classifiers_one_label_sample_weights",
 ]
 
 
@@ -188,3 +191,17 @@ def test_bad_parameters_fail_at_fit_with_the_name(micro_json, data):
         estimator(micro_json, label_names={0: "food"}).fit(X, y)
     with pytest.raises(GPTClassifyError, match="a classifier needs two"):
         estimator(micro_json).fit(X, np.zeros(len(X), dtype=int))
+
+
+def test_one_class_is_a_value_error_naming_it_and_our_errors_are_value_errors(micro_json, data):
+    """scikit-learn's convention: a fit on one class raises ValueError (its message says
+    "class"); GPTClassifyError is a ValueError, so `except ValueError` around scikit-learn
+    code catches ours too, and `except GPTClassifyError` still catches only ours."""
+    X, _ = data
+    assert issubclass(GPTClassifyError, ValueError)
+    with pytest.raises(ValueError, match=r"y holds 1 class \(sport\)") as caught:
+        estimator(micro_json).fit(X, ["sport"] * len(X))
+    assert isinstance(caught.value, GPTClassifyError)
+    # before any text is read: numbers as X still get the class error, as sklearn's check feeds
+    with pytest.raises(ValueError, match="class"):
+        estimator(micro_json).fit(np.ones((4, 3)), np.ones(4))

@@ -110,6 +110,8 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig
         )
     except KeyError as exc:
         raise GPTClassifyError(f"{source}: missing field {exc.args[0]!r}") from None
+    except GPTClassifyError:  # already names the source (it is a ValueError too)
+        raise
     except (TypeError, ValueError) as exc:
         raise GPTClassifyError(f"{source}: {exc}") from None
 

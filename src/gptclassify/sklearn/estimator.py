@@ -109,6 +109,8 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
         10% of the rows (seeded) are held out for validation, as `train --train FILE` does."""
         if y is None and not inputs.is_table(X):
             raise TypeError("fit: give labels y (or a DataFrame with a label column as X)")
+        if y is not None:  # first, as scikit-learn's classifiers do (a ValueError naming it)
+            _check_two_classes(_sorted_unique(_label_array(y)))
         if y is not None:
             texts = inputs.text_items(X, where="X")
             values = _label_array(y)
@@ -120,8 +122,7 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
             table = inputs.labelled(X)
             texts, values = table.texts, np.array(table.labels, dtype=object)
         classes = _sorted_unique(values)
-        if len(classes) < 2:
-            raise GPTClassifyError(f"fit: y holds {len(classes)} class; a classifier needs two")
+        _check_two_classes(classes)
         names = self._names(classes)
         by_value = dict(zip(classes.tolist(), names, strict=True))
         labels = [by_value[v] for v in values.tolist()]
@@ -282,6 +283,16 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
             estimator.label_names = dict(zip(classes.tolist(), names, strict=True))
         estimator._adopt(classifier, classes, names)
         return estimator
+
+
+def _check_two_classes(classes: np.ndarray) -> None:
+    """scikit-learn's convention (check_classifiers_one_label): fitting on one class is a
+    ValueError whose message names the class (GPTClassifyError is a ValueError)."""
+    if len(classes) < 2:
+        raise GPTClassifyError(
+            f"fit: y holds {len(classes)} class ({', '.join(map(str, classes.tolist()))}); "
+            "a classifier needs two or more classes"
+        )
 
 
 def _label_array(y: Any) -> np.ndarray:
