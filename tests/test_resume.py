@@ -151,6 +151,65 @@ def test_the_command_line_says_how_to_resume_and_exits_143(job, tmp_path):
     assert metrics["epochs_run"] == 3
 
 
+def test_a_resume_is_refused_when_its_settings_files_changed(job, tmp_path, monkeypatch):
+    """The --class-weights JSON and the --model shape a run started with are recorded
+    (sha256); edited between the kill and the resume, the resume is refused, and the run is
+    left as it was (its split and checkpoints untouched)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    weights = tmp_path / "weights.json"
+    weights.write_text(json.dumps({"sport": 1, "food": 2, "tech": 1}))
+    cfg = config(job, Path("run"), model="tiny.json", class_weights="weights.json")
+    assert run_killed(cfg, "step:10") == -signal.SIGKILL
+    partial = tmp_path / "run.partial"
+
+    def snapshot() -> dict[str, bytes]:
+        return {
+            str(p.relative_to(partial)): p.read_bytes()
+            for p in sorted(partial.rglob("*"))
+            if p.is_file() and p.name != "train.log"
+        }
+
+    before = snapshot()
+    for path, edit in (
+        (weights, {"sport": 1, "food": 50, "tech": 1}),
+        (tmp_path / "tiny.json", {**TINY, "drop_rate": 0.9}),
+    ):
+        original = path.read_text()
+        path.write_text(json.dumps(edit))
+        with pytest.raises(GPTClassifyError, match=f"{path.name}: changed since the run started"):
+            train(resume="run", quiet=True)
+        assert snapshot() == before
+        path.write_text(original)
+    # Resumed from another folder: the run's relative paths are read where it started.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    done = train(resume=tmp_path / "run", quiet=True)
+    recorded = json.loads((done.path / "config.json").read_text())["train_config"]
+    assert recorded["train"]["class_weights"] == str(weights)
+
+
+def test_a_refused_resume_leaves_the_runs_split_as_it_was(job, tmp_path):
+    data = tmp_path / "topics.csv"
+    data.write_text((job / "topics.csv").read_text())
+    cfg = config(job, tmp_path / "run", data=DataConfig(train=str(data)))
+    assert run_killed(cfg, "step:10") == -signal.SIGKILL
+    saved = tmp_path / "run.partial" / "data" / "train.csv"
+    before = saved.read_bytes()
+    original = data.read_text()
+    data.write_text(original.replace(",sport", ",food"))  # other labels
+    with pytest.raises(GPTClassifyError, match="the training data differ"):
+        train(resume=tmp_path / "run", quiet=True)
+    assert saved.read_bytes() == before
+    data.write_text(original)
+    # A finished run's resume that is refused leaves no copy of it behind.
+    done = train(resume=tmp_path / "run", quiet=True)
+    with pytest.raises(GPTClassifyError, match="already completed 3 epochs"):
+        train(resume=done.path, overrides={"epochs": 2}, quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "topics.csv"]
+
+
 def test_more_epochs_continue_a_finished_run_exactly(job, tmp_path, tmp_path_factory):
     out = tmp_path / "run"
     train(config(job, out, precision="fp32", epochs=2), quiet=True)
@@ -232,9 +291,58 @@ def test_a_publish_killed_between_renames_is_repaired(tmp_path):
     work = tmp_path / "run.partial" / "checkpoints"
     work.mkdir(parents=True)
     (work / "run.json").write_text("{}")
-    RunFolder.resume(final)
+    RunFolder.resume(final).release()
     assert (final / "config.json").is_file()  # the previous folder is back under its name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.partial"]
+
+
+def _cli_train(job: Path, out: Path, *more: str) -> list[str]:
+    args = [sys.executable, "-m", "gptclassify", "train", "--train", str(job / "topics.csv")]
+    args += ["--model", str(job / "tiny.json"), "--weights", "random", "--epochs", "2"]
+    return [*args, "--batch-size", "4", "--out", str(out), "--quiet", *more]
+
+
+def test_a_second_run_into_a_live_runs_folder_is_refused_and_changes_nothing(job, tmp_path):
+    """Two real processes: the first stops itself (SIGSTOP) at its 3rd step, holding its run
+    folder; the second, with and without --overwrite, and a --resume, are refused naming
+    it, and the first then finishes a complete run."""
+    out = tmp_path / "run"
+    env = {**os.environ, "GPTCLASSIFY_KILL_AT": "step:3:SIGSTOP"}
+    first = subprocess.Popen(
+        _cli_train(job, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _, status = os.waitpid(first.pid, os.WUNTRACED)  # returns once it has stopped itself
+        assert os.WIFSTOPPED(status), "the first run ended before its 3rd step"
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        for extra in ((), ("--overwrite",)):
+            second = subprocess.run(
+                _cli_train(job, out, "--seed", "7", *extra),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert second.returncode == 1, second.stderr
+            line = second.stderr.strip()
+            assert "\n" not in line and "Traceback" not in line
+            assert f"--out {out}: a run is writing it now (process {first.pid}" in line
+            assert "--overwrite" not in line  # no advice that would not work
+        with pytest.raises(GPTClassifyError, match=f"process {first.pid}, still alive"):
+            train(resume=out, quiet=True)
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    finally:
+        first.send_signal(signal.SIGCONT)
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    for name in ("model.safetensors", "config.json", "train.log", "data/train.csv"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["train_config"]["train"]["seed"] != 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the lock file went too
+    # Free again: --overwrite replaces the finished run.
+    again = subprocess.run(
+        _cli_train(job, out, "--overwrite", "--epochs", "1"), capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
 
 
 def test_folders_of_another_kind_are_never_replaced(job, tmp_path, sms_file):

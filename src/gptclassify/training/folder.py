@@ -5,10 +5,17 @@ model files). When everything is written, that folder is renamed to RUN (an old 
 --overwrite allows it, is moved aside first and removed after). So RUN is always either the
 previous complete model folder or the new complete one, never a mix, and a killed run
 leaves its work in RUN.partial, where `--resume RUN` continues it.
+
+A run owns its folder while it lives: it holds an exclusive `flock` on `.RUN.lock` beside
+it (holding its pid, for messages), so a second run into the same --out, with or without
+--overwrite, or a second --resume, is refused naming the live process instead of replacing
+or removing what the first is writing. The kernel drops the lock when its process dies, so a
+killed run never leaves it stuck.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -21,7 +28,12 @@ from typing import Any
 from gptclassify.artifact import FORMAT_CLASSIFIER, check_target, folder_kind
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, check_links, move_into_place
-from gptclassify.training.checkpoint import CHECKPOINTS
+from gptclassify.training.checkpoint import CHECKPOINTS, latest_checkpoint
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs there do not guard their folder
+    fcntl = None  # type: ignore[assignment]
 
 PARTIAL = ".partial"
 CONTINUED = ("train.log", "mlflow.json", "tensorboard")
@@ -39,6 +51,11 @@ class RunFolder:
     made: tuple[Path, ...] = ()
     """Parent folders this claim created (e.g. `runs/`), removed again by `discard` when
     empty: a run that fails early leaves nothing behind."""
+    lock: RunLock | None = None
+    """This process's ownership of the run (None on the ranks that do not write)."""
+    copied: Path | None = None
+    """A finished run resumed: the newest checkpoint of the copy `work` was made with (the
+    copy goes again when the resume ends without a checkpoint of its own)."""
 
     @property
     def checkpoints(self) -> Path:
@@ -52,19 +69,27 @@ class RunFolder:
         if out is None:
             return cls._claim_default()
         final = Path(out)
-        _check_target(final, overwrite)
-        work = _work_path(final)
-        if work.exists():
-            if not overwrite:
-                raise GPTClassifyError(
-                    f"{work}: holds an unfinished run; continue it with --resume {final}, or "
-                    "start over with --overwrite"
-                )
-            shutil.rmtree(work)
-        _clean_leftovers(final)
-        made = _missing_parents(work)
-        _mkdir(work, exist_ok=False)
-        return cls(final, work, made)
+        if final.exists() and not final.is_dir():
+            raise GPTClassifyError(f"--out {final}: exists and is not a folder")
+        made = _missing_parents(_work_path(final))
+        lock = RunLock.take(final, "--out")  # before anything is looked at or removed
+        try:
+            _check_target(final, overwrite)
+            work = _work_path(final)
+            if work.exists():
+                if not overwrite:
+                    raise GPTClassifyError(
+                        f"{work}: holds an unfinished run; continue it with --resume {final}, "
+                        "or start over with --overwrite"
+                    )
+                shutil.rmtree(work)
+            _clean_leftovers(final)
+            _mkdir(work, exist_ok=False)
+        except BaseException:
+            lock.release()
+            _remove_empty(made)
+            raise
+        return cls(final, work, made, lock)
 
     @classmethod
     def _claim_default(cls) -> RunFolder:
@@ -78,7 +103,7 @@ class RunFolder:
                 _mkdir(_work_path(final), exist_ok=False)
             except FileExistsError:
                 continue
-            return cls(final, _work_path(final), made)
+            return cls(final, _work_path(final), made, RunLock.take(final, "--out"))
         raise GPTClassifyError(f"runs/{stamp}: too many runs started this second")
 
     @classmethod
@@ -89,6 +114,19 @@ class RunFolder:
         if final.name.endswith(PARTIAL):
             final = final.with_name(final.name[: -len(PARTIAL)])
         work = _work_path(final)
+        if not work.is_dir() and not final.is_dir():
+            raise GPTClassifyError(
+                f"{final}: no run to resume here (expected {work} or {final / CHECKPOINTS})"
+            )
+        lock = RunLock.take(final, "--resume")
+        try:
+            return cls._reopen(final, work, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _reopen(cls, final: Path, work: Path, lock: RunLock) -> RunFolder:
         _clean_leftovers(final)
         if work.is_dir():
             check_links(work)  # a resumed run reads and appends only inside its folder
@@ -97,7 +135,7 @@ class RunFolder:
                     f"{work}: no checkpoint to resume from (the run stopped before its first "
                     "step); start it again with --overwrite"
                 )
-            return cls(final, work)
+            return cls(final, work, lock=lock)
         if not (final / CHECKPOINTS / RUN_FILE).is_file():
             raise GPTClassifyError(
                 f"{final}: no run to resume here (expected {work} or {final / CHECKPOINTS})"
@@ -114,7 +152,7 @@ class RunFolder:
             elif (final / name).is_dir():
                 shutil.copytree(final / name, staging / name)
         staging.rename(work)
-        return cls(final, work)
+        return cls(final, work, lock=lock, copied=latest_checkpoint(work))
 
     @classmethod
     def at(cls, final: Path) -> RunFolder:
@@ -162,11 +200,87 @@ class RunFolder:
     def discard(self) -> None:
         """Remove the work folder (a run that failed before it had anything worth keeping)."""
         shutil.rmtree(self.work, ignore_errors=True)
-        for parent in self.made:  # deepest first; only when nothing else was put there
+        self.release()
+        _remove_empty(self.made)
+
+    def release(self) -> None:
+        """Give up ownership of the run (at its end, however it ends). A copy of a finished
+        run that a refused or failed resume made goes: the run stays as it was."""
+        if self.copied is not None and latest_checkpoint(self.work) == self.copied:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.copied = None
+        if self.lock is not None:
+            self.lock.release()
+
+
+class RunLock:
+    """An exclusive `flock` on `.RUN.lock` beside a run folder, held while a run writes it."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def take(cls, final: Path, flag: str) -> RunLock:
+        """Own the run `final`, or a one-line refusal naming the live process that does."""
+        path = final.with_name(f".{final.name}.lock")
+        if fcntl is None:
+            return cls(path, None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GPTClassifyError(
+                f"{flag} {final}: cannot create {path.parent} ({exc.strerror or exc})"
+            ) from None
+        while True:
             try:
-                parent.rmdir()
-            except OSError:
-                break
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise GPTClassifyError(
+                    f"{flag} {final}: cannot write the run's lock file {path} "
+                    f"({exc.strerror or exc})"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise GPTClassifyError(
+                        f"{flag} {final}: cannot lock {path} ({exc.strerror or exc})"
+                    ) from None
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise GPTClassifyError(
+                    f"{flag} {final}: a run is writing it now ({who}, still alive); wait for "
+                    "it to end or stop it first: a run folder is never replaced while its run "
+                    "lives"
+                ) from None
+            # The previous owner removes the file as it lets go: a lock on a file that is no
+            # longer at `path` guards nothing, so take the new one.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return cls(path, fd)
+            os.close(fd)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # still locked: nobody can take a stale file
+        os.close(self.fd)
+        self.fd = None
+
+
+def _remove_empty(made: tuple[Path, ...]) -> None:
+    for parent in made:  # deepest first; only when nothing else was put there
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 def _missing_parents(path: Path) -> tuple[Path, ...]:

@@ -172,7 +172,11 @@ def _train(
     final = Path(dist.broadcast_text(str(folder.final) if folder else None))
     folder = folder or RunFolder.at(final)
     if resume is not None:
-        cfg = resumed_config(folder, overrides or {})
+        try:
+            cfg = resumed_config(folder, overrides or {})
+        except BaseException:
+            folder.release()  # the run is left as it was, and free
+            raise
     assert cfg is not None
     cfg.out = str(folder.final)
     if not dist.is_main:  # only rank 0 logs (no stray "last resort" output elsewhere)
@@ -200,12 +204,34 @@ def _train(
         finally:
             if failed_early:
                 folder.discard()
+            folder.release()  # the run folder is free again (a killed process frees it too)
 
 
 def resumed_config(folder: RunFolder, overrides: dict[str, Any]) -> TrainConfig:
-    """The run's recorded TrainConfig, with the few options a resumed run may change."""
+    """The run's recorded TrainConfig, with the few options a resumed run may change.
+
+    Relative paths are read from the folder the run was started in (not today's), and the
+    files it read besides its data (a --class-weights JSON, a --model shape) must hold what
+    they held then: a resumed run trains on what it started with, or is refused."""
     record = folder.read_record()
     cfg = TrainConfig.from_dict(record["train_config"], source=str(folder.checkpoints / "run.json"))
+    if isinstance(record.get("cwd"), str):
+        _resolve_from(cfg, Path(record["cwd"]))
+    recorded_files = record.get("inputs_sha256") or {}
+    for flag, path in _external_files(cfg).items():
+        if flag not in recorded_files:
+            continue
+        if not path.is_file():
+            raise GPTClassifyError(
+                f"{flag} {path}: the file the run started with is gone; put it back to "
+                "resume, or start a new run"
+            )
+        if sha256_file(path) != recorded_files[flag]:
+            raise GPTClassifyError(
+                f"{flag} {path}: changed since the run started (sha256 differs from its "
+                "run.json); a resumed run trains on what it started with: put the original "
+                "back, or start a new run"
+            )
     if any(str(getattr(cfg.data, k) or "").startswith(IN_MEMORY) for k in IN_MEMORY_FIELDS):
         # Data given in memory: the run's own data/ folder holds its exact rows.
         saved = next(
@@ -231,6 +257,42 @@ def resumed_config(folder: RunFolder, overrides: dict[str, Any]) -> TrainConfig:
             )
         setattr(cfg, name, value)
     return TrainConfig.from_dict(cfg.to_dict())  # validated again
+
+
+def _resolve_from(cfg: TrainConfig, started_in: Path) -> None:
+    """Relative file paths of a run's record made absolute against the folder it was started
+    in, so a resume from elsewhere reads the same files."""
+
+    def resolved(value: Any) -> Any:
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            return value
+        if str(value).startswith(IN_MEMORY):
+            return value
+        there = started_in / value
+        return str(there) if there.exists() else value
+
+    for name in IN_MEMORY_FIELDS:
+        value = getattr(cfg.data, name)
+        if name != "data" or value != DataConfig().data:
+            setattr(cfg.data, name, resolved(value))
+    if cfg.train.class_weights not in ("none", "balanced", "auto"):
+        cfg.train.class_weights = resolved(cfg.train.class_weights)
+    model = cfg.backbone.model
+    if model.endswith((".json", ".gguf")) or (started_in / model / "config.json").is_file():
+        cfg.backbone.model = resolved(model)
+
+
+def _external_files(cfg: TrainConfig) -> dict[str, Path]:
+    """The small files besides the data a run reads its settings from, by flag."""
+    out = {}
+    if cfg.train.class_weights not in ("none", "balanced", "auto"):
+        out["--class-weights"] = Path(cfg.train.class_weights)
+    model = cfg.backbone.model
+    if model.endswith(".json"):
+        out["--model"] = Path(model)
+    elif (Path(model) / "config.json").is_file():
+        out["--model"] = Path(model) / "config.json"
+    return out
 
 
 @dataclass
@@ -352,14 +414,24 @@ class Run:
                         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "train_config": self.cfg.to_dict(),
                         "data_sha256": fingerprint,
+                        "cwd": str(Path.cwd()),  # where relative paths are read from
+                        "inputs_sha256": {
+                            flag: sha256_file(path)
+                            for flag, path in _external_files(self.cfg).items()
+                            if path.is_file()
+                        },
                     }
                 )
-            return None
-        recorded = self.folder.read_record().get("data_sha256")
-        if recorded != fingerprint:
+        elif self.folder.read_record().get("data_sha256") != fingerprint:
             raise GPTClassifyError(
                 f"{self.folder.final}: the training data differ from the data the run started "
                 "on; a resumed run must see the same rows (start a new run instead)"
+            )
+        if self.is_main:
+            # The exact texts this run saw, so `evaluate RUN` needs no other input: written
+            # once the checks pass (a refused resume leaves the run's split as it was).
+            write_splits(
+                prep.splits, self.run_dir / "data", meta={"written_by": "gptclassify train"}
             )
         return checkpoint
 
@@ -437,9 +509,6 @@ class Run:
         backbone = build_backbone(cfg)
         release_free_memory()  # the file's tensors and transposed copies are garbage now
         trainable_blocks(cfg.backbone.trainable, backbone.model.config.n_layers)
-        if self.is_main:
-            # The exact texts this run saw, so `evaluate RUN` needs no other input.
-            write_splits(splits, self.run_dir / "data", meta={"written_by": "gptclassify train"})
 
         model, start = build_classifier(cfg, len(labels), backbone)
         model.to(self.device)
