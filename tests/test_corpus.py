@@ -196,6 +196,18 @@ def test_a_repository_file_and_folder_are_read_at_the_pinned_commit(tmp_path):
     assert sources.folder(folder) == {"d/2.txt": b"two", "d/x/1.txt": b"one"}
     with pytest.raises(fetch.CorpusError, match="no copy found"):
         sources.read(fetch.Git("o/elsewhere", commit, "d/2.txt"))
+    with pytest.raises(fetch.CorpusError, match="no such file"):
+        _sources(tmp_path, expected, github={"o/r": tmp_path / "absent"}).read(one)
+    # a folder holding the repository's files (no git) is read as it is
+    (repo / "d" / "2.txt").write_bytes(b"two")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (repo / "d").rename(plain / "d")
+    sources = _sources(tmp_path, expected, github={"o/r": plain})
+    assert sources.folder(folder) == {"d/2.txt": b"two", "d/x/1.txt": b"one"}
+    (plain / "d" / "x" / "1.txt").write_bytes(b"edited")
+    with pytest.raises(fetch.CorpusError, match="differs from the manifest"):
+        _sources(tmp_path, expected, github={"o/r": plain}).folder(folder)
 
 
 def test_csv_round_trip_keeps_newlines_quotes_and_commas(tmp_path):

@@ -155,8 +155,11 @@ class Sources:
 
     def _repo_dir(self, repo: str) -> Path:
         slug = repo.replace("/", "+")
+        given = self.github.get(repo)
+        if given is not None and not given.exists():
+            raise CorpusError(f"--github {repo}={given}: no such file or directory")
         for path in (
-            self.github.get(repo),
+            given,
             HERE / "raw" / "github" / slug,
             Path("/work/.mirror") / slug / "repo",
         ):
