@@ -509,10 +509,10 @@ SETS: dict[str, DataSet] = {
                 )
             ],
             build_goemotions,
-            "A byte copy of google-research/google-research goemotions/data/{train,dev,test}.tsv "
-            "(that repository is too large to fetch here; dev.tsv has the same 436,365 "
-            "characters and text as the stored original). 2,000 / 500 / 1,000 drawn at random "
-            "from the official train / dev / test files; labels joined by ';'.",
+            "A copy of google-research/google-research goemotions/data/{train,dev,test}.tsv "
+            "(that repository is too large to fetch here; see README.md for how far it was "
+            "checked). 2,000 / 500 / 1,000 drawn at random from the official train / dev / "
+            "test files; labels joined by ';'.",
             ["multi-label", "10 or more classes"],
         ),
         DataSet(
