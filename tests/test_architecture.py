@@ -269,6 +269,7 @@ def test_a_saved_folder_round_trips_through_the_contract(tmp_path):
 CORE_ORDER = (
     "errors",
     "files",
+    "surface",
     "config",
     "packaged",
     "args",
@@ -286,7 +287,6 @@ CORE_ORDER = (
     "metrics",
     "runtime",
     "plots",
-    "cpu",
 )
 """The core modules bottom-up: each imports only modules before it (and the package root
 for its version), counting imports under TYPE_CHECKING and relative ones."""
@@ -309,6 +309,18 @@ def _all_imports(path: Path, tree: ast.AST) -> list[tuple[str, int]]:
             names = [f"{module}.{a.name}" for a in node.names] if module == "gptclassify" else []
             found.extend((n, node.lineno) for n in names or [module])
     return found
+
+
+def test_core_order_lists_every_core_module_and_nothing_else():
+    """Both ways: every listed module exists, and every core module is listed."""
+    present = {
+        p.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        for p, _ in _sources()
+        if _part(p) == "core" and p.relative_to(PACKAGE).parts not in (("__init__.py",),)
+    }
+    present.discard("__main__")
+    assert sorted(set(CORE_ORDER) - present) == []  # listed, but no such module
+    assert sorted(present - set(CORE_ORDER)) == []  # a module missing from the list
 
 
 def test_core_modules_import_only_modules_below_them():
@@ -334,3 +346,62 @@ def test_core_modules_import_only_modules_below_them():
             if CORE_ORDER.index(target) > CORE_ORDER.index(me):
                 problems.append(f"{rel}:{line}: {me} imports {module}, which is above it")
     assert problems == []
+
+
+# ---- families: code outside models/, model.py and config.py asks the registry ------------
+
+FAMILY_SWITCHES = ("models", "model.py", "config.py")
+"""Where a family may be named: the registry (models/) and the decoder's switches."""
+
+
+def _family_names() -> set[str]:
+    from gptclassify.models import FAMILIES
+
+    return {t for f in FAMILIES for t in f.model_types} | {f.name for f in FAMILIES}
+
+
+def _family_comparisons(tree: ast.AST, names: set[str]) -> list[int]:
+    """Lines comparing `.family` / `model_type` with anything, or anything with a family
+    name (==, !=, in, not in)."""
+    lines = []
+
+    def names_family(node: ast.AST) -> bool:
+        if isinstance(node, ast.Attribute) and node.attr in ("family", "model_type"):
+            return True
+        if isinstance(node, ast.Name) and node.id in ("family", "model_type"):
+            return True
+        if isinstance(node, ast.Constant) and node.value in names:
+            return True
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            return any(names_family(e) for e in node.elts)
+        return False
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(
+            names_family(side) for side in (node.left, *node.comparators)
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_family_name_is_compared_outside_the_registry():
+    names = _family_names()
+    problems = []
+    for path, text in _sources():
+        if path.relative_to(PACKAGE).parts[0] in FAMILY_SWITCHES:
+            continue
+        for line in _family_comparisons(ast.parse(text), names):
+            problems.append(f"{path.relative_to(PACKAGE)}:{line}")
+    assert problems == []
+
+
+def test_the_family_checker_sees_comparisons():
+    names = _family_names()
+    tree = ast.parse(
+        'a = config.family == "gpt2"\n'
+        'b = model_type in ("llama", "qwen2")\n'
+        'c = name != "gemma3_text"\n'
+        'd = x == "spam"\n'
+        "e = family_of(config).tokenizer_json\n"
+    )
+    assert _family_comparisons(tree, names) == [1, 2, 3]

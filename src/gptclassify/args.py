@@ -465,6 +465,12 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         check_positive_ints(self, "batch_size", "grad_accum", "epochs")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            # numpy's RandomState (the data split, the data order) takes 0 .. 2**32 - 1
+            raise GPTClassifyError(
+                f"--seed {self.seed}: a seed is a whole number from 0 to {2**32 - 1}"
+            )
         check_finite(self, "lr", strict=True)
         check_finite(self, "weight_decay")
         if not isinstance(self.class_weights, str) or not self.class_weights.strip():
@@ -508,21 +514,26 @@ class EvalArgs:
     lexical: Literal["off", "on", "auto"] = field(
         default="off",
         metadata=opt(
-            "on: after training, fit a bag-of-tokens logistic regression (tf-idf of the "
-            "model's token ids) on the training split and add its logits to the network's, so "
-            "the model also reads surface words a small training set does not teach the "
-            "network (single-label; the kept epoch is still the network's). auto: keep it only "
-            "if it raises validation accuracy (what --recipe auto uses unless this says on)."
+            "The surface-feature head: after training, fit a TF-IDF word and character "
+            "n-gram logistic regression on the training split (its strength and features "
+            "chosen on validation). on: add its logits to the network's (the weight chosen on "
+            "validation). auto: ship whichever of the network, the network plus the head, or "
+            "the head alone scores best on validation, so the model is never below the "
+            "TF-IDF baseline there (single-label; the kept epoch is still the network's)."
         ),
     )
-    lexical_c: float = field(
-        default=30.0,
-        metadata=opt("Inverse L2 strength (scikit-learn's C) of that logistic regression."),
+    lexical_c: float | None = field(
+        default=None,
+        metadata=opt(
+            "Inverse L2 strength (scikit-learn's C) of that logistic regression (default: "
+            "chosen on validation from 1, 3, 10, 30, 100)."
+        ),
     )
 
     def __post_init__(self) -> None:
         check_positive_ints(self, "eval_iter")
-        check_finite(self, "lexical_c", strict=True)
+        if self.lexical_c is not None:
+            check_finite(self, "lexical_c", strict=True)
         if not isinstance(self.eval_freq, int) or self.eval_freq < 0:
             raise GPTClassifyError(f"--eval-freq must be >= 0, got {self.eval_freq!r}")
         if self.patience is not None:

@@ -42,20 +42,26 @@ from gptclassify import __version__
 from gptclassify.config import PAD_TOKEN_ID, POOLS, TOKENIZER_VOCAB, GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, inside, read_json
+from gptclassify.models import family_of
+from gptclassify.surface import check_record as check_surface_record
 
 FORMAT_CLASSIFIER = "gptclassify-classifier"
 FORMAT_BASELINE = "gptclassify-tfidf-baseline"
-CLASSIFIER_VERSION = 5
+CLASSIFIER_VERSION = 6
 """The newest layout of config.json this reads: 1 since gptclassify 0.1.0 (safetensors
 weights), 2 for folders holding an ONNX graph, 3 for models of another family than GPT-2 or
 with a tokenizer.json tokenizer, 4 for multi-label models (an older reader would apply a
-softmax to them: it refuses them instead). A reader refuses newer versions."""
+softmax to them: it refuses them instead), 5 with a bag-of-tokens head in the weights, 6
+with a surface-feature head (surface.py) beside them. A reader refuses newer versions."""
 TORCH_LAYOUT_VERSION = 1
 ONNX_LAYOUT_VERSION = 2
 FAMILY_LAYOUT_VERSION = 3
 MULTI_LABEL_LAYOUT_VERSION = 4
 LEXICAL_LAYOUT_VERSION = 5
+SURFACE_LAYOUT_VERSION = 6
 TASKS = ("single-label", "multi-label")
+TEMPERATURE_RANGE = (1e-3, 1e3)
+"""The softmax temperatures a model folder may hold (calibration fits one in 0.05..20)."""
 GPT2_TOKENIZER = {"library": "tiktoken", "encoding": "gpt2", "pad_id": PAD_TOKEN_ID}
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_VERSION = 1
@@ -238,15 +244,20 @@ class ClassifierConfig:
     lexical: dict[str, Any] | None = None
     """Set when a bag-of-tokens logistic regression adds to the logits (lexical.py): how it
     was fitted. Its tables are in the weights (or the ONNX graph)."""
+    surface: dict[str, Any] | None = None
+    """Set when a TF-IDF word/character n-gram head weighs in on the logits (surface.py):
+    its settings, validation scores and its two files' sha256."""
 
     @property
     def layout_version(self) -> int:
         """The oldest layout that describes this folder (so older readers still read it)."""
+        if self.surface is not None:
+            return SURFACE_LAYOUT_VERSION  # an older reader would drop its logits silently
         if self.lexical is not None:
             return LEXICAL_LAYOUT_VERSION  # an older reader would drop its logits silently
         if self.task == "multi-label":
             return MULTI_LABEL_LAYOUT_VERSION
-        if self.model.family != "gpt2" or self.tokenizer.get("library") != "tiktoken":
+        if not self.model.gpt2_fields_only or self.tokenizer.get("library") != "tiktoken":
             return FAMILY_LAYOUT_VERSION
         return ONNX_LAYOUT_VERSION if self.onnx is not None else TORCH_LAYOUT_VERSION
 
@@ -285,6 +296,8 @@ class ClassifierConfig:
             out["label_sep"] = self.label_sep
         if self.lexical is not None:
             out["lexical"] = dict(self.lexical)
+        if self.surface is not None:
+            out["surface"] = dict(self.surface)
         if self.onnx is not None:
             # No safetensors weights here: the graph holds them.
             del out["weights_file"], out["weights_sha256"]
@@ -299,6 +312,10 @@ class ClassifierConfig:
         r = _Fields(data, source)
         r.check_format(FORMAT_CLASSIFIER, CLASSIFIER_VERSION)
         model = GPTConfig.from_dict(r.object("model"), source=f"{source}: model")
+        try:
+            family_of(model)
+        except GPTClassifyError as exc:
+            raise GPTClassifyError(f"{source}: model: {exc}") from None
         labels = r.labels("labels")
         max_length = r.integer("max_length", 1, model.context_length)
         pad_length = r.integer("pad_length", max_length, model.context_length, optional=True)
@@ -326,6 +343,9 @@ class ClassifierConfig:
         lexical = r.object("lexical", optional=True) if version >= LEXICAL_LAYOUT_VERSION else None
         if lexical is not None:
             _Fields(lexical, f"{source}: lexical").number("C", positive=True)
+        surface = r.object("surface", optional=True) if version >= SURFACE_LAYOUT_VERSION else None
+        if surface is not None:
+            check_surface_record(surface, source)
         provenance = Provenance(
             base_model=r.string("base_model", optional=True) or "unknown",
             base_sha256=r.string("base_sha256", optional=True),
@@ -344,7 +364,7 @@ class ClassifierConfig:
             max_length=max_length,
             pad_length=pad_length,
             truncate=r.choice("truncate", ("end", "start"), default="end"),
-            temperature=r.number("temperature", default=1.0, positive=True),
+            temperature=r.temperature("temperature"),
             provenance=provenance,
             weights_file=r.file_name("weights_file", default=WEIGHTS),
             weights_sha256=r.sha256("weights_sha256") if onnx is None else "",
@@ -358,6 +378,7 @@ class ClassifierConfig:
             thresholds=thresholds,
             label_sep=label_sep,
             lexical=lexical,
+            surface=surface,
         )
 
 
@@ -462,6 +483,15 @@ class _Fields:
             raise self.fail(key, "must be a finite number > 0" if positive else "must be finite")
         return float(value)
 
+    def temperature(self, key: str) -> float:
+        """A softmax temperature: finite and within TEMPERATURE_RANGE (1e-320 would make
+        every probability NaN; calibration stays within 0.05 and 20)."""
+        value = self.number(key, default=1.0, positive=True)
+        low, high = TEMPERATURE_RANGE
+        if not low <= value <= high:
+            raise self.fail(key, f"must be between {low:g} and {high:g}")
+        return value
+
     def choice(self, key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
         value = self._get(key, False, default)
         if value not in allowed:
@@ -476,6 +506,10 @@ class _Fields:
             raise self.fail(key, "must name at least 2 classes")
         if len(set(value)) != len(value):
             raise self.fail(key, "must not repeat a class")
+        if any(v != v.strip() for v in value):
+            # Training strips labels: " ham" beside "ham" is a hand edit that would show two
+            # classes as one name.
+            raise self.fail(key, "must not hold labels that begin or end with spaces")
         return tuple(value)
 
     def sha256(self, key: str) -> str:

@@ -40,8 +40,7 @@ from gptclassify.artifact import versions as library_versions
 from gptclassify.classifier import GPTClassifier
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write
-from gptclassify.models import config_to_hf, hf_layout
-from gptclassify.models.llama import HF_CLASSES
+from gptclassify.models import config_to_hf, family_of, hf_layout
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, tokenizer_files
 
 FORMAT_HF_EXPORT = "gptclassify-hf-export"
@@ -57,7 +56,8 @@ def refusals(pool: str, causal: bool, lexical: bool = False) -> list[str]:
     reasons = []
     if lexical:
         reasons.append(
-            "this model adds a bag-of-tokens logistic regression to its logits (--lexical); "
+            "this model adds a TF-IDF or bag-of-tokens logistic regression to its logits "
+            "(--lexical); "
             "transformers' XForSequenceClassification has no place for it (the ONNX export "
             "keeps it: --format onnx)"
         )
@@ -112,7 +112,7 @@ def hf_state_dict(model: GPTClassifier) -> dict[str, torch.Tensor]:
     """XForSequenceClassification's tensors (fp32, contiguous) for `model`: each parameter
     under its family's name(s), fused projections split back (models/ has the table)."""
     config = model.gpt.config
-    gpt2 = config.family == "gpt2"
+    family = family_of(config)
     layout = hf_layout(config)
     state = {}
     for name, tensor in model.gpt.state_dict().items():
@@ -121,10 +121,8 @@ def hf_state_dict(model: GPTClassifier) -> dict[str, torch.Tensor]:
         parts = tensor.split(list(src.sizes)) if src.sizes else (tensor,)
         for hf_name, part in zip(src.names, parts, strict=True):
             state[hf_name] = part.t() if src.transposed else part
-    c = config.emb_dim
-    for i in range(model.n_layers if gpt2 else 0):
-        if f"transformer.h.{i}.attn.c_attn.bias" not in state:  # qkv_bias=False: HF has one
-            state[f"transformer.h.{i}.attn.c_attn.bias"] = torch.zeros(3 * c)
+    if family.export_fixups is not None:
+        state = family.export_fixups(config, state)
     weight = model.head.weight.detach().float().cpu()
     state["score.weight"] = weight
     if model.head.bias is not None and bool(model.head.bias.any()):
@@ -133,13 +131,14 @@ def hf_state_dict(model: GPTClassifier) -> dict[str, torch.Tensor]:
             model.gpt.ln_f.bias.detach().float().cpu().numpy(),
             model.head.bias.detach().float().cpu().numpy(),
         )
-        state["transformer.ln_f.bias"] = torch.from_numpy(folded)
+        (ln_f_bias,) = layout["ln_f.bias"].names
+        state[ln_f_bias] = torch.from_numpy(folded)
     return {k: v.contiguous() for k, v in state.items()}
 
 
 def architecture(model: GPTClassifier) -> str:
-    family = model.gpt.config.family
-    return ("GPT2" if family == "gpt2" else HF_CLASSES[family]) + "ForSequenceClassification"
+    config = model.gpt.config
+    return family_of(config).hf_classes[config.family][1]
 
 
 def hf_config(
@@ -150,7 +149,7 @@ def hf_config(
 ) -> dict[str, Any]:
     """config.json: transformers' fields for the family, plus ours under "gptclassify"."""
     out = {"architectures": [architecture(model)], **config_to_hf(model.gpt.config)}
-    if tokenizer is not None and model.gpt.config.family != "gpt2":
+    if tokenizer is not None and family_of(model.gpt.config).tokenizer_json:
         out["pad_token_id"] = tokenizer.pad_id
         out["eos_token_id"] = tokenizer.eos_id
         out["bos_token_id"] = tokenizer.prefix[0] if tokenizer.prefix else None

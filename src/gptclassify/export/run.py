@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gptclassify import artifact
+from gptclassify import artifact, surface
 from gptclassify.artifact import (
     CONFIG,
     FORMAT_CLASSIFIER,
@@ -140,7 +141,9 @@ def _notes(source: Source) -> list[str]:
 
 def _export_hf(run_dir: Path, out: Path, data: str | Path | None) -> ExportReport:
     config = read_classifier_config(run_dir)
-    reasons = refusals(config.pool, config.causal, config.lexical is not None)
+    reasons = refusals(
+        config.pool, config.causal, config.lexical is not None or config.surface is not None
+    )
     if reasons:  # before loading any weights
         raise GPTClassifyError("cannot export to Hugging Face format: " + "; ".join(reasons))
     source = load_source(run_dir)
@@ -328,6 +331,9 @@ def _export_onnx(
                 torch=torch.__version__, onnx=onnx.__version__, onnxruntime=onnxruntime.__version__
             ),
         )
+        if config.surface is not None:  # the surface head's files run beside the graph
+            for name in (surface.JSON_FILE, surface.TENSOR_FILE):
+                shutil.copyfile(run_dir / name, tmp / name)
         if isinstance(source.tokenizer, HFTokenizer):  # the graph needs its tokenizer beside it
             (tmp / TOKENIZER_FILE).write_text(source.tokenizer.text, encoding="utf-8")
         (tmp / CONFIG).write_text(json.dumps(written.to_json(), indent=2) + "\n", encoding="utf-8")

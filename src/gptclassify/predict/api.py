@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from gptclassify import tokenizer
+from gptclassify.surface import SurfaceHead, read_texts
 from gptclassify.artifact import (
     FORMAT_BASELINE,
     FORMAT_CLASSIFIER,
@@ -170,6 +171,9 @@ class Classifier:
         self.lexical: dict[str, Any] | None = None
         """How the bag-of-tokens logistic regression in the logits was fitted (lexical.py),
         when the model has one."""
+        self.surface: SurfaceHead | None = None
+        """A TF-IDF word/character n-gram head weighed in with the network's logits (or in
+        their place), chosen on validation when it trained (surface.py)."""
 
     @property
     def multi_label(self) -> bool:
@@ -284,6 +288,8 @@ class Classifier:
         classifier.thresholds = list(config.thresholds) if config.thresholds else None
         classifier.label_sep = config.label_sep
         classifier.lexical = config.lexical
+        if config.surface is not None:
+            classifier.surface = SurfaceHead.load(run_dir, config.surface)
         classifier.long_texts = long
         classifier.weights_sha256 = config.weights_sha256 or None
         metrics = read_metrics(run_dir)
@@ -309,6 +315,7 @@ class Classifier:
             thresholds=tuple(self.thresholds) if self.thresholds is not None else None,
             label_sep=self.label_sep,
             lexical=self.lexical,
+            surface=self.surface.record() if self.surface is not None else None,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -357,7 +364,11 @@ class Classifier:
         self._check_savable()
         from gptclassify.model_io import save_classifier  # lazy: torch
 
-        save_classifier(directory, self.model, self.config, self.policy.tokenizer)
+        config = self.config
+        if self.surface is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            config = dataclasses.replace(config, surface=self.surface.save(directory))
+        save_classifier(directory, self.model, config, self.policy.tokenizer)
         self.weights_sha256 = read_classifier_config(directory).weights_sha256
 
     def _check_savable(self) -> None:
@@ -411,7 +422,20 @@ class Classifier:
         all of them in one pass, as a caller that planned its own passes wants)."""
         if len(encoded) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.runtime.logits(self._padded_as_ours(encoded), batch_size or len(encoded))
+        return self._logits(self._padded_as_ours(encoded), batch_size or len(encoded))
+
+    def _logits(self, encoded: Encoded, batch_size: int) -> np.ndarray:
+        """The runtime's logits, with the surface head's weighed in (or alone) where the
+        model has one: every path from ids to logits goes through here."""
+        head = self.surface
+        if head is not None and not head.network_weight:
+            network = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
+        else:
+            network = self.runtime.logits(encoded, batch_size)
+        if head is None:
+            return network
+        texts = read_texts(encoded.ids, encoded.lengths, self.policy.tokenizer)
+        return head.combine(network, texts)
 
     def warm_up(self, max_tokens: int) -> None:
         """Run the passes whose first run would be slow (a CPU builds a kernel per matmul
@@ -462,12 +486,12 @@ class Classifier:
         ids = [t for _, t in ok]
         if not self.long_texts.chunk:
             encoded = encode_ids(ids, self.policy)
-            out[rows] = self.runtime.logits(encoded, batch_size)
+            out[rows] = self._logits(encoded, batch_size)
             cut[rows] = encoded.cut
             count[rows] = 1
         else:
             win = self.windows(ids)
-            out[rows] = self.combine_windows(self.runtime.logits(win.encoded, batch_size), win)
+            out[rows] = self.combine_windows(self._logits(win.encoded, batch_size), win)
             count[rows] = win.counts
         return out, cut, count
 
@@ -530,7 +554,7 @@ class Classifier:
         """Class probabilities of already encoded texts (see `encode`)."""
         if len(encoded) == 0:
             return np.zeros((0, len(self.labels)))
-        logits = self.runtime.logits(self._padded_as_ours(encoded), batch_size)
+        logits = self._logits(self._padded_as_ours(encoded), batch_size)
         return self.probabilities(logits)
 
     def _padded_as_ours(self, encoded: Encoded) -> Encoded:
@@ -591,6 +615,7 @@ class Classifier:
             steps,
             target,
             multi_label=self.multi_label,
+            surface=self.surface,
         )
 
     def evaluate(

@@ -16,7 +16,10 @@ the runtime's low-precision copies: gradients need the precision):
   used). Gradient x input is the one-gradient approximation of the same, cheaper and noisier.
   A `--lexical` model's bag-of-tokens term does not depend on the embeddings: it is held
   fixed along the path (the scores and probabilities include it; the attributions explain
-  the network's part of the change).
+  the network's part of the change). A model with a surface-feature head (surface.py) is
+  treated the same way: the head's logits of the text are a constant along the path, and the
+  probabilities along the text include the head's logits of each prefix; where the head
+  alone decides (its network weight 0), every attribution is 0.
 
 Nothing here changes the model: gradients are taken with respect to the embeddings only
 (`torch.autograd.grad`), so explanations can run beside inference on the same weights.
@@ -37,6 +40,7 @@ from gptclassify import tokenizer
 from gptclassify.classifier import GPTClassifier
 from gptclassify.data.encode import InputPolicy, not_text, not_unicode
 from gptclassify.errors import GPTClassifyError
+from gptclassify.surface import SurfaceHead, read_texts
 
 METHODS = ("integrated-gradients", "gradient-x-input")
 DEFAULT_STEPS = 32
@@ -121,6 +125,7 @@ def explain(
     steps: int = DEFAULT_STEPS,
     target: str | None = None,
     multi_label: bool = False,
+    surface: SurfaceHead | None = None,
 ) -> Explanation:
     """Both views of `text` for `model` (see the module docstring).
 
@@ -143,19 +148,22 @@ def explain(
     input_ids = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
     lengths = torch.tensor([n_real], dtype=torch.long, device=device)  # (1,)
 
+    head = _Head(surface, ids, n_real, policy.tokenizer, device)
     with torch.no_grad():
-        logits = model(input_ids, _mask(lengths, len(ids))).float()  # (1, K)
+        logits = head.add(model(input_ids, _mask(lengths, len(ids))).float())  # (1, K)
         probs = _probs(logits, temperature, multi_label)[0]
-        along = _prefix_probs(model, input_ids, n_real, temperature, multi_label)  # (n_real, K)
+        along = _prefix_probs(model, input_ids, n_real, temperature, multi_label, head)
     t = labels.index(target) if target is not None else int(probs.argmax())
 
     with torch.enable_grad():
         if method == "integrated-gradients":
             attr, score, base_score = _integrated_gradients(
-                model, input_ids, lengths, t, temperature, steps, multi_label
+                model, input_ids, lengths, t, temperature, steps, multi_label, head
             )
         else:
-            attr, score = _gradient_x_input(model, input_ids, lengths, t, temperature, multi_label)
+            attr, score = _gradient_x_input(
+                model, input_ids, lengths, t, temperature, multi_label, head
+            )
             base_score = None
     gap = float(attr.sum()) - (score - base_score) if base_score is not None else None
 
@@ -204,6 +212,29 @@ def token_texts(ids: Sequence[int], tok: tokenizer.Tokenizer | None = None) -> l
 # ---- the two views ------------------------------------------------------------------------
 
 
+class _Head:
+    """A surface head's part of the logits for one explained text (or nothing)."""
+
+    def __init__(self, surface: SurfaceHead | None, ids, n_real: int, tok, device) -> None:
+        self.surface = surface
+        self.network_weight = 1.0 if surface is None else float(surface.network_weight)
+        self.text = None
+        self.prefixes = None
+        if surface is not None:
+            rows = [ids[:n_real]] * n_real
+            texts = read_texts(rows, list(range(1, n_real + 1)), tok)
+            prefix = torch.from_numpy(surface.logits(texts)).to(device)  # (n_real, K)
+            self.prefixes, self.text = prefix, prefix[-1:]
+
+    def add(self, network: Tensor, prefixes: bool = False) -> Tensor:
+        """network logits (S, K) -> the classifier's (the head's of the whole text added to
+        every row, or with `prefixes` each prefix's)."""
+        if self.surface is None:
+            return network
+        extra = self.prefixes if prefixes else self.text
+        return network.float() * self.network_weight + extra
+
+
 def _probs(logits: Tensor, temperature: float, multi_label: bool) -> Tensor:
     """Class probabilities (softmax at the temperature), or each label's sigmoid."""
     if multi_label:
@@ -217,6 +248,7 @@ def _prefix_probs(
     n_real: int,
     temperature: float,
     multi_label: bool = False,
+    head: _Head | None = None,
 ) -> Tensor | None:
     """(n_real, K) class probabilities of each prefix of the real tokens, from one pass."""
     if not model.causal:
@@ -235,6 +267,8 @@ def _prefix_probs(
         counts = torch.arange(1, n_real + 1, device=h.device, dtype=torch.float32)[:, None]
         per_token = model.lexical.weight.float()[ids[0]]  # (T, K)
         logits = logits + per_token.cumsum(dim=0) / counts + model.lexical.bias.float()
+    if head is not None:
+        logits = head.add(logits, prefixes=True)
     return _probs(logits, temperature, multi_label)
 
 
@@ -247,12 +281,15 @@ def _score(
     temperature: float,
     multi_label: bool = False,
     input_ids: Tensor | None = None,
+    head: _Head | None = None,
 ) -> Tensor:
     """log p(target) per row (S,) from token embeddings (S, T, C); a `--lexical` model's
     bag-of-tokens logits of `input_ids` (1, T) are added, the same for every row."""
     logits = model.forward_from(embeddings + positions, lengths.expand(len(embeddings)), 0)
     if model.lexical is not None and input_ids is not None:
         logits = logits.float() + model.lexical(input_ids, lengths)
+    if head is not None:
+        logits = head.add(logits)
     if multi_label:
         return F.logsigmoid(logits.float()[:, target])
     return F.log_softmax(logits.float() / temperature, dim=-1)[:, target]
@@ -276,6 +313,7 @@ def _integrated_gradients(
     temperature: float,
     steps: int,
     multi_label: bool = False,
+    head: _Head | None = None,
 ) -> tuple[Tensor, float, float]:
     """Attributions (T,), score at the text, score at the baseline (zero token embeddings).
 
@@ -289,9 +327,12 @@ def _integrated_gradients(
     rows = max(1, TOKENS_PER_PASS // T)
     for chunk in alphas.split(rows):
         path = (baseline + chunk[:, None, None] * (x - baseline)).requires_grad_(True)
-        score = _score(model, path, pos, lengths, target, temperature, multi_label, input_ids)
-        (grad,) = torch.autograd.grad(score.sum(), path)
-        grads += grad.sum(dim=0)
+        score = _score(
+            model, path, pos, lengths, target, temperature, multi_label, input_ids, head
+        )
+        (grad,) = torch.autograd.grad(score.sum(), path, allow_unused=True)
+        if grad is not None:  # None: the head alone decides, nothing flows to the embeddings
+            grads += grad.sum(dim=0)
     attr = ((x[0] - baseline[0]) * grads / steps).sum(dim=-1)  # (T,)
     with torch.no_grad():
         ends = _score(
@@ -303,6 +344,7 @@ def _integrated_gradients(
             temperature,
             multi_label,
             input_ids,
+            head,
         )
     return attr.detach().cpu(), float(ends[0]), float(ends[1])
 
@@ -314,12 +356,15 @@ def _gradient_x_input(
     target: int,
     temperature: float,
     multi_label: bool = False,
+    head: _Head | None = None,
 ) -> tuple[Tensor, float]:
     """Attributions (T,) = embedding . gradient, and the score at the text."""
     x, pos = _embeddings(model, input_ids)
     x = x.requires_grad_(True)
-    score = _score(model, x, pos, lengths, target, temperature, multi_label, input_ids)
-    (grad,) = torch.autograd.grad(score.sum(), x)
+    score = _score(model, x, pos, lengths, target, temperature, multi_label, input_ids, head)
+    (grad,) = torch.autograd.grad(score.sum(), x, allow_unused=True)
+    if grad is None:  # the head alone decides
+        grad = torch.zeros_like(x)
     return (x * grad).sum(dim=-1)[0].detach().cpu(), float(score[0].detach())
 
 

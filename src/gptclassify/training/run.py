@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from gptclassify import __version__, lexical
+from gptclassify import __version__, surface
 from gptclassify.args import (
     IN_MEMORY,
     IN_MEMORY_FIELDS,
@@ -729,58 +729,48 @@ class Run:
 
     # ---- evaluate and write -----------------------------------------------------------
 
-    def add_lexical(
+    def add_surface(
         self, prep: Prepared, logits: dict[str, np.ndarray], labels_of: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """Fit the bag-of-tokens logistic regression on the training split; with
-        `--lexical on` (or `auto` when it raises validation accuracy) put it in the model and
-        add its logits to each split's (the network's, computed before). Returns how it was
-        fitted, or None when `auto` left it out."""
+    ) -> surface.SurfaceHead | None:
+        """Fit the TF-IDF word/character n-gram head on the training split and choose on
+        validation what ships: the network, the network plus the head, or the head alone
+        (surface.py); `--lexical on` always adds it. Each split's logits (the network's,
+        computed before) become the shipped ones. Returns the head, or None when the network
+        ships alone."""
         cfg = self.cfg.eval
-        train = prep.encoded["train"]
-        ids = [row[: int(n)] for row, n in zip(train.ids, train.lengths, strict=True)]
-        model = prep.model
+        tok = prep.policy.tokenizer
+        texts = {k: surface.read_texts(e.ids, e.lengths, tok) for k, e in prep.encoded.items()}
         train_labels = torch.as_tensor(labels_of["train"])
         weights = loss_weights(self.cfg.train.class_weights, train_labels, prep.labels, False)
-        fitted = lexical.fit(
-            ids,
-            labels_of["train"],
-            model.num_classes,
-            model.gpt.config.vocab_size,
-            cfg.lexical_c,
+        choice = surface.choose(
+            texts,
+            labels_of,
+            logits,
+            prep.model.num_classes,
+            mode=cfg.lexical,
+            C=cfg.lexical_c,
             class_weight=None if weights is None else dict(enumerate(weights.tolist())),
         )
-        bag = {k: fitted.head.logits(e.ids, e.lengths) for k, e in prep.encoded.items()}
-        y_val = labels_of["validation"]
-        alone = (bag["validation"].argmax(axis=1) == y_val).mean()
-        without = (logits["validation"].argmax(axis=1) == y_val).mean()
-        together = ((logits["validation"] + bag["validation"]).argmax(axis=1) == y_val).mean()
-        keep = cfg.lexical == "on" or together > without
+        sc = choice.scores
+        head = choice.head
         log.info(
-            "Lexical head: %s, C=%g, fitted on %d training texts (%d distinct tokens) in %.1f "
-            "s; validation accuracy alone %.2f%%, network %.2f%%, both %.2f%%%s",
-            lexical.DESCRIPTION,
-            cfg.lexical_c,
-            len(ids),
-            fitted.features,
-            fitted.fit_time_s,
-            alone * 100,
-            without * 100,
-            together * 100,
-            "" if cfg.lexical == "on" else ("; kept (auto)" if keep else "; left out (auto)"),
+            "Surface head (%s; %d fits in %.1f s): validation accuracy network %.2f%%, head "
+            "alone %.2f%%%s -> ships %s (%.2f%%)",
+            surface.DESCRIPTION,
+            choice.tried,
+            choice.fit_time_s,
+            sc["network"]["accuracy"] * 100,
+            sc["head"]["accuracy"] * 100,
+            "" if head is None else f" ({head.features}, C={head.C:g})",
+            choice.shipped if head is None or head.network_weight == 0 else
+            f"network + {head.weight:g} x head",
+            sc["shipped"]["accuracy"] * 100,
         )
-        if not keep:
+        if head is None:
             return None
-        model.lexical = fitted.head.to(next(model.parameters()).device)
         for k in logits:
-            logits[k] = logits[k] + bag[k]
-        return {
-            "kind": lexical.DESCRIPTION,
-            "C": cfg.lexical_c,
-            "chosen_by": cfg.lexical,
-            "train_texts": len(ids),
-            "tokens": fitted.features,
-        }
+            logits[k] = head.combine(logits[k], texts[k])
+        return head
 
     def finish(
         self,
@@ -803,9 +793,7 @@ class Run:
         logits = {k: engine.logits(s) for k, s in sources.items()}
         self.close_cache()  # before the work folder becomes RUN
         labels_of = {k: e.labels for k, e in prep.encoded.items()}
-        lexical_info = (
-            self.add_lexical(prep, logits, labels_of) if cfg.eval.lexical != "off" else None
-        )
+        head = self.add_surface(prep, logits, labels_of) if cfg.eval.lexical != "off" else None
         multi = prep.splits.multi_label
         if multi:
             result = evaluate_label_sets(logits, labels_of, labels)
@@ -835,22 +823,24 @@ class Run:
         elif cfg.eval.baseline and self.is_main:
             parts = {k: p for k, p in prep.splits.parts() if k in prep.encoded}
             baseline = compare_with_baseline(parts, labels_of, labels)
-            ours = result.reports["validation"]
-            theirs = baseline["validation"]
             log.info(
-                "TF-IDF baseline (same split, %.1f s): validation accuracy %.2f%%, macro F1 "
-                "%.4f | this model: %.2f%%, %.4f",
+                "TF-IDF baseline (same split, %.1f s), accuracy / macro F1: %s",
                 baseline["fit_time_s"],
-                theirs["accuracy"] * 100,
-                theirs["macro_f1"],
-                ours["accuracy"] * 100,
-                ours["macro_f1"],
+                " | ".join(
+                    f"{k} {baseline[k]['accuracy'] * 100:.2f}% / {baseline[k]['macro_f1']:.4f} "
+                    f"(this model {result.reports[k]['accuracy'] * 100:.2f}% / "
+                    f"{result.reports[k]['macro_f1']:.4f})"
+                    for k in ("validation", "test")
+                    if k in baseline and k in result.reports
+                ),
             )
+            ours, theirs = result.reports["validation"], baseline["validation"]
             if theirs["macro_f1"] > ours["macro_f1"]:
                 log.warning(
                     "Warning: the TF-IDF + logistic regression baseline beats this model on "
-                    "validation (macro F1 %.4f vs %.4f): train longer, unfreeze more blocks, "
-                    "raise --lr, or try --recipe auto before shipping it",
+                    "validation (macro F1 %.4f vs %.4f): --lexical auto ships the better of "
+                    "the two in one model; or train longer, unfreeze more blocks, raise --lr, "
+                    "or try --recipe auto before shipping it",
                     theirs["macro_f1"],
                     ours["macro_f1"],
                 )
@@ -874,7 +864,7 @@ class Run:
             precision=cfg.runtime.precision,
             provenance=provenance,
         )
-        classifier.lexical = lexical_info
+        classifier.surface = head
         if multi:
             classifier.task = "multi-label"
             classifier.thresholds = result.thresholds

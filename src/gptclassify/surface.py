@@ -1,0 +1,440 @@
+"""The surface-feature head: TF-IDF word and character n-grams, a logistic regression whose
+logits are weighed against the network's on validation (`train --lexical`).
+
+A decoder fine-tuned on a few hundred texts reads meaning well and surface form less well:
+placeholders that only occur in one class, a sender's spelling, a product code. A TF-IDF model
+reads exactly those, fits in a second, and on small data is often as good as the network
+(issue 32's held-back sets: 92-95% against 69-85% for the book's recipe). This head is that
+model inside the classifier, so what `train` ships is never the worse of the two:
+
+- features: word unigrams + bigrams (the TF-IDF baseline's own settings, `BaselineConfig`),
+  optionally joined by character n-grams inside word boundaries (2-5), each block
+  L2-normalised, sublinear tf, lowercase;
+- a logistic regression on the training split; its strength C and the feature set are chosen
+  on validation accuracy (ties: validation log-loss), from `C_GRID` x `FEATURE_SETS`, which
+  holds the baseline's own configuration, so the head alone scores at least the baseline on
+  validation;
+- then the shipped logits are chosen on validation among the network alone, the network plus
+  `weight` x the head (`WEIGHTS`), and the head alone (`network_weight` 0): the highest
+  validation accuracy, ties broken by the lower validation log-loss (`auto`); `on` always
+  adds the head.
+
+It reads the text the network reads: the classified ids decoded back to text (byte-level BPE
+decodes to the exact text; a truncated text is read as cut, a long text's windows one by one),
+so it gives the same logits in every path that carries token ids (predict, the server's
+batches, an ONNX folder, evaluation) and needs nothing else passed along.
+
+Stored without pickle: `surface.json` (settings, each vectorizer's vocabulary in feature
+order) and `surface.safetensors` (idf per block, coefficients, intercepts); config.json's
+`surface` record holds the settings and both files' sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gptclassify.errors import GPTClassifyError
+from gptclassify.files import atomic_write, sha256_file
+
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+"""scikit-learn's default word pattern (as the TF-IDF baseline writes it down)."""
+JSON_FILE = "surface.json"
+TENSOR_FILE = "surface.safetensors"
+FORMAT = "gptclassify-surface-head"
+DESCRIPTION = "TF-IDF word and character n-grams, logistic regression"
+
+WORD = {
+    "analyzer": "word",
+    "ngram_range": [1, 2],
+    "lowercase": True,
+    "token_pattern": TOKEN_PATTERN,
+    "sublinear_tf": True,
+    "norm": "l2",
+    "smooth_idf": True,
+    "min_df": 1,
+    "max_features": None,
+}
+"""The TF-IDF baseline's features (BaselineConfig's defaults)."""
+CHAR = {
+    "analyzer": "char_wb",
+    "ngram_range": [2, 5],
+    "lowercase": True,
+    "token_pattern": None,
+    "sublinear_tf": True,
+    "norm": "l2",
+    "smooth_idf": True,
+    "min_df": 2,
+    "max_features": 300_000,
+}
+FEATURE_SETS: dict[str, tuple[dict[str, Any], ...]] = {"word": (WORD,), "word+char": (WORD, CHAR)}
+C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
+"""scikit-learn's C for the regression; 10 is the baseline's."""
+WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""Weights of the head's logits added to the network's."""
+
+
+def _vectorizer(settings: dict[str, Any]):
+    from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: only with a head
+
+    kwargs = {
+        "analyzer": settings["analyzer"],
+        "ngram_range": tuple(settings["ngram_range"]),
+        "lowercase": settings["lowercase"],
+        "sublinear_tf": settings["sublinear_tf"],
+        "norm": settings["norm"],
+        "smooth_idf": settings["smooth_idf"],
+        "dtype": np.float64,
+    }
+    if settings.get("token_pattern"):
+        kwargs["token_pattern"] = settings["token_pattern"]
+    return TfidfVectorizer(**kwargs)
+
+
+@dataclass
+class SurfaceHead:
+    """Fitted vectorizers and a regression over `num_classes` classes, with the weights the
+    classifier gives its logits (`logits` already applies `weight`)."""
+
+    vectorizers: list[Any]
+    blocks: list[dict[str, Any]]
+    """Each vectorizer's settings (WORD / CHAR)."""
+    coef: np.ndarray
+    """(num_classes, features) float32."""
+    intercept: np.ndarray
+    """(num_classes,) float32."""
+    C: float
+    features: str
+    weight: float = 1.0
+    """Factor on this head's logits where they are added."""
+    network_weight: float = 1.0
+    """1: network + weight x head; 0: the head alone decides (the network is not run)."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """How it was chosen (validation scores), for config.json."""
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.coef.shape[0])
+
+    def matrix(self, texts: Sequence[str]):
+        from scipy import sparse  # lazy: scikit-learn's scipy
+
+        return sparse.hstack([v.transform(list(texts)) for v in self.vectorizers]).tocsr()
+
+    def raw_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, K) float32 logits of the regression alone (no weight)."""
+        if not len(texts):
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        x = self.matrix(texts)
+        return np.asarray(x @ self.coef.T.astype(np.float64) + self.intercept, dtype=np.float32)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """What the head adds to the network's logits: weight x its logits."""
+        return self.raw_logits(texts) * np.float32(self.weight)
+
+    def combine(self, network: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """The classifier's logits from the network's and the texts it read."""
+        out = self.logits(texts)
+        if self.network_weight:
+            out = out + np.asarray(network, dtype=np.float32) * np.float32(self.network_weight)
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """config.json's `surface` record (the files' sha256 are added by `save`)."""
+        return {
+            "kind": DESCRIPTION,
+            "features": self.features,
+            "C": self.C,
+            "weight": self.weight,
+            "network_weight": self.network_weight,
+            "files": {"json": JSON_FILE, "tensors": TENSOR_FILE},
+            **self.info,
+        }
+
+    # ---- files ------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> dict[str, Any]:
+        """Write surface.json and surface.safetensors; returns the config.json record."""
+        from safetensors.numpy import save
+
+        directory = Path(directory)
+        vocabularies = []
+        tensors: dict[str, np.ndarray] = {
+            "coef": np.ascontiguousarray(self.coef, dtype=np.float32),
+            "intercept": np.ascontiguousarray(self.intercept, dtype=np.float32),
+        }
+        for i, v in enumerate(self.vectorizers):
+            terms = [""] * len(v.vocabulary_)
+            for term, j in v.vocabulary_.items():
+                terms[j] = term
+            vocabularies.append(terms)
+            tensors[f"idf.{i}"] = np.ascontiguousarray(v.idf_, dtype=np.float64)
+        doc = {"format": FORMAT, "blocks": self.blocks, "vocabularies": vocabularies}
+        atomic_write(directory / JSON_FILE, json.dumps(doc, ensure_ascii=False) + "\n")
+        atomic_write(directory / TENSOR_FILE, save(tensors, metadata={"format": FORMAT}))
+        rec = self.record()
+        rec["sha256"] = {
+            JSON_FILE: sha256_file(directory / JSON_FILE),
+            TENSOR_FILE: sha256_file(directory / TENSOR_FILE),
+        }
+        return rec
+
+    @classmethod
+    def load(cls, directory: str | Path, record: dict[str, Any]) -> SurfaceHead:
+        """Rebuild the head from a folder and its config.json record (checksums checked)."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        sums = record.get("sha256") or {}
+        for name in (JSON_FILE, TENSOR_FILE):
+            path = directory / name
+            if not path.is_file():
+                raise GPTClassifyError(f"{path}: file not found (config.json names a surface head)")
+            if sha256_file(path) != sums.get(name):
+                raise GPTClassifyError(
+                    f"{path}: checksum does not match config.json; the file was changed or "
+                    "truncated"
+                )
+        try:
+            doc = json.loads((directory / JSON_FILE).read_text(encoding="utf-8"))
+            tensors = load_file(str(directory / TENSOR_FILE))
+        except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as exc:
+            raise GPTClassifyError(f"{directory / JSON_FILE}: cannot read ({exc})") from None
+        where = directory / JSON_FILE
+        blocks, vocabularies = doc.get("blocks"), doc.get("vocabularies")
+        if doc.get("format") != FORMAT or not (
+            isinstance(blocks, list)
+            and isinstance(vocabularies, list)
+            and len(blocks) == len(vocabularies) >= 1
+        ):
+            raise GPTClassifyError(f"{where}: not a surface head file")
+        vectorizers, width = [], 0
+        for i, (settings, terms) in enumerate(zip(blocks, vocabularies, strict=True)):
+            idf = tensors.get(f"idf.{i}")
+            if idf is None or not isinstance(terms, list) or len(terms) != len(idf):
+                raise GPTClassifyError(f"{where}: block {i}: vocabulary and idf do not match")
+            if len(set(terms)) != len(terms):
+                raise GPTClassifyError(f"{where}: block {i}: repeated terms in the vocabulary")
+            try:
+                v = _vectorizer(settings)
+            except (KeyError, TypeError) as exc:
+                raise GPTClassifyError(f"{where}: block {i}: bad settings ({exc})") from None
+            v.set_params(vocabulary={t: j for j, t in enumerate(terms)})
+            v.idf_ = np.asarray(idf, dtype=np.float64)
+            vectorizers.append(v)
+            width += len(terms)
+        coef, intercept = tensors.get("coef"), tensors.get("intercept")
+        if coef is None or intercept is None or coef.ndim != 2 or coef.shape[1] != width:
+            raise GPTClassifyError(f"{directory / TENSOR_FILE}: coefficients do not fit {width} features")
+        if intercept.shape != (coef.shape[0],):
+            raise GPTClassifyError(f"{directory / TENSOR_FILE}: intercepts do not fit the classes")
+        weight = float(record.get("weight", 1.0))
+        network_weight = float(record.get("network_weight", 1.0))
+        info = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
+        return cls(
+            vectorizers,
+            blocks,
+            coef,
+            intercept,
+            float(record["C"]),
+            str(record.get("features", "")),
+            weight,
+            network_weight,
+            info,
+        )
+
+
+_RECORD_KEYS = {"kind", "features", "C", "weight", "network_weight", "files", "sha256"}
+
+
+def check_record(record: dict[str, Any], source: str) -> None:
+    """Validate config.json's `surface` record (artifact.py calls this on load)."""
+
+    def number(key: str, low: float, allow_zero: bool = False) -> float:
+        value = record.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < low or (value == low and not allow_zero):
+            raise GPTClassifyError(f"{source}: surface: {key!r} must be a number above {low}")
+        return float(value)
+
+    number("C", 0.0)
+    number("weight", 0.0)
+    network = number("network_weight", 0.0, allow_zero=True)
+    if network not in (0.0, 1.0):
+        raise GPTClassifyError(f"{source}: surface: 'network_weight' must be 0 or 1")
+    sums = record.get("sha256")
+    if not (isinstance(sums, dict) and {JSON_FILE, TENSOR_FILE} <= set(sums)):
+        raise GPTClassifyError(f"{source}: surface: 'sha256' must name {JSON_FILE} and {TENSOR_FILE}")
+
+
+# ---- fitting and choosing ---------------------------------------------------------------
+
+
+def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood at the best temperature of a grid (the run calibrates a
+    temperature afterwards, so only the shape of the logits should count, not their scale)."""
+    best = math.inf
+    for t in _TEMPERATURES:
+        z = logits.astype(np.float64) / t
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        best = min(best, float(-logp[np.arange(len(y)), y].mean()))
+    return best
+
+
+_TEMPERATURES = tuple(float(t) for t in np.logspace(-1, 2, 31))
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == y).mean()) if len(y) else 0.0
+
+
+def _fit_regression(x, y: np.ndarray, num_classes: int, C: float, class_weight) -> tuple:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(C=C, max_iter=2000, class_weight=class_weight).fit(x, y)
+    coef = np.zeros((num_classes, x.shape[1]))
+    intercept = np.zeros(num_classes)
+    present = model.classes_.astype(np.int64)
+    if len(present) == 2 and model.coef_.shape[0] == 1:
+        # Binary: one margin z; logits (-z/2, +z/2) give the same probabilities by softmax.
+        coef[present[0]], coef[present[1]] = -model.coef_[0] / 2, model.coef_[0] / 2
+        intercept[present[0]], intercept[present[1]] = (
+            -model.intercept_[0] / 2,
+            model.intercept_[0] / 2,
+        )
+    else:
+        coef[present] = model.coef_
+        intercept[present] = model.intercept_
+    return coef.astype(np.float32), intercept.astype(np.float32)
+
+
+@dataclass
+class Choice:
+    """What `choose` decided, with the validation scores behind it."""
+
+    head: SurfaceHead | None
+    """None: the network alone ships."""
+    shipped: str
+    """'network', 'network + head' or 'head alone'."""
+    scores: dict[str, dict[str, float]]
+    """Validation accuracy / log-loss of the network, the head alone and what shipped."""
+    fit_time_s: float
+    tried: int
+    """Regressions fitted."""
+
+
+def choose(
+    texts: dict[str, Sequence[str]],
+    labels: dict[str, np.ndarray],
+    network: dict[str, np.ndarray],
+    num_classes: int,
+    mode: str = "auto",
+    C: float | None = None,
+    class_weight: dict[int, float] | None = None,
+) -> Choice:
+    """Fit the head on texts['train'] and choose on texts['validation'] (see the module's
+    docstring). `network`: the network's validation logits under 'validation'. `C` given:
+    only that strength. mode 'on': the head is always added (weight chosen on validation);
+    'auto': the network alone, network + head, or the head alone, whichever validates best."""
+    t0 = time.perf_counter()
+    y_train = np.asarray(labels["train"], dtype=np.int64)
+    y_val = np.asarray(labels["validation"], dtype=np.int64)
+    grid = (float(C),) if C is not None else C_GRID
+    best: tuple | None = None  # (key, head-without-weights, val logits)
+    tried = 0
+    fitted_blocks: dict[int, Any] = {}
+    for name, blocks in FEATURE_SETS.items():
+        vectorizers, train_parts, val_parts = [], [], []
+        for settings in blocks:
+            key = id(settings)
+            if key not in fitted_blocks:
+                v = _vectorizer(settings)
+                v.set_params(min_df=settings["min_df"], max_features=settings["max_features"])
+                try:
+                    xt = v.fit_transform(list(texts["train"]))
+                except ValueError:  # e.g. an empty vocabulary: this block has nothing to add
+                    fitted_blocks[key] = None
+                    continue
+                v.set_params(min_df=1, max_features=None)  # fitted: the vocabulary is fixed
+                fitted_blocks[key] = (v, xt, v.transform(list(texts["validation"])))
+            if fitted_blocks[key] is None:
+                continue
+            v, xt, xv = fitted_blocks[key]
+            vectorizers.append(v)
+            train_parts.append(xt)
+            val_parts.append(xv)
+        if len(vectorizers) != len(blocks):
+            continue
+        from scipy import sparse
+
+        xt, xv = sparse.hstack(train_parts).tocsr(), sparse.hstack(val_parts).tocsr()
+        for c in grid:
+            coef, intercept = _fit_regression(xt, y_train, num_classes, c, class_weight)
+            tried += 1
+            val = np.asarray(xv @ coef.T.astype(np.float64) + intercept, dtype=np.float32)
+            key = (_accuracy(val, y_val), -_log_loss(val, y_val))
+            if best is None or key > best[0]:
+                head = SurfaceHead(vectorizers, list(blocks), coef, intercept, c, name)
+                best = (key, head, val)
+    if best is None:
+        raise GPTClassifyError("--lexical: no word or character features in the training texts")
+    _, head, head_val = best
+    net_val = np.asarray(network["validation"], dtype=np.float32)
+    options: list[tuple[str, float, float, np.ndarray]] = []  # (shipped, net w, head w, logits)
+    if mode == "auto":
+        options.append(("network", 1.0, 0.0, net_val))
+    options += [("network + head", 1.0, w, net_val + w * head_val) for w in WEIGHTS]
+    if mode == "auto":
+        options.append(("head alone", 0.0, 1.0, head_val))
+    # Highest accuracy; on a tie the network alone (the head is kept only where validation
+    # accuracy rises), then the network with the head over the head alone, then the lower
+    # log-loss (at its best temperature).
+    priority = {"network": 2, "network + head": 1, "head alone": 0}
+    shipped, net_w, head_w, logits = max(
+        options,
+        key=lambda o: (_accuracy(o[3], y_val), priority[o[0]], -_log_loss(o[3], y_val)),
+    )
+    scores = {
+        "network": {"accuracy": _accuracy(net_val, y_val), "log_loss": _log_loss(net_val, y_val)},
+        "head": {"accuracy": _accuracy(head_val, y_val), "log_loss": _log_loss(head_val, y_val)},
+        "shipped": {"accuracy": _accuracy(logits, y_val), "log_loss": _log_loss(logits, y_val)},
+    }
+    fit_time = time.perf_counter() - t0
+    if shipped == "network":
+        return Choice(None, shipped, scores, fit_time, tried)
+    head.weight, head.network_weight = head_w, net_w
+    head.info = {
+        "shipped": shipped,
+        "chosen_by": mode,
+        "train_texts": len(y_train),
+        "validation": scores,
+    }
+    return Choice(head, shipped, scores, fit_time, tried)
+
+
+def read_texts(ids: Sequence[Sequence[int]], lengths: Sequence[int], tokenizer: Any) -> list[str]:
+    """The text each row of ids stands for (its real tokens, without the tokenizer's prefix
+    and suffix tokens), decoded: what the network reads, as text."""
+    pre, post = list(tokenizer.prefix), list(tokenizer.suffix)
+    out = []
+    for row, n in zip(ids, lengths, strict=True):
+        row = list(row[: int(n)])
+        if pre and row[: len(pre)] == pre:
+            row = row[len(pre) :]
+        if post and len(row) >= len(post) and row[len(row) - len(post) :] == post:
+            row = row[: len(row) - len(post)]
+        out.append(tokenizer.decode(row))
+    return out
