@@ -57,6 +57,9 @@ MANIFEST = HERE / "manifest.json"
 SEED = 2026
 SPLITS = ("train", "validation", "test")
 MULTI_SEP = ";"
+SHARED_RAW = HERE.parents[2] / "shared" / "data" / "corpus"
+"""Where a copy of the repositories' pinned files may be laid out for every session and CI
+(`shared/` beside the checkout; `--export-raw` writes that layout)."""
 GGUF_DEFAULT = Path.home() / ".cache/gptclassify-models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 Row = tuple[str, str]
@@ -161,6 +164,7 @@ class Sources:
         for path in (
             given,
             HERE / "raw" / "github" / slug,
+            SHARED_RAW / slug,
             Path("/work/.mirror") / slug / "repo",
         ):
             if path is not None and path.exists():
@@ -755,6 +759,26 @@ def table(manifest: dict) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def export_raw(names: Sequence[str], sources: Sources, out: Path) -> int:
+    """Copy every pinned repository file of `names` (after its sha256 check) to
+    out/OWNER+NAME/PATH: a folder `--github OWNER/NAME=out/OWNER+NAME` reads back."""
+    count = 0
+    try:
+        for name in names:
+            for src in SETS[name].sources:
+                if isinstance(src, Git):
+                    for path, data in sources.folder(src).items():
+                        target = out / src.repo.replace("/", "+") / path
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(data)
+                        count += 1
+    except CorpusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{count} files written under {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=sorted(SETS), help="these sets only")
@@ -772,6 +796,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--stats", action="store_true", help="record median tokens (SmolLM2 GGUF)")
     ap.add_argument("--gguf", type=Path, default=GGUF_DEFAULT)
     ap.add_argument("--table", action="store_true", help="print the README table and exit")
+    ap.add_argument(
+        "--export-raw",
+        type=Path,
+        metavar="DIR",
+        help="write the pinned repository files (checked) to DIR/OWNER+NAME/PATH and exit",
+    )
     args = ap.parse_args(argv)
     names = args.only or list(SETS)
     manifest = load_manifest()
@@ -791,6 +821,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"--github {item}: give OWNER/NAME=PATH")
         github[repo] = Path(path)
     sources = Sources(args.pip_dir, github, args.download, manifest["sources"], args.record)
+    if args.export_raw:
+        return export_raw(names, sources, args.export_raw)
     try:
         failed = build(names, sources, args.record, args.gguf if args.stats else None)
     except CorpusError as exc:
