@@ -1,0 +1,116 @@
+"""What the runtime makes of the CPU it runs on: the threads it may really use (affinity and
+cgroup quotas, read from fake /proc and /sys trees) and whether bf16 pays (decided by what a
+matmul measurably does, not by a flag)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from gptclassify import runtime
+
+
+def _tree(tmp_path, proc: str, files: dict[str, str]):
+    (tmp_path / "cgroup").write_text(proc)
+    root = tmp_path / "sys"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return tmp_path / "cgroup", root
+
+
+@pytest.mark.parametrize(
+    ("proc", "files", "want"),
+    [
+        # cgroup v2: a container's --cpus 1.5
+        ("0::/docker/abc\n", {"docker/abc/cpu.max": "150000 100000\n"}, 1.5),
+        # v2, no limit on the group, a smaller one on its parent
+        (
+            "0::/a/b\n",
+            {"a/b/cpu.max": "max 100000\n", "a/cpu.max": "200000 100000\n"},
+            2.0,
+        ),
+        ("0::/a\n", {"a/cpu.max": "max 100000\n"}, None),
+        # v1 (cpu,cpuacct hierarchy), as on older Docker and many CI runners
+        (
+            "4:memory:/x\n3:cpu,cpuacct:/x\n",
+            {
+                "cpu,cpuacct/x/cpu.cfs_quota_us": "300000\n",
+                "cpu,cpuacct/x/cpu.cfs_period_us": "100000\n",
+            },
+            3.0,
+        ),
+        (
+            "3:cpu,cpuacct:/\n",
+            {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
+            None,
+        ),
+        # v2 mounted beside v1 (hybrid: the unified hierarchy under unified/)
+        ("1:cpu:/\n0::/job\n", {"unified/job/cpu.max": "50000 100000\n"}, 0.5),
+        ("", {}, None),
+    ],
+)
+def test_cgroup_cpu_limit_reads_v1_and_v2(tmp_path, proc, files, want):
+    proc_path, root = _tree(tmp_path, proc, files)
+    assert runtime.cgroup_cpu_limit(proc_path, root) == want
+
+
+def test_cgroup_cpu_limit_without_proc_is_none(tmp_path):
+    assert runtime.cgroup_cpu_limit(tmp_path / "missing", tmp_path) is None
+
+
+@pytest.mark.parametrize(("quota", "want"), [(None, 2), (0.5, 1), (1.5, 1), (2.0, 2), (8.0, 2)])
+def test_usable_cpus_is_the_affinity_capped_by_the_quota(monkeypatch, quota, want):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(runtime, "cgroup_cpu_limit", lambda: quota)
+    assert runtime.usable_cpus() == want
+
+
+def test_usable_cpus_here_is_at_most_what_this_process_may_run_on():
+    assert 1 <= runtime.usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+@pytest.fixture
+def fresh_bf16_check():
+    runtime.cpu_has_fast_bf16.cache_clear()
+    yield
+    runtime.cpu_has_fast_bf16.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("onednn", "amx", "speedup", "want"),
+    [
+        (False, False, 9.0, torch.float32),  # no bf16 kernels at all (this AVX2 EPYC)
+        (True, True, 0.1, torch.bfloat16),  # AMX: measured 2-4x on the Xeon, not re-measured
+        (True, False, 0.4, torch.float32),  # emulated or slow bf16: measured slower
+        (True, False, 1.1, torch.float32),  # a little faster is not worth bf16's rounding
+        (True, False, 1.6, torch.bfloat16),  # AVX512-BF16 that measurably pays
+    ],
+)
+def test_precision_auto_follows_what_the_cpu_measurably_does(
+    monkeypatch, fresh_bf16_check, onednn, amx, speedup, want
+):
+    monkeypatch.setattr(runtime, "_onednn_bf16", lambda: onednn)
+    monkeypatch.setattr(runtime, "_cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(runtime, "cached_bf16_speedup", lambda: speedup)
+    assert runtime.resolve_precision("auto", torch.device("cpu")) == want
+    # explicit choices are kept whatever the CPU
+    assert runtime.resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+    assert runtime.resolve_precision("fp32", torch.device("cpu")) == torch.float32
+
+
+def test_bf16_speedup_is_measured_once_per_machine(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runtime, "bf16_speedup", lambda: calls.append(1) or 0.37)
+    assert runtime.cached_bf16_speedup(tmp_path) == 0.37
+    assert runtime.cached_bf16_speedup(tmp_path) == 0.37
+    assert len(calls) == 1 and (tmp_path / "cpu-bf16.json").is_file()
+    (tmp_path / "cpu-bf16.json").write_text("not json")  # a damaged cache is measured again
+    assert runtime.cached_bf16_speedup(tmp_path) == 0.37 and len(calls) == 2
+
+
+def test_bf16_speedup_measures_a_real_matmul():
+    ratio = runtime.bf16_speedup(rows=8, repeats=1)
+    assert 0 < ratio < float("inf")
