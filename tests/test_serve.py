@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,6 +68,17 @@ def assert_error(response, status: int, error_type: str) -> dict:
     assert set(body) == {"error", "error_type"} and body["error_type"] == error_type, body
     assert "Traceback" not in body["error"] and 'File "' not in body["error"]
     return body
+
+
+def assert_openai_error(response, status: int, error_type: str) -> dict:
+    """vLLM's and OpenAI's error shape, on /classify and /v1/."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    error = body["error"]
+    assert error["code"] == status and error["type"] == error_type, body
+    assert "Traceback" not in error["message"] and 'File "' not in error["message"]
+    return error
 
 
 # ---- routes and shapes ------------------------------------------------------------------------
@@ -125,11 +137,12 @@ def test_hf_parameters_raw_scores_and_threshold(client, clf):
     assert {p["label"]: p["score"] for p in raw} == pytest.approx(
         dict(zip(clf.labels, logits, strict=True)), abs=1e-5
     )
+    # with `parameters` (the Inference API's field) one text is answered in its shape: [[...]]
     none = {"inputs": SPAM, "parameters": {"function_to_apply": "none"}}
-    assert client.post("/predict", json=none).json() == raw
+    assert client.post("/predict", json=none).json() == [raw]
     sig = client.post(
         "/predict", json={"inputs": SPAM, "parameters": {"function_to_apply": "sigmoid"}}
-    ).json()
+    ).json()[0]
     want = 1 / (1 + np.exp(-logits))
     assert {p["label"]: p["score"] for p in sig} == pytest.approx(
         dict(zip(clf.labels, want, strict=True)), abs=1e-5
@@ -167,7 +180,8 @@ def test_classify_in_vllm_shape(client, clf):
         }
     single = client.post("/classify", json={"input": HAM}).json()
     assert len(single["data"]) == 1
-    assert_error(client.post("/classify", json={"model": "other", "input": HAM}), 404, "not_found")
+    missing = client.post("/classify", json={"model": "other", "input": HAM})
+    assert_openai_error(missing, 404, "NotFoundError")
 
 
 def clf_tokens(text: str) -> list[int]:
@@ -275,10 +289,60 @@ def test_metrics_in_prometheus_format(client):
     assert samples[("gptclassify_predicted_wait_seconds", ())] >= 0
 
 
-def test_openapi_schema_at_fastapis_and_teis_paths_and_no_cdn_docs(client):
+@pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="prometheus_client reads /proc (Linux)"
+)
+def test_standard_process_metrics(client):
+    """prometheus_client's ProcessCollector, as every exporter has it, read by its parser and
+    compared with what the OS says about this process (the app runs in it)."""
+    import os
+    import resource
+
+    samples = scrape(client)
+    rss = samples[("process_resident_memory_bytes", ())]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    assert 0 < rss <= peak
+    assert samples[("process_open_fds", ())] == pytest.approx(
+        len(os.listdir("/proc/self/fd")), abs=5
+    )
+    cpu = os.times()
+    assert 0 < samples[("process_cpu_seconds_total", ())] <= cpu.user + cpu.system + 0.1
+    started = samples[("process_start_time_seconds", ())]
+    assert time.time() - 24 * 3600 < started <= time.time()
+    assert samples[("process_virtual_memory_bytes", ())] >= rss
+
+
+def test_openapi_schema_at_fastapis_and_teis_paths_and_no_cdn_docs(client, clf, tiny_run):
     schema = client.get("/openapi.json").json()
-    for path in ("/predict", "/classify", "/explain", "/info", "/health", "/v1/models"):
-        assert path in schema["paths"], path
+    routes = {
+        "/predict": "post",
+        "/": "post",
+        "/invocations": "post",
+        "/classify": "post",
+        "/v1/classify": "post",
+        "/explain": "post",
+        "/info": "get",
+        "/health": "get",
+        "/ping": "get",
+        "/metrics": "get",
+        "/v1/models": "get",
+        "/v1/models/{model_id}": "get",
+    }
+    for path, method in routes.items():
+        assert method in schema["paths"].get(path, {}), path
+    ids = [op["operationId"] for ops in schema["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))  # every route its own operation
+    # /metrics is Prometheus' text, not JSON; the predict routes also take and give CSV
+    metrics = schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
+    invocations = schema["paths"]["/invocations"]["post"]
+    assert set(invocations["requestBody"]["content"]) == {"application/json", "text/csv"}
+    assert set(invocations["responses"]["200"]["content"]) == {"application/json", "text/csv"}
+    assert {"406", "415"} <= set(invocations["responses"])
+    # the description is the served model's, not a fixed text
+    description = schema["info"]["description"]
+    assert "GPT-2" not in description and tiny_run.path.name in description
+    assert clf.gpt_config.family in description and clf.provenance.base_model in description
     assert client.get("/api-doc/openapi.json").json() == schema
     # FastAPI's /docs and /redoc load their scripts from a CDN: blank offline, so not served
     assert_error(client.get("/docs"), 404, "not_found")
@@ -312,7 +376,9 @@ def test_invalid_input_is_a_422_in_tei_shape(client):
     bad_fn = {"inputs": "x", "parameters": {"function_to_apply": "relu"}}
     assert_error(post("/predict", json=bad_fn), 422, "validation")
     assert_error(post("/predict", json={"inputs": [["ok"], [""]]}), 422, "validation")
-    assert_error(post("/classify", json={"input": {"a": 1}}), 422, "validation")
+    assert_openai_error(
+        post("/classify", json={"input": {"a": 1}}), 422, "UnprocessableEntityError"
+    )
     assert_error(
         post("/predict", json={"inputs": "x", "parameters": {"threshold": 2}}), 422, "validation"
     )
@@ -367,14 +433,17 @@ def test_threshold_needs_two_classes():
 # ---- the API key and CORS ---------------------------------------------------------------------
 
 
-def test_api_key_on_every_route_but_health_the_page_and_the_schema(clf):
+def test_api_key_on_every_route_but_health_and_the_page(clf):
     with TestClient(create_app(clf, ServeSettings(api_key="s3cret"))) as c:
-        for path in ("/health", "/ping", "/", "/openapi.json", "/api-doc/openapi.json"):
-            assert c.get(path).status_code == 200, path  # as TEI: health checks and docs
+        for path in ("/health", "/ping", "/"):
+            assert c.get(path).status_code == 200, path  # health checks and the static page
         routes = [
+            ("GET", "/openapi.json"),  # the schema too, as --api-key's help says
+            ("GET", "/api-doc/openapi.json"),
             ("GET", "/info"),
             ("GET", "/metrics"),
             ("GET", "/v1/models"),
+            ("GET", "/v1/models/tiny"),
             ("POST", "/predict"),
             ("POST", "/"),  # GET / is the page, POST / is predict
             ("POST", "/invocations"),
@@ -385,7 +454,10 @@ def test_api_key_on_every_route_but_health_the_page_and_the_schema(clf):
         for method, path in routes:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
                 response = c.request(method, path, json={"inputs": HAM}, headers=headers)
-                assert_error(response, 401, "unauthorized")
+                if path == "/classify" or path.startswith("/v1/"):
+                    assert_openai_error(response, 401, "AuthenticationError")
+                else:
+                    assert_error(response, 401, "unauthorized")
                 assert response.headers["www-authenticate"] == "Bearer"
         good = {"Authorization": "Bearer s3cret"}
         assert c.get("/info", headers=good).json()["auth"] is True
@@ -578,7 +650,7 @@ def test_429_only_when_the_queue_is_full():
         wait_for(lambda: app.state.service.batcher.depth == 3)
         body = assert_error(c.post("/predict", json={"inputs": "d"}), 429, "overloaded")
         assert "3" in body["error"]
-        assert_error(c.post("/classify", json={"input": "d"}), 429, "overloaded")
+        assert_openai_error(c.post("/classify", json={"input": "d"}), 429, "RateLimitError")
         runtime.release.set()
         for thread, _ in [(running, running_out), *queued]:
             thread.join(10)
@@ -857,8 +929,12 @@ def test_a_key_given_twice_is_refused_not_overwritten(client):
         ),
         ("/v1/classify", '{"model": "m", "input": "a", "model": "n"}', "model"),
     ]:
-        body = assert_error(client.post(route, content=raw, headers=headers), 422, "validation")
-        assert repr(key) in body["error"] and "twice" in body["error"]
+        response = client.post(route, content=raw, headers=headers)
+        if route == "/predict":
+            message = assert_error(response, 422, "validation")["error"]
+        else:
+            message = assert_openai_error(response, 422, "UnprocessableEntityError")["message"]
+        assert repr(key) in message and "twice" in message
     # Equal keys in different objects are fine.
     ok = client.post("/predict", content=f'{{"inputs": "{HAM}"}}', headers=headers)
     assert ok.status_code == 200
@@ -892,8 +968,9 @@ def test_vllm_classify_fields_are_honoured_or_refused(client, clf):
     assert short["data"][0]["probs"] != pytest.approx(full["data"][0]["probs"], abs=1e-6)
     for k in (0, clf.policy.max_length + 1, -2):
         response = client.post("/classify", json={"input": HAM, "truncate_prompt_tokens": k})
-        assert_error(response, 422, "validation")
-    assert_error(client.post("/classify", json={"input": HAM, "priority": 1}), 422, "validation")
+        assert_openai_error(response, 422, "UnprocessableEntityError")
+    priority = client.post("/classify", json={"input": HAM, "priority": 1})
+    assert_openai_error(priority, 422, "UnprocessableEntityError")
     # GPT-2's tokenizer adds no special tokens: add_special_tokens false changes nothing
     plain = client.post("/classify", json={"input": HAM, "add_special_tokens": False}).json()
     assert plain["data"][0]["probs"] == pytest.approx(
@@ -903,6 +980,30 @@ def test_vllm_classify_fields_are_honoured_or_refused(client, clf):
         "/classify", json={"input": HAM, "request_id": "abc-1", "user": "someone"}
     ).json()
     assert named["id"] == "classify-abc-1"
+    # vLLM's truncation_side: "right" keeps the first k tokens, "left" (the default) the last
+    for side, cut in (("right", "end"), ("left", "start")):
+        body = {"input": texts, "truncate_prompt_tokens": 3, "truncation_side": side}
+        got = np.array([d["probs"] for d in client.post("/classify", json=body).json()["data"]])
+        policy = dataclasses.replace(clf.policy, truncate=cut, max_length=3)
+        want = clf.logits_encoded(clf.encode_checked(texts, policy=policy)) / clf.temperature
+        want = np.exp(want) / np.exp(want).sum(axis=1, keepdims=True)
+        assert np.allclose(got, want, atol=1e-6, rtol=0), side
+    # ... and without truncate_prompt_tokens, the side the model's own cut takes
+    long = [SPAM * 20]
+    for side, cut in (("right", "end"), ("left", "start")):
+        body = {"input": long, "truncation_side": side}
+        got = client.post("/classify", json=body).json()["data"][0]["probs"]
+        policy = dataclasses.replace(clf.policy, truncate=cut)
+        want = clf.logits_encoded(clf.encode_checked(long, policy=policy))[0] / clf.temperature
+        assert got == pytest.approx((np.exp(want) / np.exp(want).sum()).tolist(), abs=1e-6)
+    # vLLM's fields that mean nothing here are accepted and change nothing
+    ignored = {"cache_salt": "abc", "mm_processor_kwargs": {"x": 1}, "padding": "longest"}
+    same = client.post("/classify", json={"input": texts, **ignored}).json()
+    assert np.allclose(
+        [d["probs"] for d in same["data"]], [d["probs"] for d in full["data"]], atol=1e-7, rtol=0
+    )
+    bad = client.post("/classify", json={"input": HAM, "truncation_side": "middle"})
+    assert_openai_error(bad, 422, "UnprocessableEntityError")
 
 
 def test_add_special_tokens_false_is_refused_where_the_tokenizer_adds_some():
@@ -919,7 +1020,7 @@ def test_add_special_tokens_false_is_refused_where_the_tokenizer_adds_some():
     with TestClient(create_app(clf, ServeSettings(pass_overhead_tokens=0))) as c:
         assert c.post("/classify", json={"input": "x"}).status_code == 200
         body = {"input": "x", "add_special_tokens": False}
-        assert_error(c.post("/classify", json=body), 422, "validation")
+        assert_openai_error(c.post("/classify", json=body), 422, "UnprocessableEntityError")
 
 
 @contextlib.contextmanager
@@ -958,9 +1059,11 @@ def http_post(url: str, body: dict) -> int:
 
 
 def test_real_clients_huggingface_hub_openai_and_prometheus(clf, monkeypatch):
-    """The clients users already have: huggingface_hub's InferenceClient pointed at the base
-    URL (it posts TEI's `POST /`), the openai client's `post` for vLLM's /classify (its key
-    as the bearer token), and prometheus_client's parser on /metrics."""
+    """The clients users already have, called as their documentation shows, against a real
+    socket: huggingface_hub's InferenceClient pointed at the base URL (it posts the Inference
+    API's `{"inputs", "parameters"}` to `POST /`), the openai client (its key as the bearer
+    token; vLLM's /classify through `post`, the models API, and its error objects), and
+    prometheus_client's parser on /metrics."""
     import huggingface_hub.constants
     import openai
     from huggingface_hub import InferenceClient
@@ -968,31 +1071,49 @@ def test_real_clients_huggingface_hub_openai_and_prometheus(clf, monkeypatch):
 
     # the suite runs the Hub client offline; this server is on 127.0.0.1 (nothing leaves)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    probs = clf.predict_proba([SPAM])[0]
+    order = np.argsort(-probs, kind="stable")
     with live(create_app(clf, ServeSettings(api_key="s3cret"))) as url:
-        hf = InferenceClient(model=url, token="s3cret")
-        top = hf.text_classification(SPAM)
-        # TEI answers one text with a flat list; the client hands back its first element
-        top = top if isinstance(top, list) else [top]
-        assert top[0].label == clf.predict([SPAM])[0]
-        assert top[0].score == pytest.approx(clf.predict_proba([SPAM])[0].max(), abs=1e-6)
-        raw = hf.text_classification(HAM, function_to_apply="none", top_k=1)
-        raw = raw if isinstance(raw, list) else [raw]
+        hf = InferenceClient(base_url=url, token="s3cret")
+        # the documented call: every label, likeliest first (or the top k)
+        every = hf.text_classification(SPAM)
+        assert [e.label for e in every] == [clf.labels[i] for i in order]
+        assert [e.score for e in every] == pytest.approx(probs[order].tolist(), abs=1e-6)
+        top = hf.text_classification(SPAM, top_k=1)
+        assert [e.label for e in top] == [clf.labels[order[0]]]
+        raw = hf.text_classification(HAM, function_to_apply="none", top_k=2)
         logits = clf.logits([HAM])[0] / clf.temperature
-        assert raw[0].score == pytest.approx(float(logits.max()), abs=1e-5)
+        assert sorted(e.score for e in raw) == pytest.approx(sorted(logits.tolist()), abs=1e-5)
         with pytest.raises(Exception, match="401"):
-            InferenceClient(model=url, token="wrong").text_classification(HAM)
+            InferenceClient(base_url=url, token="wrong").text_classification(HAM)
+        # TEI's own clients (no `parameters`) still get TEI's flat list for one text
+        tei = json.loads(
+            http_post_text(url + "/", {"inputs": SPAM}, {"Authorization": "Bearer s3cret"})
+        )
+        assert [p["label"] for p in tei] == [e.label for e in every]
 
         oa = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0)
-        answer = oa.post("/classify", body={"model": "tiny", "input": [SPAM, HAM]}, cast_to=dict)
+        name = oa.models.list().data[0].id
+        card = oa.models.retrieve(name)
+        assert card.id == name and card.object == "model"
+        body = {"model": name, "input": [SPAM, HAM], "truncation_side": "left"}
+        answer = oa.post("/classify", body=body, cast_to=dict)
         ClassifyResponse.model_validate(answer)
         assert [d["label"] for d in answer["data"]] == list(clf.predict([SPAM, HAM]))
-        with pytest.raises(openai.UnprocessableEntityError):
+        with pytest.raises(openai.UnprocessableEntityError) as caught:
             oa.post("/classify", body={"input": HAM, "priority": 3}, cast_to=dict)
+        error = caught.value
+        assert "first come first served" in error.body["message"]  # the server's own words
+        assert error.type == "UnprocessableEntityError" and error.code == "422"
+        with pytest.raises(openai.NotFoundError) as caught:
+            oa.models.retrieve("no-such-model")
+        assert "no-such-model" in caught.value.body["message"]
         with pytest.raises(openai.NotFoundError):
             oa.post("/classify", body={"model": "x", "input": HAM}, cast_to=dict)
         bad = openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
-        with pytest.raises(openai.AuthenticationError):
+        with pytest.raises(openai.AuthenticationError) as caught:
             bad.post("/classify", body={"input": HAM}, cast_to=dict)
+        assert "API key" in caught.value.body["message"]
 
         text = http_get(url + "/metrics", {"Authorization": "Bearer s3cret"})
         families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -1001,10 +1122,103 @@ def test_real_clients_huggingface_hub_openai_and_prometheus(clf, monkeypatch):
             for s in families["gptclassify_requests"].samples
             if s.name == "gptclassify_requests_total"
         }
-        assert requests[("/", "200")] == 2 and requests[("/", "401")] == 1
+        assert requests[("/", "200")] == 4 and requests[("/", "401")] == 1
         assert requests[("/v1/classify", "200")] == 1
         assert requests[("/v1/classify", "422")] == 1 and requests[("/v1/classify", "404")] == 1
-        assert families["gptclassify_texts"].samples[0].value == 4  # 2 + 2
+        assert families["gptclassify_texts"].samples[0].value == 6  # 4 + 2
+        assert families["process_resident_memory_bytes"].samples[0].value > 0
+
+
+def http_post_text(url: str, body: dict, headers: dict[str, str]) -> str:
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json", **headers})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return r.read().decode()
+
+
+# ---- SageMaker: CSV bodies and answers, content negotiation, the 6 MB body ---------------------
+
+
+def csv_text(rows: list[list[str]]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def test_sagemaker_csv_bodies_content_types_and_the_invocations_body_limit(client, clf):
+    texts = [SPAM, HAM, "ok, see you"]  # HAM and the last hold commas: quoted by the writer
+    want = clf.predict_proba(texts)
+    labels = clf.predict(texts).tolist()
+    csv_type = {"Content-Type": "text/csv"}
+    bodies = {
+        "no header": csv_text([[t] for t in texts]),
+        "text header": csv_text([["text"], *([t] for t in texts)]),
+        # the Hugging Face inference toolkit's column, beside another one
+        "inputs header": csv_text([["id", "inputs"], *([str(i), t] for i, t in enumerate(texts))]),
+    }
+    for what, body in bodies.items():
+        for path in ("/invocations", "/predict", "/"):
+            rows = client.post(path, content=body.encode(), headers=csv_type)
+            assert rows.status_code == 200, (what, path, rows.text)
+            rows = rows.json()
+            assert [r[0]["label"] for r in rows] == labels, what
+            got = [[{p["label"]: p["score"] for p in r}[n] for n in clf.labels] for r in rows]
+            assert np.allclose(got, want, atol=1e-6, rtol=0), what
+    # Accept: text/csv gives CSV (label, then each class's score in the model's order)
+    answer = client.post(
+        "/invocations",
+        content=bodies["inputs header"].encode(),
+        headers={**csv_type, "Accept": "text/csv"},
+    )
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    import csv
+    import io
+
+    lines = list(csv.reader(io.StringIO(answer.text)))
+    assert [line[0] for line in lines] == labels
+    assert np.allclose([[float(v) for v in line[1:]] for line in lines], want, atol=1e-6)
+    json_accept = client.post(
+        "/invocations", json={"inputs": HAM}, headers={"Accept": "text/csv;q=0.5, application/json"}
+    )
+    assert isinstance(json_accept.json(), list)
+    assert_error(
+        client.post("/invocations", json={"inputs": HAM}, headers={"Accept": "image/png"}),
+        406,
+        "validation",
+    )
+    # unsupported content types are 415 (TEI's answer too), on every POST route
+    for path, ctype in (
+        ("/invocations", "application/x-www-form-urlencoded"),
+        ("/predict", "text/plain"),
+        ("/explain", "text/csv"),  # CSV only where a batch of texts is read
+    ):
+        response = client.post(path, content=b"inputs=hi", headers={"Content-Type": ctype})
+        assert_error(response, 415, "validation")
+    refused = client.post("/classify", content=b"x", headers={"Content-Type": "text/csv"})
+    assert_openai_error(refused, 415, "BadRequestError")
+    # a CSV row with an unquoted comma is a clear 422, never a silently split text
+    bad = client.post("/invocations", content=b"hello\nok, see you\n", headers=csv_type)
+    assert "row 2 has 2 fields" in assert_error(bad, 422, "validation")["error"]
+    empty = client.post("/invocations", content=b"text\n", headers=csv_type)
+    assert "nothing to classify" in assert_error(empty, 400, "empty")["error"]
+    # /invocations takes SageMaker's 6 MB whatever --max-body-bytes says for the rest (50 kB
+    # here): a 60 kB body passes the body cap there (then meets the per-text cap) ...
+    big = {"inputs": [["x" * 1_500]] * 40}
+    assert (
+        "request body"
+        in assert_error(client.post("/predict", json=big), 413, "validation")["error"]
+    )
+    assert (
+        "batch size 40"
+        in assert_error(client.post("/invocations", json=big), 413, "validation")["error"]
+    )
+    # ... and past 6 MB (6291456 bytes) it is refused from its Content-Length
+    huge = b"x" * (6 * 2**20 + 1)
+    response = client.post("/invocations", content=huge, headers=csv_type)
+    assert "larger than 6291456 bytes" in assert_error(response, 413, "validation")["error"]
 
 
 # ---- overload: admission by predicted wait, nothing computed for a request that has gone ------

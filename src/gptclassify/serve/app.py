@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -49,7 +49,9 @@ from gptclassify.serve.schemas import (
     ExplainResponse,
     Health,
     Info,
+    ModelCard,
     ModelList,
+    OpenAIErrorBody,
     Prediction,
     PredictParameters,
     PredictRequest,
@@ -59,10 +61,13 @@ from gptclassify.serve.settings import ServeSettings
 
 log = logging.getLogger("gptclassify.serve")
 
-OPEN_PATHS = ("/health", "/ping", "/", "/openapi.json", "/api-doc/openapi.json")
-"""Answered to GET (and HEAD) without the API key: the health checks, the page (static, no
-data: its API calls carry the key the user types in) and the API's schema (as TEI serves
-them). `POST /` (predict) needs the key."""
+OPEN_PATHS = ("/health", "/ping", "/")
+SAGEMAKER_MAX_BODY = 6 * 2**20
+"""SageMaker's limit on an /invocations body (InvokeEndpoint's Body: 6 MB, 6291456 bytes):
+the body cap of /invocations, whatever --max-body-bytes says for the other routes."""
+"""Answered to GET (and HEAD) without the API key: the health checks and the page (static, no
+data: its API calls carry the key the user types in). The API's schema needs the key, as
+--api-key's help says of every other route. `POST /` (predict) needs the key."""
 OPEN_ROUTES = tuple((method, path) for path in OPEN_PATHS for method in ("GET", "HEAD"))
 SWITCH_INTERVAL_S = 0.0005
 """While the app runs, Python's thread switch interval (its default: 5 ms). The pass thread
@@ -78,6 +83,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Empty input",
         401: "Missing or wrong API key",
         413: "Body, batch or text too large",
+        415: "Content-Type not JSON (or, on the predict routes, CSV)",
         422: "Malformed JSON, wrong types, empty text",
         429: "Overloaded: the queue is full, or the predicted wait is longer than the "
         "timeout (Retry-After says when to try again)",
@@ -86,18 +92,44 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": OpenAIErrorBody, "description": entry["description"]}
+    for code, entry in ERRORS.items()
+}
+CSV_TYPE = "text/csv; charset=utf-8"
+CSV_BODY = {
+    "requestBody": {
+        "content": {
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "inputs\nOk lar, see you at home\nWINNER!! Call now to claim\n",
+            }
+        }
+    }
+}
+"""The predict routes' second body type (SageMaker's text/csv), beside the JSON model."""
+
 DESCRIPTION = """\
-Classify texts with a fine-tuned GPT-2.
+{model}
 
 - `POST /predict` (also `POST /` and `POST /invocations`), `GET /ping`: Hugging Face
   text-embeddings-inference's API and input grammar (text pairs are refused), and the
   Inference API's `parameters.top_k` / `function_to_apply`, plus `parameters.threshold`
-  for two classes.
-- `POST /classify` (also `/v1/classify`), `GET /v1/models`: vLLM's classification API.
+  for two classes. A request with `parameters` (what huggingface_hub's InferenceClient
+  sends) is answered in the Inference API's shape, a list per input (`[[...]]` for one
+  text); without, in TEI's (a flat list for one text). These routes also read `text/csv`
+  bodies (one text per row; a header row `inputs` or `text` is optional) and answer CSV to
+  `Accept: text/csv`, as SageMaker sends them; /invocations takes bodies up to 6 MB.
+- `POST /classify` (also `/v1/classify`), `GET /v1/models`, `GET /v1/models/{{id}}`: vLLM's
+  classification API, as the openai client reads it.
 - `POST /explain`: each token's class probabilities along the text and its attribution.
+- `GET /metrics`: Prometheus text format (the process's CPU, memory and file descriptors
+  included).
 
-Errors are `{"error": ..., "error_type": ...}`: 413 too large, 422 invalid input, 429
-overloaded (with Retry-After), 503 timed out.
+Errors are `{{"error": ..., "error_type": ...}}` (TEI's shape), and on /classify and /v1/
+`{{"error": {{"message", "type", "param", "code"}}}}` (vLLM's and OpenAI's): 413 too
+large, 415 unsupported Content-Type, 422 invalid input, 429 overloaded (with Retry-After),
+503 timed out.
 """
 
 
@@ -131,7 +163,7 @@ def create_app(
     app = FastAPI(
         title="gptclassify",
         version=__version__,
-        description=DESCRIPTION,
+        description=DESCRIPTION.format(model="Classify texts with a gptclassify model."),
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -154,10 +186,14 @@ def create_app(
         refused=lambda: metrics.on_refused("busy", 1),
         why=f"{ADMIT_SHARE:.0%} of the {settings.timeout_s:g} s timeout",
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        per_path={"/invocations": SAGEMAKER_MAX_BODY},
+    )
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key, open_routes=OPEN_ROUTES)
-        app.openapi = _openapi_with_bearer(app)  # type: ignore[method-assign]
+    app.openapi = _openapi(app, service, bearer=bool(settings.api_key))  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics, metrics=metrics, routes=routes)
     if settings.cors_origins:
         app.add_middleware(
@@ -184,8 +220,10 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
             },
         )
 
-    @app.get("/health", response_model=Health, tags=["service"])
-    @app.get("/ping", include_in_schema=False)  # SageMaker's health check, as TEI serves it
+    @app.get("/health", response_model=Health, tags=["service"], operation_id="health")
+    @app.get(  # SageMaker's health check, as TEI serves it
+        "/ping", response_model=Health, tags=["service"], operation_id="ping"
+    )
     async def health() -> dict[str, str]:
         """200 while the server runs; never needs the API key, never waits for the model."""
         return {"status": "ok"}
@@ -200,23 +238,50 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
         """The model and the server's limits."""
         return JSONResponse(service.info())
 
-    @app.get("/metrics", tags=["service"], responses=ERRORS)
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        responses=ERRORS,
+        response_class=PlainTextResponse,
+        response_description="Prometheus' text exposition format (version 0.0.4)",
+    )
     async def prometheus() -> Response:
-        """Prometheus text format: requests, latencies, batch sizes, queue depth."""
+        """Prometheus text format: requests, latencies, batch sizes, queue depth, and the
+        standard process metrics (CPU seconds, resident memory, open file descriptors,
+        start time)."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    @app.post(
-        "/predict",
-        response_model=list[Prediction] | list[list[Prediction]],
-        responses=ERRORS,
-        tags=["classify"],
+    predictions = {
+        "response_model": list[Prediction] | list[list[Prediction]],
+        "responses": {
+            **ERRORS,
+            200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+            406: {"model": ErrorBody, "description": "Accept allows neither JSON nor CSV"},
+        },
+        "tags": ["classify"],
+        "openapi_extra": CSV_BODY,
+    }
+
+    @app.post("/predict", operation_id="predict", **predictions)
+    @app.post(  # TEI's (and Inference Endpoints') route
+        "/", operation_id="predict_root", summary="Predict (TEI's route)", **predictions
     )
-    @app.post("/", include_in_schema=False)  # TEI's (and Inference Endpoints') route
-    @app.post("/invocations", include_in_schema=False)  # SageMaker's
-    async def predict(body: PredictRequest, request: Request) -> JSONResponse:
+    @app.post(  # SageMaker's
+        "/invocations",
+        operation_id="invocations",
+        summary="Predict (SageMaker's route; bodies up to 6 MB)",
+        **predictions,
+    )
+    async def predict(body: PredictRequest, request: Request) -> Response:
         """Text-embeddings-inference's predict: every class with its score, highest first,
         for one text (`"text"` or `["text"]`: a list) or for each text of a batch
-        (`[["text"], ["text"]]`: a list of lists). Text pairs are refused (422)."""
+        (`[["text"], ["text"]]`: a list of lists). Text pairs are refused (422).
+
+        With `parameters` (the Inference API's field, which huggingface_hub's
+        InferenceClient always sends) the answer is the Inference API's: a list per input,
+        so one text gets `[[...]]`. A `text/csv` body is a batch, one text per row; with
+        `Accept: text/csv` the answer is CSV: per text, the label and then every class's
+        score in the model's class order (see /info)."""
         clf = service.classifier
         texts, single = tei_texts(body.inputs)
         texts = service.texts(texts)
@@ -236,10 +301,25 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
         rows = formats.tei_predictions(
             result.logits, clf.labels, clf.temperature, function, params.top_k, threshold
         )
-        return JSONResponse(rows[0] if single else rows)
+        if getattr(request.state, "answer", "json") == "csv":
+            return Response(formats.csv_predictions(rows, clf.labels), media_type=CSV_TYPE)
+        inference_api = body.parameters is not None
+        return JSONResponse(rows[0] if single and not inference_api else rows)
 
-    @app.post("/classify", response_model=ClassifyResponse, responses=ERRORS, tags=["classify"])
-    @app.post("/v1/classify", include_in_schema=False)
+    @app.post(
+        "/classify",
+        response_model=ClassifyResponse,
+        responses=OPENAI_ERRORS,
+        tags=["classify"],
+        operation_id="classify",
+    )
+    @app.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        responses=OPENAI_ERRORS,
+        tags=["classify"],
+        operation_id="classify_v1",
+    )
     async def classify(body: ClassifyRequest, request: Request) -> JSONResponse:
         """vLLM's classify: per text the label and every class's probability (in the
         model's class order, see /info; the raw scores with `use_activation: false`), and
@@ -256,9 +336,13 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
                 "priority: this server answers first come first served; only 0 is accepted",
             )
         service.check_special_tokens(body.add_special_tokens)
-        side, limit = None, None
+        # vLLM's truncation_side: "left" cuts a text's start (keeps its last tokens), "right"
+        # its end; without it, truncate_prompt_tokens keeps the last tokens (vLLM's default)
+        # and a text without truncate_prompt_tokens is cut as the model was trained to.
+        by_side = {"left": "start", "right": "end", None: None}
+        side, limit = by_side[body.truncation_side], None
         k = body.truncate_prompt_tokens
-        if k is not None:  # vLLM keeps the last k tokens (-1: the last max_model_len)
+        if k is not None:  # vLLM keeps k tokens (-1: max_model_len)
             max_len = clf.policy.max_length
             if k == 0 or k > max_len:
                 raise APIError(
@@ -267,7 +351,7 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
                     f"truncate_prompt_tokens {k}: must be -1 or between 1 and "
                     f"max_model_len ({max_len})",
                 )
-            side, limit = "start", max_len if k == -1 else k
+            side, limit = side or "start", max_len if k == -1 else k
         activation = next(
             (v for v in (body.use_activation, body.softmax, body.activation) if v is not None),
             True,
@@ -288,23 +372,33 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
             )
         )
 
-    @app.get("/v1/models", response_model=ModelList, responses=ERRORS, tags=["classify"])
+    def card() -> dict[str, Any]:
+        return {
+            "id": service.model_id,
+            "object": "model",
+            "created": started,
+            "owned_by": "gptclassify",
+            "root": service.model_id,
+            "parent": None,
+            "max_model_len": service.classifier.policy.max_length,
+        }
+
+    @app.get("/v1/models", response_model=ModelList, responses=OPENAI_ERRORS, tags=["classify"])
     async def models() -> dict[str, Any]:
         """The one served model (vLLM / OpenAI model list)."""
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": service.model_id,
-                    "object": "model",
-                    "created": started,
-                    "owned_by": "gptclassify",
-                    "root": service.model_id,
-                    "parent": None,
-                    "max_model_len": service.classifier.policy.max_length,
-                }
-            ],
-        }
+        return {"object": "list", "data": [card()]}
+
+    @app.get(
+        "/v1/models/{model_id:path}",
+        response_model=ModelCard,
+        responses=OPENAI_ERRORS,
+        tags=["classify"],
+    )
+    async def model(model_id: str) -> dict[str, Any]:
+        """One model by its id (OpenAI's `models.retrieve`); 404 for any other id."""
+        if model_id != service.model_id:
+            raise APIError(404, "not_found", f"The model `{model_id}` does not exist.")
+        return card()
 
     @app.post("/explain", response_model=ExplainResponse, responses=ERRORS, tags=["explain"])
     async def explain(body: ExplainRequest) -> JSONResponse:
@@ -316,28 +410,33 @@ def _add_routes(app: FastAPI, service: ClassifierService, metrics: ServeMetrics)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    # Each error in the shape of the route's API: TEI's, or vLLM's / OpenAI's on /classify
+    # and /v1/ (middleware.error_response).
     @app.exception_handler(APIError)
-    async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.error_type, exc.message, **exc.headers)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        path = request.url.path
+        return error_response(exc.status, exc.error_type, exc.message, path, **exc.headers)
 
     @app.exception_handler(GPTClassifyError)
-    async def user_error(_: Request, exc: GPTClassifyError) -> JSONResponse:
-        return error_response(422, "validation", str(exc))
+    async def user_error(request: Request, exc: GPTClassifyError) -> JSONResponse:
+        return error_response(422, "validation", str(exc), request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "validation", _describe(exc.errors()))
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "validation", _describe(exc.errors()), request.url.path)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         kinds = {401: "unauthorized", 404: "not_found", 405: "validation", 413: "validation"}
         kind = getattr(exc, "error_type", None) or kinds.get(exc.status_code, "validation")
-        return error_response(exc.status_code, kind, str(exc.detail), **(exc.headers or {}))
+        return error_response(
+            exc.status_code, kind, str(exc.detail), request.url.path, **(exc.headers or {})
+        )
 
     @app.exception_handler(Exception)
-    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "backend", "internal server error")
+        return error_response(500, "backend", "internal server error", request.url.path)
 
 
 def _disconnected(request: Request) -> Callable[[], Any]:
@@ -361,27 +460,50 @@ def _describe(errors: Any) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _openapi_with_bearer(app: FastAPI):
-    """The generated schema, plus the bearer scheme on every route that needs the key."""
+def _openapi(app: FastAPI, service: ClassifierService, bearer: bool):
+    """The generated schema, its description written from the served model (once it is
+    loaded: until then, and only then, it is not cached), and with an API key the bearer
+    scheme on every route that needs the key."""
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-            )
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        loaded = getattr(service, "classifier", None) is not None
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=DESCRIPTION.format(model=describe_model(service)),
+            routes=app.routes,
+        )
+        if bearer:
             schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
             schemes["bearer"] = {"type": "http", "scheme": "bearer"}
             for path, operations in schema.get("paths", {}).items():
-                if path not in OPEN_PATHS:
-                    for operation in operations.values():
+                for method, operation in operations.items():
+                    if (method.upper(), path) not in OPEN_ROUTES:
                         operation["security"] = [{"bearer": []}]
+        if loaded:
             app.openapi_schema = schema
-        return app.openapi_schema
+        return schema
 
     return openapi
+
+
+def describe_model(service: ClassifierService) -> str:
+    """The served model in a sentence: its id, classes and the backbone it was fine-tuned
+    from (config.json's base_model and the architecture's family)."""
+    clf = getattr(service, "classifier", None)
+    if clf is None:
+        return "Classify texts with a gptclassify model."
+    labels = ", ".join(clf.labels[:8]) + (", ..." if len(clf.labels) > 8 else "")
+    base = clf.provenance.base_model
+    family = clf.gpt_config.family
+    backbone = f"{base} ({family})" if base not in ("", "unknown") else f"a {family} decoder"
+    task = "multi-label" if clf.multi_label else "one label of"
+    return (
+        f"Classify texts with `{service.model_id}`: {task} {len(clf.labels)} classes "
+        f"({labels}), fine-tuned from {backbone}; runtime: {clf.runtime.describe()}."
+    )
 
 
 @cache

@@ -3,6 +3,8 @@ vLLM's classification objects. Plain functions of arrays (no HTTP, no model)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 import uuid
 from collections.abc import Sequence
@@ -55,6 +57,20 @@ def tei_predictions(
             order = order[:top_k]
         out.append([{"label": labels[j], "score": float(row[j])} for j in order])
     return out
+
+
+def csv_predictions(rows: list[list[dict[str, Any]]], labels: Sequence[str]) -> str:
+    """`tei_predictions`' rows as CSV, no header (SageMaker's batch transform joins answers
+    line by line): per text, its label (the first entry) and then every class's score in
+    the model's class order (empty where top_k left a class out)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for row in rows:
+        by_label = {p["label"]: p["score"] for p in row}
+        writer.writerow(
+            [row[0]["label"], *(repr(by_label[n]) if n in by_label else "" for n in labels)]
+        )
+    return out.getvalue()
 
 
 def vllm_classification(

@@ -14,6 +14,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -33,6 +34,10 @@ class ServeMetrics:
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # The standard process metrics every exporter has: process_cpu_seconds_total,
+        # process_resident_memory_bytes, process_open_fds, process_start_time_seconds, ...
+        # (read from /proc: Linux only; elsewhere the collector reports none).
+        ProcessCollector(registry=r)
         self.requests = Counter(
             "gptclassify_requests",
             "HTTP requests answered, by route, method and status code.",

@@ -10,8 +10,10 @@ when the work already queued could not be answered within the timeout (`Admissio
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
+import io
 import json
 import math
 import time
@@ -26,10 +28,50 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptclassify.serve.metrics import ServeMetrics
 
+OPENAI_TYPES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    405: "BadRequestError",
+    406: "BadRequestError",
+    413: "BadRequestError",
+    415: "BadRequestError",
+    422: "UnprocessableEntityError",
+    424: "InternalServerError",
+    429: "RateLimitError",
+    499: "BadRequestError",
+    501: "NotImplementedError",
+    503: "ServiceUnavailableError",
+}
+"""vLLM's `error.type` by status (its names are the openai client's exception classes)."""
 
-def error_response(status: int, error_type: str, message: str, **headers: str) -> JSONResponse:
-    """TEI's error body."""
-    return JSONResponse({"error": message, "error_type": error_type}, status, headers=headers)
+
+def openai_route(path: str) -> bool:
+    """The OpenAI-style routes (vLLM's /classify, everything under /v1/): their errors have
+    vLLM's and OpenAI's shape."""
+    return path == "/classify" or path.startswith("/v1/")
+
+
+def error_response(
+    status: int, error_type: str, message: str, path: str = "", **headers: str
+) -> JSONResponse:
+    """TEI's error body, `{"error": message, "error_type": ...}`; on the OpenAI-style routes
+    (`openai_route(path)`) vLLM's and OpenAI's, `{"error": {"message", "type", "param",
+    "code"}}` (code: the HTTP status, as vLLM sends it), which the openai client reads into
+    its exception's `message`, `type` and `code`."""
+    if openai_route(path):
+        body: dict[str, Any] = {
+            "error": {
+                "message": message,
+                "type": OPENAI_TYPES.get(status, "InternalServerError"),
+                "param": None,
+                "code": status,
+            }
+        }
+    else:
+        body = {"error": message, "error_type": error_type}
+    return JSONResponse(body, status, headers=headers)
 
 
 class BodyTooLarge(HTTPException):
@@ -71,32 +113,172 @@ class StrictJSONRequest(Request):
         return self._json
 
 
+CSV_ROUTES = frozenset({"/predict", "/", "/invocations"})
+"""The routes that read `text/csv` bodies and answer `Accept: text/csv` (SageMaker's
+content types; TEI's predict routes, which share one handler)."""
+CSV_COLUMNS = ("inputs", "text")
+"""Header names of the text column (the first is the Hugging Face inference toolkit's)."""
+
+
+class UnsupportedMediaType(HTTPException):
+    error_type = "validation"
+
+    def __init__(self, found: str, path: str) -> None:
+        allowed = "application/json" + (" or text/csv" if path in CSV_ROUTES else "")
+        super().__init__(415, f"Content-Type {found!r} is not supported here: send {allowed}")
+
+
+class NotAcceptable(HTTPException):
+    error_type = "validation"
+
+    def __init__(self, accept: str) -> None:
+        super().__init__(406, f"Accept {accept!r}: this route answers application/json or text/csv")
+
+
+class BadCSV(HTTPException):
+    error_type = "validation"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(422, f"body (text/csv): {what}")
+
+
+def media_type(value: str | None) -> str | None:
+    """`type/subtype` of a Content-Type or Accept entry, lower case, without parameters."""
+    if value is None or not value.strip():
+        return None
+    return value.split(";", 1)[0].strip().lower()
+
+
+def is_json(kind: str | None) -> bool:
+    """No Content-Type (FastAPI reads such a body as JSON), application/json or +json."""
+    return (
+        kind is None
+        or kind == "application/json"
+        or (kind.startswith("application/") and kind.endswith("+json"))
+    )
+
+
+def answer_format(accept: str | None) -> str:
+    """ "json" or "csv": the preferred of the two by the Accept header's q-values (the first
+    listed on a tie; no header, */* or application/*: JSON); neither acceptable: 406."""
+    if accept is None or not accept.strip():
+        return "json"
+    formats = {
+        "application/json": "json",
+        "application/*": "json",
+        "*/*": "json",
+        "text/csv": "csv",
+        "text/*": "csv",
+    }
+    best: tuple[float, str] | None = None
+    for part in accept.split(","):
+        media, *params = part.split(";")
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        found = formats.get(media.strip().lower())
+        if found is not None and q > 0 and (best is None or q > best[0]):
+            best = (q, found)
+    if best is None:
+        raise NotAcceptable(accept)
+    return best[1]
+
+
+def csv_texts(body: bytes) -> list[str]:
+    """The texts of a CSV body, one per row: without a header every row is one field (a
+    text with commas is quoted, as CSV writers do); with a header naming `inputs` or `text`
+    (the first row is taken as one when a cell of it is exactly such a name), that column."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadCSV(f"not UTF-8 (byte {exc.start})") from None
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except csv.Error as exc:
+        raise BadCSV(str(exc)) from None
+    if not rows:
+        return []
+    names = [cell.strip().lower() for cell in rows[0]]
+    column = next((names.index(c) for c in CSV_COLUMNS if c in names), None)
+    if column is None:
+        width, column = 1, 0
+    else:
+        width, rows = len(names), rows[1:]
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise BadCSV(
+                f"row {i + 1} has {len(row)} fields, expected {width} (one text per row: "
+                'quote a text that holds commas, or send a header row "inputs")'
+            )
+    return [row[column] for row in rows]
+
+
 class StrictJSONRoute(APIRoute):
     """FastAPI's route reading its body through `StrictJSONRequest` (FastAPI's documented way
-    to customise the request: a route class)."""
+    to customise the request: a route class). A POST's Content-Type must be JSON (415
+    otherwise), or, on `CSV_ROUTES`, `text/csv`: its rows are read as TEI's batch
+    `{"inputs": [[text], ...]}`; there `request.state.answer` is "json" or "csv" by the
+    Accept header (406 when it allows neither)."""
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
+        csv_route = self.path in CSV_ROUTES
 
         async def strict(request: Request):
-            return await handler(StrictJSONRequest(request.scope, request.receive))
+            scope = request.scope
+            if scope["method"] == "POST":
+                found = request.headers.get("content-type")
+                kind = media_type(found)
+                if kind == "text/csv" and csv_route:
+                    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+                    scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+                    request = CSVRequest(scope, request.receive)
+                elif not is_json(kind):
+                    raise UnsupportedMediaType(found or "", self.path)
+                else:
+                    request = StrictJSONRequest(scope, request.receive)
+                if csv_route:
+                    request.state.answer = answer_format(request.headers.get("accept"))
+            else:
+                request = StrictJSONRequest(scope, request.receive)
+            return await handler(request)
 
         return strict
 
 
+class CSVRequest(Request):
+    """A `text/csv` body, read as TEI's batch: `{"inputs": [[text], [text], ...]}`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = {"inputs": [[t] for t in csv_texts(await self.body())]}
+        return self._json
+
+
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """413 past `max_bytes` (or `per_path[path]`: SageMaker's 6 MB on /invocations)."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             response = error_response(
-                413, "validation", f"request body is larger than {self.max_bytes} bytes"
+                413, "validation", f"request body is larger than {limit} bytes", scope["path"]
             )
             await response(scope, receive, send)
             return
@@ -107,8 +289,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, limited, send)
@@ -138,6 +320,7 @@ class BearerAuth:
             401,
             "unauthorized",
             "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+            scope["path"],
             **{"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)
@@ -190,6 +373,7 @@ class Admission:
                     "overloaded",
                     f"Model is overloaded: the predicted wait, {wait:.1f} s for the work "
                     f"queued and a text of the usual length, is longer than {self.why}",
+                    scope["path"],
                     **{"Retry-After": str(max(1, math.ceil(wait)))},
                 )
                 await response(scope, receive, send)

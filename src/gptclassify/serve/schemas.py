@@ -5,7 +5,8 @@
   as a list of lists) and fields, plus the Hugging Face Inference API's `parameters.top_k`,
   `parameters.function_to_apply`, and our `parameters.threshold`.
 - `/classify`, `/v1/models`: vLLM's classification API (the OpenAI-style list objects).
-- `/explain`, `/info`, errors: ours; errors have TEI's shape, `{"error", "error_type"}`.
+- `/explain`, `/info`: ours. Errors have TEI's shape, `{"error", "error_type"}`, and on
+  /classify and /v1/ vLLM's and OpenAI's, `{"error": {"message", "type", "param", "code"}}`.
 
 Requests are strict (a number where a string belongs is a 422, never coerced) and refuse
 fields they do not know (a 422 naming the field): every field TEI or vLLM defines for these
@@ -15,7 +16,7 @@ no request is answered as if a field it sent had been read when it was not.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -98,6 +99,25 @@ class ClassifyRequest(_Request):
     )
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Ours: as /predict's parameters.threshold."
+    )
+    truncation_side: Literal["left", "right"] | None = Field(
+        None,
+        description="Which end of a long text is cut: left (its start: the last tokens are "
+        "kept, vLLM's default for truncate_prompt_tokens) or right (its end). Applies to "
+        "truncate_prompt_tokens and to the model's own cut.",
+    )
+    # vLLM's fields that change nothing here: accepted (as vLLM accepts them for a model
+    # they do not apply to) and ignored.
+    cache_salt: str | None = Field(
+        None, description="Accepted, ignored: this server keeps no prefix cache across requests."
+    )
+    mm_processor_kwargs: dict[str, Any] | None = Field(
+        None, description="Accepted, ignored: the model reads text only."
+    )
+    padding: Any = Field(
+        None,
+        description="Accepted, ignored: answers do not depend on padding (texts are padded "
+        "on the right, which the causal mask hides from their tokens).",
     )
 
 
@@ -204,3 +224,16 @@ class Health(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     error_type: str
+
+
+class OpenAIErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int
+
+
+class OpenAIErrorBody(BaseModel):
+    """vLLM's and OpenAI's error (on /classify and /v1/)."""
+
+    error: OpenAIErrorInfo
