@@ -269,6 +269,7 @@ def test_a_saved_folder_round_trips_through_the_contract(tmp_path):
 CORE_ORDER = (
     "errors",
     "files",
+    "progress",
     "surface",
     "config",
     "packaged",

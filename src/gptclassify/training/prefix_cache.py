@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gptclassify import progress
 from gptclassify.classifier import GPTClassifier
 from gptclassify.data.batches import TOKENS_PER_BATCH, Batch, TokenSource, token_budget_batches
 from gptclassify.data.encode import Encoded
@@ -372,6 +373,13 @@ def compute_prefix_source(
     mine = dist.rows(len(seq_lens))
     if dist.active and disk is None:
         states.zero_()  # rows of other ranks stay 0 until the sum
+    # One bar for the whole pass (every rank's share), shown by rank 0.
+    bar = progress.make(
+        f"frozen-prefix pass (blocks 0-{end - 1})",
+        total=len(seq_lens),
+        unit="text",
+        enabled=None if dist.is_main else False,
+    )
     try:
         with autocast(source.device, dtype):
             for part in token_budget_batches(seq_lens[mine], tokens_per_batch):
@@ -385,6 +393,7 @@ def compute_prefix_source(
                     disk.touched(int(seq_lens[idx].sum()) * width * CACHE_DTYPE.itemsize)
                 del h
                 release_free_memory()
+                bar.update(len(idx) * dist.world_size)  # the other ranks move alike
         if disk is None:
             dist.sum(states)
         elif dist.active:
@@ -401,5 +410,6 @@ def compute_prefix_source(
             disk.close()
         raise
     finally:
+        bar.close()
         model.train(was_training)
     return PrefixSource(states, seq_lens, source, end, disk)
