@@ -408,3 +408,37 @@ def test_out_that_is_a_file_is_one_clear_line(job, tmp_path):
     afile.write_text("x")
     with pytest.raises(GPTClassifyError, match="exists and is not a folder"):
         train(config(job, afile), quiet=True)
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(
+    job, tmp_path, monkeypatch
+):
+    import errno
+
+    from gptclassify.training import checkpoint
+
+    real = checkpoint.save_file
+    calls = []
+
+    def full_disk(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:  # the second checkpoint: half a file, then ENOSPC
+            path.write_bytes(b"\0" * 100)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(GPTClassifyError) as caught:
+        train(config(job, out, precision="fp32"), quiet=True)
+    message = str(caught.value)
+    assert "\n" not in message and "the disk is full (no space left on device)" in message
+    assert "kept the previous checkpoint step-000000007" in message
+    assert f"gptclassify train --resume {tmp_path / 'run.partial'}" in message
+    partial = tmp_path / "run.partial"
+    assert [p.name for p in (partial / "checkpoints").iterdir() if p.name != "run.json"] == [
+        "step-000000007"
+    ]  # no half-written checkpoint beside it
+    monkeypatch.setattr(checkpoint, "save_file", real)
+    done = train(resume=partial, quiet=True)
+    assert done.path == out and (out / "model.safetensors").is_file()

@@ -145,6 +145,11 @@ class GPTConfig:
             )
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        for f in fields(self):  # a JSON "no" is a truthy string: never read as a switch
+            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
+                raise ValueError(
+                    f"GPTConfig.{f.name} must be true or false, got {getattr(self, f.name)!r}"
+                )
         for name, allowed in (
             ("family", FAMILIES),
             ("norm", NORMS),

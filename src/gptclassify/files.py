@@ -120,16 +120,32 @@ def check_links(folder: str | Path) -> None:
                 inside(folder, str(path.relative_to(folder)))
 
 
-def read_json(path: str | Path, missing: str = "file not found") -> Any:
-    """Parsed JSON, or a one-line GPTClassifyError naming the file (`missing` says what to do)."""
+def read_json(path: str | Path, missing: str = "file not found", unique_keys: bool = False) -> Any:
+    """Parsed JSON, or a one-line GPTClassifyError naming the file (`missing` says what to do).
+    unique_keys: a key given twice in one object is refused (json keeps the last silently)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
+        if unique_keys:
+            return json.loads(text, object_pairs_hook=_unique(str(path)))
+        return json.loads(text)
     except FileNotFoundError:
         raise GPTClassifyError(f"{path}: {missing}") from None
     except OSError as exc:
         raise GPTClassifyError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GPTClassifyError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _unique(where: str) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) < len(pairs):
+            seen: set[str] = set()
+            twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+            raise GPTClassifyError(f"{where}: key {twice!r} appears twice in one object")
+        return out
+
+    return hook
 
 
 def sha256_file(path: str | Path) -> str:

@@ -11,8 +11,23 @@ import torch
 from torch import Tensor
 
 from gptclassify.config import PAD_TOKEN_ID
+from gptclassify.errors import GPTClassifyError
 from gptclassify.model import GPTModel
 from gptclassify.tokenizer import Tokenizer, gpt2
+
+TEMPERATURES = (1e-3, 1e3)
+"""Sampling temperatures besides 0 (greedy): dividing logits by a subnormal one gives inf and
+NaN probabilities, by inf a uniform draw over the vocabulary."""
+
+
+def check_temperature(temperature: float) -> float:
+    """0 (greedy) or a finite number within TEMPERATURES, or one line naming the flag."""
+    low, high = TEMPERATURES
+    if not (temperature == 0.0 or low <= temperature <= high):
+        raise GPTClassifyError(
+            f"--temperature {temperature}: 0 (greedy) or a number from {low:g} to {high:g}"
+        )
+    return temperature
 
 
 @torch.inference_mode()
@@ -34,8 +49,7 @@ def generate(
     """
     if max_new_tokens < 0:
         raise ValueError("max_new_tokens must be >= 0")
-    if temperature < 0:
-        raise ValueError("temperature must be >= 0")
+    check_temperature(temperature)
     if top_k is not None and top_k < 1:
         raise ValueError("top_k must be >= 1")
     was_training = model.training

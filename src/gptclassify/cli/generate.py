@@ -52,12 +52,13 @@ def generate(
     device: str,
 ) -> None:
     """Continue a prompt with a pretrained model (a check that weights loaded correctly)."""
-    from gptclassify.generation import generate_text
+    from gptclassify.generation import check_temperature, generate_text
     from gptclassify.runtime import resolve_device
     from gptclassify.weights import load_pretrained_model
 
     if not prompt:
         raise GPTClassifyError("--prompt: the prompt is empty")
+    check_temperature(temperature)  # before a model is loaded
     pretrained = load_pretrained_model(model_name)
     model = pretrained.model.to(resolve_device(device))
     text = generate_text(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import click
@@ -67,6 +68,7 @@ def serve(
 
     settings: ServeSettings = build(ServeSettings, values)
     host, port = settings.host, settings.port
+    check_port(host, port)  # before the model loads and before "Serving on"
     # The model loads on the thread that will run its passes (one thread pool for all the
     # model's work); starting here makes a bad model folder a one-line error.
     app = create_app(
@@ -98,6 +100,36 @@ def serve(
         err=True,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+
+
+def check_port(host: str, port: int) -> None:
+    """One line when `host:port` cannot be listened on (another server holds it, or the
+    address is not this machine's), instead of uvicorn's errno after "Serving on". The port
+    is bound as uvicorn binds it (SO_REUSEADDR: a port in TIME_WAIT is free), then let go."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise GPTClassifyError(f"--host {host}: cannot resolve it ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            shown = f"[{host}]" if ":" in host else host
+            busy = exc.errno == errno.EADDRINUSE
+            raise GPTClassifyError(
+                f"--port {port}: cannot listen on {shown}:{port} ("
+                + (
+                    "another program is already listening there"
+                    if busy
+                    else exc.strerror or str(exc)
+                )
+                + "); choose another --port"
+                + (" or stop that program" if busy else "")
+            ) from None
 
 
 @cli.command()

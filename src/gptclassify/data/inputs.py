@@ -31,6 +31,7 @@ from gptclassify.data.tables import (
     LabelledTexts,
     _label_value,
     _pick_column,
+    blank,
     label_warnings,
 )
 from gptclassify.errors import GPTClassifyError
@@ -255,13 +256,13 @@ def labelled(
                 "must be strings"
             )
         text = "" if is_missing(text) else str(text)
-        label = _label_value(raw).strip()
-        if text.strip() and label:
+        label = _label_value(raw, f"{where}: row {i + 1}: the label").strip()
+        if not blank(text) and label:
             out_texts.append(text)
             out_labels.append(label)
             written[label] = written.get(label, 0) + 1
             continue
-        what = "empty text" if not text.strip() else "an empty label"
+        what = "empty text" if blank(text) else "an empty label"
         if strict:
             raise GPTClassifyError(f"{where}: row {i + 1} has {what}; fix the row, or drop strict")
         skipped[what].append(i + 1)

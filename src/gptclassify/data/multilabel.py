@@ -17,6 +17,7 @@ iterative stratification (Sechidis, Tsoumakas and Vlahavas 2011, through the
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from gptclassify.data.tables import (
     _is_missing,
     _label_value,
     _pick_column,
+    blank,
+    label_warnings,
     read_labelled,
     sort_labels,
     text_values,
@@ -150,7 +153,7 @@ def read_label_sets(
         chunk_texts = text_values(chunk.frame[text_col].tolist(), text_col, chunk.refs, reader.path)
         values = [chunk.frame[c].tolist() for c in columns]
         for k, text in enumerate(chunk_texts):
-            if not text.strip():
+            if blank(text):
                 if strict:
                     raise GPTClassifyError(
                         f"{reader.path}: {chunk.ref(k)} has empty text (column {text_col!r}); "
@@ -183,6 +186,15 @@ def read_label_sets(
                     "another --label-sep"
                 )
         sets[i] = tuple(sort_labels(found)) if not names_from_columns else found
+    if not names_from_columns:
+        # As for single labels: "Billing" beside "billing" are two labels, said aloud.
+        doubts = label_warnings(
+            Counter(label for found in sets for label in found),
+            f"{reader.path} (column {columns[0]!r})",
+        )
+        if doubts and strict:
+            raise GPTClassifyError(doubts[0] + "; fix the labels, or drop --strict")
+        warnings += doubts
     out = LabelledTexts(
         texts=texts,
         labels=[sep.join(s) for s in sets],
@@ -211,9 +223,32 @@ def _label_set(value: Any, sep: str, column: str, ref: str, path: Path) -> tuple
             items.append(str(item).strip())
     elif _is_missing(value):
         items = []
+    elif isinstance(value, str) and _json_list(value):
+        raise GPTClassifyError(
+            f"{path}: {ref}: column {column!r} holds the text {_short(value)}, a JSON list "
+            "written as a string; write the labels as a list (JSON Lines, Parquet) or joined "
+            "by --label-sep, the same way in every row"
+        )
     else:
-        items = [part.strip() for part in _label_value(value).split(sep)]
+        items = [
+            part.strip()
+            for part in _label_value(value, f"{path}: {ref}: column {column!r}").split(sep)
+        ]
     return tuple(dict.fromkeys(i for i in items if i))
+
+
+def _json_list(value: str) -> bool:
+    text = value.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return False
+    try:
+        return isinstance(json.loads(text), list)
+    except ValueError:
+        return False
+
+
+def _short(value: Any) -> str:
+    return repr(value) if len(repr(value)) < 40 else repr(value)[:37] + "..."
 
 
 _TRUE = {"1", "1.0", "true", "yes"}
@@ -223,7 +258,7 @@ _FALSE = {"0", "0.0", "false", "no", ""}
 def _flag(value: Any, column: str, ref: str, path: Path) -> bool:
     if _is_missing(value):
         return False
-    text = _label_value(value).strip().casefold()
+    text = _label_value(value, f"{path}: {ref}: column {column!r}").strip().casefold()
     if text in _TRUE:
         return True
     if text in _FALSE:

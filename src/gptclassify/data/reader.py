@@ -9,6 +9,7 @@ collected in `TableReader.warnings`. data/tables.py turns the rows into labelled
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,11 +131,24 @@ class TableReader:
     # ---- CSV / TSV --------------------------------------------------------------------
 
     def _lines(self) -> Iterator[str]:
-        """Decoded lines without their "\n"; bad UTF-8 names its line."""
+        """Decoded lines without their "\n"; bad UTF-8 names its line. A file whose lines
+        end in a lone CR (classic Mac OS, some exports) is read line by line too, as
+        Python's csv module reads it."""
         with open(self.path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
+            head = handle.read(1 << 16)
+            handle.seek(0)
+            raws = _cr_lines(handle) if b"\r" in head and b"\n" not in head else handle
+            for number, raw in enumerate(raws, start=1):
                 if number == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")
+                nul = raw.find(b"\x00")
+                if nul >= 0:
+                    # Valid UTF-8, but no text file holds NUL: UTF-16 without its byte-order
+                    # mark would otherwise read as a header that names no column.
+                    raise GPTClassifyError(
+                        f"{self.path}: line {number} is not valid UTF-8 text (a NUL byte at "
+                        f"column {nul + 1}, as in UTF-16); save the file as UTF-8"
+                    )
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -202,6 +216,7 @@ class TableReader:
         else:
             rows = records(self._lines(), self.sep)
         next(rows, None)  # the header
+        excel = 0
         for k, (line, fields) in enumerate(rows, start=1):
             if len(fields) > width:
                 raise GPTClassifyError(
@@ -210,7 +225,20 @@ class TableReader:
                 )
             if len(fields) < width:
                 fields = fields + [""] * (width - len(fields))
+            for i, value in enumerate(fields):
+                # ="00123": Excel's way to keep a cell as text is the text 00123.
+                if value.startswith('="') and (match := _EXCEL_TEXT.fullmatch(value)):
+                    fields[i] = match.group(1).replace('""', '"')
+                    excel += 1
             yield f"data row {k}", fields
+        if excel and not self._excel_said:
+            self._excel_said = True
+            self.warnings.append(
+                f'{self.path}: {excel} cell(s) written as Excel text formulas (="...", e.g. '
+                "to keep leading zeros) read as the text inside, as Excel shows them"
+            )
+
+    _excel_said = False
 
     # ---- JSON Lines -------------------------------------------------------------------
 
@@ -279,6 +307,20 @@ class TableReader:
             refs = [f"data row {done + k + 1}" for k in range(len(frame))]
             done += len(frame)
             yield Chunk(frame, refs)
+
+
+_EXCEL_TEXT = re.compile(r'="((?:[^"]|"")*)"', re.S)
+
+
+def _cr_lines(handle: Any) -> Iterator[bytes]:
+    """The lines of a file whose line breaks are lone CRs (no byte of a UTF-8 character other
+    than CR itself is 0x0d, so splitting the bytes is safe)."""
+    rest = b""
+    for block in iter(lambda: handle.read(1 << 16), b""):
+        *lines, rest = (rest + block).split(b"\r")
+        yield from lines
+    if rest:
+        yield rest
 
 
 def _pairs(where: str):

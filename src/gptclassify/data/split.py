@@ -227,6 +227,18 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float]:
     return train, validation
 
 
+SEED_MAX = 2**32 - 1
+"""numpy's RandomState takes seeds 0 .. 2**32 - 1."""
+
+
+def check_seed(seed: Any, flag: str = "--seed") -> int:
+    """A seed numpy takes, or one line naming the flag."""
+    whole = isinstance(seed, int | np.integer) and not isinstance(seed, bool)
+    if not whole or not 0 <= seed <= SEED_MAX:
+        raise GPTClassifyError(f"{flag} {seed}: a seed is a whole number from 0 to {SEED_MAX}")
+    return int(seed)
+
+
 def split_labelled(
     data: LabelledTexts,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
@@ -257,6 +269,7 @@ def split_labelled(
     are always split by iterative stratification (`_split_label_sets`).
     """
     train_frac, val_frac = check_fractions(fractions)
+    seed = check_seed(seed)
     if data.label_sets is not None:
         return _split_label_sets(data, (train_frac, val_frac), seed, balance, label_sep)
     removed = conflicting = 0
@@ -471,6 +484,7 @@ def load_split_files(
     """
 
     labels = labels or LabelFormat()
+    seed = check_seed(seed)
 
     def read(path: str | Path) -> LabelledTexts:
         return read_examples(path, text_column, label_column, fmt, strict, labels)
@@ -496,6 +510,7 @@ def splits_from_parts(
 ) -> Splits:
     """Splits from parts already read (files or tables in memory); without a validation
     part, `VALIDATION_HOLDOUT` of the training rows are held out (seeded)."""
+    seed = check_seed(seed)
     train = train_data.source
     warnings = list(train_data.warnings)
     meta: dict[str, Any] = {"train": train, "seed": seed}

@@ -2,7 +2,9 @@
 CSV / TSV / JSON Lines / Parquet reader.
 
 Texts stay exactly as in the file (no stripping); labels are class names as strings (integer
-labels become "0", "1", ...). Problems in the user's files raise `GPTClassifyError` with one
+labels become "0", "1", ...; a whole number written as a decimal, "1.0", is that integer, "1",
+with a warning when one file writes both; JSON / Parquet booleans become "true" and "false";
+an object or a list in a single-label column is refused). Problems in the user's files raise `GPTClassifyError` with one
 line naming the file and the row, line or column. Softer problems (rows skipped, a parsing
 fallback) are collected in `warnings` on the returned objects, for the caller to show.
 """
@@ -58,6 +60,18 @@ LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target", "sentime
 """Column names taken as the label, in order of preference, compared case-insensitively."""
 
 _MAX_LISTED = 5  # row numbers quoted in a warning before "..."
+
+_INVISIBLE = dict.fromkeys(
+    map(ord, "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff")
+)
+"""Characters that print nothing and are not whitespace to `str.isspace`: zero-width spaces
+and joiners, direction marks, the word joiner, the byte-order mark, the soft hyphen."""
+
+
+def blank(text: str) -> bool:
+    """Empty, or only whitespace and zero-width characters: not a text (the same rule in
+    training, the CLI, the Python API and the server)."""
+    return not text.translate(_INVISIBLE).strip()
 
 
 @dataclass
@@ -147,7 +161,9 @@ def number_clashes(labels: Iterable[str]) -> list[list[str]]:
     for label in set(labels):
         if _FLOAT.fullmatch(label):
             groups.setdefault(Decimal(label), set()).add(label)
-    found = [sorted(group, key=lambda s: (len(s), s)) for group in groups.values() if len(group) > 1]
+    found = [
+        sorted(group, key=lambda s: (len(s), s)) for group in groups.values() if len(group) > 1
+    ]
     return sorted(found)
 
 
@@ -180,13 +196,13 @@ def read_labelled(
         for k, (text, raw_label) in enumerate(
             zip(chunk_texts, chunk.frame[label_col].tolist(), strict=True)
         ):
-            label = _label_value(raw_label)
-            if text.strip() and label.strip():
+            label = _label_value(raw_label, f"{reader.path}: {chunk.ref(k)}: column {label_col!r}")
+            if not blank(text) and label.strip():
                 texts.append(text)
                 labels.append(canonical_label(label.strip()))
                 written[label] += 1
                 continue
-            what = "empty text" if not text.strip() else "an empty label"
+            what = "empty text" if blank(text) else "an empty label"
             if strict:
                 column = text_col if what == "empty text" else label_col
                 raise GPTClassifyError(
@@ -229,7 +245,8 @@ MISSING_LABELS = frozenset({"nan", "none", "null", "na", "n/a", "nat", "<na>", "
 def label_warnings(written: Counter[str], source: str) -> list[str]:
     """One line per doubtful label, with counts: a missing-value marker used as a class, or
     labels that differ only in case or surrounding spaces (which become one class when only
-    spaces differ, and separate classes when the case differs)."""
+    spaces differ, and separate classes when the case differs), or one whole number written
+    two ways ("1" and "1.0": one class)."""
     out = []
     for label, count in sorted(written.items()):
         if label.strip().casefold() in MISSING_LABELS:
@@ -237,6 +254,17 @@ def label_warnings(written: Counter[str], source: str) -> list[str]:
                 f"{source}: label {label!r} ({count} row(s)) looks like a missing value, but "
                 "is treated as a class"
             )
+    numbers: dict[str, list[str]] = {}
+    for label in sorted(written):
+        numbers.setdefault(canonical_label(label.strip()), []).append(label)
+    for number, variants in numbers.items():
+        if len({v.strip() for v in variants}) < 2 or not _INT.fullmatch(number):
+            continue
+        shown = ", ".join(f"{v!r} ({written[v]})" for v in variants)
+        out.append(
+            f"{source}: labels {shown} are one number written two ways: read as one class "
+            f"{number!r}"
+        )
     groups: dict[str, list[str]] = {}
     for label in sorted(written):
         groups.setdefault(label.strip().casefold(), []).append(label)
@@ -334,11 +362,20 @@ def _is_missing(value: Any) -> bool:
     return type(value).__name__ in ("NAType", "NaTType")
 
 
-def _label_value(value: Any) -> str:
+def _label_value(value: Any, where: str = "a label column") -> str:
+    """A label cell as a class name: numbers as they read ("1", "0.5"), booleans as JSON and
+    Parquet write them ("true", "false"), missing values as ""; an object, a list or bytes is
+    refused (`where` names the cell)."""
     if _is_missing(value):
         return ""
     if isinstance(value, bool | np.bool_):
-        return str(bool(value))
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple | set | np.ndarray | bytes):
+        shown = repr(value) if len(repr(value)) < 40 else repr(value)[:37] + "..."
+        raise GPTClassifyError(
+            f"{where} holds {type(value).__name__} {shown}, not a label; a label is a string "
+            "or a number (a list of labels is multi-label data: --task multi-label)"
+        )
     if isinstance(value, int | np.integer):
         return str(int(value))
     if isinstance(value, float | np.floating):

@@ -54,6 +54,12 @@ class LongTexts:
             not isinstance(self.stride, int) or isinstance(self.stride, bool) or self.stride < 1
         ):
             raise GPTClassifyError(f"--stride must be a positive integer, got {self.stride!r}")
+        if self.stride is not None and self.mode != "chunk":
+            raise GPTClassifyError(
+                f"--stride {self.stride}: windows are for --long-texts chunk (with "
+                f"--long-texts {self.mode} nothing is split); add --long-texts chunk or drop "
+                "--stride"
+            )
 
     @property
     def chunk(self) -> bool:

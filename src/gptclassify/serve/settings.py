@@ -25,8 +25,8 @@ class ServeSettings:
     api_key: str | None = field(
         default=None,
         metadata=opt(
-            "Require 'Authorization: Bearer KEY' on every route but /health and the page "
-            "(or set GPTCLASSIFY_API_KEY).",
+            "Require 'Authorization: Bearer KEY' on every route but /health, /ping and the "
+            "page, the API schema included (or set GPTCLASSIFY_API_KEY).",
             envvar="GPTCLASSIFY_API_KEY",
         ),
     )

@@ -21,6 +21,7 @@ label column may stand without y.
 from __future__ import annotations
 
 import json
+import numbers
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from gptclassify.args import TrainConfig
 from gptclassify.data import inputs
+from gptclassify.data.encode import EMPTY, blank
 from gptclassify.errors import GPTClassifyError
 from gptclassify.predict import Classifier
 from gptclassify.training import train
@@ -111,6 +113,9 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
             raise TypeError("fit: give labels y (or a DataFrame with a label column as X)")
         if y is not None:  # first, as scikit-learn's classifiers do (a ValueError naming it)
             _check_two_classes(_sorted_unique(_label_array(y)))
+        # Texts are checked as predict checks them: a missing or blank text is refused,
+        # naming it, never dropped without a word.
+        _check_fit_texts(inputs.text_items(X, where="X"))
         if y is not None:
             texts = inputs.text_items(X, where="X")
             values = _label_array(y)
@@ -295,10 +300,43 @@ def _check_two_classes(classes: np.ndarray) -> None:
         )
 
 
+def _check_fit_texts(texts: list[Any]) -> None:
+    checked = inputs.check_texts(texts, "raise")
+    for i, text in enumerate(checked.texts):
+        if blank(text):
+            raise GPTClassifyError(f"fit: text {i + 1} is {EMPTY}: nothing to learn from")
+
+
+def _label_kind(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, numbers.Number):
+        return "number"
+    if isinstance(value, str):
+        return "str"
+    return type(value).__name__
+
+
 def _label_array(y: Any) -> np.ndarray:
+    """y as a 1-D array; a missing label, or labels of mixed kinds (`1` and `"1"`, which numpy
+    would quietly make two strings of one class), are refused naming them."""
     if isinstance(y, str | bytes) or y is None:
         raise TypeError("y: expected a sequence of labels")
-    values = np.asarray(y.tolist() if hasattr(y, "tolist") else list(y))
+    items = y.tolist() if hasattr(y, "tolist") else list(y)
+    first: dict[str, Any] = {}
+    for i, value in enumerate(items):
+        if inputs.is_missing(value):
+            raise GPTClassifyError(
+                f"y: label {i + 1} is missing (None/NaN); every text needs a label"
+            )
+        first.setdefault(_label_kind(value), value)
+    if len(first) > 1:
+        shown = " and ".join(f"{v!r} ({k})" for k, v in first.items())
+        raise GPTClassifyError(
+            f"y: labels of mixed kinds ({shown}); give every label as one kind (all numbers "
+            "or all strings)"
+        )
+    values = np.asarray(items)
     if values.ndim != 1:
         raise GPTClassifyError(f"y: expected one label per text (1-D), got shape {values.shape}")
     return values

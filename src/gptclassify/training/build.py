@@ -160,7 +160,7 @@ def loss_weights(spec: str, labels: torch.Tensor, names: list[str], multi_label:
         raise GPTClassifyError(
             f"--class-weights {spec}: not none, balanced, or a JSON file of {{label: weight}}"
         )
-    data = read_json(path)
+    data = read_json(path, unique_keys=True)  # a class weighed twice: which one counts?
     if not isinstance(data, dict):
         raise GPTClassifyError(f"{path}: expected a JSON object {{label: weight}}")
     unknown = sorted(set(data) - set(names))

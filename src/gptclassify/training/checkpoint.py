@@ -11,6 +11,7 @@ epoch so far.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import re
@@ -84,13 +85,38 @@ def save_checkpoint(
         "state": _encode(state, tensors),
     }
     folder = Path(run_dir) / CHECKPOINTS / f"step-{state['step'] + 1:09d}"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with replace_folder(folder) as tmp:
-        save_file(tensors, tmp / "state.safetensors", metadata={"format": FORMAT})
-        faults.reached("checkpoint")  # between the two files of a checkpoint
-        (tmp / "state.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    kept = latest_checkpoint(run_dir)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with replace_folder(folder) as tmp:
+            save_file(tensors, tmp / "state.safetensors", metadata={"format": FORMAT})
+            faults.reached("checkpoint")  # between the two files of a checkpoint
+            text = json.dumps(document, indent=1) + "\n"
+            (tmp / "state.json").write_text(text, encoding="utf-8")
+    except (OSError, SafetensorError) as exc:
+        if not _disk_full(exc):
+            raise
+        # The half-written copy is gone (replace_folder); the earlier checkpoints stay.
+        raise GPTClassifyError(
+            f"{folder.parent}: the disk is full (no space left on device) while writing "
+            f"checkpoint {folder.name}; "
+            + (
+                f"kept the previous checkpoint {kept.name}: free some space, then continue "
+                f"with: gptclassify train --resume {Path(run_dir)}"
+                if kept is not None
+                else "no earlier checkpoint to keep: free some space and start the run again"
+            )
+        ) from None
     prune(run_dir, keep)
     return folder
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC (or EDQUOT, a full quota), from Python or from safetensors' Rust writer."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(exc)
+    return "No space left on device" in text or "os error 28" in text
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

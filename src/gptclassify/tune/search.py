@@ -31,6 +31,7 @@ import math
 import re
 import shlex
 import shutil
+import signal
 import socket
 import time
 import warnings
@@ -188,6 +189,28 @@ def prepare_data(base: TrainConfig, out: Path) -> tuple[DataConfig, str]:
     return shared, fingerprint
 
 
+class _OwnFailures(logging.Filter):
+    """Optuna logs a failed trial's traceback. A trial that failed for a reason of its own
+    (TrialFailed) has said so in one line already: no traceback; one stopped by Ctrl-C or
+    SIGTERM is not a failure: nothing (the search says how to continue)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        trial = record.getMessage().split(" failed ", 1)[0]
+        if isinstance(exc, TrainingInterrupted):
+            self.stopped.add(trial)
+            return False
+        if trial in self.stopped:  # its "failed with value None" line
+            return False
+        if isinstance(exc, TrialFailed):
+            record.exc_info = None
+        return True
+
+
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
     """Optuna logs every trial at INFO and warns that its plots are experimental; the search
@@ -196,12 +219,36 @@ def _quiet_optuna() -> Iterator[None]:
 
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials_log = logging.getLogger("optuna.study._optimize")
+    own = _OwnFailures()
+    trials_log.addFilter(own)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             yield
     finally:
+        trials_log.removeFilter(own)
         optuna.logging.set_verbosity(before)
+
+
+def check_space(base: TrainConfig, space: SearchSpace) -> None:
+    """Every choice, and both ends of every range, must be a value `train` takes: a space
+    that holds one it refuses is refused before the first trial (not found trial by trial)."""
+    for param in space.params:
+        if param.kind == "choice":
+            values = list(param.choices)
+        elif param.kind in ("int", "logint"):
+            values = [int(param.low or 0), int(param.high or 0)]
+        else:
+            values = [param.low, param.high]
+        for value in values:
+            try:
+                trial_config(base, DataConfig(), {param.name: value}, Path("trial-check"))
+            except GPTClassifyError as exc:
+                raise GPTClassifyError(
+                    f"search space {param.describe()}: {param.name}={value!r} is refused by "
+                    f"train ({exc})"
+                ) from None
 
 
 def _finished(trial: Any) -> bool:
@@ -256,6 +303,7 @@ def search(
     say = echo or (lambda line: None)
     if metric not in DIRECTIONS:
         raise GPTClassifyError(f"--metric: {metric!r} is not one of {', '.join(DIRECTIONS)}")
+    check_space(base, space)
     t0 = time.perf_counter()
     out = Path(out or Path("runs") / f"tune-{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
@@ -304,13 +352,28 @@ def search(
 
         with shared_prefix_cache(capacity=4 if share_cache else 0) as memo:
             if sum(_finished(t) for t in st.get_trials(deepcopy=False)) < trials:
-                st.optimize(
-                    objective,
-                    timeout=timeout,
-                    callbacks=[enough],
-                    catch=(TrialFailed,),
-                    gc_after_trial=False,
-                )
+                try:
+                    st.optimize(
+                        objective,
+                        timeout=timeout,
+                        callbacks=[enough],
+                        catch=(TrialFailed,),
+                        gc_after_trial=False,
+                    )
+                except TrainingInterrupted as exc:
+                    # The trial's own advice (train --resume) would leave the study behind.
+                    again = (
+                        f"--out {out}"
+                        + (f" --storage {shown_url(url)}" if storage else "")
+                        + (f" --study {name}" if study else "")
+                    )
+                    raise TrainingInterrupted(
+                        f"Stopped by {signal.Signals(exc.exit_code - 128).name}; the trial's "
+                        "checkpoint is kept and the study in "
+                        f"{shown_url(url)}. Continue the search with the same gptclassify "
+                        f"tune command ({again}): the stopped trial resumes from its checkpoint",
+                        exc.exit_code - 128,
+                    ) from None
         result = SearchResult(
             study=name,
             storage=shown_url(url),
