@@ -141,15 +141,20 @@ def test_cli_recipe_auto(job, tmp_path):
     assert f"Recipe: {record['chosen']}" in res.output
     states = {t["name"]: t["state"] for t in record["tried"]}
     assert states == {
+        "fitted": "failed",  # four blocks: the tiny model has 2 blocks: said, not hidden
         "book": "done",
         "last-block lr 5e-4 10 ep": "done",
-        "last-4-blocks lr 2e-4": "failed",  # the tiny model has 2 blocks: said, not hidden
         "lora r16 lr 5e-4": "done",
     }
     # Every candidate ran with --lexical auto (recorded, so a plain train can repeat it).
     assert all(t["params"]["lexical"] == "auto" for t in record["tried"])
-    deep = next(t for t in record["tried"] if t["name"] == "last-4-blocks lr 2e-4")
+    deep = next(t for t in record["tried"] if t["name"] == "fitted")
     assert "the model has 2 blocks" in deep["note"]
+    # The fitted candidate's epochs follow the data size: 90 texts, batch 4 -> 22 steps an
+    # epoch -> 20 epochs (the most) for at least 600 steps.
+    assert deep["params"]["epochs"] == 20 and deep["params"]["trainable"] == "last-4-blocks"
+    # The budget counts work (CPU time per thread), recorded per candidate.
+    assert all(t["work_s"] > 0 for t in record["tried"] if t["state"] == "done")
     assert Classifier.load(out).metrics["validation"]["accuracy"] == max(
         t["val_accuracy"] for t in record["tried"] if t["state"] == "done"
     )
@@ -175,3 +180,51 @@ def test_candidates_of_a_rotary_family_share_the_frozen_prefix(tmp_path):
     result = auto_recipe(cfg, "1h", out=tmp_path / "auto", candidates=twice)
     assert [t.state for t in result.tried] == ["done", "done"]
     assert result.prefix_cache["hits"] >= 1
+
+
+def test_the_fitted_recipe_gives_small_data_enough_steps():
+    from gptclassify.tune.recipe import MIN_STEPS, fitted_options
+
+    assert fitted_options(259)["epochs"] == 19  # 32 steps an epoch
+    assert fitted_options(1045)["epochs"] == 5  # SMS: the book's 5 epochs already give 650
+    assert fitted_options(9496)["epochs"] == 3  # the fewest
+    assert fitted_options(40)["epochs"] == 20  # the most
+    for n in (100, 259, 450, 1045, 3000):
+        o = fitted_options(n)
+        assert o["epochs"] * (n // 8) >= MIN_STEPS or o["epochs"] == 20
+        assert o["lexical"] == "auto" and o["patience"] == 3 and o["lr"] == 2e-4
+
+
+def test_the_default_recipe_follows_the_job(job):
+    from gptclassify.tune.recipe import resolve_recipe
+
+    sms = TrainConfig()
+    assert resolve_recipe(None, sms, set())[1] == "book"
+    mine = base(job, weights="pretrained", model="gpt2")
+    cfg, which, why = resolve_recipe(None, mine, {"lr"})
+    assert which == "fitted" and "your own data" in why and "yours: lr" in why
+    # Only what the user did not set changes; the user's lr stays.
+    assert cfg.train.lr == mine.train.lr and cfg.backbone.trainable == "last-4-blocks"
+    assert cfg.eval.lexical == "auto" and cfg.eval.patience == 3
+    assert mine.backbone.trainable == "last-block"  # the given config is not changed
+    # Random weights: an experiment, run as given.
+    assert resolve_recipe(None, base(job), set())[1] == "book"
+    assert resolve_recipe("book", mine, set())[0] is mine
+
+
+def test_a_skipped_candidate_names_the_budget_that_would_run_it(job, tmp_path):
+    result = auto_recipe(base(job), 0.001, out=tmp_path / "auto", candidates=CANDIDATES)
+    assert "--budget" in result.tried[1].note and "would run it" in result.tried[1].note
+
+
+def test_candidates_sharing_a_cache_are_predicted_without_its_build():
+    from gptclassify.tune.recipe import Measured, _predict_seconds
+
+    cfg = TrainConfig()
+    m = [Measured(units=5.0, train_s=10.0, other_s=100.0, cache_s=80.0)]
+    same = Candidate("same", {"lr": 1e-3, "epochs": 5}, "")
+    other = Candidate("deeper", {"trainable": "last-2-blocks", "epochs": 5}, "")
+    # Same frozen blocks as the measured one: 20 s around the loop + 10 s of training.
+    assert _predict_seconds(same, cfg, m, 12, {"last-block": 80.0}) == pytest.approx(30.0)
+    # Other frozen blocks: a cache of its own to build.
+    assert _predict_seconds(other, cfg, m, 12, {"last-block": 80.0}) == pytest.approx(120.0)

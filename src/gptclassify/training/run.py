@@ -124,6 +124,7 @@ def train(
     overwrite: bool = False,
     overrides: dict[str, Any] | None = None,
     callbacks: Sequence[Callbacks] = (),
+    note: str | None = None,
 ) -> Classifier:
     """Fine-tune a classifier as `cfg` says, write the run folder, and return the classifier.
 
@@ -133,6 +134,7 @@ def train(
     complete).
     callbacks: more listeners to the loop (they hear each step and epoch before the run
     checkpoints it; `tune` prunes trials there).
+    note: a line for the top of the run's log (the CLI says which recipe set the options).
     """
     if resume is not None and cfg is not None:
         raise GPTClassifyError("resume a run with its own config: give resume=RUN, not a config")
@@ -145,7 +147,9 @@ def train(
         device = RunFolder.peek_config(resume).get("runtime", {}).get("device", "auto")
     dist, target = Dist.from_env(device)
     try:
-        return _train(cfg, dist, target, quiet, progress, resume, overwrite, overrides, callbacks)
+        return _train(
+            cfg, dist, target, quiet, progress, resume, overwrite, overrides, callbacks, note
+        )
     finally:
         dist.close()
 
@@ -160,6 +164,7 @@ def _train(
     overwrite: bool,
     overrides: dict[str, Any] | None,
     callbacks: Sequence[Callbacks] = (),
+    note: str | None = None,
 ) -> Classifier:
     # Rank 0 claims (or reopens) the run folder; the others learn where it is.
     folder = None
@@ -185,6 +190,8 @@ def _train(
     logs = run_logging(folder.work, quiet=quiet) if dist.is_main else nullcontext()
     with logs:
         try:
+            if note:
+                log.info("%s", note)
             run = Run(cfg, folder, progress and not quiet, dist, device, callbacks)
             return run.execute()
         except TrainingInterrupted as exc:

@@ -3,18 +3,22 @@ within a time budget.
 
 The book's recipe (last block, lr 5e-5, 5 epochs) was tuned on SMS spam with GPT-2; on other
 data or another backbone it can lose to a bag-of-words baseline. `auto_recipe` trains a short,
-fixed list of candidates (the book's recipe first), cheapest first, on one split, and keeps the
+fixed list of candidates (the data-fitted recipe, the default on a user's data, first; then
+the book's, the cheapest), on one split, and keeps the
 one with the best full-validation accuracy (ties: the lower validation loss, then the
 cheaper). Rules:
 
 - Every candidate is a normal training run (`train()`), in a work folder beside OUT. Candidates
   that share their frozen blocks share one frozen-prefix cache
   (training/prefix_cache.shared_prefix_cache): only the first pays for it.
-- The budget counts wall time from the first candidate's start. A candidate starts only when
-  its predicted time fits what is left (predicted from the candidates measured so far: time
-  per epoch and per trainable block); one that runs past the budget stops at the end of its
-  current epoch and keeps its best epoch, like early stopping. The first candidate always
-  runs to its end.
+- The budget counts work, not wall time: this process's CPU time over its torch threads
+  (`work_clock`), so a machine busy with other work runs the same candidates as an idle one,
+  only later. A candidate starts only when its predicted work fits what is left (predicted
+  from the candidates measured so far: work per epoch and per trainable block, plus the
+  frozen-prefix cache build unless an earlier candidate built the same cache); one that runs
+  past the budget stops at the end of its current epoch and keeps its best epoch, like early
+  stopping. The first candidate always runs to its end. A skipped candidate is named with
+  the --budget that would have run it.
 - The chosen candidate's run folder becomes OUT (one rename: complete or absent), with
   recipe.json saying what was tried, what each scored and cost, and why this one won; the
   other candidates' folders are removed (their numbers are in recipe.json).
@@ -22,6 +26,7 @@ cheaper). Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -47,7 +52,7 @@ from gptclassify.tune.search import prepare_data, trial_config
 
 log = logging.getLogger("gptclassify.recipe")
 
-RECIPES = ("book", "auto")
+RECIPES = ("book", "fitted", "auto")
 # What the auto recipe chooses: a user who sets one of these with --recipe auto is told so.
 CHOSEN = ("lr", "epochs", "trainable", "lora_rank", "lora_alpha", "patience", "lexical")
 RECIPE_FILE = "recipe.json"
@@ -62,22 +67,25 @@ class Candidate:
 
 
 # In order of value for the time, measured on SmolLM2-135M (benchmarks/quality.py, RESULTS.md):
-# four trainable blocks at lr 2e-4 were the best variant on both SMS splits (+0.9 and +2.0
-# points of test accuracy over the book's recipe, mean of 3 seeds); a 10x learning rate over
+# four trainable blocks at lr 2e-4 (the fitted recipe, with enough steps for small data) were
+# the best variant on both SMS splits (+0.9 and +2.0 points of test accuracy over the book's
+# recipe, mean of 3 seeds); the book's recipe is the cheapest second opinion; a 10x lr over
 # more epochs is cheaper and fixes underfitting on other data (issue 20's held-back sets);
 # LoRA on every layer costs the whole network every step and runs only when the budget allows.
-# Every candidate runs with `--lexical auto`: the bag-of-tokens logistic regression
-# (lexical.py, about a second) is kept where it raises validation accuracy, so a small data set
-# where words decide gets it (on SMS it raised test accuracy by 0.6 points, but its validation
-# split saw that on one seed of three: RESULTS.md).
+# Every candidate runs with `--lexical auto`: the surface head (surface.py, TF-IDF word and
+# character n-grams, seconds) weighs in where it raises validation accuracy, and ships alone
+# where it beats the network, so no candidate validates below the TF-IDF baseline.
 LEXICAL = {"lexical": "auto"}
+FITTED = "fitted"
+"""The name of the candidate whose options `fitted_options` computes from the data size."""
 CANDIDATES: tuple[Candidate, ...] = (
-    Candidate("book", {**LEXICAL}, "the book's recipe: last block, lr 5e-5, 5 epochs"),
     Candidate(
-        "last-4-blocks lr 2e-4",
-        {"trainable": "last-4-blocks", "lr": 2e-4, "epochs": 5, **LEXICAL},
-        "more depth adapts: four blocks",
+        FITTED,
+        {},
+        "the data-fitted recipe (the default): four blocks, lr 2e-4, at least 600 steps, "
+        "early stopping",
     ),
+    Candidate("book", {**LEXICAL}, "the book's recipe: last block, lr 5e-5, 5 epochs"),
     Candidate(
         "last-block lr 5e-4 10 ep",
         {"lr": 5e-4, "epochs": 10, "patience": 3, **LEXICAL},
@@ -98,6 +106,97 @@ CANDIDATES: tuple[Candidate, ...] = (
 )
 
 
+# ---- the data-fitted recipe: what `train --data` runs by default ----------------------------
+
+FITTED_TRAINABLE = "last-4-blocks"
+FITTED_LR = 2e-4
+MIN_STEPS = 600
+"""Optimizer steps the fitted recipe gives a training split at least (the book's recipe gives
+SMS's 1,045 texts 650; a few hundred texts get 100-200 from 5 epochs and underfit)."""
+FITTED_EPOCHS = (3, 20)
+"""Fewest and most epochs of the fitted recipe (large sets reach MIN_STEPS in one)."""
+FITTED_PATIENCE = 3
+
+
+def fitted_options(n_train: int, batch_size: int = 8, grad_accum: int = 1) -> dict[str, Any]:
+    """The fitted recipe's options for a training split of `n_train` texts: four trainable
+    blocks at lr 2e-4, enough epochs for MIN_STEPS optimizer steps (3 to 20), early stopping
+    after FITTED_PATIENCE epochs without a better validation score, and the surface head
+    (`--lexical auto`: the model ships at least the TF-IDF baseline's validation accuracy)."""
+    steps = max(n_train // batch_size // max(grad_accum, 1), 1)
+    low, high = FITTED_EPOCHS
+    epochs = min(max(math.ceil(MIN_STEPS / steps), low), high)
+    return {
+        "trainable": FITTED_TRAINABLE,
+        "lr": FITTED_LR,
+        "epochs": epochs,
+        "patience": FITTED_PATIENCE,
+        "lexical": "auto",
+    }
+
+
+def is_sms_job(cfg: TrainConfig) -> bool:
+    """The default job: the SMS Spam Collection (shipped or downloaded), not a user's data."""
+    d = cfg.data
+    return (
+        d.train is None
+        and d.validation is None
+        and d.test is None
+        and isinstance(d.data, str)
+        and d.data == "sms-spam"
+    )
+
+
+def resolve_recipe(
+    recipe: str | None, cfg: TrainConfig, given: set[str]
+) -> tuple[TrainConfig, str, str]:
+    """(the config to train, the recipe that runs, why) for `--recipe` (None: the default:
+    the fitted recipe on a user's data with pretrained weights; the book's recipe on the SMS
+    job, the seeds' reference, and from random weights, an experiment run as given). The
+    fitted recipe sets only the options in CHOSEN that are not in `given` (the options a user
+    set explicitly keep their values)."""
+    if recipe is None:
+        if is_sms_job(cfg):
+            recipe, why = "book", "the default on the SMS job (--recipe fitted or auto for others)"
+        elif cfg.backbone.weights == "random":
+            recipe, why = "book", "random weights: the options as given (--recipe fitted to fit them)"
+        else:
+            recipe, why = "fitted", "the default on your own data (--recipe book for the book's)"
+    else:
+        why = f"--recipe {recipe}"
+    if recipe != "fitted":
+        return cfg, recipe, why
+    from gptclassify.data.sources import load_data  # the split train will use
+
+    splits = load_data(cfg.data, cfg.train.seed)
+    n_train = len(splits.train.texts)
+    options = fitted_options(n_train, cfg.train.batch_size, cfg.train.grad_accum)
+    if splits.multi_label:
+        options.pop("lexical")  # the surface head is single-label
+    kept = {k: v for k, v in options.items() if k not in given}
+    new = _with(cfg, kept)
+    said = ", ".join(f"{k} {v}" for k, v in kept.items())
+    mine = sorted(set(options) - set(kept))
+    why += (
+        f": {n_train} training texts -> {said}"
+        + (f" (yours: {', '.join(mine)})" if mine else "")
+    )
+    return new, recipe, why
+
+
+def _with(cfg: TrainConfig, params: dict[str, Any]) -> TrainConfig:
+    """A copy of `cfg` with flat TrainConfig options replaced (data objects shared)."""
+    new = TrainConfig.__new__(TrainConfig)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        object.__setattr__(
+            new, f.name, dataclasses.replace(value) if dataclasses.is_dataclass(value) else value
+        )
+    for key, value in params.items():
+        setattr(new, key, value)
+    return new
+
+
 @dataclass
 class Tried:
     name: str
@@ -111,6 +210,9 @@ class Tried:
     test_accuracy: float | None = None
     epochs_run: int | None = None
     seconds: float | None = None
+    """Wall time."""
+    work_s: float | None = None
+    """Work time (`work_clock`): what the budget counts."""
     predicted_s: float | None = None
     note: str | None = None
 
@@ -147,16 +249,25 @@ def parse_budget(text: str | float | int) -> float:
     return seconds
 
 
+def work_clock() -> float:
+    """Seconds of work done by this process: its CPU time over the threads torch computes
+    with. On an idle machine it runs with the wall clock; on a busy one it runs slower, as
+    the process gets less of the CPU, so a budget buys the same candidates either way."""
+    import torch  # lazy: only while choosing
+
+    return time.process_time() / max(torch.get_num_threads(), 1)
+
+
 class Deadline(Callbacks):
     """Stops a candidate at the end of the epoch during which the budget ran out (the run then
-    ends as an early stop does, with its best epoch's weights)."""
+    ends as an early stop does, with its best epoch's weights). Times are `work_clock`'s."""
 
     def __init__(self, at: float | None) -> None:
         self.at = at
         self.hit = False
 
     def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
-        if self.at is not None and time.monotonic() >= self.at and not state.stopped_early:
+        if self.at is not None and work_clock() >= self.at and not state.stopped_early:
             state.stopped_early = True
             self.hit = True
 
@@ -172,21 +283,46 @@ def _blocks(params: dict[str, Any], base: TrainConfig, n_layer: int | None) -> f
     return float(m.group(1)) if m else 1.0
 
 
+@dataclass
+class Measured:
+    """What one candidate cost, in work seconds (`work_clock`)."""
+
+    units: float
+    """Epochs run x trainable blocks."""
+    train_s: float
+    other_s: float
+    """Around the training loop: loading, the frozen-prefix cache, evaluating."""
+    cache_s: float
+    """The part of other_s spent building frozen-prefix caches."""
+
+
+def _cache_key(params: dict[str, Any], base: TrainConfig) -> str | None:
+    """Candidates with the same key share one frozen-prefix cache (None: no cache)."""
+    trainable = params.get("trainable", base.trainable)
+    return None if trainable in ("lora", "all") else str(trainable)
+
+
 def _predict_seconds(
-    cand: Candidate, base: TrainConfig, measured: list[tuple[float, float, float]], n_layer
+    cand: Candidate,
+    base: TrainConfig,
+    measured: list[Measured],
+    n_layer,
+    built: dict[str | None, float],
 ) -> float | None:
-    """Seconds a candidate should take: its epochs x trainable blocks x the cost of one
-    block-epoch, plus the cost around the training loop (loading, caching, evaluating), both
-    from the latest candidate measured (the first one also pays the process's warm-up). None
-    before anything was measured."""
+    """Work seconds a candidate should take: its epochs x trainable blocks x the cost of one
+    block-epoch, plus the cost around the training loop without the cache build, plus that
+    build unless an earlier candidate built the same cache (`built`: cache key -> its cost),
+    all from the latest candidate measured. None before anything was measured."""
     if not measured:
         return None
-    units, train_s, other_s = measured[-1]
+    m = measured[-1]
     epochs = cand.params.get("epochs", base.epochs)
     blocks = _blocks(cand.params, base, n_layer)
+    key = _cache_key(cand.params, base)
     # LoRA also back-propagates through every frozen weight: about twice a forward more.
-    factor = 1.6 if cand.params.get("trainable", base.trainable) == "lora" else 1.0
-    return other_s + epochs * blocks * train_s / units * factor
+    factor = 1.6 if key is None else 1.0
+    cache = 0.0 if key in built else (max(built.values(), default=m.cache_s) if key else 0.0)
+    return max(m.other_s - m.cache_s, 0.0) + cache + epochs * blocks * m.train_s / m.units * factor
 
 
 def auto_recipe(
@@ -210,17 +346,30 @@ def auto_recipe(
         shutil.rmtree(work)
     work.mkdir(parents=True)
     t0 = time.monotonic()
-    deadline = t0 + budget_s
+    w0 = work_clock()
+    deadline = w0 + budget_s
     tried: list[Tried] = []
-    measured: list[tuple[float, float, float]] = []  # (blocks x epochs, train s, other s)
+    measured: list[Measured] = []
+    built: dict[str | None, float] = {}  # cache key -> work seconds its build took
     n_layer: int | None = None
     runs: dict[str, Path] = {}
     try:
         shared, _ = prepare_data(base, work)
+        n_train = _train_size(shared, base)
+        candidates = tuple(
+            Candidate(
+                c.name,
+                fitted_options(n_train, base.train.batch_size, base.train.grad_accum),
+                c.why,
+            )
+            if c.name == FITTED
+            else c
+            for c in candidates
+        )
         with shared_prefix_cache(capacity=2) as memo:
             for i, cand in enumerate(candidates):
-                left = deadline - time.monotonic()
-                predicted = _predict_seconds(cand, base, measured, n_layer)
+                left = deadline - work_clock()
+                predicted = _predict_seconds(cand, base, measured, n_layer, built)
                 row = Tried(
                     cand.name,
                     dict(cand.params),
@@ -230,10 +379,13 @@ def auto_recipe(
                 )
                 tried.append(row)
                 if i and (left <= 0 or (predicted is not None and predicted > left)):
+                    used = work_clock() - w0
+                    need = _budget_text(used + (predicted or 0.0))
                     row.note = (
-                        f"predicted {predicted:.0f} s, {max(left, 0):.0f} s of the budget left"
+                        f"predicted {predicted:.0f} s of work, {max(left, 0):.0f} s of the "
+                        f"budget left; --budget {need} would run it"
                         if predicted is not None
-                        else "the budget ran out"
+                        else f"the budget ran out; --budget {need} would run it"
                     )
                     say(f"recipe auto: {cand.name}: skipped ({row.note})")
                     continue
@@ -246,7 +398,13 @@ def auto_recipe(
                     continue
                 stop = Deadline(None if i == 0 else deadline)
                 started = time.monotonic()
-                say(f"recipe auto: {cand.name} ({cand.why}) ...")
+                w_started = work_clock()
+                built_before = memo.built_s
+                say(
+                    f"recipe auto: {cand.name} ({cand.why}"
+                    + (f"; predicted {predicted:.0f} s of work" if predicted is not None else "")
+                    + ") ..."
+                )
                 try:
                     clf = train(cfg, quiet=True, progress=False, overwrite=True, callbacks=[stop])
                 except GPTClassifyError as exc:
@@ -254,6 +412,7 @@ def auto_recipe(
                     say(f"recipe auto: {cand.name}: failed: {exc}")
                     continue
                 seconds = time.monotonic() - started
+                work_s = work_clock() - w_started
                 metrics = clf.metrics or {}
                 epochs_run = int(metrics.get("epochs_run") or 0)
                 row.state = "stopped" if stop.hit else "done"
@@ -261,18 +420,26 @@ def auto_recipe(
                 row.val_loss = float(metrics["validation"]["loss"])
                 if "test" in metrics:
                     row.test_accuracy = float(metrics["test"]["accuracy"])
-                row.epochs_run, row.seconds = epochs_run, seconds
+                row.epochs_run, row.seconds, row.work_s = epochs_run, seconds, work_s
                 if stop.hit:
                     row.note = f"the budget ran out after epoch {epochs_run}; best epoch kept"
                 runs[cand.name] = run_dir
                 n_layer = n_layer or _n_layer(clf)
-                train_s = float(metrics.get("training_time_s") or seconds)
+                # Wall-clock parts of the run, converted to work seconds by its own ratio.
+                ratio = work_s / seconds if seconds > 0 else 1.0
+                train_s = float(metrics.get("training_time_s") or seconds) * ratio
+                cache_s = (memo.built_s - built_before) * ratio
+                key = _cache_key(cand.params, base)
+                if key is not None and cache_s > 0:
+                    built[key] = cache_s
                 work_units = max(epochs_run, 1) * _blocks(cand.params, base, n_layer)
-                if cand.params.get("trainable", base.trainable) != "lora":
-                    measured.append((work_units, train_s, max(seconds - train_s, 0.0)))
+                if key is not None:
+                    measured.append(
+                        Measured(work_units, train_s, max(work_s - train_s, 0.0), cache_s)
+                    )
                 say(
                     f"recipe auto: {cand.name}: validation accuracy {row.val_accuracy:.4f}, "
-                    f"loss {row.val_loss:.4f} ({seconds:.0f} s"
+                    f"loss {row.val_loss:.4f} ({seconds:.0f} s, {work_s:.0f} s of work"
                     + (", stopped by the budget" if stop.hit else "")
                     + ")"
                 )
@@ -296,6 +463,17 @@ def auto_recipe(
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_size(data, base: TrainConfig) -> int:
+    from gptclassify.data.sources import load_data  # the shared split, already written
+
+    return len(load_data(data, base.train.seed).train.texts)
+
+
+def _budget_text(seconds: float) -> str:
+    """A --budget that covers `seconds`, in whole minutes (with a margin of a tenth)."""
+    return f"{max(math.ceil(seconds * 1.1 / 60), 1)}m"
 
 
 def _n_layer(clf: Classifier) -> int | None:
@@ -327,6 +505,7 @@ def _record(result: RecipeResult, base: TrainConfig) -> dict[str, Any]:
         "chosen": result.chosen,
         "reason": result.reason,
         "budget_s": result.budget_s,
+        "budget_counts": "work seconds: this process's CPU time over its torch threads",
         "wall_s": result.wall_s,
         "selection": "full-validation accuracy, then validation loss, then time",
         "tried": [asdict(t) for t in result.tried],
