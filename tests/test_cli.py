@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from gptclassify import tokenizer
 from gptclassify.cli import cli
-from gptclassify.config import PRESETS
+from gptclassify.models import PRESETS
 
 
 def test_help_lists_commands():

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from gptclassify.config import PRESETS, GPTConfig
+from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.model import GPTModel, attention_bias
+from gptclassify.models import PRESETS, preset
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def test_config_json_round_trip_and_errors(tmp_path):
     with pytest.raises(GPTClassifyError, match="not valid JSON"):
         GPTConfig.from_json(path)
     with pytest.raises(GPTClassifyError, match="unknown model preset 'gpt3'"):
-        GPTConfig.from_name("gpt3")
+        preset("gpt3")
 
 
 def test_skip_meta_init_skips_only_meta_tensors():

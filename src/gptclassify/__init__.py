@@ -19,7 +19,7 @@ _EXPORTS = {
     "train": "gptclassify.training",
     "GPTClassifier": "gptclassify.classifier",
     "GPTConfig": "gptclassify.config",
-    "PRESETS": "gptclassify.config",
+    "PRESETS": "gptclassify.models",
     "GPTClassifyError": "gptclassify.errors",
     "GPTModel": "gptclassify.model",
     "generate": "gptclassify.generation",
@@ -55,10 +55,11 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:  # let type checkers and IDEs see the real objects
     from gptclassify.args import DataConfig, TrainConfig
     from gptclassify.classifier import GPTClassifier
-    from gptclassify.config import PRESETS, GPTConfig
+    from gptclassify.config import GPTConfig
     from gptclassify.errors import GPTClassifyError
     from gptclassify.generation import generate, generate_text
     from gptclassify.model import GPTModel
+    from gptclassify.models import PRESETS
     from gptclassify.predict import Classifier
     from gptclassify.training import train
     from gptclassify.weights import load_pretrained

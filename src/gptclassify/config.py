@@ -5,15 +5,21 @@ One config describes every family we implement (litgpt's approach: families diff
 not by copies of the model). The defaults are GPT-2's, so a config.json written before the
 other families existed (seven GPT-2 fields) still reads as the same model. The switches:
 
-| field        | GPT-2      | Llama 3 / SmolLM2 / Mistral | Qwen2 / Qwen2.5 | Qwen3   |
-|--------------|------------|-----------------------------|-----------------|---------|
-| norm         | layernorm  | rmsnorm                     | rmsnorm         | rmsnorm |
-| positions    | learned    | rope                        | rope            | rope    |
-| mlp          | gelu       | swiglu                      | swiglu          | swiglu  |
-| qkv_bias     | yes        | no                          | yes             | no      |
-| out/mlp bias | yes        | no                          | no              | no      |
-| qk_norm      | no         | no                          | no              | yes     |
-| n_kv_heads   | = n_heads  | fewer (grouped-query)       | fewer           | fewer   |
+| field          | GPT-2     | Llama 3 / SmolLM2 / Mistral | Qwen2 / 2.5 | Qwen3   | Gemma 3       |
+|----------------|-----------|-----------------------------|-------------|---------|---------------|
+| norm           | layernorm | rmsnorm                     | rmsnorm     | rmsnorm | rmsnorm       |
+| norm_offset    | no        | no                          | no          | no      | yes (1 + w)   |
+| post_norms     | no        | no                          | no          | no      | yes           |
+| embed_scale    | no        | no                          | no          | no      | sqrt(width)   |
+| positions      | learned   | rope                        | rope        | rope    | rope (2 bases)|
+| mlp            | gelu      | swiglu                      | swiglu      | swiglu  | geglu         |
+| qkv_bias       | yes       | no                          | yes         | no      | no            |
+| out/mlp bias   | yes       | no                          | no          | no      | no            |
+| qk_norm        | no        | no                          | no          | yes     | yes           |
+| n_kv_heads     | = n_heads | fewer (grouped-query)       | fewer       | fewer   | fewer         |
+| sliding_window | no        | no                          | no          | no      | 5 of 6 layers |
+
+Which family a config belongs to, its presets and Hub ids are in models/ (the registry).
 """
 
 from __future__ import annotations
@@ -31,11 +37,9 @@ PAD_TOKEN_ID = 50256
 TOKENIZER_VOCAB = 50257
 """Token ids GPT-2's tokenizer emits (0..50256): a model needs at least this many."""
 
-FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
-"""Model families implemented here (Hugging Face `model_type` names; SmolLM2 is `llama`)."""
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "swiglu", "geglu")
 
 POOLS: tuple[str, ...] = ("last-real", "last", "first", "mean")
 """Which position is classified (see classifier.py)."""
@@ -91,7 +95,8 @@ class GPTConfig:
     qkv_bias: bool = True
     """Whether the query/key/value projection has a bias (True for OpenAI's GPT-2)."""
     family: str = "gpt2"
-    """Which family's checkpoints and exports this model follows (one of FAMILIES)."""
+    """Which family's checkpoints and exports this model follows: a transformers
+    `model_type` of models/' registry (gpt2, llama, mistral, qwen2, qwen3, gemma3_text)."""
     norm: str = "layernorm"
     """layernorm (with bias) or rmsnorm (weight only)."""
     norm_eps: float = 1e-5
@@ -109,7 +114,8 @@ class GPTConfig:
     rope_original_context: int = 8192
     """llama3 scaling: the context the model was pretrained with before scaling."""
     mlp: str = "gelu"
-    """gelu: c_proj(gelu(c_fc x)); swiglu: c_proj(silu(gate x) * up x) with c_fc = [gate; up]."""
+    """gelu: c_proj(gelu(c_fc x)); swiglu: c_proj(silu(gate x) * up x) with c_fc = [gate; up];
+    geglu: the same gate with GELU's tanh approximation (Gemma)."""
     mlp_hidden: int = 0
     """Width of the MLP's hidden layer (0: 4 x emb_dim, GPT-2's)."""
     n_kv_heads: int = 0
@@ -124,13 +130,33 @@ class GPTConfig:
     """RMSNorm of every query and key head before the rotary positions (Qwen3)."""
     tie_embeddings: bool = True
     """Whether the language-model head shares the token embedding's weights."""
+    norm_offset: bool = False
+    """RMSNorm scales by (1 + weight), computed in fp32, instead of by weight (Gemma)."""
+    post_norms: bool = False
+    """A norm on the attention's and the MLP's outputs too, before each residual add (Gemma
+    2/3's "sandwich": ln_1 -> attn -> post_attn_norm, ln_2 -> mlp -> post_mlp_norm)."""
+    embed_scale: bool = False
+    """Token embeddings multiplied by sqrt(emb_dim), rounded to their dtype (Gemma)."""
+    attn_scalar: float = 0.0
+    """Queries are scaled by attn_scalar ** -0.5 (0: head_dim, the usual 1 / sqrt(head_dim));
+    Gemma's `query_pre_attn_scalar`."""
+    sliding_window: int = 0
+    """Keys a sliding-window layer's query sees, itself included (0: no sliding window)."""
+    global_every: int = 0
+    """With a sliding window: layers N-1, 2N-1, ... attend to everything and the others slide
+    (Gemma 3: 6, five sliding layers to one global); 0: every layer slides."""
+    rope_local_theta: float = 0.0
+    """Rotary base of the sliding-window layers (0: rope_theta; Gemma 3: 10,000)."""
+    rope_linear: float = 0.0
+    """Linear rotary scaling of the global layers: positions divided by this (0: none;
+    Gemma 3 4B and larger: 8)."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("mlp_hidden", "n_kv_heads", "head_size"):
+        for name in ("mlp_hidden", "n_kv_heads", "head_size", "sliding_window", "global_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"GPTConfig.{name} must be an integer >= 0, got {value!r}")
@@ -150,8 +176,9 @@ class GPTConfig:
                 raise ValueError(
                     f"GPTConfig.{f.name} must be true or false, got {getattr(self, f.name)!r}"
                 )
+        if not isinstance(self.family, str) or not self.family:
+            raise ValueError(f"GPTConfig.family must be a model type, got {self.family!r}")
         for name, allowed in (
-            ("family", FAMILIES),
             ("norm", NORMS),
             ("positions", POSITIONS),
             ("mlp", MLPS),
@@ -163,6 +190,17 @@ class GPTConfig:
                 )
         if not self.norm_eps > 0 or not self.rope_theta > 0 or self.rope_factor < 0:
             raise ValueError("GPTConfig.norm_eps and rope_theta must be > 0, rope_factor >= 0")
+        for name in ("attn_scalar", "rope_local_theta", "rope_linear"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"GPTConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.rope_linear and self.rope_factor:
+            raise ValueError("GPTConfig.rope_linear and rope_factor cannot both be set")
+
+    def sliding(self, layer: int) -> bool:
+        """Whether block `layer` attends within the sliding window."""
+        if not self.sliding_window:
+            return False
+        return not self.global_every or (layer + 1) % self.global_every != 0
 
     @property
     def head_dim(self) -> int:
@@ -192,9 +230,9 @@ class GPTConfig:
         c, v, t, n = self.emb_dim, self.vocab_size, self.context_length, self.n_layers
         norm = 2 * c if self.norm == "layernorm" else c
         q, qkv, h = self.n_heads * self.head_dim, self.qkv_dim, self.hidden_dim
-        up = 2 * h if self.mlp == "swiglu" else h
+        up = h if self.mlp == "gelu" else 2 * h
         block = (
-            2 * norm
+            (4 if self.post_norms else 2) * norm
             + c * qkv
             + (qkv if self.qkv_bias else 0)  # c_attn
             + q * c
@@ -213,7 +251,7 @@ class GPTConfig:
         """Every field for a non-GPT-2 family; GPT-2's seven fields alone for GPT-2 (the
         config.json that older versions wrote and read)."""
         data = asdict(self)
-        if self.family == "gpt2":
+        if self.gpt2_fields_only:
             defaults = GPTConfig()
             for f in fields(self):
                 if f.name not in _GPT2_FIELDS and data[f.name] == getattr(defaults, f.name):
@@ -244,14 +282,10 @@ class GPTConfig:
             raise GPTClassifyError(f"{path}: expected a JSON object of GPTConfig fields")
         return cls.from_dict(data, source=str(path))
 
-    @classmethod
-    def from_name(cls, name: str) -> GPTConfig:
-        try:
-            return PRESETS[name]
-        except KeyError:
-            raise GPTClassifyError(
-                f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}"
-            ) from None
+    @property
+    def gpt2_fields_only(self) -> bool:
+        """Whether `to_dict` writes GPT-2's seven fields alone (what layouts 1 and 2 hold)."""
+        return self.family == "gpt2"
 
 
 _GPT2_FIELDS = (
@@ -263,148 +297,3 @@ _GPT2_FIELDS = (
     "drop_rate",
     "qkv_bias",
 )
-
-
-def _llama(**shape: Any) -> GPTConfig:
-    """A Llama-style shape: RMSNorm, rotary positions, SwiGLU, no biases, untied unless said."""
-    base = {
-        "family": "llama",
-        "norm": "rmsnorm",
-        "positions": "rope",
-        "mlp": "swiglu",
-        "qkv_bias": False,
-        "out_bias": False,
-        "mlp_bias": False,
-        "tie_embeddings": False,
-    }
-    return GPTConfig(**(base | shape))
-
-
-_LLAMA3_ROPE = {"rope_theta": 500000.0, "rope_factor": 32.0, "rope_original_context": 8192}
-_QWEN = {"vocab_size": 151936, "rope_theta": 1000000.0, "norm_eps": 1e-6, "tie_embeddings": True}
-
-PRESETS: dict[str, GPTConfig] = {
-    "gpt2": GPTConfig(emb_dim=768, n_layers=12, n_heads=12),
-    "gpt2-medium": GPTConfig(emb_dim=1024, n_layers=24, n_heads=16),
-    "gpt2-large": GPTConfig(emb_dim=1280, n_layers=36, n_heads=20),
-    "gpt2-xl": GPTConfig(emb_dim=1600, n_layers=48, n_heads=25),
-    # SmolLM2 (Hugging Face, 2024): Llama architecture, tied embeddings.
-    **{
-        name: _llama(
-            vocab_size=49152,
-            context_length=8192,
-            emb_dim=c,
-            n_layers=n,
-            n_heads=h,
-            n_kv_heads=kv,
-            mlp_hidden=m,
-            rope_theta=theta,
-            tie_embeddings=True,
-        )
-        for name, (c, n, h, kv, m, theta) in {
-            "smollm2-135m": (576, 30, 9, 3, 1536, 100000.0),
-            "smollm2-360m": (960, 32, 15, 5, 2560, 100000.0),
-            "smollm2-1.7b": (2048, 24, 32, 32, 8192, 130000.0),
-        }.items()
-    },
-    "llama-3.2-1b": _llama(
-        vocab_size=128256,
-        context_length=131072,
-        emb_dim=2048,
-        n_layers=16,
-        n_heads=32,
-        n_kv_heads=8,
-        mlp_hidden=8192,
-        tie_embeddings=True,
-        **_LLAMA3_ROPE,
-    ),
-    "llama-3.2-3b": _llama(
-        vocab_size=128256,
-        context_length=131072,
-        emb_dim=3072,
-        n_layers=28,
-        n_heads=24,
-        n_kv_heads=8,
-        mlp_hidden=8192,
-        tie_embeddings=True,
-        **_LLAMA3_ROPE,
-    ),
-    "qwen2.5-0.5b": _llama(
-        family="qwen2",
-        context_length=32768,
-        emb_dim=896,
-        n_layers=24,
-        n_heads=14,
-        n_kv_heads=2,
-        mlp_hidden=4864,
-        qkv_bias=True,
-        **_QWEN,
-    ),
-    "qwen2.5-1.5b": _llama(
-        family="qwen2",
-        context_length=32768,
-        emb_dim=1536,
-        n_layers=28,
-        n_heads=12,
-        n_kv_heads=2,
-        mlp_hidden=8960,
-        qkv_bias=True,
-        **_QWEN,
-    ),
-    "qwen3-0.6b": _llama(
-        family="qwen3",
-        context_length=40960,
-        emb_dim=1024,
-        n_layers=28,
-        n_heads=16,
-        n_kv_heads=8,
-        head_size=128,
-        mlp_hidden=3072,
-        qk_norm=True,
-        **_QWEN,
-    ),
-    "qwen3-1.7b": _llama(
-        family="qwen3",
-        context_length=40960,
-        emb_dim=2048,
-        n_layers=28,
-        n_heads=16,
-        n_kv_heads=8,
-        head_size=128,
-        mlp_hidden=6144,
-        qk_norm=True,
-        **_QWEN,
-    ),
-    # Mistral 7B v0.3: no sliding window; v0.1's 4,096-token window is equivalent up to
-    # 4,096 tokens, which is where weights.py caps its context.
-    "mistral-7b": _llama(
-        family="mistral",
-        vocab_size=32768,
-        context_length=32768,
-        emb_dim=4096,
-        n_layers=32,
-        n_heads=32,
-        n_kv_heads=8,
-        mlp_hidden=14336,
-        rope_theta=1000000.0,
-    ),
-}
-"""Named shapes: OpenAI's GPT-2 sizes and the other families' common small models."""
-
-HUB_REPOS: dict[str, str] = {
-    **{
-        name: f"openai-community/{name}"
-        for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-    },
-    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
-    "smollm2-360m": "HuggingFaceTB/SmolLM2-360M",
-    "smollm2-1.7b": "HuggingFaceTB/SmolLM2-1.7B",
-    "llama-3.2-1b": "meta-llama/Llama-3.2-1B",
-    "llama-3.2-3b": "meta-llama/Llama-3.2-3B",
-    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
-    "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B",
-    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
-    "qwen3-1.7b": "Qwen/Qwen3-1.7B",
-    "mistral-7b": "mistralai/Mistral-7B-v0.3",
-}
-"""Where each preset's pretrained weights live on the Hugging Face Hub."""

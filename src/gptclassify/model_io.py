@@ -27,12 +27,13 @@ from gptclassify.artifact import (
 )
 from gptclassify.artifact import versions as library_versions
 from gptclassify.classifier import GPTClassifier
-from gptclassify.config import PRESETS, GPTConfig
+from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_path, atomic_write, inside, sha256_file
 from gptclassify.lexical import LexicalHead
 from gptclassify.lora import is_adapter_or_head
 from gptclassify.model import GPTBody, skip_meta_init
+from gptclassify.models import PRESETS
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, load_tokenizer
 from gptclassify.weights import (
     gguf_path,

@@ -23,11 +23,19 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from safetensors import safe_open
 from torch import Tensor
 
-from gptclassify.config import HUB_REPOS, PRESETS, GPTConfig
+from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import read_json
 from gptclassify.model import GPTModel, skip_meta_init
-from gptclassify.models import HF_PREFIX, Source, config_from_hf, hf_ignored, hf_layout
+from gptclassify.models import (
+    HUB_REPOS,
+    PRESETS,
+    Source,
+    config_from_hf,
+    family_of,
+    hf_ignored,
+    hf_layout,
+)
 from gptclassify.packaged import DEFAULT_MODEL, is_packaged, packaged_file
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, gpt2
 
@@ -117,7 +125,7 @@ def map_hf_names(
     """
     layout = hf_layout(config, with_lm_head=True)
     expected = _expected_shapes(config)
-    prefix = HF_PREFIX["gpt2" if config.family == "gpt2" else "llama"]
+    prefix = family_of(config).prefix
     owner: dict[str, tuple[str, int]] = {}  # unprefixed file name -> (our name, its index)
     for ours, src in layout.items():
         for j, name in enumerate(src.names):
@@ -270,7 +278,7 @@ def download_pretrained(name: str, revision: str | None = None) -> Path:
             index = Path(hf_hub_download(repo, "model.safetensors.index.json", revision=revision))
             for shard in _shards(index):
                 hf_hub_download(repo, shard.name, revision=revision)
-        if read_json(config).get("model_type", "gpt2") != "gpt2":  # GPT-2's tokenizer ships here
+        if family_of(str(read_json(config).get("model_type", "gpt2"))).tokenizer_json:
             for i, file in enumerate(_TOKENIZER_FILES):
                 try:
                     hf_hub_download(repo, file, revision=revision)
@@ -378,8 +386,8 @@ def load_pretrained_model(name_or_path: str | Path, revision: str | None = None)
         return load_gguf(gguf_path(name_or_path))
     directory = pretrained_dir(name_or_path, revision)
     model = load_hf_directory(directory)
-    if model.config.family == "gpt2":
-        tokenizer: Tokenizer = gpt2()
+    if not family_of(model.config).tokenizer_json:
+        tokenizer: Tokenizer = gpt2()  # the family's tokenizer ships in the package
     else:
         if not (directory / "tokenizer.json").is_file():
             raise GPTClassifyError(

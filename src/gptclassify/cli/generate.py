@@ -6,8 +6,8 @@ import click
 
 from gptclassify.cli.app import cli
 from gptclassify.cli.options import DEVICE
-from gptclassify.config import PRESETS
 from gptclassify.errors import GPTClassifyError
+from gptclassify.models import PRESETS
 from gptclassify.packaged import DEFAULT_MODEL
 
 MODEL_HELP = (

@@ -34,8 +34,9 @@ from gptclassify.args import (
     option_map,
     parse_value,
 )
-from gptclassify.config import PRESETS, GPTConfig
+from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
+from gptclassify.models import PRESETS, family_of
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,9 @@ QUICK_DEFAULTS: dict[str, Any] = {"epochs": 1}
 """Applied to quick entries that do not set these fields themselves."""
 
 
-QUICK_PRESETS = tuple(name for name, c in PRESETS.items() if c.family == "gpt2")
+QUICK_PRESETS = tuple(
+    name for name, c in PRESETS.items() if not family_of(c).tokenizer_json
+)
 """The presets quick mode stands in for (the book's design space is GPT-2's; another
 family's random init would need that family's tokenizer from the Hub)."""
 

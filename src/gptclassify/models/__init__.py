@@ -1,17 +1,18 @@
-"""The model families: how each one's Hugging Face (and GGUF) files map onto our decoder.
+"""The model families: a registry of `Family` records, one per module, found by `model_type`.
 
 model.py is the one decoder; config.py describes every family with switches. What differs
-per family is data, kept here, one module per family layout:
+per family is data, kept here, one module per family layout, each exporting `FAMILY`
+(models/base.py says what a record holds: transformers' model types and classes, the
+tensor-name prefix, presets and Hub ids, the tokenizer rule, config from/to transformers, the
+tensor layout, ignored names, export fix-ups, GGUF architecture names):
 
 - `gpt2`: OpenAI's GPT-2 (transformers' `gpt2`).
 - `llama`: Llama 3.x, SmolLM2 (`llama`), Mistral (`mistral`), Qwen2 / Qwen2.5 (`qwen2`) and
   Qwen3 (`qwen3`): RMSNorm, rotary positions, SwiGLU, grouped-query attention.
 
-Each family module gives `config_from_hf(hf, source) -> GPTConfig` (refusing what we do not
-implement, with the reason), `config_to_hf(config) -> dict` and `hf_layout(config)`: for each
-of our parameters, the Hugging Face tensors it is made of (concatenated along the output
-dimension; fused projections) and whether they are stored transposed. Loading
-(weights.py) and export (export/hf.py) both read this one table.
+Adding a family is one module here plus its switches in model.py/config.py. Code outside
+models/, model.py and config.py asks the record (`family_of(config)`), never compares
+family names (tests/test_architecture.py checks).
 """
 
 from __future__ import annotations
@@ -21,13 +22,73 @@ from typing import Any
 from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.models import gpt2, llama
-from gptclassify.models.base import HF_PREFIX, Source
+from gptclassify.models.base import Family, GGUFArch, Source
 
-__all__ = ["HF_PREFIX", "Source", "config_from_hf", "config_to_hf", "hf_ignored", "hf_layout"]
+__all__ = [
+    "FAMILIES",
+    "HUB_REPOS",
+    "PRESETS",
+    "Family",
+    "GGUFArch",
+    "Source",
+    "config_from_hf",
+    "config_to_hf",
+    "family_of",
+    "gguf_arch",
+    "hf_ignored",
+    "hf_layout",
+    "preset",
+]
+
+FAMILIES: tuple[Family, ...] = (gpt2.FAMILY, llama.FAMILY)
+"""Every family we implement."""
+
+_BY_MODEL_TYPE: dict[str, Family] = {t: f for f in FAMILIES for t in f.model_types}
+
+PRESETS: dict[str, GPTConfig] = {name: c for f in FAMILIES for name, c in f.presets.items()}
+"""Named shapes of every family."""
+
+HUB_REPOS: dict[str, str] = {name: r for f in FAMILIES for name, r in f.hub_repos.items()}
+"""Where each preset's pretrained weights live on the Hugging Face Hub."""
 
 
-def _module(family: str):
-    return gpt2 if family == "gpt2" else llama
+def _model_types() -> str:
+    return ", ".join(_BY_MODEL_TYPE)
+
+
+def family_of(config: GPTConfig | str) -> Family:
+    """The record of a config's family (or of a `model_type`); one line naming the known
+    ones for anything else."""
+    model_type = config if isinstance(config, str) else config.family
+    try:
+        return _BY_MODEL_TYPE[model_type]
+    except (KeyError, TypeError):
+        raise GPTClassifyError(
+            f"model family {model_type!r} is not implemented; supported: {_model_types()}"
+        ) from None
+
+
+def preset(name: str) -> GPTConfig:
+    """A named shape (`PRESETS`), or one line listing them."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise GPTClassifyError(
+            f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}"
+        ) from None
+
+
+def gguf_arch(name: Any) -> GGUFArch | None:
+    """The family description of a GGUF `general.architecture` (None: not implemented)."""
+    for family in FAMILIES:
+        if name in family.gguf:
+            return family.gguf[name]
+    return None
+
+
+def gguf_architectures() -> tuple[str, ...]:
+    """Every GGUF architecture we read."""
+    return tuple(sorted(a for f in FAMILIES for a in f.gguf))
 
 
 def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig:
@@ -35,28 +96,26 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig
     if not isinstance(hf, dict):
         raise GPTClassifyError(f"{source}: expected a JSON object")
     model_type = hf.get("model_type", "gpt2")
-    if model_type == "gpt2":
-        return _module("gpt2").config_from_hf(hf, source)
-    if model_type in ("llama", "mistral", "qwen2", "qwen3"):
-        return _module("llama").config_from_hf(hf, source)
-    raise GPTClassifyError(
-        f"{source}: model_type {model_type!r} is not implemented; supported: gpt2, llama "
-        "(Llama 3.x, SmolLM2), mistral, qwen2 (Qwen2, Qwen2.5), qwen3"
-    )
+    family = _BY_MODEL_TYPE.get(model_type) if isinstance(model_type, str) else None
+    if family is None:
+        raise GPTClassifyError(
+            f"{source}: model_type {model_type!r} is not implemented; supported: {_model_types()}"
+        )
+    return family.config_from_hf(hf, source)
 
 
 def config_to_hf(config: GPTConfig) -> dict[str, Any]:
     """transformers' config.json fields for the language model of this shape."""
-    return _module(config.family).config_to_hf(config)
+    return family_of(config).config_to_hf(config)
 
 
 def hf_layout(config: GPTConfig, with_lm_head: bool = False) -> dict[str, Source]:
     """Our parameter name -> its Hugging Face source tensors (backbone, plus the untied
     language-model head when asked)."""
-    return _module(config.family).hf_layout(config, with_lm_head)
+    return family_of(config).hf_layout(config, with_lm_head)
 
 
 def hf_ignored(config: GPTConfig, name: str) -> bool:
     """Tensors some files carry that are not parameters (masks, rotary tables) or that we
     tie ourselves."""
-    return _module(config.family).hf_ignored(config, name)
+    return family_of(config).hf_ignored(config, name)

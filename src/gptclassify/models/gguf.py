@@ -34,11 +34,21 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
 from safetensors.torch import save_file
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 
 from gptclassify import progress
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import replace_folder, sha256_file
+from gptclassify.models import GGUFArch, gguf_arch, gguf_architectures
 
 QUANT_TYPES = tuple(
     GGMLQuantizationType[name]
@@ -48,33 +58,9 @@ QUANT_TYPES = tuple(
 )  # fmt: skip
 """The tensor types we read (each one tested against the gguf package's own dequantizer)."""
 
-# general.architecture -> (transformers model_type, class, gguf's arch enum, rotary rows permuted)
-# llama.cpp runs llama with interleaved ("normal") rotary and permutes q/k rows on conversion
-# so that the pairs line up; qwen2/qwen3 use NeoX rotary, the layout transformers has, and
-# are stored unpermuted.
-ARCHITECTURES = {
-    "llama": ("llama", "LlamaForCausalLM", gguf.MODEL_ARCH.LLAMA, True),
-    "qwen2": ("qwen2", "Qwen2ForCausalLM", gguf.MODEL_ARCH.QWEN2, False),
-    "qwen3": ("qwen3", "Qwen3ForCausalLM", gguf.MODEL_ARCH.QWEN3, False),
-}
-
-# Parameter names per family, as transformers names them. A file tensor outside this list is
-# refused (never silently dropped); one missing from the file is refused too, except the
-# optional ones (biases llama may carry, the untied output head).
-_LAYER_PARAMS = (
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-    "input_layernorm.weight",
-    "post_attention_layernorm.weight",
-)
-_QKV_BIASES = ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias")
-_QK_NORMS = ("self_attn.q_norm.weight", "self_attn.k_norm.weight")
-_FAMILY_PARAMS = {"llama": (), "qwen2": _QKV_BIASES, "qwen3": _QK_NORMS}
+# What each general.architecture is (transformers' model_type and class, the gguf package's
+# tensor-name map, per-layer tensors, llama's permuted q/k rows, Gemma's +1 norms) is part of
+# its family's record: models/<family>.py's GGUF table.
 
 # tokenizer.ggml.pre -> how text is split before BPE, as llama.cpp splits it for that name
 # (llama-vocab.cpp) and as the model's own tokenizer.json does. SmolLM's is StarCoder's:
@@ -186,16 +172,17 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheck
     reader = _open(path)
     meta = _metadata(reader, path)
     arch = meta.get("general.architecture")
-    if arch not in ARCHITECTURES:
+    spec = gguf_arch(arch)
+    if spec is None:
         raise GPTClassifyError(
             f"{path}: general.architecture is {arch!r}; gptclassify reads "
-            f"{', '.join(sorted(ARCHITECTURES))} GGUF files"
+            f"{', '.join(gguf_architectures())} GGUF files"
         )
     tensors = {t.name: t for t in reader.tensors}
-    config = _config(meta, arch, tensors, path)
-    tokenizer, tokenizer_config = _tokenizer(meta, path)
+    config = _config(meta, arch, spec, tensors, path)
+    tokenizer, tokenizer_config = _tokenizer(meta, path, spec)
     tokenizer_config["model_max_length"] = config["max_position_embeddings"]
-    state_dict = _state_dict(reader, config, arch, path, dtype)
+    state_dict = _state_dict(reader, config, arch, spec, path, dtype)
     return GGUFCheckpoint(
         config=config,
         state_dict=state_dict,
@@ -241,9 +228,10 @@ def _metadata(reader: GGUFReader, path: Path) -> dict[str, Any]:
     return meta
 
 
-def _config(meta: dict[str, Any], arch: str, tensors: dict, path: Path) -> dict[str, Any]:
+def _config(
+    meta: dict[str, Any], arch: str, spec: GGUFArch, tensors: dict, path: Path
+) -> dict[str, Any]:
     """transformers' config.json for the file, from its `{arch}.*` metadata."""
-    model_type, class_name, _, _ = ARCHITECTURES[arch]
 
     def get(key: str, default: Any = None, required: bool = True) -> Any:
         value = meta.get(f"{arch}.{key}", default)
@@ -258,8 +246,8 @@ def _config(meta: dict[str, Any], arch: str, tensors: dict, path: Path) -> dict[
     head_dim = int(get("attention.key_length", hidden // heads))
     vocab = meta.get("tokenizer.ggml.tokens")
     config = {
-        "architectures": [class_name],
-        "model_type": model_type,
+        "architectures": [spec.hf_class],
+        "model_type": spec.model_type,
         "hidden_size": hidden,
         "intermediate_size": int(get("feed_forward_length")),
         "num_hidden_layers": int(get("block_count")),
@@ -275,11 +263,8 @@ def _config(meta: dict[str, Any], arch: str, tensors: dict, path: Path) -> dict[
         "tie_word_embeddings": "output.weight" not in tensors,
         "attention_bias": "blk.0.attn_q.bias" in tensors,
     }
-    if model_type == "llama":
-        config["mlp_bias"] = False
-    if model_type == "qwen2":  # q/k/v biases always, no switch for them
-        del config["attention_bias"]
-        config["use_sliding_window"] = False
+    if spec.config is not None:
+        config = spec.config(get, config)
     for name, key in _SPECIAL_IDS.items():
         token_id = meta.get(f"tokenizer.ggml.{key}")
         config[f"{name}_token_id"] = None if token_id is None else int(token_id)
@@ -366,18 +351,17 @@ def _llama3_divisors(inv_freq: np.ndarray, s: dict) -> np.ndarray:
 
 
 def _state_dict(
-    reader: GGUFReader, config: dict, arch: str, path: Path, dtype: torch.dtype
+    reader: GGUFReader, config: dict, arch: str, spec: GGUFArch, path: Path, dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
-    """Every tensor dequantized, renamed to transformers' names, q/k rows un-permuted (llama)."""
-    _, _, gguf_arch, permuted = ARCHITECTURES[arch]
+    """Every tensor dequantized, renamed to transformers' names, q/k rows un-permuted (llama),
+    the 1 taken off Gemma's norm weights."""
     layers = config["num_hidden_layers"]
-    name_map = gguf.get_tensor_name_map(gguf_arch, layers)
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[spec.gguf_arch], layers)
     wanted = ["model.embed_tokens.weight", "model.norm.weight"]
     optional = ["lm_head.weight"]
     for i in range(layers):
-        wanted += [f"model.layers.{i}.{p}" for p in _LAYER_PARAMS + _FAMILY_PARAMS[arch]]
-        if arch == "llama":
-            optional += [f"model.layers.{i}.{p}" for p in _QKV_BIASES]
+        wanted += [f"model.layers.{i}.{p}" for p in spec.layer_params]
+        optional += [f"model.layers.{i}.{p}" for p in spec.optional_layer_params]
     to_hf = {name_map.get_name(n, try_suffixes=(".weight", ".bias")): n for n in wanted + optional}
     # llama 3's rope_freqs is read into config.rope_scaling; it is not a parameter.
     unexpected = [
@@ -413,8 +397,10 @@ def _state_dict(
         if not values.flags.writeable:  # F32 comes back as a view of the read-only map
             values = values.copy()
         tensor = torch.from_numpy(values.reshape(shape))
-        if permuted and (".q_proj." in name or ".k_proj." in name):
+        if spec.permuted and (".q_proj." in name or ".k_proj." in name):
             tensor = _unpermute(tensor, heads if ".q_proj." in name else kv_heads)
+        if spec.norm_offset and name.endswith("norm.weight"):
+            tensor = tensor - 1  # llama.cpp stores Gemma's (1 + w); transformers holds w
         state_dict[name] = tensor.to(dtype)
         del values, tensor  # only one fp32 tensor alive at a time
     bar.close()
@@ -455,6 +441,8 @@ def _check_shapes(state_dict: dict[str, torch.Tensor], config: dict, path: Path)
         "down_proj.weight": (h, ff),
         "input_layernorm.weight": (h,),
         "post_attention_layernorm.weight": (h,),
+        "pre_feedforward_layernorm.weight": (h,),
+        "post_feedforward_layernorm.weight": (h,),
         "q_norm.weight": (config["head_dim"],),
         "k_norm.weight": (config["head_dim"],),
     }
@@ -466,19 +454,76 @@ def _check_shapes(state_dict: dict[str, torch.Tensor], config: dict, path: Path)
             )
 
 
-def _tokenizer(meta: dict, path: Path) -> tuple[Tokenizer, dict[str, Any]]:
-    """Byte-level BPE rebuilt from tokenizer.ggml.*, as llama.cpp and transformers build it."""
+def _tokenizer(meta: dict, path: Path, spec: GGUFArch) -> tuple[Tokenizer, dict[str, Any]]:
+    """The tokenizer rebuilt from tokenizer.ggml.*, as llama.cpp and transformers build it:
+    byte-level BPE ("gpt2"), or Gemma's sentencepiece-style BPE ("llama")."""
     model = meta.get("tokenizer.ggml.model")
-    if model != "gpt2":
+    if model == "llama" and spec.sentencepiece:
+        tokenizer = _gemma_sentencepiece(meta, path)
+    elif model != "gpt2":
         why = {
             "llama": "a sentencepiece vocabulary",
             "t5": "a unigram vocabulary",
             "bert": "a WordPiece vocabulary",
         }.get(model, "not byte-level BPE")
         raise GPTClassifyError(
-            f"{path}: tokenizer.ggml.model is {model!r} ({why}); gptclassify builds only "
-            "GPT-2-style byte-level BPE tokenizers ('gpt2')"
+            f"{path}: tokenizer.ggml.model is {model!r} ({why}); gptclassify builds "
+            "GPT-2-style byte-level BPE tokenizers ('gpt2') and Gemma's sentencepiece ones"
         )
+    else:
+        tokenizer = _byte_level_bpe(meta, path)
+    return _with_special_tokens(tokenizer, meta, path)
+
+
+def _gemma_sentencepiece(meta: dict, path: Path) -> Tokenizer:
+    """Gemma's vocabulary as BPE with byte fallback (as transformers' GemmaTokenizer): spaces
+    spelled "\u2581" by the normalizer, no prefix space, unknown bytes as <0xNN> tokens.
+
+    The file lists no merges; they are rebuilt from the vocabulary, best first in the order
+    the tokens appear in the file (Gemma's scores do not follow its merge order), as
+    transformers' GGUF loader does. Tokens of spaces alone are stored as spaces ("  ") and
+    looked up as "\u2581\u2581": respelled first.
+    """
+    tokens = [
+        "\u2581" * len(t) if " " in t and not t.strip() else t
+        for t in meta["tokenizer.ggml.tokens"]
+    ]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise GPTClassifyError(f"{path}: tokenizer.ggml.tokens has duplicate tokens")
+    merges = _merges_in_vocabulary_order(tokens, vocab)
+    unk_id = meta.get("tokenizer.ggml.unknown_token_id")
+    unk = tokens[int(unk_id)] if unk_id is not None and 0 <= int(unk_id) < len(tokens) else None
+    tokenizer = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
+    )
+    tokenizer.normalizer = normalizers.Replace(" ", "\u2581")
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    return tokenizer
+
+
+def _merges_in_vocabulary_order(tokens: list[str], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """Every split of a token into two tokens, ranked by the token's place in the file
+    (earlier first), then longer left and right parts first, then by the parts' ids
+    (transformers' `generate_merges` with each token scored -index)."""
+    ranked = []
+    for index, token in enumerate(tokens):
+        local = [
+            (token[:k], token[k:])
+            for k in range(1, len(token))
+            if token[:k] in vocab and token[k:] in vocab
+        ]
+        local.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
+        ranked.extend((-index, len(left), len(right), left, right) for left, right in local)
+    ranked.sort(key=lambda m: (m[0], m[1], m[2]), reverse=True)
+    return [(left, right) for _, _, _, left, right in ranked]
+
+
+def _byte_level_bpe(meta: dict, path: Path) -> Tokenizer:
+    """GPT-2-style byte-level BPE with the file's pre-tokenizer."""
     pre = meta.get("tokenizer.ggml.pre", "default")
     if pre not in _PRE_TOKENIZERS:
         raise GPTClassifyError(
@@ -486,7 +531,6 @@ def _tokenizer(meta: dict, path: Path) -> tuple[Tokenizer, dict[str, Any]]:
         )
     tokens: list[str] = meta["tokenizer.ggml.tokens"]
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    token_types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     vocab = {token: i for i, token in enumerate(tokens)}
     if len(vocab) != len(tokens):
         raise GPTClassifyError(f"{path}: tokenizer.ggml.tokens has duplicate tokens")
@@ -509,6 +553,17 @@ def _tokenizer(meta: dict, path: Path) -> tuple[Tokenizer, dict[str, Any]]:
             ]
         )
     tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def _with_special_tokens(
+    tokenizer: Tokenizer, meta: dict, path: Path
+) -> tuple[Tokenizer, dict[str, Any]]:
+    """Control and user-defined tokens matched whole, the BOS/EOS template, and the
+    tokenizer_config that names the special tokens."""
+    tokens: list[str] = meta["tokenizer.ggml.tokens"]
+    token_types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
 
     # Control tokens (<|im_start|>, <|endoftext|>) are matched whole in text, as llama.cpp
     # and transformers do; user-defined ones (<think>) too, but as normal tokens.
@@ -523,7 +578,8 @@ def _tokenizer(meta: dict, path: Path) -> tuple[Tokenizer, dict[str, Any]]:
         [
             AddedToken(tok, special=False, normalized=False)
             for tok, kind_ in zip(tokens, token_types, strict=False)
-            if kind_ == _USER_DEFINED
+            # Gemma's runs of spaces are user-defined, but respelled in its vocabulary.
+            if kind_ == _USER_DEFINED and tok in vocab
         ]
     )
 

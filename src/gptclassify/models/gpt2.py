@@ -12,7 +12,7 @@ from typing import Any
 
 from gptclassify.config import PAD_TOKEN_ID, GPTConfig
 from gptclassify.errors import GPTClassifyError
-from gptclassify.models.base import Source
+from gptclassify.models.base import Family, Source
 
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 """Conv1D weights stored (in, out) in GPT-2 files; nn.Linear wants (out, in)."""
@@ -101,3 +101,38 @@ def hf_layout(config: GPTConfig, with_lm_head: bool = False) -> dict[str, Source
 def hf_ignored(config: GPTConfig, name: str) -> bool:
     # lm_head.weight is tied to wte in GPT-2 (its shape is still checked by the loader).
     return bool(_IGNORED.match(name)) or name == "lm_head.weight"
+
+
+def export_fixups(config: GPTConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """transformers' GPT-2 always has a q/k/v bias: a zero one where ours has none."""
+    some = state["transformer.wte.weight"]
+    for i in range(config.n_layers):
+        name = f"transformer.h.{i}.attn.c_attn.bias"
+        if name not in state:
+            state[name] = some.new_zeros(3 * config.emb_dim)
+    return state
+
+
+SIZES = {
+    "gpt2": (768, 12, 12),
+    "gpt2-medium": (1024, 24, 16),
+    "gpt2-large": (1280, 36, 20),
+    "gpt2-xl": (1600, 48, 25),
+}
+
+FAMILY = Family(
+    name="gpt2",
+    model_types=("gpt2",),
+    hf_classes={"gpt2": ("GPT2LMHeadModel", "GPT2ForSequenceClassification")},
+    prefix="transformer.",
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    hf_layout=hf_layout,
+    hf_ignored=hf_ignored,
+    presets={
+        name: GPTConfig(emb_dim=c, n_layers=n, n_heads=h) for name, (c, n, h) in SIZES.items()
+    },
+    hub_repos={name: f"openai-community/{name}" for name in SIZES},
+    tokenizer_json=False,
+    export_fixups=export_fixups,
+)

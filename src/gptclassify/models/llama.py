@@ -15,17 +15,10 @@ from typing import Any
 
 from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
-from gptclassify.models.base import Source
+from gptclassify.models.base import Family, GGUFArch, Source
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 _IGNORED = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
-HF_CLASSES = {
-    "llama": "Llama",
-    "mistral": "Mistral",
-    "qwen2": "Qwen2",
-    "qwen3": "Qwen3",
-}
-"""The prefix of transformers' class names per family (LlamaForCausalLM, ...)."""
+_CLASS_PREFIX = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
 
 
 def _rope(hf: dict[str, Any], source: str) -> dict[str, Any]:
@@ -202,3 +195,198 @@ def hf_layout(config: GPTConfig, with_lm_head: bool = False) -> dict[str, Source
 
 def hf_ignored(config: GPTConfig, name: str) -> bool:
     return bool(_IGNORED.match(name)) or (config.tie_embeddings and name == "lm_head.weight")
+
+
+def _llama(**shape: Any) -> GPTConfig:
+    """A Llama-style shape: RMSNorm, rotary positions, SwiGLU, no biases, untied unless said."""
+    base = {
+        "family": "llama",
+        "norm": "rmsnorm",
+        "positions": "rope",
+        "mlp": "swiglu",
+        "qkv_bias": False,
+        "out_bias": False,
+        "mlp_bias": False,
+        "tie_embeddings": False,
+    }
+    return GPTConfig(**(base | shape))
+
+
+_LLAMA3_ROPE = {"rope_theta": 500000.0, "rope_factor": 32.0, "rope_original_context": 8192}
+_QWEN = {"vocab_size": 151936, "rope_theta": 1000000.0, "norm_eps": 1e-6, "tie_embeddings": True}
+
+PRESETS: dict[str, GPTConfig] = {
+    # SmolLM2 (Hugging Face, 2024): Llama architecture, tied embeddings.
+    **{
+        name: _llama(
+            vocab_size=49152,
+            context_length=8192,
+            emb_dim=c,
+            n_layers=n,
+            n_heads=h,
+            n_kv_heads=kv,
+            mlp_hidden=m,
+            rope_theta=theta,
+            tie_embeddings=True,
+        )
+        for name, (c, n, h, kv, m, theta) in {
+            "smollm2-135m": (576, 30, 9, 3, 1536, 100000.0),
+            "smollm2-360m": (960, 32, 15, 5, 2560, 100000.0),
+            "smollm2-1.7b": (2048, 24, 32, 32, 8192, 130000.0),
+        }.items()
+    },
+    "llama-3.2-1b": _llama(
+        vocab_size=128256,
+        context_length=131072,
+        emb_dim=2048,
+        n_layers=16,
+        n_heads=32,
+        n_kv_heads=8,
+        mlp_hidden=8192,
+        tie_embeddings=True,
+        **_LLAMA3_ROPE,
+    ),
+    "llama-3.2-3b": _llama(
+        vocab_size=128256,
+        context_length=131072,
+        emb_dim=3072,
+        n_layers=28,
+        n_heads=24,
+        n_kv_heads=8,
+        mlp_hidden=8192,
+        tie_embeddings=True,
+        **_LLAMA3_ROPE,
+    ),
+    "qwen2.5-0.5b": _llama(
+        family="qwen2",
+        context_length=32768,
+        emb_dim=896,
+        n_layers=24,
+        n_heads=14,
+        n_kv_heads=2,
+        mlp_hidden=4864,
+        qkv_bias=True,
+        **_QWEN,
+    ),
+    "qwen2.5-1.5b": _llama(
+        family="qwen2",
+        context_length=32768,
+        emb_dim=1536,
+        n_layers=28,
+        n_heads=12,
+        n_kv_heads=2,
+        mlp_hidden=8960,
+        qkv_bias=True,
+        **_QWEN,
+    ),
+    "qwen3-0.6b": _llama(
+        family="qwen3",
+        context_length=40960,
+        emb_dim=1024,
+        n_layers=28,
+        n_heads=16,
+        n_kv_heads=8,
+        head_size=128,
+        mlp_hidden=3072,
+        qk_norm=True,
+        **_QWEN,
+    ),
+    "qwen3-1.7b": _llama(
+        family="qwen3",
+        context_length=40960,
+        emb_dim=2048,
+        n_layers=28,
+        n_heads=16,
+        n_kv_heads=8,
+        head_size=128,
+        mlp_hidden=6144,
+        qk_norm=True,
+        **_QWEN,
+    ),
+    # Mistral 7B v0.3: no sliding window; v0.1's 4,096-token window is equivalent up to
+    # 4,096 tokens, which is where _context caps its context.
+    "mistral-7b": _llama(
+        family="mistral",
+        vocab_size=32768,
+        context_length=32768,
+        emb_dim=4096,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=8,
+        mlp_hidden=14336,
+        rope_theta=1000000.0,
+    ),
+}
+
+HUB_REPOS = {
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
+    "smollm2-360m": "HuggingFaceTB/SmolLM2-360M",
+    "smollm2-1.7b": "HuggingFaceTB/SmolLM2-1.7B",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B",
+    "llama-3.2-3b": "meta-llama/Llama-3.2-3B",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B",
+    "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "qwen3-1.7b": "Qwen/Qwen3-1.7B",
+    "mistral-7b": "mistralai/Mistral-7B-v0.3",
+}
+
+_LAYER = (
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+    "input_layernorm.weight",
+    "post_attention_layernorm.weight",
+)
+_QKV_BIASES = ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias")
+
+# llama.cpp runs llama with interleaved ("normal") rotary and permutes q/k rows on conversion
+# so that the pairs line up; qwen2/qwen3 use NeoX rotary, the layout transformers has, and
+# are stored unpermuted.
+GGUF = {
+    "llama": GGUFArch(
+        "llama",
+        "LlamaForCausalLM",
+        "LLAMA",
+        _LAYER,
+        optional_layer_params=_QKV_BIASES,
+        permuted=True,
+        config=lambda get, c: c | {"mlp_bias": False},
+    ),
+    # q/k/v biases always, no switch for them
+    "qwen2": GGUFArch(
+        "qwen2",
+        "Qwen2ForCausalLM",
+        "QWEN2",
+        _LAYER + _QKV_BIASES,
+        config=lambda get, c: (
+            {k: v for k, v in c.items() if k != "attention_bias"} | {"use_sliding_window": False}
+        ),
+    ),
+    "qwen3": GGUFArch(
+        "qwen3",
+        "Qwen3ForCausalLM",
+        "QWEN3",
+        _LAYER + ("self_attn.q_norm.weight", "self_attn.k_norm.weight"),
+    ),
+}
+
+FAMILY = Family(
+    name="llama",
+    model_types=tuple(_CLASS_PREFIX),
+    hf_classes={
+        t: (f"{p}ForCausalLM", f"{p}ForSequenceClassification") for t, p in _CLASS_PREFIX.items()
+    },
+    prefix="model.",
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    hf_layout=hf_layout,
+    hf_ignored=hf_ignored,
+    presets=PRESETS,
+    hub_repos=HUB_REPOS,
+    gguf=GGUF,
+)

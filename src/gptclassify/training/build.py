@@ -11,11 +11,12 @@ import torch
 
 from gptclassify.args import TrainArgs, TrainConfig, lora_target_list
 from gptclassify.classifier import FromBlock, GPTClassifier
-from gptclassify.config import PRESETS, GPTConfig
+from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
 from gptclassify.fastpath import fast_view
 from gptclassify.files import read_json
 from gptclassify.model import GPTModel
+from gptclassify.models import PRESETS, family_of
 from gptclassify.runtime import total_memory_bytes
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, gpt2
 from gptclassify.training.state import TrainState
@@ -60,7 +61,9 @@ def _random_tokenizer(config: GPTConfig, folder: Path | None, source: str) -> To
 
 
 def check_config(config: GPTConfig, source: str) -> None:
-    """Refuse a model that cannot fit in this machine's memory before allocating anything."""
+    """Refuse a model of an unknown family, or one that cannot fit in this machine's memory,
+    before allocating anything."""
+    family_of(config)
     need = config.num_parameters() * 4  # fp32 weights alone, before gradients and activations
     have = total_memory_bytes()
     if have and need > have:
@@ -88,7 +91,7 @@ def build_backbone(cfg: TrainConfig) -> Backbone:
     if name in PRESETS:
         config = PRESETS[name]
         # A random init of another family's preset still needs that family's tokenizer.
-        folder = preset_tokenizer_dir(name) if config.family != "gpt2" else None
+        folder = preset_tokenizer_dir(name) if family_of(config).tokenizer_json else None
         tokenizer = _random_tokenizer(config, folder, f"--model {name}")
         return Backbone(GPTModel(config), f"random init of the {name} shape", tokenizer=tokenizer)
     if not path.is_dir():
