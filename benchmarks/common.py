@@ -240,6 +240,8 @@ class ChildResult:
     maxrss_mb: float
     """Peak resident set size of the child (and of its own waited-for children), MiB."""
     log: Path
+    cpu_s: float = 0.0
+    """CPU seconds (user + system) of the child and its waited-for children."""
 
 
 def run_child(
@@ -257,7 +259,8 @@ def run_child(
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     rss = usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 2**10
-    return ChildResult(proc.returncode, wall, rss, log)
+    cpu = usage.ru_utime + usage.ru_stime
+    return ChildResult(proc.returncode, wall, rss, log, cpu)
 
 
 def check_child(result: ChildResult, what: str) -> None:

@@ -40,8 +40,10 @@ from typing import Any
 import common
 
 VARIANTS: dict[str, list[str]] = {
+    # What `train` ships by default on a user's data (the fitted recipe, issue 32).
+    "default": [],
     # The book's recipe, our defaults otherwise (last-real pooling, bf16 where fast).
-    "book": [],
+    "book": ["--recipe", "book"],
     "last-2-blocks": ["--trainable", "last-2-blocks"],
     "last-2-blocks lr 2e-4": ["--trainable", "last-2-blocks", "--lr", "2e-4"],
     "last-4-blocks lr 2e-4": ["--trainable", "last-4-blocks", "--lr", "2e-4"],
@@ -62,6 +64,8 @@ VARIANTS: dict[str, list[str]] = {
     "all lr 2e-5": ["--trainable", "all", "--lr", "2e-5"],
     "all lr 2e-5 2 ep": ["--trainable", "all", "--lr", "2e-5", "--epochs", "2"],
     "recipe auto 3m": ["--recipe", "auto", "--budget", "3m"],
+    "recipe auto 10m": ["--recipe", "auto", "--budget", "10m"],
+    "default without the surface head": ["--lexical", "off"],
     # A bag-of-tokens logistic regression fitted after the network, its logits added.
     "book lexical": ["--lexical", "on"],
     "last-4-blocks lr 2e-4 lexical": [
@@ -244,7 +248,27 @@ def gptclassify(*argv: str) -> list[str]:
     return [sys.executable, "-m", "gptclassify", *argv]
 
 
+def corpus_sets(names: list[str]) -> dict[str, Path]:
+    root = Path(__file__).resolve().parent / "datasets"
+    manifest = json.loads((root / "manifest.json").read_text())
+    sets = manifest.get("sets", manifest)
+    found = {}
+    for name in names or sorted(sets):
+        info = sets.get(name, {}) if isinstance(sets, dict) else {}
+        if not names and isinstance(info, dict) and info.get("task") == "multi-label":
+            continue  # the baseline is single-label; name it to run it
+        folder = root / name
+        if not (folder / "train.csv").is_file():
+            if names:
+                raise SystemExit(f"{folder}: not built (benchmarks/datasets/README.md)")
+            continue
+        found[name] = folder
+    return found
+
+
 def prepare_splits(args, out: Path, env) -> dict[str, Path]:
+    if args.corpus is not None:
+        return corpus_sets(args.corpus)
     if args.data:
         return {Path(d).name: Path(d) for d in args.data}
     splits = {}
@@ -268,6 +292,8 @@ def run_ours(args, name: str, flags: list[str], data: Path, seed: int, out: Path
     for stale in (run, Path(f"{run}.partial")):  # a finished run without metrics, or a killed one
         if stale.exists():
             subprocess.run(["rm", "-rf", str(stale)], check=True)
+    if name != "default" and not name.startswith("default ") and "--recipe" not in flags:
+        flags = ["--recipe", "book", *flags]  # a manual variant: exactly the options given
     cmd = gptclassify(
         "train",
         "--model",
@@ -280,9 +306,31 @@ def run_ours(args, name: str, flags: list[str], data: Path, seed: int, out: Path
         str(run),
         *flags,
     )
-    res = common.run_child(cmd, env, out / "logs" / f"{run.name}.log")
+    with busy(args.busy):
+        res = common.run_child(cmd, env, out / "logs" / f"{run.name}.log")
     common.check_child(res, f"ours {name} on {data.name}, seed {seed}")
     return _ours_result(run, res)
+
+
+class busy:
+    """N CPU-bound processes beside a measured run (--busy): the machine a CI runner or a
+    shared laptop is."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> busy:
+        for _ in range(self.n):
+            self.procs.append(
+                subprocess.Popen([sys.executable, "-c", "while True: pass"])  # bounded: killed
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
 
 
 def _splits(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -294,11 +342,16 @@ def _ours_result(run: Path, res) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())
     saved = run / "bench.json"
     if res is not None:
-        saved.write_text(json.dumps({"wall_s": res.wall_s, "peak_rss_mb": res.maxrss_mb}))
+        saved.write_text(
+            json.dumps({"wall_s": res.wall_s, "cpu_s": res.cpu_s, "peak_rss_mb": res.maxrss_mb})
+        )
     timing = json.loads(saved.read_text()) if saved.is_file() else {}
+    recipe = run / "recipe.json"
     return {
         "splits": _splits(metrics),
+        "chosen": json.loads(recipe.read_text())["chosen"] if recipe.is_file() else None,
         "wall_s": timing.get("wall_s"),
+        "cpu_s": timing.get("cpu_s"),
         "peak_rss_mb": timing.get("peak_rss_mb"),
         "train_s": metrics.get("training_time_s"),
         "baseline": metrics.get("baseline"),
@@ -353,10 +406,11 @@ def run_baseline(args, data: Path, out: Path, env) -> dict[str, Any]:
 
 
 def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
-    acc = [r["splits"]["test"]["accuracy"] * 100 for r in results]
+    acc = [r["splits"]["test"]["accuracy"] * 100 for r in results if "test" in r["splits"]]
+    acc = acc or [float("nan")]
 
     def mean(key):
-        values = [r["splits"]["test"].get(key) for r in results]
+        values = [r["splits"].get("test", {}).get(key) for r in results]
         values = [v for v in values if v is not None]
         return statistics.fmean(values) if values else None
 
@@ -371,6 +425,9 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "min": min(acc),
         "max": max(acc),
         "val": statistics.fmean(r["splits"]["validation"]["accuracy"] * 100 for r in results),
+        "val_macro_f1": statistics.fmean(r["splits"]["validation"]["macro_f1"] for r in results),
+        "cpu_s": mean_of("cpu_s"),
+        "chosen": sorted({r["chosen"] for r in results if r.get("chosen")}),
         "macro_f1": mean("macro_f1"),
         "roc_auc": mean("roc_auc"),
         "ece": mean("ece"),
@@ -381,21 +438,12 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(args, table: dict[str, dict[str, dict[str, Any]]], out: Path, info) -> str:
-    headers = [
-        "split",
-        "model",
-        "seeds",
-        "test % mean",
-        "sd",
-        "min",
-        "max",
-        "val %",
-        "macro F1",
-        "ROC AUC",
-        "ECE",
-        "time (s)",
-        "peak RSS (MB)",
-    ]
+    """The table; with --validation-only, no test column at all (choices are made there)."""
+    test = not args.validation_only
+    headers = ["data", "model", "seeds"]
+    if test:
+        headers += ["test % mean", "sd", "min", "max", "test macro F1"]
+    headers += ["val %", "val macro F1", "wall (s)", "CPU (s)", "peak RSS (MB)", "chose"]
     rows = []
     for split, variants in table.items():
         for name, s in variants.items():
@@ -403,35 +451,38 @@ def report(args, table: dict[str, dict[str, dict[str, Any]]], out: Path, info) -
             time_cell = (
                 f"{time_s:.0f}" + (" (priced)" if s.get("priced_s") else "") if time_s else "-"
             )
-            rows.append(
-                [
-                    split,
-                    name,
-                    s["n"],
+            row = [split, name, s["n"]]
+            if test:
+                row += [
                     f"{s['mean']:.2f}",
                     f"{s['sd']:.2f}",
                     f"{s['min']:.2f}",
                     f"{s['max']:.2f}",
-                    f"{s['val']:.2f}",
                     _f(s["macro_f1"]),
-                    _f(s["roc_auc"]),
-                    _f(s["ece"]),
-                    time_cell,
-                    f"{s['peak_rss_mb']:.0f}" if s.get("peak_rss_mb") else "-",
                 ]
-            )
+            row += [
+                f"{s['val']:.2f}",
+                _f(s.get("val_macro_f1")),
+                time_cell,
+                f"{s['cpu_s']:.0f}" if s.get("cpu_s") else "-",
+                f"{s['peak_rss_mb']:.0f}" if s.get("peak_rss_mb") else "-",
+                ", ".join(s.get("chosen") or []) or "-",
+            ]
+            rows.append(row)
     lines = [
-        "# Quality on real weights: SmolLM2-135M-Instruct (GGUF Q4_1) on SMS spam",
+        f"# Quality on real weights: {Path(args.gguf).name}",
         "",
         f"CPU: {info.get('cpu_line', info.get('cpu'))}; threads {args.threads}; "
-        f"torch {info.get('torch')}; {time.strftime('%Y-%m-%d')}",
+        f"load average {info.get('loadavg', '-')}; busy processes beside each run "
+        f"{args.busy}; torch {info.get('torch')}; {time.strftime('%Y-%m-%d')}",
         f"Command: python benchmarks/quality.py {' '.join(sys.argv[1:])}",
         "",
         common.format_table(headers, rows),
     ]
     text = "\n".join(lines) + "\n"
     (out / "quality.md").write_text(text)
-    _chart(table, out / "quality.png")
+    if test:
+        _chart(table, out / "quality.png")
     return text
 
 
@@ -463,6 +514,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gguf", required=True, help="The SmolLM2 (or other) GGUF file.")
     p.add_argument("--data", nargs="*", help="Prepared folders (default: book and ours SMS).")
+    p.add_argument(
+        "--corpus",
+        nargs="*",
+        help="Sets of the development corpus (benchmarks/datasets; none named: every built "
+        "single-label set) instead of --data.",
+    )
+    p.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="Report validation scores only: what defaults are chosen on (benchmarks/README.md).",
+    )
+    p.add_argument(
+        "--busy", type=int, default=0, help="CPU-bound processes running beside each of ours."
+    )
     p.add_argument("--seeds", type=int, default=3, help="Training seeds: 123, 124, ...")
     p.add_argument(
         "--variant",
@@ -495,6 +560,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = common.child_env(args.threads)
     info = common.machine_info()
+    info["loadavg"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"# {info.get('cpu_line', info.get('cpu'))}", flush=True)
     splits = prepare_splits(args, out, env)
     seeds = [123 + i for i in range(args.seeds)]
@@ -507,9 +573,10 @@ def main(argv=None) -> None:
             results = []
             for seed in seeds:
                 r = run_ours(args, name, VARIANTS[name], folder, seed, out, env)
+                shown = "validation" if args.validation_only else "test"
                 print(
-                    f"{split} ours {name} seed {seed}: test "
-                    f"{r['splits']['test']['accuracy'] * 100:.2f}% ({r['wall_s'] or 0:.0f} s)",
+                    f"{split} ours {name} seed {seed}: {shown} "
+                    f"{r['splits'][shown]['accuracy'] * 100:.2f}% ({r['wall_s'] or 0:.0f} s)",
                     flush=True,
                 )
                 results.append(r)

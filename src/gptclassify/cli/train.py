@@ -104,9 +104,7 @@ def train(
                 if ctx.get_parameter_source(o.name) is not click.core.ParameterSource.DEFAULT
             }
             cfg, which, why = resolve_recipe(recipe, build(TrainConfig, values), given)
-            note = f"Recipe: {which} ({why})"
-            if not quiet and os.environ.get("RANK", "0") == "0":
-                click.echo(note, err=True)
+            note = f"Recipe: {which} ({why})"  # the run's log says it first
             classifier = run_training(cfg, quiet=quiet, overwrite=overwrite, note=note)
     except TrainingInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":
