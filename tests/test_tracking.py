@@ -249,3 +249,70 @@ def test_a_reporter_that_raises_is_switched_off_with_a_warning(job, tmp_path):
     assert Broken.calls == 1  # switched off after the first failure
     log = (out / "train.log").read_text()
     assert "Warning: Broken stopped reporting (disk full)" in log
+
+
+def test_the_model_is_an_mlflow_pyfunc_model_with_its_data_and_a_registered_version(
+    job, tmp_path, monkeypatch
+):
+    """--report-to mlflow --register-model NAME, read back as MLflow's users do: the model
+    through mlflow.pyfunc.load_model("runs:/<id>/model") and "models:/NAME/1" (a DataFrame
+    or a list of texts in, labels and probabilities out, equal to gptclassify's own), its
+    signature and input example, and the splits as the run's dataset inputs."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is relative to the cwd
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "pyfunc-test")
+    out = tmp_path / "run"
+    cfg = config(job, out, report_to="mlflow", register_model="topics", epochs=1, eval_freq=0)
+    clf = train(cfg, quiet=True)
+    run_id = json.loads((out / "mlflow.json").read_text())["run_id"]
+    assert "Warning: MLflow" not in (out / "train.log").read_text()
+
+    texts = [
+        "the goal in the final match",
+        "a spicy pizza from the oven",
+        "python code on a server",
+    ]
+    want_labels = [str(v) for v in clf.predict(texts)]
+    want = clf.predict_proba(texts)
+    columns = [f"p({name})" for name in clf.labels]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    for model_uri in (f"runs:/{run_id}/model", "models:/topics/1"):
+        model = mlflow.pyfunc.load_model(model_uri)
+        for given in (pd.DataFrame({"text": texts}), texts):
+            frame = model.predict(given)
+            assert list(frame.columns) == ["label", *columns]
+            assert frame["label"].tolist() == want_labels
+            assert np.allclose(frame[columns].to_numpy(), want, atol=1e-6, rtol=0)
+        signature = model.metadata.signature
+        assert [t.name for t in signature.inputs.input_types()] == ["string"]
+        assert signature.outputs.input_names() == ["label", *columns]
+    local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", tracking_uri=uri)
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    validation = pd.read_csv(out / "data" / "validation.csv", dtype=str, keep_default_na=False)
+    assert example["text"].tolist() == validation["text"].tolist()[:3]
+
+    run = client.get_run(run_id)
+    inputs = {
+        d.dataset.name: ({t.key: t.value for t in d.tags}, d.dataset)
+        for d in run.inputs.dataset_inputs
+    }
+    assert set(inputs) == {"train", "validation", "test"}
+    assert inputs["train"][0]["mlflow.data.context"] == "training"
+    assert inputs["test"][0]["mlflow.data.context"] == "testing"
+    train_rows = pd.read_csv(out / "data" / "train.csv", dtype=str, keep_default_na=False)
+    profile = json.loads(inputs["train"][1].profile)
+    assert profile["num_rows"] == len(train_rows)
+    assert json.loads(inputs["train"][1].schema)["mlflow_colspec"][0]["name"] == "text"
+
+    versions = client.search_model_versions("name='topics'")
+    assert [(str(v.version), v.run_id) for v in versions] == [("1", run_id)]
+
+
+def test_register_model_needs_mlflow(job, tmp_path):
+    with pytest.raises(GPTClassifyError, match="--register-model needs --report-to mlflow"):
+        config(job, tmp_path / "x", register_model="topics")

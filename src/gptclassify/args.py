@@ -598,9 +598,21 @@ class RuntimeArgs:
             "sqlite:///mlflow.db). Needs the track extra."
         ),
     )
+    register_model: str | None = field(
+        default=None,
+        metadata=opt(
+            "With --report-to mlflow: register the run's model (logged as an MLflow pyfunc "
+            "model) under this name in MLflow's model registry, as a new version."
+        ),
+    )
 
     def __post_init__(self) -> None:
-        report_targets(self.report_to)  # validates the names
+        targets = report_targets(self.report_to)  # validates the names
+        if self.register_model is not None:
+            if not self.register_model.strip():
+                raise GPTClassifyError("--register-model: the name is empty")
+            if "mlflow" not in targets:
+                raise GPTClassifyError("--register-model needs --report-to mlflow")
         check_finite(self, "cache_gb", "cache_disk_gb")
         check_positive_ints(self, "keep_checkpoints")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
@@ -826,7 +838,14 @@ def in_memory_name(value: Any) -> str | None:
 
 
 RESUMABLE = frozenset(
-    {"epochs", "checkpoint_every", "keep_checkpoints", "prefix_cache_dir", "report_to"}
+    {
+        "epochs",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "prefix_cache_dir",
+        "report_to",
+        "register_model",
+    }
 )
 """Options a resumed run may change (`--epochs` may grow); every other option is the run's
 own, as recorded when it started."""

@@ -9,8 +9,12 @@ and at the end the final metrics, the confusion matrix and the run's settings.
   A resumed run opens its writer with `purge_step` at the first step it redoes, so the steps
   an interrupted run wrote after its last checkpoint are dropped by TensorBoard, not shown twice.
 - MLflow: params (every TrainConfig option by flat name), metrics per step, tags (base model,
-  data fingerprint, git commit of the working directory when there is one), and the run
-  folder's files as artifacts (checkpoints excepted: they repeat the weights). The run id is
+  data fingerprint, git commit of the working directory when there is one), the run
+  folder's files as artifacts (checkpoints excepted: they repeat the weights), the model as
+  an MLflow pyfunc model at `model` (training/mlflow_model.py: `mlflow.pyfunc.load_model(
+  "runs:/<id>/model")` predicts on a DataFrame or a list of texts; with its signature and an
+  input example), the train / validation / test splits as the run's dataset inputs, and
+  with --register-model NAME a new version of that registered model. The run id is
   kept in RUN/mlflow.json, so a resumed run continues the same MLflow run; steps it already
   holds are not logged again. Every MLflow call runs on a thread of its own with bounded
   retries: a tracking server that is down costs warnings, never the training or its speed.
@@ -21,12 +25,16 @@ imported only when a run asks for them.
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 import logging
 import math
 import os
 import queue
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from gptclassify.args import TrainConfig, flat_dict, report_targets
+from gptclassify.artifact import read_classifier_config
 from gptclassify.files import atomic_write
 from gptclassify.plots import confusion_figure
 from gptclassify.training.checkpoint import CHECKPOINTS
@@ -49,6 +60,25 @@ MLFLOW_FILE = "mlflow.json"
 """In the run folder: the MLflow tracking URI, experiment and run id a resumed run continues."""
 EXPERIMENT = "gptclassify"
 """MLflow experiment of runs that name none (MLFLOW_EXPERIMENT_NAME names one)."""
+
+
+MODEL_PATH = "model"
+"""The run's MLflow pyfunc model: `runs:/<run id>/model`."""
+MODEL_LEFT_OUT = (CHECKPOINTS, TENSORBOARD_DIR, MLFLOW_FILE, "data")
+"""Run folder entries the pyfunc model does not carry (the splits are dataset inputs)."""
+EXAMPLE_TEXTS = 3
+
+
+def example_texts(folder: Path) -> list[str]:
+    """The model's input example: a few texts of the run's validation split (what the
+    model is meant to read), or fixed ones when the folder has none."""
+    path = folder / "data" / "validation.csv"
+    if path.is_file():
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = [row["text"] for row in itertools.islice(csv.DictReader(f), EXAMPLE_TEXTS)]
+        if rows:
+            return rows
+    return ["an example text", "another text"]
 
 
 class Reporter(Callbacks):
@@ -392,6 +422,7 @@ class MLflowReporter(Reporter):
     def close(self, status: str, folder: Path | None) -> None:
         if folder is not None:
             self._submit(lambda: self._upload(folder))
+            self._submit(lambda: self._log_model(folder))
         self._submit(lambda: self._end(status))
         self._submit(None)
         self.thread.join(self.close_timeout)
@@ -505,6 +536,84 @@ class MLflowReporter(Reporter):
                 self.client.log_artifacts(self.run_id, str(path), artifact_path=path.name)
             else:
                 self.client.log_artifact(self.run_id, str(path))
+
+    def _log_model(self, folder: Path) -> None:
+        """The published model as a pyfunc model (`model`), the splits as dataset inputs, and
+        the registered model version (--register-model)."""
+        if self.run_id is None:
+            return
+        self._log_datasets(folder)
+        from mlflow.models.signature import ModelSignature  # lazy: track (mlflow)
+        from mlflow.types.schema import ColSpec, Schema  # lazy: track (mlflow)
+
+        labels = read_classifier_config(folder).labels
+        code = Path(__file__).with_name("mlflow_model.py")
+        signature = ModelSignature(
+            # one unnamed string column: a list of texts or a one-column DataFrame (named
+            # `text` or anything) both pass MLflow's schema check
+            inputs=Schema([ColSpec("string")]),
+            outputs=Schema(
+                [ColSpec("string", "label")] + [ColSpec("double", f"p({n})") for n in labels]
+            ),
+        )
+        example = pd.DataFrame({"text": example_texts(folder)})
+        with tempfile.TemporaryDirectory(prefix="gptclassify-mlflow-") as tmp:
+            files = Path(tmp) / "model_folder"
+            files.mkdir()
+            for path in folder.iterdir():
+                if path.name in MODEL_LEFT_OUT:
+                    continue
+                if path.is_dir():
+                    shutil.copytree(path, files / path.name)
+                else:
+                    shutil.copy2(path, files / path.name)
+            saved = Path(tmp) / "model"
+            self.mlflow.pyfunc.save_model(
+                path=str(saved),
+                python_model=str(code),
+                artifacts={"model_folder": str(files)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=["gptclassify[torch]", "mlflow", "pandas"],
+            )
+            self.client.log_artifacts(self.run_id, str(saved), artifact_path=MODEL_PATH)
+        name = self.cfg.runtime.register_model
+        if name:
+            from mlflow.exceptions import MlflowException  # lazy: track (mlflow)
+
+            try:
+                self.client.get_registered_model(name)
+            except MlflowException:
+                self.client.create_registered_model(name)
+            source = f"{self.client.get_run(self.run_id).info.artifact_uri}/{MODEL_PATH}"
+            version = self.client.create_model_version(name, source, run_id=self.run_id)
+            log.info("MLflow: registered %s version %s", name, version.version)
+
+    def _log_datasets(self, folder: Path) -> None:
+        """RUN/data's train / validation / test.csv (the exact rows the run saw) as MLflow
+        dataset inputs, with their context (training, validation, testing)."""
+        from mlflow.entities import DatasetInput, InputTag  # lazy: track (mlflow)
+
+        datasets = []
+        for part, context in (
+            ("train", "training"),
+            ("validation", "validation"),
+            ("test", "testing"),
+        ):
+            path = folder / "data" / f"{part}.csv"
+            if not path.is_file():
+                continue
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            dataset = self.mlflow.data.from_pandas(
+                frame,
+                source=str(path),
+                name=part,
+                targets="label" if "label" in frame.columns else None,
+            )
+            tags = [InputTag(key="mlflow.data.context", value=context)]
+            datasets.append(DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags))
+        if datasets:
+            self.client.log_inputs(self.run_id, datasets=datasets)
 
     def _end(self, status: str) -> None:
         if self.run_id is not None:
