@@ -114,3 +114,43 @@ def test_bf16_speedup_is_measured_once_per_machine(tmp_path, monkeypatch):
 def test_bf16_speedup_measures_a_real_matmul():
     ratio = runtime.bf16_speedup(rows=8, repeats=1)
     assert 0 < ratio < float("inf")
+
+
+def test_cap_threads_lowers_torch_threads_to_the_quota_unless_omp_num_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(runtime, "usable_cpus", lambda: 1)
+        torch.set_num_threads(2)
+        assert runtime.cap_threads.__wrapped__() == 1 == torch.get_num_threads()
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's count is kept
+        assert runtime.cap_threads.__wrapped__() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr(runtime, "usable_cpus", lambda: 64)
+        assert runtime.cap_threads.__wrapped__() == 2  # never raised above torch's default
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("given", "want"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_makes_openmp_threads_sleep_while_they_wait(given, want):
+    """Set before torch loads OpenMP (which reads it once), unless the user set it."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = (
+        "import os, sys\n"
+        "from gptclassify.cli.app import main\n"
+        "assert 'torch' not in sys.modules\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == want

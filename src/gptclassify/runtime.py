@@ -28,12 +28,14 @@ Precision = Literal["auto", "fp32", "bf16"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; anything else must be available."""
+    """`auto` picks cuda, then mps, then cpu; anything else must be available. On the CPU,
+    PyTorch's threads are capped at what the process may really use (`cap_threads`)."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
+        cap_threads()
         return torch.device("cpu")
     try:
         dev = torch.device(device)
@@ -45,7 +47,21 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise GPTClassifyError("--device cuda: no CUDA GPU is available to this PyTorch build")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise GPTClassifyError("--device mps: Apple MPS is not available")
+    if dev.type == "cpu":
+        cap_threads()
     return dev
+
+
+@cache
+def cap_threads() -> int:
+    """Lower PyTorch's intra-op threads to `usable_cpus()` where its default is higher (it
+    counts the cores it may run on, not a cgroup's CPU quota); once per process, and never
+    where OMP_NUM_THREADS says how many. Returns the threads passes run with."""
+    if not os.environ.get("OMP_NUM_THREADS"):
+        usable = usable_cpus()
+        if torch.get_num_threads() > usable:
+            torch.set_num_threads(usable)
+    return torch.get_num_threads()
 
 
 BF16_MIN_SPEEDUP = 1.2

@@ -4,6 +4,7 @@ runs, so `gptclassify --help` never pays for importing torch."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -78,6 +79,12 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    # OpenMP threads that wait by spinning hold their CPU while other processes (or this
+    # one's other threads) need it: on a busy 2-core machine a SmolLM2-width training step
+    # ran 5-10x slower than with threads that sleep (RESULTS.md, issue 35). Read once, when
+    # torch loads OpenMP, which no command has done yet here. OMP_WAIT_POLICY=ACTIVE restores
+    # spinning.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="gptclassify")
 
 
