@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from gptclassify.cli.app import cli
@@ -66,6 +68,11 @@ def export(run_dir, fmt, quantize, out, data, exporter, opset) -> None:
         click.echo(line)
     for warning in report.warnings:
         click.echo(f"Warning: {warning}", err=True)
-    what = {"hf": "a Hugging Face XForSequenceClassification folder", "onnx": "ONNX"}[fmt]
+    what = "ONNX"
+    if fmt == "hf":  # the class written (GPT2ForSequenceClassification, LlamaFor..., ...)
+        import json
+
+        written = json.loads((Path(report.out) / "config.json").read_text(encoding="utf-8"))
+        what = f"a Hugging Face {written['architectures'][0]} folder"
     precision = f" ({report.precision})" if fmt == "onnx" else ""
     click.echo(f"Wrote {what}{precision} to {report.out}")
