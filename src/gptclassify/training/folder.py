@@ -237,8 +237,8 @@ class RunLock:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as exc:
                 raise GPTClassifyError(
-                    f"{flag} {final}: cannot write the run's lock file {path} "
-                    f"({exc.strerror or exc})"
+                    f"{flag} {final}: cannot write in {path.parent.absolute()} (its lock file "
+                    f"{path.name}: {exc.strerror or exc})"
                 ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
