@@ -43,6 +43,20 @@ def hf_config(family: str, **overrides):
         "mistral": dict(num_key_value_heads=1, sliding_window=64, head_dim=16),
         "qwen2": dict(rope_theta=1000000.0),
         "qwen3": dict(head_dim=32, tie_word_embeddings=True),
+        # Gemma 3: a window shorter than the test texts, two sliding layers to one global,
+        # each type with its own rotary base (linear scaling on the global one), a query
+        # scale that is not 1 / sqrt(head_dim).
+        "gemma3": dict(
+            num_key_value_heads=1,
+            head_dim=16,
+            sliding_window=5,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            query_pre_attn_scalar=24,
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+            },
+        ),
     }[family]
     cls = {
         "llama": transformers.LlamaConfig,
@@ -50,6 +64,7 @@ def hf_config(family: str, **overrides):
         "mistral": transformers.MistralConfig,
         "qwen2": transformers.Qwen2Config,
         "qwen3": transformers.Qwen3Config,
+        "gemma3": transformers.Gemma3TextConfig,
     }[family]
     return cls(**(common | specific | overrides))
 
@@ -57,7 +72,9 @@ def hf_config(family: str, **overrides):
 def hf_class(config, kind: str = "ForCausalLM"):
     import transformers
 
-    return getattr(transformers, type(config).__name__.replace("Config", kind))
+    name = type(config).__name__.replace("Config", kind)
+    # Gemma 3's text-only language model is Gemma3ForCausalLM (its classifier keeps "Text").
+    return getattr(transformers, name.replace("Gemma3TextForCausalLM", "Gemma3ForCausalLM"))
 
 
 def random_hf_model(family: str, seed: int = 0, kind: str = "ForCausalLM", **overrides):

@@ -52,6 +52,9 @@ def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: 
         attn.rope_config is None
         and isinstance(attn.q_norm, nn.Identity)
         and attn.n_kv_heads == attn.n_heads
+        and not attn.window
+        and attn.scale is None
+        and isinstance(block.post_attn_norm, nn.Identity)
     )
     fn = _pooled_block if plain else _pooled_rotary_block
     if torch.is_autocast_enabled(x.device.type):
@@ -60,13 +63,19 @@ def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: 
     return fn(block, x, pos, lengths, causal)
 
 
-def _visible_keys(pos: Tensor, lengths: Tensor, seq_len: int, causal: bool) -> Tensor:
+def _visible_keys(
+    pos: Tensor, lengths: Tensor, seq_len: int, causal: bool, window: int = 0
+) -> Tensor:
     """(B, T) bool: the keys the pooled query at `pos` sees (the masking pooled_block's
-    docstring describes)."""
+    docstring describes), within `window` positions of it for a sliding-window layer."""
     keys = torch.arange(seq_len, device=pos.device)[None, :]  # (1, T)
     if causal:
-        return keys <= pos[:, None]
-    return (keys < lengths[:, None]) | (keys == pos[:, None])
+        seen = keys <= pos[:, None]
+    else:
+        seen = (keys < lengths[:, None]) | (keys == pos[:, None])
+    if window:
+        seen = seen & ((keys - pos[:, None]).abs() < window)  # model.window_mask's band
+    return seen
 
 
 def _pooled_rotary_block(
@@ -76,7 +85,7 @@ def _pooled_rotary_block(
     attn = block.attn
     nh, nkv, hd = attn.n_heads, attn.n_kv_heads, attn.head_dim
     rows = torch.arange(B, device=x.device)
-    allowed = _visible_keys(pos, lengths, T, causal)  # (B, T)
+    allowed = _visible_keys(pos, lengths, T, causal, attn.window)  # (B, T)
     h = block.ln_1(x)  # (B, T, C)
     weight, bias = effective_weight(attn.c_attn)
     w_q, w_kv = weight.split([nh * hd, 2 * nkv * hd])
@@ -96,9 +105,11 @@ def _pooled_rotary_block(
         v,
         attn_mask=allowed[:, None, None, :],
         dropout_p=attn.dropout if block.training else 0.0,
+        scale=attn.scale,
     )  # (B, nh, 1, hd)
-    out = x[rows, pos] + attn.resid_dropout(attn.c_proj(y.reshape(B, nh * hd)))  # (B, C)
-    return out + block.mlp(block.ln_2(out))
+    y = attn.resid_dropout(attn.c_proj(y.reshape(B, nh * hd)))  # (B, C)
+    out = x[rows, pos] + block.post_attn_norm(y)
+    return out + block.post_mlp_norm(block.mlp(block.ln_2(out)))
 
 
 def _pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
@@ -169,8 +180,10 @@ def packed_blocks(blocks: Iterable[Block], x: Tensor, lengths: Tensor) -> Tensor
         padded = qkv.new_zeros(B * T, qkv.shape[1]).index_copy_(0, idx, qkv[:n])
         y = attn.attend(padded.view(B, T, -1), is_causal=True)  # (B, T, nh * hd)
         y = y.reshape(B * T, -1).index_select(0, rows)  # (width, nh * hd)
-        h = h + per_token(lambda z, a=attn: a.resid_dropout(a.c_proj(z)), y)
-        h = h + per_token(lambda z, b=block: b.mlp(b.ln_2(z)), h)
+        h = h + per_token(
+            lambda z, b=block: b.post_attn_norm(b.attn.resid_dropout(b.attn.c_proj(z))), y
+        )
+        h = h + per_token(lambda z, b=block: b.post_mlp_norm(b.mlp(b.ln_2(z))), h)
     return h.new_zeros(B * T, C).index_copy_(0, idx, h[:n]).view(B, T, C)
 
 

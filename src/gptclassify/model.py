@@ -1,8 +1,10 @@
-"""The decoder from scratch: GPT-2 and the Llama, Mistral, Qwen2 and Qwen3 families.
+"""The decoder from scratch: GPT-2 and the Llama, Mistral, Qwen2, Qwen3 and Gemma 3 families.
 
-One readable model with per-family switches (config.py's table): LayerNorm or RMSNorm,
-learned or rotary positions, GELU or SwiGLU MLP, grouped-query attention, q/k norms, biases,
-tied or untied head. Text generation lives in generation.py.
+One readable model with per-family switches (config.py's table): LayerNorm or RMSNorm (or
+Gemma's (1 + weight) RMSNorm, with norms after attention and MLP too), learned or rotary
+positions, GELU, SwiGLU or GeGLU MLP, grouped-query attention, q/k norms, biases, scaled
+embeddings, sliding-window layers, tied or untied head. Text generation lives in
+generation.py.
 
 Parameter names are GPT-2's for every family (`wte`, `wpe`, `h.{i}.attn.c_attn`, ...) so the
 classifier, LoRA, the fast path and the model folder see one layout. For Llama-style models
@@ -21,6 +23,7 @@ fastpath.py and are swapped in by the callers that want them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import threading
@@ -37,24 +40,31 @@ LAYER_NORM_EPS = 1e-5
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm (Zhang & Sennrich 2019), computed in fp32 whatever the input's
-    dtype and cast back before the weight, as the Llama reference does."""
+    dtype and cast back before the weight, as the Llama reference does.
 
-    def __init__(self, dim: int, eps: float) -> None:
+    With `offset` (Gemma) the scale is (1 + weight), weights start at 0, and the product is
+    taken in fp32 before the cast back, as transformers' Gemma3RMSNorm does.
+    """
+
+    def __init__(self, dim: int, eps: float, offset: bool = False) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.zeros(dim) if offset else torch.ones(dim))
         self.eps = eps
+        self.offset = offset
 
     def forward(self, x: Tensor) -> Tensor:
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.offset:
+            return (x * (1.0 + self.weight.float())).to(dtype)
         return self.weight * x.to(dtype)
 
 
 def norm_layer(config: GPTConfig, dim: int | None = None) -> nn.Module:
     dim = dim or config.emb_dim
     if config.norm == "rmsnorm":
-        return RMSNorm(dim, config.norm_eps)
+        return RMSNorm(dim, config.norm_eps, config.norm_offset)
     return nn.LayerNorm(dim, eps=config.norm_eps)
 
 
@@ -68,6 +78,8 @@ def rope_inv_freq(config: GPTConfig) -> Tensor:
     dim = config.head_dim
     exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
     inv_freq = 1.0 / (config.rope_theta**exponents)
+    if config.rope_linear:  # "linear" scaling: every position divided by the factor
+        return inv_freq / config.rope_linear
     if not config.rope_factor:
         return inv_freq
     factor, low, high = (
@@ -99,25 +111,51 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
+def _tracing() -> bool:
+    """Whether this pass is being traced or exported (a graph must hold every branch that
+    depends on the sequence length)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def window_mask(seq_len: int, window: int, causal: bool, device: torch.device) -> Tensor:
+    """(T, T) bool, True = may attend: the keys within `window` positions of each query,
+    itself included (before it under the causal mask; on both sides without it), as
+    transformers' sliding-window masks."""
+    pos = torch.arange(seq_len, device=device)
+    dist = pos[:, None] - pos[None, :]  # (T, T) query - key
+    if causal:
+        return (dist >= 0) & (dist < window)
+    return dist.abs() < window
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
         self.n_heads = config.n_heads
         self.n_kv_heads = config.kv_heads
         self.head_dim = config.head_dim
+        self.window = config.sliding_window if config.sliding(layer) else 0
+        """Keys each query sees, itself included (0: all of them)."""
+        self.scale = config.attn_scalar**-0.5 if config.attn_scalar else None
+        """The query scale (None: SDPA's 1 / sqrt(head_dim))."""
         self.c_attn = nn.Linear(config.emb_dim, config.qkv_dim, bias=config.qkv_bias)
         self.c_proj = nn.Linear(
             config.n_heads * config.head_dim, config.emb_dim, bias=config.out_bias
         )
         if config.qk_norm:
-            self.q_norm = RMSNorm(config.head_dim, config.norm_eps)
-            self.k_norm = RMSNorm(config.head_dim, config.norm_eps)
+            self.q_norm = RMSNorm(config.head_dim, config.norm_eps, config.norm_offset)
+            self.k_norm = RMSNorm(config.head_dim, config.norm_eps, config.norm_offset)
         else:
             # Identity marks "a query or key: rotate it" (values take no norm and no rotation).
             self.q_norm = self.k_norm = nn.Identity()
         # Rotary angles are recomputed per call from the config (no buffer: nothing to load,
         # nothing on the meta device, and an exported graph computes them for any length).
         self.rope_config = config if config.positions == "rope" else None
+        if self.rope_config is not None and self.window:
+            # Gemma 3's sliding layers have their own base and no scaling.
+            self.rope_config = dataclasses.replace(
+                config, rope_theta=config.rope_local_theta or config.rope_theta, rope_linear=0.0
+            )
         self.dropout = config.drop_rate
         self.resid_dropout = nn.Dropout(config.drop_rate)
 
@@ -170,6 +208,9 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = qkv.shape
         q, k, v = self.split_heads(qkv)
         k, v = self.expand_kv(k, v)  # (B, nh, T, hd) each
+        if self.window and (T > self.window or _tracing()):
+            band = window_mask(T, self.window, is_causal, qkv.device)  # (T, T)
+            attn_mask = band if attn_mask is None else attn_mask & band
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -178,6 +219,7 @@ class CausalSelfAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             # An explicit mask already carries causality (see attention_bias).
             is_causal=is_causal and attn_mask is None,
+            scale=self.scale,
         )  # (B, nh, T, hd)
         return y.transpose(1, 2).contiguous().view(B, T, self.n_heads * self.head_dim)
 
@@ -199,30 +241,37 @@ class MLP(nn.Module):
 
 class SwiGLU(nn.Module):
     """The gated MLP of Llama and Qwen (Shazeer 2020): c_proj(silu(gate x) * up x), with
-    gate and up fused in one projection, c_fc = [gate; up]."""
+    gate and up fused in one projection, c_fc = [gate; up]. GeGLU (Gemma) gates with GELU's
+    tanh approximation instead of SiLU."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.emb_dim, 2 * config.hidden_dim, bias=config.mlp_bias)
         self.c_proj = nn.Linear(config.hidden_dim, config.emb_dim, bias=config.mlp_bias)
         self.dropout = nn.Dropout(config.drop_rate)
+        self.gelu = config.mlp == "geglu"
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.c_fc(x).chunk(2, dim=-1)  # 2 x (..., hidden)
-        return self.dropout(self.c_proj(F.silu(gate) * up))
+        act = F.gelu(gate, approximate="tanh") if self.gelu else F.silu(gate)
+        return self.dropout(self.c_proj(act * up))
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
         self.ln_1 = norm_layer(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = norm_layer(config)
-        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+        self.mlp = MLP(config) if config.mlp == "gelu" else SwiGLU(config)
+        # Gemma's norms on the branches' outputs (no parameters, and so no names, elsewhere).
+        self.post_attn_norm = norm_layer(config) if config.post_norms else nn.Identity()
+        self.post_mlp_norm = norm_layer(config) if config.post_norms else nn.Identity()
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True) -> Tensor:
-        x = x + self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal)
-        return x + self.mlp(self.ln_2(x))
+        y = self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal)
+        x = x + self.post_attn_norm(y)
+        return x + self.post_mlp_norm(self.mlp(self.ln_2(x)))
 
 
 def attention_bias(attention_mask: Tensor | None, seq_len: int, causal: bool) -> Tensor | None:
@@ -260,7 +309,7 @@ class GPTBody(nn.Module):
         else:
             self.wpe = None  # rotary positions live in the attention
         self.drop = nn.Dropout(config.drop_rate)
-        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.ln_f = norm_layer(config)
         if init:
             self.reset_parameters()
@@ -310,7 +359,11 @@ class GPTBody(nn.Module):
                 f"sequence length {T} exceeds the model context ({self.config.context_length})"
             )
         if self.wpe is None:
-            return self.drop(self.wte(input_ids))  # (B, T, C)
+            x = self.wte(input_ids)  # (B, T, C)
+            if self.config.embed_scale:
+                # sqrt(C) rounded to the weights' dtype first, as Gemma's reference does.
+                x = x * torch.tensor(self.config.emb_dim**0.5).to(x.dtype)
+            return self.drop(x)
         pos = torch.arange(T, device=input_ids.device)  # (T,)
         return self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
 

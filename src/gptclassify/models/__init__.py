@@ -9,6 +9,8 @@ tensor layout, ignored names, export fix-ups, GGUF architecture names):
 - `gpt2`: OpenAI's GPT-2 (transformers' `gpt2`).
 - `llama`: Llama 3.x, SmolLM2 (`llama`), Mistral (`mistral`), Qwen2 / Qwen2.5 (`qwen2`) and
   Qwen3 (`qwen3`): RMSNorm, rotary positions, SwiGLU, grouped-query attention.
+- `gemma3`: Google's Gemma 3 text models (`gemma3_text`): (1 + weight) RMSNorm before and
+  after attention and MLP, scaled embeddings, GELU-gated MLP, sliding-window layers.
 
 Adding a family is one module here plus its switches in model.py/config.py. Code outside
 models/, model.py and config.py asks the record (`family_of(config)`), never compares
@@ -21,7 +23,7 @@ from typing import Any
 
 from gptclassify.config import GPTConfig
 from gptclassify.errors import GPTClassifyError
-from gptclassify.models import gpt2, llama
+from gptclassify.models import gemma3, gpt2, llama
 from gptclassify.models.base import Family, GGUFArch, Source
 
 __all__ = [
@@ -40,7 +42,7 @@ __all__ = [
     "preset",
 ]
 
-FAMILIES: tuple[Family, ...] = (gpt2.FAMILY, llama.FAMILY)
+FAMILIES: tuple[Family, ...] = (gpt2.FAMILY, llama.FAMILY, gemma3.FAMILY)
 """Every family we implement."""
 
 _BY_MODEL_TYPE: dict[str, Family] = {t: f for f in FAMILIES for t in f.model_types}
