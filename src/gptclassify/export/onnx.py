@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 
+from gptclassify.artifact import TOKENIZER_FILE
 from gptclassify.classifier import GPTClassifier
 from gptclassify.errors import GPTClassifyError
+from gptclassify.export.hf import EOS, hf_config, hf_tokenizer_config
+from gptclassify.export.hf import tokenizer_config as gpt2_tokenizer_config
 from gptclassify.predict.onnx_runtime import INPUTS, OUTPUT, new_session
+from gptclassify.tokenizer import HFTokenizer, Tokenizer, tokenizer_files
 
 EXPORTERS = ("auto", "dynamo", "legacy")
 LEGACY_OPSET = 17
@@ -177,3 +183,55 @@ def max_logit_difference(
 def opset_of(path: Path) -> int | None:
     graph = onnx.load(str(path), load_external_data=False)
     return next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+# ---- what transformers and Optimum need beside the graph ----------------------------------
+
+
+def transformers_config(
+    model: GPTClassifier, labels: tuple[str, ...], task: str, tokenizer: Tokenizer
+) -> dict[str, Any]:
+    """transformers' fields for config.json's top level, beside ours: the family's
+    `model_type` and shape, `id2label` / `label2id`, `problem_type` and `pad_token_id`, so
+    `AutoConfig` and Optimum's `ORTModelForSequenceClassification.from_pretrained(folder)`
+    read the folder (the graph computes the model; no transformers weights are needed)."""
+    out = hf_config(model, labels, {"task": task}, tokenizer)
+    del out["gptclassify"], out["torch_dtype"]
+    out["pad_token_id"] = tokenizer.pad_id
+    return out
+
+
+def write_tokenizer_files(
+    folder: Path, tokenizer: Tokenizer, max_length: int, truncate: str
+) -> list[str]:
+    """The tokenizer as transformers' AutoTokenizer reads it: tokenizer.json (a GPT-2 folder
+    gets GPT-2's byte-level BPE, built from the table shipped with gptclassify, so nothing is
+    downloaded) and tokenizer_config.json (padding on the right with our pad token,
+    truncation on the side we cut). Returns the names written."""
+    if isinstance(tokenizer, HFTokenizer):
+        (folder / TOKENIZER_FILE).write_text(tokenizer.text, encoding="utf-8")
+        settings = hf_tokenizer_config(tokenizer, max_length, truncate)
+    else:
+        gpt2_tokenizer_json(folder / TOKENIZER_FILE)
+        settings = {**gpt2_tokenizer_config(max_length, truncate)}
+        settings["tokenizer_class"] = "GPT2TokenizerFast"
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(settings, indent=2) + "\n", encoding="utf-8"
+    )
+    return [TOKENIZER_FILE, "tokenizer_config.json"]
+
+
+def gpt2_tokenizer_json(path: Path) -> None:
+    """GPT-2's tokenizer as a `tokenizers` file (what transformers' GPT2TokenizerFast
+    holds), from the shipped encoder.json / vocab.bpe. `<|endoftext|>` is its special token
+    (also the pad token); byte-level pre-tokenization without a prefix space."""
+    from tokenizers import Tokenizer as Fast  # lazy: tokenizers (a core dependency)
+    from tokenizers import decoders, models, pre_tokenizers, processors  # lazy: as above
+
+    files = tokenizer_files()
+    fast = Fast(models.BPE.from_file(str(files["encoder.json"]), str(files["vocab.bpe"])))
+    fast.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    fast.decoder = decoders.ByteLevel()
+    fast.post_processor = processors.ByteLevel(trim_offsets=False)
+    fast.add_special_tokens([EOS])
+    fast.save(str(path))

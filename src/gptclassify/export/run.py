@@ -18,7 +18,6 @@ from gptclassify.artifact import (
     CONFIG,
     FORMAT_CLASSIFIER,
     ONNX_KIND,
-    TOKENIZER_FILE,
     ClassifierConfig,
     OnnxInfo,
     read_classifier_config,
@@ -34,7 +33,6 @@ from gptclassify.export.source import (
     synthetic_texts,
 )
 from gptclassify.files import replace_folder, sha256_file
-from gptclassify.tokenizer import HFTokenizer
 
 FORMATS = ("hf", "onnx")
 
@@ -334,9 +332,27 @@ def _export_onnx(
         if config.surface is not None:  # the surface head's files run beside the graph
             for name in (surface.JSON_FILE, surface.TENSOR_FILE):
                 shutil.copyfile(run_dir / name, tmp / name)
-        if isinstance(source.tokenizer, HFTokenizer):  # the graph needs its tokenizer beside it
-            (tmp / TOKENIZER_FILE).write_text(source.tokenizer.text, encoding="utf-8")
-        (tmp / CONFIG).write_text(json.dumps(written.to_json(), indent=2) + "\n", encoding="utf-8")
+        # Self-contained for transformers and Optimum too: the tokenizer files AutoTokenizer
+        # reads (for a tokenizer.json model, also the file gptclassify reads), and
+        # transformers' fields at config.json's top level beside ours.
+        graph.write_tokenizer_files(tmp, source.tokenizer, config.max_length, config.truncate)
+        hf_fields = graph.transformers_config(
+            source.model, config.labels, config.task, source.tokenizer
+        )
+        ours = written.to_json()
+        document = {**hf_fields, **ours}  # ours win a shared key (none today)
+        (tmp / CONFIG).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        if config.surface is not None:
+            report.warnings.append(
+                "the surface-feature head (--lexical) runs beside the graph in gptclassify; "
+                "transformers / Optimum pipelines run the graph alone (the network's logits)"
+            )
+        if config.temperature != 1.0:
+            report.warnings.append(
+                f"calibration temperature {config.temperature:.4g}: gptclassify divides the "
+                "graph's logits by it; transformers / Optimum pipelines do not, so their "
+                "probabilities are the uncalibrated ones (labels are the same)"
+            )
     return report
 
 
