@@ -32,15 +32,27 @@ def prepared(tmp_path_factory):
     return root / "prepared"
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen3"])
+BOS = ("llama", "gemma3")
+MODEL_TYPE = {"gemma3": "gemma3_text"}
+CLASSES = {
+    "llama": "LlamaForSequenceClassification",
+    "qwen3": "Qwen3ForSequenceClassification",
+    "gemma3": "Gemma3TextForSequenceClassification",
+}
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3", "gemma3"])
 def trained(request, prepared, tmp_path_factory):
-    """A family's folder (Llama with a BOS token, Qwen3 without) and a run trained on it."""
+    """A family's folder (Llama and Gemma 3 with a BOS token, Qwen3 without) and a run
+    trained on it (Gemma 3's sliding window, 5, is shorter than most texts)."""
     root = tmp_path_factory.mktemp(request.param)
-    base = write_hf_family(root / "base", request.param, bos=request.param == "llama")
+    base = write_hf_family(root / "base", request.param, bos=request.param in BOS)
     run = root / "run"
     invoke(
         [
             "train",
+            "--recipe",
+            "book",  # exactly these options (the fitted recipe is the default on a folder)
             "--data",
             prepared,
             "--model",
@@ -64,10 +76,11 @@ def trained(request, prepared, tmp_path_factory):
 def test_the_run_folder_records_the_family_and_its_tokenizer(trained):
     family, base, run = trained
     config = json.loads((run / "config.json").read_text())
-    assert config["format_version"] == 3 and config["model"]["family"] == family
+    assert config["format_version"] == 3
+    assert config["model"]["family"] == MODEL_TYPE.get(family, family)
     tok = config["tokenizer"]
     assert tok["library"] == "tokenizers" and (run / "tokenizer.json").is_file()
-    assert tok["prefix"] == ([1] if family == "llama" else [])
+    assert tok["prefix"] == ([1] if family in BOS else [])
     # The folder is self-contained: the base can go away.
     clf = Classifier.load(run, precision="fp32")
     assert list(clf.predict(TEXTS)) == list(Classifier.load(run, precision="fp32").predict(TEXTS))
@@ -81,11 +94,7 @@ def test_hugging_face_export_gives_our_probabilities_in_a_pipeline(trained, tmp_
     family, _, run = trained
     invoke(["export", run, "--format", "hf", "--out", tmp_path / "hf"])
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["architectures"] == [
-        {"llama": "LlamaForSequenceClassification", "qwen3": "Qwen3ForSequenceClassification"}[
-            family
-        ]
-    ]
+    assert config["architectures"] == [CLASSES[family]]
     pipe = transformers.pipeline("text-classification", model=str(tmp_path / "hf"), device="cpu")
     theirs = pipe(TEXTS, top_k=None)
     ours = Classifier.load(run, precision="fp32").predict_proba(TEXTS)
@@ -120,12 +129,15 @@ def test_served_answers_are_the_classifiers(trained):
         assert [got[name] for name in clf.labels] == pytest.approx(list(probs), abs=1e-5)
 
 
-def test_lora_adapters_on_a_folder_base(prepared, tmp_path):
-    base = write_hf_family(tmp_path / "base", "qwen2")
+@pytest.mark.parametrize("family", ["qwen2", "gemma3"])
+def test_lora_adapters_on_a_folder_base(prepared, tmp_path, family):
+    base = write_hf_family(tmp_path / "base", family)
     run = tmp_path / "lora"
     invoke(
         [
             "train",
+            "--recipe",
+            "book",  # exactly these options (the fitted recipe is the default on a folder)
             "--data",
             prepared,
             "--model",

