@@ -141,8 +141,12 @@ def test_save_and_load_round_trip_and_tampering(tmp_path):
     record = head.save(tmp_path)
     surface.check_record(record, "config.json")
     again = surface.SurfaceHead.load(tmp_path, json.loads(json.dumps(record)))
-    np.testing.assert_array_equal(again.logits(texts["validation"]), head.logits(texts["validation"]))
-    (tmp_path / surface.TENSOR_FILE).write_bytes(b"x" + (tmp_path / surface.TENSOR_FILE).read_bytes())
+    np.testing.assert_array_equal(
+        again.logits(texts["validation"]), head.logits(texts["validation"])
+    )
+    (tmp_path / surface.TENSOR_FILE).write_bytes(
+        b"x" + (tmp_path / surface.TENSOR_FILE).read_bytes()
+    )
     with pytest.raises(GPTClassifyError, match="checksum does not match"):
         surface.SurfaceHead.load(tmp_path, record)
     with pytest.raises(GPTClassifyError, match="network_weight"):

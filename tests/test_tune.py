@@ -299,7 +299,7 @@ def test_shared_prefix_caches_are_reused_only_for_the_same_prefix():
     from gptclassify.data.batches import TokenSource
     from gptclassify.data.encode import InputPolicy, encode
     from gptclassify.model import GPTModel
-    from gptclassify.training.prefix_cache import build_prefix_source, shared_prefix_cache
+    from gptclassify.training.prefix_cache import PrefixMemo, build_prefix_source
 
     cfg = GPTConfig(vocab_size=50257, context_length=32, emb_dim=32, n_heads=4, n_layers=3)
     texts = ["win cash now", "see you at six", "call me later tonight please"]
@@ -310,20 +310,20 @@ def test_shared_prefix_caches_are_reused_only_for_the_same_prefix():
         torch.manual_seed(seed)
         return GPTClassifier(GPTModel(cfg), 2, causal=causal).eval()
 
-    with shared_prefix_cache() as memo:
-        first = build_prefix_source(model(0), source, 2)
-        again = build_prefix_source(model(0), source, 2)  # a new model, the same weights
-        assert (memo.hits, memo.misses) == (1, 1) and again.states is first.states
-        other = model(0)
-        with torch.no_grad():
-            other.gpt.h[1].mlp.c_fc.weight[0, 0] += 1e-3  # one frozen weight differs
-        changed = build_prefix_source(other, source, 2)
-        build_prefix_source(model(0), source, 1)  # fewer frozen blocks
-        build_prefix_source(model(0, causal=False), source, 2)  # another attention mask
-        shorter = TokenSource(encode(texts[:2], policy, [1, 0]), torch.device("cpu"))
-        build_prefix_source(model(0), shorter, 2)  # other texts
-        assert (memo.hits, memo.misses) == (1, 5)
-        assert not torch.equal(changed.states, first.states)
-    # Outside a shared cache every run builds its own, with the same numbers.
+    memo = PrefixMemo()  # passed explicitly: nothing shared unless given
+    first = build_prefix_source(model(0), source, 2, memo=memo)
+    again = build_prefix_source(model(0), source, 2, memo=memo)  # a new model, the same weights
+    assert (memo.hits, memo.misses) == (1, 1) and again.states is first.states
+    other = model(0)
+    with torch.no_grad():
+        other.gpt.h[1].mlp.c_fc.weight[0, 0] += 1e-3  # one frozen weight differs
+    changed = build_prefix_source(other, source, 2, memo=memo)
+    build_prefix_source(model(0), source, 1, memo=memo)  # fewer frozen blocks
+    build_prefix_source(model(0, causal=False), source, 2, memo=memo)  # another attention mask
+    shorter = TokenSource(encode(texts[:2], policy, [1, 0]), torch.device("cpu"))
+    build_prefix_source(model(0), shorter, 2, memo=memo)  # other texts
+    assert (memo.hits, memo.misses) == (1, 5)
+    assert not torch.equal(changed.states, first.states)
+    # Without a memo every run builds its own, with the same numbers.
     alone = build_prefix_source(model(0), source, 2)
     assert torch.equal(alone.states, first.states) and alone.states is not first.states

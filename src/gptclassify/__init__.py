@@ -1,4 +1,5 @@
-"""gptclassify: fine-tune a from-scratch GPT-2 into a text classifier.
+"""gptclassify: fine-tune a pretrained decoder (GPT-2, Llama, Qwen, Mistral, SmolLM2, Gemma 3;
+our own PyTorch implementations) into a text classifier.
 
 The public API is re-exported here. Imports are resolved on first use so that
 `gptclassify --help` does not pay for importing torch.

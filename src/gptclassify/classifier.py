@@ -1,4 +1,5 @@
-"""GPT-2 as a classifier: a new head, a pooling position, and which parameters train.
+"""A decoder (any implemented family) as a classifier: a new head, a pooling position, and
+which parameters train.
 
 The classifier reads one vector per sequence from the final hidden states (after `ln_f`) and
 maps it through `head = Linear(emb_dim, num_classes)`. Pooling is where that vector comes from:

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save
 
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, sha256_file
@@ -163,7 +165,6 @@ class SurfaceHead:
 
     def save(self, directory: str | Path) -> dict[str, Any]:
         """Write surface.json and surface.safetensors; returns the config.json record."""
-        from safetensors.numpy import save
 
         directory = Path(directory)
         vocabularies = []
@@ -190,8 +191,6 @@ class SurfaceHead:
     @classmethod
     def load(cls, directory: str | Path, record: dict[str, Any]) -> SurfaceHead:
         """Rebuild the head from a folder and its config.json record (checksums checked)."""
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
 
         directory = Path(directory)
         sums = record.get("sha256") or {}
@@ -234,7 +233,9 @@ class SurfaceHead:
             width += len(terms)
         coef, intercept = tensors.get("coef"), tensors.get("intercept")
         if coef is None or intercept is None or coef.ndim != 2 or coef.shape[1] != width:
-            raise GPTClassifyError(f"{directory / TENSOR_FILE}: coefficients do not fit {width} features")
+            raise GPTClassifyError(
+                f"{directory / TENSOR_FILE}: coefficients do not fit {width} features"
+            )
         if intercept.shape != (coef.shape[0],):
             raise GPTClassifyError(f"{directory / TENSOR_FILE}: intercepts do not fit the classes")
         weight = float(record.get("weight", 1.0))
@@ -273,7 +274,9 @@ def check_record(record: dict[str, Any], source: str) -> None:
         raise GPTClassifyError(f"{source}: surface: 'network_weight' must be 0 or 1")
     sums = record.get("sha256")
     if not (isinstance(sums, dict) and {JSON_FILE, TENSOR_FILE} <= set(sums)):
-        raise GPTClassifyError(f"{source}: surface: 'sha256' must name {JSON_FILE} and {TENSOR_FILE}")
+        raise GPTClassifyError(
+            f"{source}: surface: 'sha256' must name {JSON_FILE} and {TENSOR_FILE}"
+        )
 
 
 # ---- fitting and choosing ---------------------------------------------------------------
@@ -299,8 +302,8 @@ def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def _fit_regression(x, y: np.ndarray, num_classes: int, C: float, class_weight) -> tuple:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.exceptions import ConvergenceWarning  # lazy: only when fitting
+    from sklearn.linear_model import LogisticRegression  # lazy: only when fitting
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -378,7 +381,7 @@ def choose(
             val_parts.append(xv)
         if len(vectorizers) != len(blocks):
             continue
-        from scipy import sparse
+        from scipy import sparse  # lazy: scikit-learn's scipy, only when fitting
 
         xt, xv = sparse.hstack(train_parts).tocsr(), sparse.hstack(val_parts).tocsr()
         for c in grid:

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from gptclassify import tokenizer
-from gptclassify.surface import SurfaceHead, read_texts
 from gptclassify.artifact import (
     FORMAT_BASELINE,
     FORMAT_CLASSIFIER,
@@ -55,6 +54,7 @@ from gptclassify.errors import GPTClassifyError
 from gptclassify.files import inside, replace_folder, sha256_file
 from gptclassify.metrics import classification_report, multilabel_report, sigmoid, softmax
 from gptclassify.predict.long_texts import LongTexts, combine, windows
+from gptclassify.surface import SurfaceHead, read_texts
 
 if TYPE_CHECKING:
     import torch
@@ -105,7 +105,8 @@ class TextRejected(GPTClassifyError):
 
 
 class Classifier:
-    """A trained GPT-2 text classifier with its labels and input policy."""
+    """A trained text classifier (any implemented decoder family) with its labels and input
+    policy."""
 
     def __init__(
         self,
@@ -116,10 +117,14 @@ class Classifier:
         device: str | torch.device = "auto",
         precision: str = "auto",
         provenance: Provenance | None = None,
+        **output: Any,
     ) -> None:
+        """`output`: how logits become answers (`task`, `thresholds`, `label_sep`, `lexical`,
+        `surface`, `long_texts`): given here, once, as `load` and a training run do."""
         from gptclassify.predict.torch_runtime import TorchRuntime  # lazy: torch
 
-        self._setup(TorchRuntime(model, device, precision), labels, policy, temperature, provenance)
+        runtime = TorchRuntime(model, device, precision)
+        self._setup(runtime, labels, policy, temperature, provenance, **output)
 
     @classmethod
     def with_runtime(
@@ -129,10 +134,11 @@ class Classifier:
         policy: InputPolicy,
         temperature: float = 1.0,
         provenance: Provenance | None = None,
+        **output: Any,
     ) -> Classifier:
         """A Classifier around any runtime (e.g. ONNX Runtime for an exported folder)."""
         classifier = cls.__new__(cls)
-        classifier._setup(runtime, labels, policy, temperature, provenance)
+        classifier._setup(runtime, labels, policy, temperature, provenance, **output)
         return classifier
 
     def _setup(
@@ -142,6 +148,13 @@ class Classifier:
         policy: InputPolicy,
         temperature: float,
         provenance: Provenance | None,
+        *,
+        task: str = "single-label",
+        thresholds: Sequence[float] | None = None,
+        label_sep: str = ";",
+        lexical: dict[str, Any] | None = None,
+        surface: SurfaceHead | None = None,
+        long_texts: LongTexts | None = None,
     ) -> None:
         if len(labels) != runtime.num_classes:
             raise GPTClassifyError(
@@ -158,20 +171,20 @@ class Classifier:
         """sha256 of that folder's PyTorch weights file (checked when it loaded)."""
         self.metrics: dict[str, Any] | None = None
         """metrics.json of the training run, when known."""
-        self.task = "single-label"
+        self.task = task
         """single-label (softmax, one class per text) or multi-label (a sigmoid per label,
         any set of labels per text)."""
-        self.thresholds: list[float] | None = None
+        self.thresholds: list[float] | None = list(thresholds) if thresholds else None
         """Multi-label: each label's decision threshold (None: 0.5 for every label)."""
-        self.label_sep = ";"
+        self.label_sep = label_sep
         """Multi-label: how a label set is joined in prediction files."""
-        self.long_texts = LongTexts()
+        self.long_texts = long_texts or LongTexts()
         """What happens to texts longer than the model reads: truncated (the input policy
         cuts them), or classified in windows whose probabilities are aggregated."""
-        self.lexical: dict[str, Any] | None = None
+        self.lexical: dict[str, Any] | None = lexical
         """How the bag-of-tokens logistic regression in the logits was fitted (lexical.py),
         when the model has one."""
-        self.surface: SurfaceHead | None = None
+        self.surface: SurfaceHead | None = surface
         """A TF-IDF word/character n-gram head weighed in with the network's logits (or in
         their place), chosen on validation when it trained (surface.py)."""
 
@@ -244,6 +257,16 @@ class Classifier:
             )
         long = LongTexts(long_texts, stride, aggregate)  # checked before anything loads
         config = read_classifier_config(run_dir)
+        output = {
+            "task": config.task,
+            "thresholds": config.thresholds,
+            "label_sep": config.label_sep,
+            "lexical": config.lexical,
+            "surface": (
+                SurfaceHead.load(run_dir, config.surface) if config.surface is not None else None
+            ),
+            "long_texts": long,
+        }
         kind = choose_runtime(config, runtime, Path(run_dir))
         tok = tokenizer.load_tokenizer(config.tokenizer, Path(run_dir))
         policy = InputPolicy(config.max_length, config.pad_length, config.truncate, tok)
@@ -260,6 +283,7 @@ class Classifier:
                 policy,
                 temperature=config.temperature,
                 provenance=config.provenance,
+                **output,
             )
         else:
             if precision == "int8":
@@ -282,15 +306,9 @@ class Classifier:
                 device=device,
                 precision=precision,
                 provenance=config.provenance,
+                **output,
             )
         classifier.path = Path(run_dir)
-        classifier.task = config.task
-        classifier.thresholds = list(config.thresholds) if config.thresholds else None
-        classifier.label_sep = config.label_sep
-        classifier.lexical = config.lexical
-        if config.surface is not None:
-            classifier.surface = SurfaceHead.load(run_dir, config.surface)
-        classifier.long_texts = long
         classifier.weights_sha256 = config.weights_sha256 or None
         metrics = read_metrics(run_dir)
         classifier.metrics = metrics.to_json() if metrics is not None else None

@@ -10,8 +10,8 @@ Where it lives (`plan_prefix_cache`): in memory up to --cache-gb; beyond that in
 memory-mapped file (`DiskStates`, the same float32 values, so training is bit for bit the
 same) up to --cache-disk-gb and the disk's free space; only beyond both does the run go
 without it. The file is scratch: removed when the run ends, never part of a run folder.
-Within one process, `shared_prefix_cache()` lets runs reuse each other's caches (the trials of
-a search share frozen blocks and data): a cache is looked up by the token ids it was built
+Within one process, runs given one `PrefixMemo` (`train(..., prefix_memo=memo)`) reuse each
+other's caches (the trials of a search share frozen blocks and data): a cache is looked up by the token ids it was built
 from, the frozen blocks' number, the precision and device, and a fingerprint of the frozen
 weights themselves, so a reused cache is always the one this run would have built.
 """
@@ -25,8 +25,7 @@ import shutil
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -232,20 +231,6 @@ class PrefixMemo:
     """Time spent computing lookup keys (hashing token ids and frozen weights)."""
 
 
-_memo: PrefixMemo | None = None
-
-
-@contextmanager
-def shared_prefix_cache(capacity: int = 4) -> Iterator[PrefixMemo]:
-    """Runs started inside reuse the frozen-prefix caches of earlier runs (same process)."""
-    global _memo
-    previous, _memo = _memo, PrefixMemo(capacity)
-    try:
-        yield _memo
-    finally:
-        _memo = previous
-
-
 def _memo_key(model: GPTClassifier, source: TokenSource, end: int, dtype: torch.dtype) -> str:
     """Everything a cache depends on: token ids, frozen weights, model shape and attention
     mask, blocks, precision, device."""
@@ -303,11 +288,11 @@ def build_prefix_source(
     tokens_per_batch: int = TOKENS_PER_BATCH,
     dist: Dist | None = None,
     disk_path: Path | None = None,
+    memo: PrefixMemo | None = None,
 ) -> PrefixSource:
     """`compute_prefix_source`, or the same cache from an earlier run of this process when
-    `shared_prefix_cache()` is on (one process only; caches in memory only: a file-backed
-    cache is removed when its run ends)."""
-    memo = _memo
+    `memo` is given (one process only; caches in memory only: a file-backed cache is removed
+    when its run ends)."""
     if memo is None or (dist is not None and dist.active) or disk_path is not None:
         return compute_prefix_source(
             model, source, end, dtype, tokens_per_batch, dist, disk_path=disk_path

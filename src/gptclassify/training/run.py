@@ -83,6 +83,7 @@ from gptclassify.training.logs import run_logging
 from gptclassify.training.loop import Callbacks, Engine, Sources, fit
 from gptclassify.training.prefix_cache import (
     CachePlan,
+    PrefixMemo,
     PrefixSource,
     build_prefix_source,
     plan_prefix_cache,
@@ -125,6 +126,7 @@ def train(
     overrides: dict[str, Any] | None = None,
     callbacks: Sequence[Callbacks] = (),
     note: str | None = None,
+    prefix_memo: PrefixMemo | None = None,
 ) -> Classifier:
     """Fine-tune a classifier as `cfg` says, write the run folder, and return the classifier.
 
@@ -135,6 +137,9 @@ def train(
     callbacks: more listeners to the loop (they hear each step and epoch before the run
     checkpoints it; `tune` prunes trials there).
     note: a line for the top of the run's log (the CLI says which recipe set the options).
+    prefix_memo: frozen-prefix caches shared with other runs of this process (recipe auto's
+    candidates, a search's trials): a cache this run needs is taken from it when an earlier
+    run built the same one, and kept in it otherwise.
     """
     if resume is not None and cfg is not None:
         raise GPTClassifyError("resume a run with its own config: give resume=RUN, not a config")
@@ -148,7 +153,17 @@ def train(
     dist, target = Dist.from_env(device)
     try:
         return _train(
-            cfg, dist, target, quiet, progress, resume, overwrite, overrides, callbacks, note
+            cfg,
+            dist,
+            target,
+            quiet,
+            progress,
+            resume,
+            overwrite,
+            overrides,
+            callbacks,
+            note,
+            prefix_memo,
         )
     finally:
         dist.close()
@@ -165,6 +180,7 @@ def _train(
     overrides: dict[str, Any] | None,
     callbacks: Sequence[Callbacks] = (),
     note: str | None = None,
+    prefix_memo: PrefixMemo | None = None,
 ) -> Classifier:
     # Rank 0 claims (or reopens) the run folder; the others learn where it is.
     folder = None
@@ -192,7 +208,7 @@ def _train(
         try:
             if note:
                 log.info("%s", note)
-            run = Run(cfg, folder, progress and not quiet, dist, device, callbacks)
+            run = Run(cfg, folder, progress and not quiet, dist, device, callbacks, prefix_memo)
             return run.execute()
         except TrainingInterrupted as exc:
             log.info("%s", exc)
@@ -328,8 +344,10 @@ class Run:
         dist: Dist | None = None,
         device: torch.device | None = None,
         callbacks: Sequence[Callbacks] = (),
+        prefix_memo: PrefixMemo | None = None,
     ) -> None:
         self.cfg = cfg
+        self.prefix_memo = prefix_memo
         self.folder = folder
         self.run_dir = folder.work
         self.dist = dist or Dist.single()
@@ -610,6 +628,7 @@ class Run:
                     self.dtype,
                     dist=self.dist,
                     disk_path=plan.folder / f"{k}.f32" if plan.folder else None,
+                    memo=self.prefix_memo,
                 )
                 for k, s in sources.items()
             }
@@ -870,12 +889,17 @@ class Run:
             device=self.device,
             precision=cfg.runtime.precision,
             provenance=provenance,
+            surface=head,
+            **(
+                {
+                    "task": "multi-label",
+                    "thresholds": result.thresholds,
+                    "label_sep": prep.splits.label_sep,
+                }
+                if multi
+                else {}
+            ),
         )
-        classifier.surface = head
-        if multi:
-            classifier.task = "multi-label"
-            classifier.thresholds = result.thresholds
-            classifier.label_sep = prep.splits.label_sep
         metrics = RunMetrics(
             splits=result.reports,
             best_epoch=state.best_epoch,

@@ -10,7 +10,7 @@ cheaper). Rules:
 
 - Every candidate is a normal training run (`train()`), in a work folder beside OUT. Candidates
   that share their frozen blocks share one frozen-prefix cache
-  (training/prefix_cache.shared_prefix_cache): only the first pays for it.
+  (a `PrefixMemo` passed to each `train()`): only the first pays for it.
 - The budget counts work, not wall time: this process's CPU time over its torch threads
   (`work_clock`), so a machine busy with other work runs the same candidates as an idle one,
   only later. A candidate starts only when its predicted work fits what is left (predicted
@@ -39,14 +39,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gptclassify.args import TrainConfig
+from gptclassify.data.sources import load_data
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write
 from gptclassify.predict.api import Classifier
 from gptclassify.training import train
 from gptclassify.training.folder import PARTIAL
 from gptclassify.training.loop import Callbacks
-from gptclassify.training.prefix_cache import shared_prefix_cache
+from gptclassify.training.prefix_cache import PrefixMemo
 from gptclassify.training.state import TrainState
 from gptclassify.tune.search import prepare_data, trial_config
 
@@ -159,14 +162,16 @@ def resolve_recipe(
         if is_sms_job(cfg):
             recipe, why = "book", "the default on the SMS job (--recipe fitted or auto for others)"
         elif cfg.backbone.weights == "random":
-            recipe, why = "book", "random weights: the options as given (--recipe fitted to fit them)"
+            recipe, why = (
+                "book",
+                "random weights: the options as given (--recipe fitted to fit them)",
+            )
         else:
             recipe, why = "fitted", "the default on your own data (--recipe book for the book's)"
     else:
         why = f"--recipe {recipe}"
     if recipe != "fitted":
         return cfg, recipe, why
-    from gptclassify.data.sources import load_data  # the split train will use
 
     splits = load_data(cfg.data, cfg.train.seed)
     n_train = len(splits.train.texts)
@@ -177,9 +182,8 @@ def resolve_recipe(
     new = _with(cfg, kept)
     said = ", ".join(f"{k} {v}" for k, v in kept.items())
     mine = sorted(set(options) - set(kept))
-    why += (
-        f": {n_train} training texts -> {said}"
-        + (f" (yours: {', '.join(mine)})" if mine else "")
+    why += f": {n_train} training texts -> {said}" + (
+        f" (yours: {', '.join(mine)})" if mine else ""
     )
     return new, recipe, why
 
@@ -253,7 +257,6 @@ def work_clock() -> float:
     """Seconds of work done by this process: its CPU time over the threads torch computes
     with. On an idle machine it runs with the wall clock; on a busy one it runs slower, as
     the process gets less of the CPU, so a budget buys the same candidates either way."""
-    import torch  # lazy: only while choosing
 
     return time.process_time() / max(torch.get_num_threads(), 1)
 
@@ -366,84 +369,89 @@ def auto_recipe(
             else c
             for c in candidates
         )
-        with shared_prefix_cache(capacity=2) as memo:
-            for i, cand in enumerate(candidates):
-                left = deadline - work_clock()
-                predicted = _predict_seconds(cand, base, measured, n_layer, built)
-                row = Tried(
-                    cand.name,
-                    dict(cand.params),
-                    cand.why,
-                    "skipped",
-                    predicted_s=predicted,
+        memo = PrefixMemo(capacity=2)
+        for i, cand in enumerate(candidates):
+            left = deadline - work_clock()
+            predicted = _predict_seconds(cand, base, measured, n_layer, built)
+            row = Tried(
+                cand.name,
+                dict(cand.params),
+                cand.why,
+                "skipped",
+                predicted_s=predicted,
+            )
+            tried.append(row)
+            if i and (left <= 0 or (predicted is not None and predicted > left)):
+                used = work_clock() - w0
+                need = _budget_text(used + (predicted or 0.0))
+                row.note = (
+                    f"predicted {predicted:.0f} s of work, {max(left, 0):.0f} s of the "
+                    f"budget left; --budget {need} would run it"
+                    if predicted is not None
+                    else f"the budget ran out; --budget {need} would run it"
                 )
-                tried.append(row)
-                if i and (left <= 0 or (predicted is not None and predicted > left)):
-                    used = work_clock() - w0
-                    need = _budget_text(used + (predicted or 0.0))
-                    row.note = (
-                        f"predicted {predicted:.0f} s of work, {max(left, 0):.0f} s of the "
-                        f"budget left; --budget {need} would run it"
-                        if predicted is not None
-                        else f"the budget ran out; --budget {need} would run it"
-                    )
-                    say(f"recipe auto: {cand.name}: skipped ({row.note})")
-                    continue
-                run_dir = work / f"{i:02d}-{re.sub(r'[^A-Za-z0-9.-]+', '_', cand.name)}"
-                try:
-                    cfg = trial_config(base, shared, row.params, run_dir)
-                except GPTClassifyError as exc:
-                    row.state, row.note = "failed", str(exc)
-                    say(f"recipe auto: {cand.name}: failed: {exc}")
-                    continue
-                stop = Deadline(None if i == 0 else deadline)
-                started = time.monotonic()
-                w_started = work_clock()
-                built_before = memo.built_s
-                say(
-                    f"recipe auto: {cand.name} ({cand.why}"
-                    + (f"; predicted {predicted:.0f} s of work" if predicted is not None else "")
-                    + ") ..."
+                say(f"recipe auto: {cand.name}: skipped ({row.note})")
+                continue
+            run_dir = work / f"{i:02d}-{re.sub(r'[^A-Za-z0-9.-]+', '_', cand.name)}"
+            try:
+                cfg = trial_config(base, shared, row.params, run_dir)
+            except GPTClassifyError as exc:
+                row.state, row.note = "failed", str(exc)
+                say(f"recipe auto: {cand.name}: failed: {exc}")
+                continue
+            stop = Deadline(None if i == 0 else deadline)
+            started = time.monotonic()
+            w_started = work_clock()
+            built_before = memo.built_s
+            say(
+                f"recipe auto: {cand.name} ({cand.why}"
+                + (f"; predicted {predicted:.0f} s of work" if predicted is not None else "")
+                + ") ..."
+            )
+            try:
+                clf = train(
+                    cfg,
+                    quiet=True,
+                    progress=False,
+                    overwrite=True,
+                    callbacks=[stop],
+                    prefix_memo=memo,
                 )
-                try:
-                    clf = train(cfg, quiet=True, progress=False, overwrite=True, callbacks=[stop])
-                except GPTClassifyError as exc:
-                    row.state, row.note = "failed", str(exc)
-                    say(f"recipe auto: {cand.name}: failed: {exc}")
-                    continue
-                seconds = time.monotonic() - started
-                work_s = work_clock() - w_started
-                metrics = clf.metrics or {}
-                epochs_run = int(metrics.get("epochs_run") or 0)
-                row.state = "stopped" if stop.hit else "done"
-                row.val_accuracy = float(metrics["validation"]["accuracy"])
-                row.val_loss = float(metrics["validation"]["loss"])
-                if "test" in metrics:
-                    row.test_accuracy = float(metrics["test"]["accuracy"])
-                row.epochs_run, row.seconds, row.work_s = epochs_run, seconds, work_s
-                if stop.hit:
-                    row.note = f"the budget ran out after epoch {epochs_run}; best epoch kept"
-                runs[cand.name] = run_dir
-                n_layer = n_layer or _n_layer(clf)
-                # Wall-clock parts of the run, converted to work seconds by its own ratio.
-                ratio = work_s / seconds if seconds > 0 else 1.0
-                train_s = float(metrics.get("training_time_s") or seconds) * ratio
-                cache_s = (memo.built_s - built_before) * ratio
-                key = _cache_key(cand.params, base)
-                if key is not None and cache_s > 0:
-                    built[key] = cache_s
-                work_units = max(epochs_run, 1) * _blocks(cand.params, base, n_layer)
-                if key is not None:
-                    measured.append(
-                        Measured(work_units, train_s, max(work_s - train_s, 0.0), cache_s)
-                    )
-                say(
-                    f"recipe auto: {cand.name}: validation accuracy {row.val_accuracy:.4f}, "
-                    f"loss {row.val_loss:.4f} ({seconds:.0f} s, {work_s:.0f} s of work"
-                    + (", stopped by the budget" if stop.hit else "")
-                    + ")"
-                )
-            cache = {"hits": memo.hits, "misses": memo.misses, "saved_s": memo.saved_s}
+            except GPTClassifyError as exc:
+                row.state, row.note = "failed", str(exc)
+                say(f"recipe auto: {cand.name}: failed: {exc}")
+                continue
+            seconds = time.monotonic() - started
+            work_s = work_clock() - w_started
+            metrics = clf.metrics or {}
+            epochs_run = int(metrics.get("epochs_run") or 0)
+            row.state = "stopped" if stop.hit else "done"
+            row.val_accuracy = float(metrics["validation"]["accuracy"])
+            row.val_loss = float(metrics["validation"]["loss"])
+            if "test" in metrics:
+                row.test_accuracy = float(metrics["test"]["accuracy"])
+            row.epochs_run, row.seconds, row.work_s = epochs_run, seconds, work_s
+            if stop.hit:
+                row.note = f"the budget ran out after epoch {epochs_run}; best epoch kept"
+            runs[cand.name] = run_dir
+            n_layer = n_layer or _n_layer(clf)
+            # Wall-clock parts of the run, converted to work seconds by its own ratio.
+            ratio = work_s / seconds if seconds > 0 else 1.0
+            train_s = float(metrics.get("training_time_s") or seconds) * ratio
+            cache_s = (memo.built_s - built_before) * ratio
+            key = _cache_key(cand.params, base)
+            if key is not None and cache_s > 0:
+                built[key] = cache_s
+            work_units = max(epochs_run, 1) * _blocks(cand.params, base, n_layer)
+            if key is not None:
+                measured.append(Measured(work_units, train_s, max(work_s - train_s, 0.0), cache_s))
+            say(
+                f"recipe auto: {cand.name}: validation accuracy {row.val_accuracy:.4f}, "
+                f"loss {row.val_loss:.4f} ({seconds:.0f} s, {work_s:.0f} s of work"
+                + (", stopped by the budget" if stop.hit else "")
+                + ")"
+            )
+        cache = {"hits": memo.hits, "misses": memo.misses, "saved_s": memo.saved_s}
         ran = [t for t in tried if t.state in ("done", "stopped")]
         if not ran:
             reasons = "; ".join(f"{t.name}: {t.note}" for t in tried)
@@ -466,7 +474,6 @@ def auto_recipe(
 
 
 def _train_size(data, base: TrainConfig) -> int:
-    from gptclassify.data.sources import load_data  # the shared split, already written
 
     return len(load_data(data, base.train.seed).train.texts)
 

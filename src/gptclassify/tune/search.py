@@ -10,7 +10,7 @@ built-in recipe (a small fixed space, a trial count or a time budget) can call i
   --report-to), run in this process, with a callback that reports the full-validation metric
   to Optuna after every epoch and stops the trial when the pruner says so. Trials that share
   the frozen blocks and the data reuse one frozen-prefix cache
-  (training/prefix_cache.shared_prefix_cache): only the first pays for it.
+  (a `PrefixMemo` passed to each trial's `train()`): only the first pays for it.
 - The study lives in an Optuna storage: by default sqlite:///OUT/tune.db, so a search that
   was stopped continues where it was (a trial stopped by Ctrl-C is queued again and resumes
   from its checkpoint); a database URL shared by several processes or machines
@@ -51,7 +51,7 @@ from gptclassify.plots import plt
 from gptclassify.training import train
 from gptclassify.training.folder import PARTIAL
 from gptclassify.training.loop import Callbacks
-from gptclassify.training.prefix_cache import shared_prefix_cache
+from gptclassify.training.prefix_cache import PrefixMemo
 from gptclassify.training.run import TrainingInterrupted
 from gptclassify.training.state import TrainState
 from gptclassify.tune.space import SearchSpace
@@ -343,37 +343,38 @@ def search(
                 st.set_user_attr(key, value)
         _requeue_interrupted(st)
 
+        memo = PrefixMemo(capacity=4 if share_cache else 0)
+
         def objective(trial: Any) -> float:
-            return _run_trial(trial, base, shared, space, out, metric, say)
+            return _run_trial(trial, base, shared, space, out, metric, say, memo)
 
         def enough(study_: Any, trial: Any) -> None:
             if sum(_finished(t) for t in study_.get_trials(deepcopy=False)) >= trials:
                 study_.stop()
 
-        with shared_prefix_cache(capacity=4 if share_cache else 0) as memo:
-            if sum(_finished(t) for t in st.get_trials(deepcopy=False)) < trials:
-                try:
-                    st.optimize(
-                        objective,
-                        timeout=timeout,
-                        callbacks=[enough],
-                        catch=(TrialFailed,),
-                        gc_after_trial=False,
-                    )
-                except TrainingInterrupted as exc:
-                    # The trial's own advice (train --resume) would leave the study behind.
-                    again = (
-                        f"--out {out}"
-                        + (f" --storage {shown_url(url)}" if storage else "")
-                        + (f" --study {name}" if study else "")
-                    )
-                    raise TrainingInterrupted(
-                        f"Stopped by {signal.Signals(exc.exit_code - 128).name}; the trial's "
-                        "checkpoint is kept and the study in "
-                        f"{shown_url(url)}. Continue the search with the same gptclassify "
-                        f"tune command ({again}): the stopped trial resumes from its checkpoint",
-                        exc.exit_code - 128,
-                    ) from None
+        if sum(_finished(t) for t in st.get_trials(deepcopy=False)) < trials:
+            try:
+                st.optimize(
+                    objective,
+                    timeout=timeout,
+                    callbacks=[enough],
+                    catch=(TrialFailed,),
+                    gc_after_trial=False,
+                )
+            except TrainingInterrupted as exc:
+                # The trial's own advice (train --resume) would leave the study behind.
+                again = (
+                    f"--out {out}"
+                    + (f" --storage {shown_url(url)}" if storage else "")
+                    + (f" --study {name}" if study else "")
+                )
+                raise TrainingInterrupted(
+                    f"Stopped by {signal.Signals(exc.exit_code - 128).name}; the trial's "
+                    "checkpoint is kept and the study in "
+                    f"{shown_url(url)}. Continue the search with the same gptclassify "
+                    f"tune command ({again}): the stopped trial resumes from its checkpoint",
+                    exc.exit_code - 128,
+                ) from None
         result = SearchResult(
             study=name,
             storage=shown_url(url),
@@ -413,6 +414,7 @@ def _run_trial(
     out: Path,
     metric: str,
     say: Callable[[str], None],
+    memo: PrefixMemo | None = None,
 ) -> float:
     import optuna  # lazy: track (optuna)
 
@@ -435,9 +437,22 @@ def _run_trial(
     t0 = time.perf_counter()
     try:
         if "resumes" in trial.user_attrs and (partial / "checkpoints" / "run.json").is_file():
-            clf = train(resume=run_dir, quiet=True, progress=False, callbacks=callbacks)
+            clf = train(
+                resume=run_dir,
+                quiet=True,
+                progress=False,
+                callbacks=callbacks,
+                prefix_memo=memo,
+            )
         else:
-            clf = train(cfg, quiet=True, progress=False, overwrite=True, callbacks=callbacks)
+            clf = train(
+                cfg,
+                quiet=True,
+                progress=False,
+                overwrite=True,
+                callbacks=callbacks,
+                prefix_memo=memo,
+            )
     except optuna.TrialPruned:
         say(f"trial {trial.number}: {shown}: pruned ({time.perf_counter() - t0:.1f} s)")
         raise
