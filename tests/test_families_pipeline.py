@@ -166,3 +166,25 @@ def test_lora_adapters_on_a_folder_base(prepared, tmp_path, family):
     merged = Classifier.load(run, base_model=base, precision="fp32")
     merged.model.merge_lora()
     np.testing.assert_allclose(clf.logits(TEXTS), merged.logits(TEXTS), atol=1e-5)
+
+
+def test_long_texts_in_windows_are_each_read_under_the_sliding_window(trained):
+    """--long-texts chunk: each window is one ordinary pass (Gemma 3's window of 5 inside
+    it); the text's probabilities are the mean of the windows' own, one window at a time."""
+    import torch
+
+    family, _, run = trained
+    if family != "gemma3":
+        pytest.skip("the sliding window is Gemma 3's")
+    clf = Classifier.load(run, precision="fp32", long_texts="chunk")
+    text = " ".join(TEXTS * 12)
+    win = clf.windows(clf.policy.tokenizer.encode_batch([text]))
+    assert win.counts[0] > 2
+    model = clf.model.eval()
+    probs = []
+    for ids, n in zip(win.encoded.ids, win.encoded.lengths, strict=True):
+        assert n > 5  # longer than the window
+        with torch.no_grad():
+            logits = model(torch.tensor([list(ids[:n])]))
+        probs.append(clf.probabilities(logits.double().numpy())[0])  # at its temperature
+    np.testing.assert_allclose(clf.predict_proba([text])[0], np.mean(probs, axis=0), atol=1e-5)

@@ -256,7 +256,13 @@ def _gguf_config(get: Any, config: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in config.items() if k not in ("hidden_act", "rope_scaling")}
     return out | {
         "hidden_activation": "gelu_pytorch_tanh",
-        "query_pre_attn_scalar": config["head_dim"],
+        # Not in the metadata: llama.cpp scales by the head width, except for the 27B model
+        # (62 layers), whose query_pre_attn_scalar is the width over the heads.
+        "query_pre_attn_scalar": (
+            config["hidden_size"] // config["num_attention_heads"]
+            if n_layers == 62
+            else config["head_dim"]
+        ),
         "sliding_window": window,
         "layer_types": [SLIDING if (i + 1) % every else FULL for i in range(n_layers)],
         "rope_local_base_freq": 10000.0,
