@@ -154,3 +154,24 @@ def test_the_cli_makes_openmp_threads_sleep_while_they_wait(given, want):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == want
+
+
+def test_bf16_passes_run_on_cpus_without_onednn_bf16():
+    """--precision bf16 asked explicitly on an AVX2-only CPU: oneDNN has no bf16 kernel to
+    fuse the MLP into there ("could not create a primitive descriptor"); the plain path runs
+    and agrees with fp32 to bf16's rounding. On CPUs with bf16 kernels this is the fused path."""
+    import numpy as np
+
+    from gptclassify.classifier import GPTClassifier
+    from gptclassify.config import GPTConfig
+    from gptclassify.data.encode import Encoded
+    from gptclassify.model import GPTModel
+    from gptclassify.predict.torch_runtime import TorchRuntime
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50257, context_length=64, emb_dim=64, n_heads=4, n_layers=2)
+    model = GPTClassifier(GPTModel(cfg), 2)
+    texts = Encoded.unlabelled([[11, 12, 13, 14, 15], [16, 17, 18]])
+    bf16 = TorchRuntime(model, "cpu", "bf16").logits(texts, 8)
+    fp32 = TorchRuntime(model, "cpu", "fp32").logits(texts, 8)
+    assert np.abs(bf16 - fp32).max() < 0.05

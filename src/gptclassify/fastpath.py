@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -222,7 +223,21 @@ def _can_fuse(x: Tensor, layer: nn.Module) -> bool:
         and layer.bias is not None
         and _autocast_bf16()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        # oneDNN has no bf16 kernel to fuse into on CPUs without bf16 support (AVX2 only:
+        # "could not create a primitive descriptor"); the plain MLP runs there
+        and _onednn_bf16()
     )
+
+
+@cache
+def _onednn_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 or AMX; not AVX2-only CPUs)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()) and bool(
+            torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    except (AttributeError, RuntimeError):
+        return False
 
 
 PACKED_MAX_ROWS = 320
@@ -286,9 +301,9 @@ def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
         and device.type == "cpu"
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-        # runtime.cpu_has_fast_bf16 asks the same; fastpath sits below runtime and cannot
-        # import it (tests/test_architecture.py)
-        and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        # runtime.cpu_has_fast_bf16 asks the same first; fastpath sits below runtime and
+        # cannot import it (tests/test_architecture.py)
+        and _onednn_bf16()
     )
 
 
