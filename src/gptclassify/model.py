@@ -359,14 +359,14 @@ class GPTBody(nn.Module):
             raise ValueError(
                 f"sequence length {T} exceeds the model context ({self.config.context_length})"
             )
+        x = self.wte(input_ids)  # (B, T, C)
+        if self.config.embed_scale:
+            # sqrt(C) rounded to the weights' dtype first, as Gemma's reference does.
+            x = x * torch.tensor(self.config.emb_dim**0.5).to(x.dtype)
         if self.wpe is None:
-            x = self.wte(input_ids)  # (B, T, C)
-            if self.config.embed_scale:
-                # sqrt(C) rounded to the weights' dtype first, as Gemma's reference does.
-                x = x * torch.tensor(self.config.emb_dim**0.5).to(x.dtype)
-            return self.drop(x)
+            return self.drop(x)  # rotary positions live in the attention
         pos = torch.arange(T, device=input_ids.device)  # (T,)
-        return self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
+        return self.drop(x + self.wpe(pos))  # (B, T, C)
 
     def run_blocks(
         self,
