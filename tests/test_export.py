@@ -252,7 +252,10 @@ def test_onnx_export_runs_in_onnx_runtime_with_our_logits(tiny_run, onnx_dir):
         config.exported_from.sha256["model.safetensors"]
         == read_classifier_config(tiny_run.path).weights_sha256
     )
-    assert sorted(p.name for p in onnx_dir.iterdir()) == ["config.json", "model.onnx"]
+    # the graph, our config (with transformers' fields beside it) and the tokenizer files
+    # transformers / Optimum read (tests/test_optimum.py loads them there)
+    files = sorted(p.name for p in onnx_dir.iterdir())
+    assert files == ["config.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"]
 
 
 def test_onnx_passes_keep_to_a_token_budget_with_the_same_logits(tiny_run, onnx_dir):
@@ -484,3 +487,28 @@ def test_cpu_flags_decide_what_is_fast():
     assert not (old.fast_bf16 or old.fast_int8)
     assert parse_cpuinfo("", default_name="arm64").summary() == "arm64; flags: unknown"
     assert isinstance(cpu_info().flags, frozenset)
+
+
+def test_the_gpt2_tokenizer_json_of_an_onnx_folder_reads_as_ours(tmp_path):
+    """The tokenizer.json an ONNX GPT-2 folder carries for transformers / Optimum (built
+    from the table gptclassify ships) gives tiktoken's ids on awkward texts, loaded by
+    `tokenizers` as transformers' fast tokenizer loads it."""
+    from tokenizers import Tokenizer
+
+    from gptclassify.export.onnx import gpt2_tokenizer_json
+    from gptclassify.tokenizer import get_encoding
+
+    path = tmp_path / "tokenizer.json"
+    gpt2_tokenizer_json(path)
+    fast = Tokenizer.from_file(str(path))
+    texts = [
+        "WINNER!! You have been selected to receive a £900 prize reward!",
+        "  leading spaces, trailing   ",
+        "tabs\tand\nnew lines\r\n and émojis 🎉 and 中文",
+        "I'm can't won't 'quoted' 123456789 3.14",
+        "",
+    ]
+    ours = get_encoding()
+    for text in texts:
+        assert fast.encode(text).ids == ours.encode_ordinary(text), text
+    assert fast.token_to_id("<|endoftext|>") == 50256
