@@ -38,7 +38,7 @@ from gptclassify.cli.options import build, config_options
     "(3-20), early stopping, the surface head (--lexical auto); options you give keep your "
     "values. auto: train a few candidates within --budget and keep the one with the best "
     "validation accuracy (OUT/recipe.json says what was tried and why). Default: book on "
-    "the SMS job, fitted on your own data (--data, --train).",
+    "the SMS job and from --weights random, fitted on your own data (--data, --train).",
 )
 @click.option(
     "--budget",
