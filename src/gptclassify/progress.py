@@ -34,6 +34,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
 PLAIN_EVERY_S = 20.0
 """Seconds between two plain progress lines when stderr is not a terminal."""
 TTY_DELAY_S = 1.0
@@ -87,8 +89,6 @@ class _Bar(Stage):
     def __init__(
         self, desc: str, total: float | None, unit: str, file: TextIO, scale: bool, initial: float
     ):
-        from tqdm import tqdm
-
         self._bar = tqdm(
             total=total,
             initial=initial,
