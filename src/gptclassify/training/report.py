@@ -371,6 +371,8 @@ class MLflowReporter(Reporter):
         self.run_id: str | None = None
         self.done_steps: dict[str, int] = {}
         """For a resumed MLflow run: the last step each metric already has."""
+        self.record: dict[str, Any] = {}
+        """The tracking URI, experiment and run id that RUN/mlflow.json keeps."""
         self.tagged_data = False
         self.broken = False
         self.dropped = 0
@@ -418,6 +420,9 @@ class MLflowReporter(Reporter):
         step = max(self.last_step, 0)
         items = [(f"final_{k}", v, step) for k, v in final_scalars(metrics).items()]
         self._submit(lambda: self._log_metrics(items))
+        # Before the folder is published: the run's record usually lands in it from here
+        # (a quick run may end before a new tracking store has created the run).
+        self.flush(self.EPOCH_FLUSH_S)
 
     def close(self, status: str, folder: Path | None) -> None:
         if folder is not None:
@@ -483,6 +488,7 @@ class MLflowReporter(Reporter):
                 if history:
                     self.done_steps[key] = max(m.step for m in history)
             self.run_id = run_id
+            self.record = record
             return
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
         experiment = self.client.get_experiment_by_name(name)
@@ -496,14 +502,8 @@ class MLflowReporter(Reporter):
         final = self.run_dir.name.removesuffix(".partial")
         run = self.client.create_run(experiment_id, tags=tags, run_name=final)
         self.run_id = run.info.run_id
-        atomic_write(
-            record_path,
-            json.dumps(
-                {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": self.run_id},
-                indent=2,
-            )
-            + "\n",
-        )
+        self.record = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": self.run_id}
+        self._write_record(self.run_dir)
         params = report_params(self.cfg)
         Param = mlflow.entities.Param
         items = [Param(k, str(v)) for k, v in params.items()]
@@ -526,9 +526,20 @@ class MLflowReporter(Reporter):
         Metric = self.mlflow.entities.Metric
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, s) for k, v, s in fresh])
 
+    def _write_record(self, folder: Path) -> None:
+        """RUN/mlflow.json. A quick run against a slow tracking store may be published (its
+        work folder renamed) before the run was created: the published folder then gets
+        the record when its files are uploaded (`_upload`)."""
+        try:
+            atomic_write(folder / MLFLOW_FILE, json.dumps(self.record, indent=2) + "\n")
+        except OSError:
+            pass
+
     def _upload(self, folder: Path) -> None:
         if self.run_id is None:
             return
+        if self.record and not (folder / MLFLOW_FILE).is_file():
+            self._write_record(folder)
         for path in sorted(folder.iterdir()):
             if path.name == CHECKPOINTS:
                 continue
