@@ -982,10 +982,12 @@ def test_unknown_fields_are_refused_by_name(client):
         client.post("/predict", json={"inputs": HAM, "parameters": {"top_p": 1}}), 422, "validation"
     )
     assert "parameters.top_p" in body["error"]
-    body = assert_error(
-        client.post("/classify", json={"input": HAM, "dimensions": 3}), 422, "validation"
+    error = assert_openai_error(
+        client.post("/classify", json={"input": HAM, "dimensions": 3}),
+        422,
+        "UnprocessableEntityError",
     )
-    assert "dimensions" in body["error"]
+    assert "dimensions" in error["message"]
 
 
 def test_a_key_given_twice_is_refused_not_overwritten(client):
