@@ -27,6 +27,7 @@ import logging
 import math
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -37,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gptclassify import __version__, surface
@@ -59,6 +59,8 @@ from gptclassify.data.split import Splits
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import sha256_file
 from gptclassify.predict.api import Classifier
+from gptclassify.progress import make as make_progress
+from gptclassify.progress import reporting as report_progress
 from gptclassify.runtime import (
     peak_memory_mb,
     release_free_memory,
@@ -204,7 +206,8 @@ def _train(
         logging.getLogger("gptclassify").addHandler(logging.NullHandler())
     failed_early = False
     logs = run_logging(folder.work, quiet=quiet) if dist.is_main else nullcontext()
-    with logs:
+    # Every long stage under this run reports as its progress bar does (progress.py).
+    with logs, report_progress(progress and not quiet and dist.is_main):
         try:
             if note:
                 log.info("%s", note)
@@ -723,21 +726,15 @@ class Run:
         cfg = self.cfg
         n_batches = len(sources["train"]) // cfg.train.batch_size
         n_steps = cfg.train.epochs * math.ceil(n_batches / cfg.train.grad_accum)
-        bar = tqdm(
-            total=n_steps,
-            initial=state.step + 1,
-            desc="train",
-            unit="step",
-            disable=not self.progress,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        # Log lines are printed above the progress bar instead of through it. (The redirect
-        # adds a console handler of its own, so it must not run when the terminal should
-        # stay quiet.)
+        # A bar with rate and time left on a terminal, a plain line every 20 s in a log
+        # (progress.py): never carriage-return frames piled up in a file.
+        bar = make_progress("train", n_steps, "step", enabled=self.progress, initial=state.step + 1)
+        # On a terminal, log lines are printed above the bar instead of through it. (The
+        # redirect adds a console handler of its own, so it must not run when the terminal
+        # should stay quiet.)
         redirect = (
             logging_redirect_tqdm(loggers=[logging.getLogger("gptclassify")])
-            if self.progress
+            if self.progress and sys.stderr.isatty()
             else nullcontext()
         )
         with redirect:
@@ -788,8 +785,9 @@ class Run:
             sc["network"]["accuracy"] * 100,
             sc["head"]["accuracy"] * 100,
             "" if head is None else f" ({head.features}, C={head.C:g})",
-            choice.shipped if head is None or head.network_weight == 0 else
-            f"network + {head.weight:g} x head",
+            choice.shipped
+            if head is None or head.network_weight == 0
+            else f"network + {head.weight:g} x head",
             sc["shipped"]["accuracy"] * 100,
         )
         if head is None:
