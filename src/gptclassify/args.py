@@ -529,7 +529,7 @@ class EvalArgs:
         default=None,
         metadata=opt(
             "Inverse L2 strength (scikit-learn's C) of that logistic regression (default: "
-            "chosen on validation from 1, 3, 10, 30, 100)."
+            "chosen on validation from 3, 10, 30, 100)."
         ),
     )
 

@@ -68,9 +68,11 @@ def train(
     appears, complete, when the run is done. Ctrl-C (or SIGTERM) stops after the current
     step with a checkpoint: `--resume OUT` continues.
     """
-    from gptclassify.progress import report_from_now
+    from gptclassify.progress import reporting
 
-    report_from_now(not quiet)  # every long stage shows its progress (plain lines in a log)
+    # Every long stage shows its progress (plain lines in a log), for this command only (a
+    # block, not a setting left behind: the CLI also runs in-process, under CliRunner).
+    ctx.with_resource(reporting(not quiet))
     if recipe is not None and resume is not None:
         raise click.UsageError(f"--recipe {recipe} and --resume: a run resumes with its own options")
     if ctx.get_parameter_source("budget") is not click.core.ParameterSource.DEFAULT and (
