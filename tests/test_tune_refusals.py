@@ -41,6 +41,7 @@ def tiny_args(job: Path) -> list[str]:
         ("batch_size=choice(0)", "batch_size=0"),
         ("lr=choice(-1)", "lr=-1.0"),
         ("epochs=int(0,2)", "epochs=0"),
+        ("epochs=int(1,1e9)", "epochs=1000000000"),
         ("lr=uniform(-0.1,0.1)", "lr=-0.1"),
     ],
 )

@@ -436,6 +436,10 @@ class InputArgs:
         check_choices(self)
 
 
+MAX_EPOCHS = 10_000
+"""More passes than any run can finish: a larger number is a typo (or a search space's bound)."""
+
+
 @dataclass
 class TrainArgs:
     """The optimisation: AdamW, batches, epochs, seed and loss weights."""
@@ -468,6 +472,11 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         check_positive_ints(self, "batch_size", "grad_accum", "epochs")
+        if self.epochs > MAX_EPOCHS:
+            raise GPTClassifyError(
+                f"--epochs {self.epochs}: at most {MAX_EPOCHS:,} (an epoch is a whole pass over "
+                "the training data; --patience stops a run early)"
+            )
         seed = self.seed
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             # numpy's RandomState (the data split, the data order) takes 0 .. 2**32 - 1
