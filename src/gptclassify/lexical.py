@@ -29,6 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from gptclassify.surface import class_tables
+
 DEFAULT_C = 30.0
 """Inverse L2 strength of the logistic regression (scikit-learn's C)."""
 
@@ -115,19 +117,7 @@ def fit(
     x = x.multiply(idf[None, :]).tocsr()
     y = np.asarray(labels, dtype=np.int64)
     model = LogisticRegression(C=C, max_iter=5000, class_weight=class_weight).fit(x, y)
-    coef = np.zeros((num_classes, vocab_size))
-    intercept = np.zeros(num_classes)
-    present = model.classes_.astype(np.int64)
-    if len(present) == 2 and model.coef_.shape[0] == 1:
-        # Binary: one margin z = coef . x + b; logits (-z/2, +z/2) for the two classes seen.
-        coef[present[0]], coef[present[1]] = -model.coef_[0] / 2, model.coef_[0] / 2
-        intercept[present[0]], intercept[present[1]] = (
-            -model.intercept_[0] / 2,
-            model.intercept_[0] / 2,
-        )
-    else:
-        coef[present] = model.coef_
-        intercept[present] = model.intercept_
+    coef, intercept = class_tables(model, num_classes, vocab_size)
     head = LexicalHead(vocab_size, num_classes)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy((coef * idf[None, :]).T.astype(np.float32)))

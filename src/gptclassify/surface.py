@@ -309,7 +309,15 @@ def _fit_regression(x, y: np.ndarray, num_classes: int, C: float, class_weight) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = LogisticRegression(C=C, max_iter=2000, class_weight=class_weight).fit(x, y)
-    coef = np.zeros((num_classes, x.shape[1]))
+    coef, intercept = class_tables(model, num_classes, x.shape[1])
+    return coef.astype(np.float32), intercept.astype(np.float32)
+
+
+def class_tables(model: Any, num_classes: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted scikit-learn LogisticRegression as logits per class: (num_classes, width)
+    coefficients and (num_classes,) intercepts, in float64; classes absent from its training
+    labels weigh 0."""
+    coef = np.zeros((num_classes, width))
     intercept = np.zeros(num_classes)
     present = model.classes_.astype(np.int64)
     if len(present) == 2 and model.coef_.shape[0] == 1:
@@ -322,7 +330,7 @@ def _fit_regression(x, y: np.ndarray, num_classes: int, C: float, class_weight) 
     else:
         coef[present] = model.coef_
         intercept[present] = model.intercept_
-    return coef.astype(np.float32), intercept.astype(np.float32)
+    return coef, intercept
 
 
 @dataclass
