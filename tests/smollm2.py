@@ -10,12 +10,14 @@ import pytest
 
 from conftest import REPO_ROOT
 
-FETCH = REPO_ROOT.parent / "shared" / "models" / "fetch-smollm2"
+MODELS = REPO_ROOT.parent / "shared" / "models"
 
 
 @functools.cache
-def _fetch() -> Path | str:
-    """The file's path, or why it could not be fetched (cached for the session either way)."""
+def fetched(script: str, what: str) -> Path | str:
+    """The path the fetch script `script` (beside the repository) prints, or why `what` could
+    not be fetched (cached for the session either way)."""
+    FETCH = MODELS / script
     if not FETCH.is_file():
         return f"{FETCH} not found (the fetch script lives beside the repository)"
     try:
@@ -27,13 +29,13 @@ def _fetch() -> Path | str:
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines or not Path(lines[-1]).is_file():
         why = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"{FETCH} could not fetch SmolLM2-135M-Instruct (exit {done.returncode}: {why})"
+        return f"{FETCH} could not fetch {what} (exit {done.returncode}: {why})"
     return Path(lines[-1])
 
 
 def smollm2_gguf() -> Path:
     """Path of SmolLM2-135M-Instruct.Q4_1.gguf; skips the calling test when it cannot be had."""
-    found = _fetch()
+    found = fetched("fetch-smollm2", "SmolLM2-135M-Instruct")
     if isinstance(found, str):
         pytest.skip(found)
     return found
