@@ -72,6 +72,41 @@ def test_batches_cover_every_index_once():
     assert len(set(torch.cat(shuffled).tolist())) == 9
 
 
+def test_length_grouped_batches_pad_less_and_still_cover_the_data_at_random():
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 400, (1000,), generator=gen) ** 2 // 400 + 1  # long-tailed
+    batch = 8
+
+    def padded(batches):
+        return sum(int(lengths[b].max()) * len(b) for b in batches)
+
+    def draw(seed, grouped):
+        return shuffled_batches(
+            len(lengths),
+            batch,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(seed),
+            lengths=lengths if grouped else None,
+        )
+
+    plain, grouped = draw(1, False), draw(1, True)
+    assert all(len(b) == batch for b in grouped) and len(grouped) == len(plain) == 125
+    assert sorted(torch.cat(grouped).tolist()) == list(range(1000))  # 1000 = 125 x 8: all kept
+    assert padded(grouped) < 0.75 * padded(plain)
+    # Every run of GROUP_BATCHES batches is a random draw: the batch order is shuffled (the
+    # longest batches are not all first), and another seed gives other batches.
+    widths = [int(lengths[b].max()) for b in grouped]
+    assert widths != sorted(widths, reverse=True)
+    assert {tuple(b.tolist()) for b in draw(2, True)} != {tuple(b.tolist()) for b in grouped}
+    assert draw(1, True)[0].tolist() == grouped[0].tolist()  # the seed decides
+    # drop_last drops the one short batch (the shortest texts of the last run).
+    ragged = shuffled_batches(
+        21, 4, True, True, torch.Generator().manual_seed(0), lengths=lengths[:21]
+    )
+    assert [len(b) for b in ragged] == [4] * 5
+
+
 def test_tokenize_in_chunks_equals_one_text_at_a_time():
     texts = [f"message {i}: " + "free prize " * (i % 7) for i in range(25)]
     chunks: list[int] = []

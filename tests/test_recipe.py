@@ -193,6 +193,7 @@ def test_the_fitted_recipe_gives_small_data_enough_steps():
         o = fitted_options(n)
         assert o["epochs"] * (n // 8) >= MIN_STEPS or o["epochs"] == 20
         assert o["lexical"] == "auto" and o["patience"] == 3 and o["lr"] == 2e-4
+        assert o["group_by_length"] is True
 
 
 def test_the_default_recipe_follows_the_job(job):

@@ -32,7 +32,7 @@ from functools import cache
 from typing import Any, Literal
 
 from gptclassify.config import LORA_TARGETS, lora_target_list
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, option
 from gptclassify.packaged import DEFAULT_MODEL
 
 
@@ -174,7 +174,7 @@ def check_positive_ints(config: Any, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise GPTClassifyError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+            raise GPTClassifyError(f"{option(name)} must be a positive integer, got {value!r}")
 
 
 def check_finite(config: Any, *names: str, minimum: float = 0.0, strict: bool = False) -> None:
@@ -185,7 +185,7 @@ def check_finite(config: Any, *names: str, minimum: float = 0.0, strict: bool = 
         if not ok or value < minimum or (strict and value == minimum):
             sign = ">" if strict else ">="
             raise GPTClassifyError(
-                f"--{_flag(name)} must be {sign} {minimum:g} and finite, got {value!r}"
+                f"{option(name)} must be {sign} {minimum:g} and finite, got {value!r}"
             )
 
 
@@ -202,12 +202,8 @@ def check_choices(config: Any) -> None:
         value = getattr(config, f.name)
         if allowed and value not in allowed:
             raise GPTClassifyError(
-                f"--{_flag(f.name)}: {value!r} is not one of {', '.join(map(str, allowed))}"
+                f"{option(f.name)}: {value!r} is not one of {', '.join(map(str, allowed))}"
             )
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 # ---- the concerns ------------------------------------------------------------------------
@@ -317,20 +313,24 @@ class DataConfig:
         if self.data is None:
             raise GPTClassifyError("data: give 'sms-spam', a prepared folder, or a table")
         if self.label_sep == "":
-            raise GPTClassifyError("--label-sep must not be empty")
+            raise GPTClassifyError(f"{option('label_sep')} must not be empty")
         if self.label_columns is not None and self.label_sep is not None:
-            raise GPTClassifyError("--label-columns and --label-sep: choose one")
+            raise GPTClassifyError(
+                f"{option('label_columns')} and {option('label_sep')}: choose one"
+            )
         if self.task == "single-label" and (self.label_sep or self.label_columns):
             raise GPTClassifyError(
-                "--task single-label: --label-sep / --label-columns describe multi-label data"
+                f"{option('task', 'single-label')}: {option('label_sep')} / {option('label_columns')} describe multi-label data"
             )
         check_choices(self)
         if self.train is None and (self.validation is not None or self.test is not None):
             raise GPTClassifyError(
-                "--validation/--test need --train (or use a prepared --data folder)"
+                f"{option('validation')}/{option('test')} need {option('train')} (or use a prepared {option('data')} folder)"
             )
         if self.sms_source is not None and self.sms_download:
-            raise GPTClassifyError("--sms-source and --sms-download: choose one")
+            raise GPTClassifyError(
+                f"{option('sms_source')} and {option('sms_download')}: choose one"
+            )
 
 
 @dataclass
@@ -384,7 +384,7 @@ class BackboneArgs:
         lora_target_list(self.lora_targets)  # validates the names
         if self.model.endswith(".json") and self.weights == "pretrained":
             raise GPTClassifyError(
-                f"--model {self.model}: a config JSON has no weights; add --weights random"
+                f"{option('model', self.model)}: a config JSON has no weights; add {option('weights', 'random')}"
             )
         check_choices(self)
 
@@ -430,7 +430,7 @@ class InputArgs:
             check_positive_ints(self, "max_length")
         if self.pad_to not in PAD_CHOICES and not (self.pad_to.isdigit() and int(self.pad_to) > 0):
             raise GPTClassifyError(
-                f"--pad-to: {self.pad_to!r} is not one of {', '.join(PAD_CHOICES)} or a "
+                f"{option('pad_to')}: {self.pad_to!r} is not one of {', '.join(PAD_CHOICES)} or a "
                 "positive integer"
             )
         check_choices(self)
@@ -461,6 +461,15 @@ class TrainArgs:
     seed: int = field(
         default=123, metadata=opt("Seed for initialisation, data order and data preparation.")
     )
+    group_by_length: bool = field(
+        default=False,
+        metadata=opt(
+            "Draw each epoch's batches among texts of similar length (random runs of 16 "
+            "batches sorted by length, the batches then shuffled): much less padding where "
+            "lengths vary. The fitted recipe turns it on; the book's recipe keeps plain "
+            "shuffling."
+        ),
+    )
     class_weights: str = field(
         default="none",
         metadata=opt(
@@ -474,20 +483,20 @@ class TrainArgs:
         check_positive_ints(self, "batch_size", "grad_accum", "epochs")
         if self.epochs > MAX_EPOCHS:
             raise GPTClassifyError(
-                f"--epochs {self.epochs}: at most {MAX_EPOCHS:,} (an epoch is a whole pass over "
-                "the training data; --patience stops a run early)"
+                f"{option('epochs', self.epochs)}: at most {MAX_EPOCHS:,} (an epoch is a whole pass over "
+                f"the training data; {option('patience')} stops a run early)"
             )
         seed = self.seed
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             # numpy's RandomState (the data split, the data order) takes 0 .. 2**32 - 1
             raise GPTClassifyError(
-                f"--seed {self.seed}: a seed is a whole number from 0 to {2**32 - 1}"
+                f"{option('seed', self.seed)}: a seed is a whole number from 0 to {2**32 - 1}"
             )
         check_finite(self, "lr", strict=True)
         check_finite(self, "weight_decay")
         if not isinstance(self.class_weights, str) or not self.class_weights.strip():
             raise GPTClassifyError(
-                f"--class-weights: {self.class_weights!r} is not none, balanced or a JSON file"
+                f"{option('class_weights')}: {self.class_weights!r} is not none, balanced or a JSON file"
             )
         check_choices(self)
 
@@ -547,7 +556,7 @@ class EvalArgs:
         if self.lexical_c is not None:
             check_finite(self, "lexical_c", strict=True)
         if not isinstance(self.eval_freq, int) or self.eval_freq < 0:
-            raise GPTClassifyError(f"--eval-freq must be >= 0, got {self.eval_freq!r}")
+            raise GPTClassifyError(f"{option('eval_freq')} must be >= 0, got {self.eval_freq!r}")
         if self.patience is not None:
             check_positive_ints(self, "patience")
         check_choices(self)
@@ -622,14 +631,16 @@ class RuntimeArgs:
         targets = report_targets(self.report_to)  # validates the names
         if self.register_model is not None:
             if not self.register_model.strip():
-                raise GPTClassifyError("--register-model: the name is empty")
+                raise GPTClassifyError(f"{option('register_model')}: the name is empty")
             if "mlflow" not in targets:
-                raise GPTClassifyError("--register-model needs --report-to mlflow")
+                raise GPTClassifyError(
+                    f"{option('register_model')} needs {option('report_to', 'mlflow')}"
+                )
         check_finite(self, "cache_gb", "cache_disk_gb")
         check_positive_ints(self, "keep_checkpoints")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise GPTClassifyError(
-                f"--checkpoint-every must be >= 0, got {self.checkpoint_every!r}"
+                f"{option('checkpoint_every')} must be >= 0, got {self.checkpoint_every!r}"
             )
         check_choices(self)
 
@@ -646,7 +657,7 @@ def report_targets(spec: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in REPORT_TARGETS]
     if unknown or not names:
         raise GPTClassifyError(
-            f"--report-to: {', '.join(unknown) or repr(spec)} not one of none, "
+            f"{option('report_to')}: {', '.join(unknown) or repr(spec)} not one of none, "
             + ", ".join(REPORT_TARGETS)
         )
     return names
@@ -751,7 +762,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.inputs.pad_to == "none" and self.train.batch_size != 1:
             raise GPTClassifyError(
-                "--pad-to none needs --batch-size 1 (use --grad-accum for larger steps)"
+                f"{option('pad_to', 'none')} needs {option('batch_size', 1)} (use {option('grad_accum')} for larger steps)"
             )
 
     def __getattr__(self, name: str) -> Any:
@@ -930,10 +941,12 @@ class BaselineConfig:
         check_positive_ints(self, "ngram_min", "ngram_max", "min_df", "max_iter")
         if self.ngram_max < self.ngram_min:
             raise GPTClassifyError(
-                f"--ngram-max ({self.ngram_max}) must be >= --ngram-min ({self.ngram_min})"
+                f"{option('ngram_max')} ({self.ngram_max}) must be >= {option('ngram_min')} ({self.ngram_min})"
             )
         if self.max_features is not None and self.max_features < 1:
-            raise GPTClassifyError(f"--max-features must be >= 1, got {self.max_features}")
+            raise GPTClassifyError(
+                f"{option('max_features')} must be >= 1, got {self.max_features}"
+            )
         check_finite(self, "c", strict=True)
         check_choices(self)
 
@@ -989,7 +1002,9 @@ class ExperimentsConfig:
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise GPTClassifyError(f"--threads must be a positive integer, got {self.threads!r}")
+            raise GPTClassifyError(
+                f"{option('threads')} must be a positive integer, got {self.threads!r}"
+            )
         report_targets(self.report_to)
 
     def only_names(self) -> list[str]:

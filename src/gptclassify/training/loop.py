@@ -232,7 +232,12 @@ def fit(
         else:  # resumed mid-epoch: draw this epoch's order again
             state.order_rng.set_state(state.epoch_order_state)
         batches = shuffled_batches(
-            len(sources.train), train.batch_size, True, True, generator=state.order_rng
+            len(sources.train),
+            train.batch_size,
+            True,
+            True,
+            generator=state.order_rng,
+            lengths=sources.train.lengths if train.group_by_length else None,
         )
         groups = [
             batches[i : i + train.grad_accum] for i in range(0, len(batches), train.grad_accum)
@@ -328,7 +333,8 @@ def _end_epoch(
     )
     full_val_loss, full_val_acc = engine.estimate(
         sources.validation,
-        shuffled_batches(len(sources.validation), 256, False, False),
+        # Length-sorted: a batch of 256 in data order pads every text to its longest.
+        token_budget_batches(sources.validation.lengths, TOKENS_PER_BATCH, max_batch=256),
         desc=f"epoch {state.epoch} validation",
     )
     row = {

@@ -57,7 +57,16 @@ log = logging.getLogger("gptclassify.recipe")
 
 RECIPES = ("book", "fitted", "auto")
 # What the auto recipe chooses: a user who sets one of these with --recipe auto is told so.
-CHOSEN = ("lr", "epochs", "trainable", "lora_rank", "lora_alpha", "patience", "lexical")
+CHOSEN = (
+    "lr",
+    "epochs",
+    "trainable",
+    "lora_rank",
+    "lora_alpha",
+    "patience",
+    "lexical",
+    "group_by_length",
+)
 RECIPE_FILE = "recipe.json"
 
 
@@ -124,8 +133,10 @@ FITTED_PATIENCE = 3
 def fitted_options(n_train: int, batch_size: int = 8, grad_accum: int = 1) -> dict[str, Any]:
     """The fitted recipe's options for a training split of `n_train` texts: four trainable
     blocks at lr 2e-4, enough epochs for MIN_STEPS optimizer steps (3 to 20), early stopping
-    after FITTED_PATIENCE epochs without a better validation score, and the surface head
-    (`--lexical auto`: the model ships at least the TF-IDF baseline's validation accuracy)."""
+    after FITTED_PATIENCE epochs without a better validation score, the surface head
+    (`--lexical auto`: the model ships at least the TF-IDF baseline's validation accuracy),
+    and batches of similar lengths (`--group-by-length`: the same steps at a fraction of
+    the padding)."""
     steps = max(n_train // batch_size // max(grad_accum, 1), 1)
     low, high = FITTED_EPOCHS
     epochs = min(max(math.ceil(MIN_STEPS / steps), low), high)
@@ -135,6 +146,7 @@ def fitted_options(n_train: int, batch_size: int = 8, grad_accum: int = 1) -> di
         "epochs": epochs,
         "patience": FITTED_PATIENCE,
         "lexical": "auto",
+        "group_by_length": True,
     }
 
 
