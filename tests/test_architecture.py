@@ -268,6 +268,7 @@ def test_a_saved_folder_round_trips_through_the_contract(tmp_path):
 
 CORE_ORDER = (
     "errors",
+    "torch_private",
     "files",
     "progress",
     "surface",

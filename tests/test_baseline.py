@@ -189,10 +189,10 @@ def test_fit_needs_every_class_in_training():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"ngram_min": 3, "ngram_max": 2}, r"--ngram-max \(2\) must be >= --ngram-min \(3\)"),
-        ({"c": 0.0}, "--c must be > 0"),
-        ({"min_df": 0}, "--min-df must be a positive integer"),
-        ({"analyzer": "char"}, "--analyzer: 'char' is not one of word, char_wb"),
+        ({"ngram_min": 3, "ngram_max": 2}, r"^ngram_max \(2\) must be >= ngram_min \(3\)"),
+        ({"c": 0.0}, "^c must be > 0"),
+        ({"min_df": 0}, "^min_df must be a positive integer"),
+        ({"analyzer": "char"}, "^analyzer: 'char' is not one of word, char_wb"),
     ],
 )
 def test_config_errors_name_the_flag(options, message):

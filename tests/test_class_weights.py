@@ -101,5 +101,5 @@ def test_balanced_is_n_over_k_n_c_and_bad_files_are_one_line_errors(tmp_path):
         bad.write_text(json.dumps(content))
         with pytest.raises(GPTClassifyError, match=message):
             loss_weights(str(bad), labels, ["ok", "fraud"], False)
-    with pytest.raises(GPTClassifyError, match="--class-weights nope.json: not none, balanced"):
+    with pytest.raises(GPTClassifyError, match="class_weights='nope.json': not none, balanced"):
         loss_weights("nope.json", labels, ["ok", "fraud"], False)

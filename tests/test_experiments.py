@@ -152,7 +152,7 @@ def test_quick_models_grow_with_the_preset_and_respect_entry_settings(tmp_path):
         ([{"name": "x", "description": 3}], r"entry 1 \(x\): 'description' must be text"),
         (
             [{"name": "x", "pad_to": "none"}],
-            r"entry 1 \(x\): --pad-to none needs --batch-size 1",
+            r"entry 1 \(x\): pad_to='none' needs batch_size=1",
         ),
     ],
 )
@@ -252,7 +252,7 @@ def test_small_grid_runs_every_entry_and_a_failure_is_a_row(tmp_path, small_sms)
     assert names == ["tfidf-baseline", "book-pool", "mean-all", "too-deep"]
     status = {r.name: r for r in results.rows}
     assert [r.ok for r in results.rows] == [True, True, True, False]
-    assert "--trainable last-9-blocks: the model has 2 blocks" in status["too-deep"].error
+    assert "trainable='last-9-blocks': the model has 2 blocks" in status["too-deep"].error
     assert any(line.startswith("[4/4] too-deep: failed: ") for line in lines)
 
     # The same 140 / 30 / 30 texts for every row, an entry's own seed notwithstanding.
@@ -285,7 +285,7 @@ def test_small_grid_runs_every_entry_and_a_failure_is_a_row(tmp_path, small_sms)
     rows = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 4  # header + one per row
     assert "| mean-all | mean pool, all | tiny gpt2 (random init) |" in markdown
-    assert "failed: --trainable last-9-blocks" in rows[-1]
+    assert "failed: trainable='last-9-blocks'" in rows[-1]
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -66,7 +66,7 @@ def test_classifier_logits_equal_sequence_classification(family_pair, tmp_path):
         want = ref(input_ids=ids, attention_mask=mask).logits
         plain = clf(ids, mask)
         # The inference view: final block at the pooled position only, padding-free passes.
-        fast = fast_view(clf, packed=True)(ids, mask)
+        fast = fast_view(clf, skip_padding=True)(ids, mask)
         # The frozen-prefix path: the first blocks once, the rest from their output.
         prefix = clf.forward_from(clf.prefix(ids, lengths, 2), lengths, 2)
     for got in (plain, fast, prefix):
@@ -81,7 +81,7 @@ def test_fast_view_in_bf16_stays_close_and_leaves_the_model_alone(family_pair):
     with torch.no_grad():
         want = clf(ids, mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            got = fast_view(clf, torch.bfloat16, cast_trainable=True, packed=True)(ids, mask)
+            got = fast_view(clf, torch.bfloat16, cast_trainable=True, skip_padding=True)(ids, mask)
     assert (got.float() - want).abs().max() < 0.1 * (1 + want.abs().max())
     # The view holds bf16 copies; the model keeps its own fp32 layers.
     assert {n: (p.dtype, p.data_ptr()) for n, p in clf.named_parameters()} == before

@@ -70,7 +70,7 @@ def test_a_packed_classifier_gives_the_padded_logits(gpt, pool, monkeypatch):
     monkeypatch.setattr(classifier_module, "packed_blocks", spy)
     with torch.inference_mode():
         want = fast_view(clf, torch.float32)(ids, mask)
-        packed = fast_view(clf, torch.float32, packed=True)
+        packed = fast_view(clf, torch.float32, skip_padding=True)
         got = packed(ids, mask)
         alone = packed(ids[:1, : LENGTHS[0]], mask[:1, : LENGTHS[0]])  # no padding
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
@@ -88,7 +88,7 @@ def test_packed_bf16_passes_agree_with_padded_bf16_passes(gpt):
     mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
     with torch.inference_mode(), autocast(torch.device("cpu"), torch.bfloat16):
         want = fast_view(clf, torch.bfloat16)(ids, mask).float()
-        got = fast_view(clf, torch.bfloat16, packed=True)(ids, mask).float()
+        got = fast_view(clf, torch.bfloat16, skip_padding=True)(ids, mask).float()
     assert torch.allclose(got, want, atol=3e-2)
 
 
@@ -140,7 +140,7 @@ def test_a_packed_linear_computes_the_plain_bf16_product_and_falls_back_where_it
     plain = torch.nn.Linear(96, 160)
     bf16 = fastpath._low_precision(plain, torch.bfloat16)
     packed = fastpath._low_precision(plain, torch.bfloat16, prepack=True)
-    assert isinstance(packed, fastpath.PackedLinear) and packed.packed.is_mkldnn
+    assert isinstance(packed, fastpath.PackedLinear) and packed.blocked_weight.is_mkldnn
     assert packed.weight.dtype == torch.bfloat16 and packed.weight is not plain.weight
     used: list[bool] = []
     kernel = torch.ops.mkldnn._linear_pointwise
@@ -180,7 +180,7 @@ def test_the_runtime_packs_its_bf16_weights_and_predicts_what_the_unpacked_view_
     ids, lengths = padded_batch(LENGTHS, seed=5)
     encoded = Encoded.unlabelled([row[:n].tolist() for row, n in zip(ids, lengths, strict=True)])
     got = runtime.logits(encoded, batch_size=4)
-    unpacked = fast_view(clf, torch.bfloat16, cast_trainable=True, packed=True).eval()
+    unpacked = fast_view(clf, torch.bfloat16, cast_trainable=True, skip_padding=True).eval()
     mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
     with torch.inference_mode(), autocast(torch.device("cpu"), torch.bfloat16):
         want = unpacked(ids, mask).float().numpy()
@@ -189,3 +189,60 @@ def test_the_runtime_packs_its_bf16_weights_and_predicts_what_the_unpacked_view_
         fast_view(clf, torch.float32, prepack=True).gpt.h[0].attn.c_attn.__class__
         is torch.nn.Linear
     )
+
+
+# Heads wider than emb_dim / n_heads: learned positions with an explicit head_size (the
+# plain pooled block's projections) and a Gemma 3-like block (rotary, one key/value head,
+# sliding window, q/k norms: the rotary pooled block), as Gemma 3 270M's 4 x 256 over 640.
+WIDE_HEADS = {
+    "learned": dict(positions="learned", head_size=32),
+    "gemma3-like": dict(
+        family="gemma3_text",
+        positions="rope",
+        norm="rmsnorm",
+        norm_offset=True,
+        mlp="geglu",
+        n_kv_heads=1,
+        head_size=32,
+        qk_norm=True,
+        post_norms=True,
+        embed_scale=True,
+        attn_scalar=24.0,
+        sliding_window=5,
+        global_every=2,
+        rope_theta=1e6,
+        rope_local_theta=1e4,
+        qkv_bias=False,
+        out_bias=False,
+        mlp_bias=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(WIDE_HEADS))
+@pytest.mark.parametrize("pool", ["last-real", "first"])
+def test_the_pooled_block_handles_heads_wider_than_width_over_heads(kind, pool):
+    from gptclassify.config import GPTConfig
+
+    config = GPTConfig(
+        vocab_size=320, context_length=64, emb_dim=32, n_heads=4, n_layers=3, **WIDE_HEADS[kind]
+    )
+    assert config.head_dim * config.n_heads != config.emb_dim
+    torch.manual_seed(0)
+    gpt = GPTModel(config)
+    with torch.no_grad():  # norms away from their initial values, so they count
+        for name, p in gpt.named_parameters():
+            if "ln" in name or "norm" in name:
+                p.normal_(0.0 if config.norm_offset else 1.0, 0.2)
+    clf = GPTClassifier(gpt.eval(), 3, pool=pool).eval()
+    ids, lengths = padded_batch([12, 3, 9, 12], seed=6)
+    ids = ids % config.vocab_size
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+    with torch.inference_mode():
+        # the plain model: every block at every position, then the pool
+        h = clf.gpt.hidden_states(ids)
+        want = clf.head(clf.pool_states(h, lengths))
+        got = clf(ids, mask)  # the last block at the pooled position (pooled_block)
+        fast = fast_view(clf, skip_padding=True)(ids, mask)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast, want, rtol=1e-5, atol=1e-5)

@@ -172,6 +172,6 @@ def test_multi_label_data_are_refused(tmp_path, tiny_json):
         lexical="on",
         out=str(tmp_path / "run"),
     )
-    with pytest.raises(GPTClassifyError, match="--lexical fits a single-label"):
+    with pytest.raises(GPTClassifyError, match="lexical fits a single-label"):
         train(cfg, quiet=True)
     assert not (tmp_path / "run").exists()

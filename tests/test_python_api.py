@@ -222,7 +222,10 @@ def test_train_from_memory_in_every_shape_gives_the_same_rows(micro_json, tmp_pa
 
 def test_train_from_memory_resumes_from_its_own_data_folder(micro_json, tmp_path):
     out = tmp_path / "run"
-    first = train(TrainConfig(train=topics(), out=str(out), **quick(micro_json)), quiet=True)
+    cfg = TrainConfig.from_data(
+        train=topics(), out=str(out), final_checkpoints="keep", **quick(micro_json)
+    )
+    first = train(cfg, quiet=True)
     longer = train(resume=out, overrides={"epochs": 2}, quiet=True)
     assert first.labels == longer.labels
     history = pd.read_csv(out / "history.csv")

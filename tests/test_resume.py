@@ -193,7 +193,9 @@ def test_a_resume_is_refused_when_its_settings_files_changed(job, tmp_path, monk
 def test_a_refused_resume_leaves_the_runs_split_as_it_was(job, tmp_path):
     data = tmp_path / "topics.csv"
     data.write_text((job / "topics.csv").read_text())
-    cfg = config(job, tmp_path / "run", data=DataConfig(train=str(data)))
+    cfg = config(
+        job, tmp_path / "run", data=DataConfig(train=str(data)), final_checkpoints="keep"
+    )
     assert run_killed(cfg, "step:10") == -signal.SIGKILL
     saved = tmp_path / "run.partial" / "data" / "train.csv"
     before = saved.read_bytes()
@@ -212,7 +214,7 @@ def test_a_refused_resume_leaves_the_runs_split_as_it_was(job, tmp_path):
 
 def test_more_epochs_continue_a_finished_run_exactly(job, tmp_path, tmp_path_factory):
     out = tmp_path / "run"
-    train(config(job, out, precision="fp32", epochs=2), quiet=True)
+    train(config(job, out, precision="fp32", epochs=2, final_checkpoints="keep"), quiet=True)
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 2
     train(resume=out, overrides={"epochs": 3}, quiet=True)
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
@@ -225,7 +227,10 @@ def test_more_epochs_continue_a_finished_run_exactly(job, tmp_path, tmp_path_fac
 
 def test_checkpoints_kept_are_the_newest_and_the_best(job, tmp_path):
     out = tmp_path / "run"
-    train(config(job, out, precision="fp32", keep_checkpoints=2, checkpoint_every=3), quiet=True)
+    cfg = config(
+        job, out, precision="fp32", keep_checkpoints=2, checkpoint_every=3, final_checkpoints="keep"
+    )
+    train(cfg, quiet=True)
     kept = checkpoints(out)
     metas = [json.loads((p / "state.json").read_text())["meta"] for p in kept]
     assert 2 <= len(kept) <= 3
@@ -242,7 +247,7 @@ def test_an_existing_run_folder_is_kept_until_the_new_run_is_complete(job, tmp_p
     out = tmp_path / "run"
     train(config(job, out, precision="fp32", epochs=1), quiet=True)
     old = (out / "model.safetensors").read_bytes()
-    with pytest.raises(GPTClassifyError, match="already holds a run; pass --overwrite"):
+    with pytest.raises(GPTClassifyError, match="already holds a run; pass overwrite=True"):
         train(config(job, out, precision="fp32", epochs=1, seed=5), quiet=True)
     # Killed while replacing: the old folder is still whole (model and its own data/).
     cfg = config(job, out, precision="fp32", epochs=1, seed=5)
@@ -372,7 +377,7 @@ def test_folders_of_another_kind_are_never_replaced(job, tmp_path, sms_file):
 def test_batch_larger_than_the_training_set_is_refused_before_anything_is_left(job, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(
-        GPTClassifyError, match=r"--batch-size 500 is larger than the \d+ training texts"
+        GPTClassifyError, match=r"batch_size=500 is larger than the \d+ training texts"
     ):
         train(config(job, out, batch_size=500), quiet=True)
     assert list(tmp_path.iterdir()) == []
@@ -434,7 +439,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
     message = str(caught.value)
     assert "\n" not in message and "the disk is full (no space left on device)" in message
     assert "kept the previous checkpoint step-000000007" in message
-    assert f"gptclassify train --resume {tmp_path / 'run.partial'}" in message
+    assert f"train(resume={str(tmp_path / 'run.partial')!r})" in message
     partial = tmp_path / "run.partial"
     assert [p.name for p in (partial / "checkpoints").iterdir() if p.name != "run.json"] == [
         "step-000000007"

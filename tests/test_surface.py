@@ -156,7 +156,7 @@ def test_save_and_load_round_trip_and_tampering(tmp_path):
 def test_bad_settings_are_one_line():
     from gptclassify.args import TrainConfig
 
-    with pytest.raises(GPTClassifyError, match="--lexical-c must be > 0"):
+    with pytest.raises(GPTClassifyError, match="lexical_c must be > 0"):
         TrainConfig(lexical_c=0.0)
 
 

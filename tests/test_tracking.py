@@ -225,7 +225,7 @@ def test_an_unreachable_tracking_server_is_a_warning_not_a_failure(job, tmp_path
 
 
 def test_report_to_names_are_checked(job, tmp_path):
-    with pytest.raises(GPTClassifyError, match="--report-to: wandb not one of none"):
+    with pytest.raises(GPTClassifyError, match="report_to: wandb not one of none"):
         config(job, tmp_path / "x", report_to="tensorboard,wandb")
     assert config(job, tmp_path / "x", report_to=" mlflow , tensorboard").report_to
 
@@ -314,5 +314,5 @@ def test_the_model_is_an_mlflow_pyfunc_model_with_its_data_and_a_registered_vers
 
 
 def test_register_model_needs_mlflow(job, tmp_path):
-    with pytest.raises(GPTClassifyError, match="--register-model needs --report-to mlflow"):
+    with pytest.raises(GPTClassifyError, match="register_model needs report_to=.mlflow."):
         config(job, tmp_path / "x", register_model="topics")

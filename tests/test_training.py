@@ -263,7 +263,7 @@ def test_random_weights_for_every_preset_size():
     for name, preset in PRESETS.items():
         if family_of(preset).tokenizer_json:
             # Its tokenizer comes from the Hub, which tests never reach: one clear line.
-            with pytest.raises(GPTClassifyError, match="tokenizer of .*--model DIR"):
+            with pytest.raises(GPTClassifyError, match="tokenizer of .*model='DIR'"):
                 build_backbone(TrainConfig(model=name, weights="random"))
             continue
         with torch.device("meta"):  # shapes only: no 1.5B-parameter allocation in a test

@@ -27,6 +27,7 @@ import math
 import os
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
@@ -40,7 +41,8 @@ def opt(help: str, **extra: Any) -> dict[str, Any]:
     """Field metadata: the help text shared by the Python API, the CLI and grid files.
 
     `extra` says more to the CLI (see `Option.extra`): `flag` (a flag name other than the
-    field's), `envvar`, `minimum` / `maximum` / `open_minimum` (a number's range)."""
+    field's), `envvar`, `metavar` (the value's name in --help), `minimum` / `maximum` /
+    `open_minimum` (a number's range)."""
     return {"help": help, **extra}
 
 
@@ -611,6 +613,26 @@ class RuntimeArgs:
         default=1,
         metadata=opt("Checkpoints kept in RUN/checkpoints: the N newest, plus the best epoch's."),
     )
+    final_checkpoints: Literal["remove", "keep"] = field(
+        default="remove",
+        metadata=opt(
+            "What becomes of the checkpoints once the run is published: remove (they exist "
+            "while it runs, so a killed run resumes); keep (a finished run can then be "
+            "trained longer: --resume RUN --epochs N)."
+        ),
+    )
+    save: Literal["auto", "trained", "full"] = field(
+        default="auto",
+        metadata=opt(
+            "What model.safetensors holds. trained: only the tensors training changed (the "
+            "trainable blocks, the head); the frozen rest is named by path and sha256 and "
+            "read from the base model when the folder loads (a SmolLM2 run: a few MB "
+            "instead of 514). full: the whole model, a folder that needs nothing else (to "
+            "copy to a machine without the base). auto: trained when the base is a packaged "
+            "or preset model name (any machine fetches it again by name, and its sha256 is "
+            "checked), full for a local file or folder and for random weights."
+        ),
+    )
     report_to: str = field(
         default="none",
         metadata=opt(
@@ -679,8 +701,9 @@ class TrainConfig:
 
     Built from groups (`TrainConfig(train=TrainArgs(lr=1e-4))`), from flat field names
     (`TrainConfig(lr=1e-4, pool="last")`, the names the CLI and grid files use), or both
-    (flat names win). Data options come as `data=DataConfig(...)`. Flat names also read and
-    write through: `cfg.lr` is `cfg.train.lr`.
+    (flat names win). Data options come as `data=DataConfig(...)`, or by flat name; data given
+    directly (a file, a table, texts and labels) through `TrainConfig.from_data(train=df)`.
+    Flat names also read and write through: `cfg.lr` is `cfg.train.lr`.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -700,10 +723,11 @@ class TrainConfig:
     #   __init__     flat keywords are set on (a copy of) their group; given both, flat wins;
     #   __getattr__  reached only when normal lookup fails: `cfg.lr` reads `cfg.train.lr`;
     #   __setattr__  `cfg.lr = x` sets `cfg.train.lr` (resumed_config uses this).
-    # Data options are flat keywords too (`text_column="body"`); `train` is both a group and
-    # a data file: a TrainArgs or dict is the group, a path or a table the training data, and
-    # `data` likewise (a DataConfig or dict, else the data). The group attribute
-    # (`cfg.train.lr`) is the canonical spelling in the library's own code.
+    # Data options are flat keywords too (`text_column="body"`); `data` is a DataConfig or
+    # dict, else the data source itself. `train` is the TrainArgs group; training data go
+    # through `from_data(train=...)` (the old `TrainConfig(train=<a path or table>)` still
+    # works, with a DeprecationWarning). The group attribute (`cfg.train.lr`) is the
+    # canonical spelling in the library's own code.
 
     def __init__(
         self,
@@ -723,6 +747,12 @@ class TrainConfig:
         if data is not None and not isinstance(data, DataConfig | dict):
             data_flat["data"], data = data, None
         if train is not None and not isinstance(train, TrainArgs | dict):
+            warnings.warn(
+                "TrainConfig(train=<data>): `train` is the TrainArgs group; give training "
+                "data as TrainConfig.from_data(train=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             data_flat["train"], train = train, None
         if data_flat:
             if isinstance(data, DataConfig):
@@ -759,7 +789,45 @@ class TrainConfig:
         object.__setattr__(self, "out", out)
         self.__post_init__()
 
+    @classmethod
+    def from_data(
+        cls,
+        data: Any = None,
+        *,
+        train: Any = None,
+        validation: Any = None,
+        test: Any = None,
+        **options: Any,
+    ) -> TrainConfig:
+        """A config for data given directly: `data` a name ("sms-spam"), a prepared folder,
+        a table file or an in-memory table (split as `data split` does); or the parts
+        `train` (and `validation`, `test`): files, DataFrames, `datasets.Dataset`s or
+        (texts, labels) pairs. `options`: any other flat name, data options included,
+        e.g. `TrainConfig.from_data(train=df, text_column="body", lr=1e-4, out="runs/x")`.
+        """
+        if isinstance(data, DataConfig | dict):
+            raise TypeError(
+                "TrainConfig.from_data: `data` is the data itself; a DataConfig goes to "
+                "TrainConfig(data=...)"
+            )
+        sources = {"data": data, "train": train, "validation": validation, "test": test}
+        fields = {k: v for k, v in sources.items() if v is not None}
+        data_leaves = {k for k, (g, _) in _flat_leaves(include_data=True).items() if g == "data"}
+        fields.update({k: options.pop(k) for k in list(options) if k in data_leaves})
+        return cls(data=fields, **options)
+
     def __post_init__(self) -> None:
+        if self.runtime.save == "trained" and self.backbone.weights != "pretrained":
+            raise GPTClassifyError(
+                f"{option('save', 'trained')}: random weights have no base model to read the "
+                f"frozen tensors from; use {option('save', 'full')}"
+            )
+        if self.runtime.save == "trained" and self.backbone.trainable == "lora" and self.backbone.merge_lora:
+            raise GPTClassifyError(
+                f"{option('save', 'trained')}: merged LoRA adapters change every weight they "
+                f"target; use {option('save', 'full')}, or leave the adapters unmerged (saved "
+                "alone, on the named base)"
+            )
         if self.inputs.pad_to == "none" and self.train.batch_size != 1:
             raise GPTClassifyError(
                 f"{option('pad_to', 'none')} needs {option('batch_size', 1)} (use {option('grad_accum')} for larger steps)"
@@ -865,6 +933,8 @@ RESUMABLE = frozenset(
         "epochs",
         "checkpoint_every",
         "keep_checkpoints",
+        "final_checkpoints",
+        "save",
         "prefix_cache_dir",
         "report_to",
         "register_model",
@@ -1071,6 +1141,59 @@ class TuneConfig:
         check_choices(self)
 
 
+# ---- loading a model folder (predict, evaluate, serve) ------------------------------------
+
+
+@dataclass
+class LoadOptions:
+    """How a model folder is loaded to make predictions: `Classifier.load(run, options)`
+    and the flags of `gptclassify predict`, `evaluate`, `serve` and `sagemaker serve`.
+    Checked where they are used (Classifier.load), with errors that name the flag."""
+
+    device: str = field(default="auto", metadata=opt("auto, cpu, cuda, cuda:N or mps."))
+    precision: Literal["auto", "fp32", "bf16", "int8"] = field(
+        default="auto",
+        metadata=opt(
+            "Matmul precision. PyTorch: auto is bf16 where the hardware has fast bf16 "
+            "(AMX, AVX512-BF16, recent GPUs), else fp32. ONNX: the graph's own (fp32 or int8)."
+        ),
+    )
+    runtime: Literal["auto", "torch", "onnx"] = field(
+        default="auto",
+        metadata=opt(
+            "auto: what RUN holds (PyTorch weights, or an ONNX graph from `gptclassify export`)."
+        ),
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata=opt(
+            "LoRA adapters saved alone on a local base: that base (its sha256 is checked). "
+            "Presets are found on their own.",
+            metavar="DIR_OR_PRESET",
+        ),
+    )
+    long_texts: Literal["truncate", "chunk"] = field(
+        default="truncate",
+        metadata=opt(
+            "A text longer than the model reads: cut it, or classify it in windows of the "
+            "model's context and aggregate them (--stride, --aggregate)."
+        ),
+    )
+    stride: int | None = field(
+        default=None,
+        metadata=opt(
+            "--long-texts chunk: tokens between window starts (default: half a window).",
+            minimum=1,
+        ),
+    )
+    aggregate: Literal["mean", "max"] = field(
+        default="mean",
+        metadata=opt(
+            "--long-texts chunk: mean of the windows' probabilities, or max (any window)."
+        ),
+    )
+
+
 __all__ = [
     "LORA_TARGETS",
     "BackboneArgs",
@@ -1079,6 +1202,7 @@ __all__ = [
     "DataConfig",
     "EvalArgs",
     "InputArgs",
+    "LoadOptions",
     "Option",
     "RuntimeArgs",
     "TrainArgs",

@@ -47,18 +47,24 @@ from gptclassify.surface import check_record as check_surface_record
 
 FORMAT_CLASSIFIER = "gptclassify-classifier"
 FORMAT_BASELINE = "gptclassify-tfidf-baseline"
-CLASSIFIER_VERSION = 6
+CLASSIFIER_VERSION = 7
 """The newest layout of config.json this reads: 1 since gptclassify 0.1.0 (safetensors
 weights), 2 for folders holding an ONNX graph, 3 for models of another family than GPT-2 or
 with a tokenizer.json tokenizer, 4 for multi-label models (an older reader would apply a
 softmax to them: it refuses them instead), 5 with a bag-of-tokens head in the weights, 6
-with a surface-feature head (surface.py) beside them. A reader refuses newer versions."""
+with a surface-feature head (surface.py) beside them, 7 for weights that hold only the
+trained tensors, the frozen rest coming from a base named by path and sha256 (an older
+reader would find tensors missing). A reader refuses newer versions."""
 TORCH_LAYOUT_VERSION = 1
 ONNX_LAYOUT_VERSION = 2
 FAMILY_LAYOUT_VERSION = 3
 MULTI_LABEL_LAYOUT_VERSION = 4
 LEXICAL_LAYOUT_VERSION = 5
 SURFACE_LAYOUT_VERSION = 6
+TRAINED_ONLY_LAYOUT_VERSION = 7
+STORED = ("full", "trained")
+"""What a folder's weights file holds: every tensor, or the trained ones (the frozen rest
+are the base's: `Provenance.base`, checked by `base_sha256`)."""
 TASKS = ("single-label", "multi-label")
 TEMPERATURE_RANGE = (1e-3, 1e3)
 """The softmax temperatures a model folder may hold (calibration fits one in 0.05..20)."""
@@ -150,6 +156,13 @@ class Provenance:
     lora: LoraInfo | None = None
     train_config: dict[str, Any] | None = None
     """The run's whole TrainConfig (nested), when made by `gptclassify train`."""
+    stored: str = "full"
+    """full: the weights file holds the whole model. trained: only what training changed
+    (the trainable blocks, the head, ...); the frozen tensors are rebuilt from `base`."""
+    base: str | None = None
+    """With stored 'trained': the base to rebuild the frozen tensors from, a packaged or
+    preset name (fetched by name on any machine) or an absolute path; its weights file
+    must have `base_sha256`."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +264,8 @@ class ClassifierConfig:
     @property
     def layout_version(self) -> int:
         """The oldest layout that describes this folder (so older readers still read it)."""
+        if self.trained_only:
+            return TRAINED_ONLY_LAYOUT_VERSION  # an older reader would miss the base's tensors
         if self.surface is not None:
             return SURFACE_LAYOUT_VERSION  # an older reader would drop its logits silently
         if self.lexical is not None:
@@ -265,6 +280,11 @@ class ClassifierConfig:
     def has_torch_weights(self) -> bool:
         return self.onnx is None
 
+    @property
+    def trained_only(self) -> bool:
+        """The weights file holds the trained tensors alone (the rest: the named base)."""
+        return self.onnx is None and self.provenance.stored == "trained"
+
     def to_json(self) -> dict[str, Any]:
         p = self.provenance
         out = {
@@ -278,6 +298,7 @@ class ClassifierConfig:
             "pad_to": p.pad_to,
             "lora": _lora_json(p.lora),
             "train_config": p.train_config,
+            **({"weights_stored": "trained", "base": p.base} if self.trained_only else {}),
             "labels": list(self.labels),
             "pool": self.pool,
             "causal": self.causal,
@@ -354,6 +375,7 @@ class ClassifierConfig:
             pad_to=r.string("pad_to", optional=True),
             lora=_lora_info(lora, f"{source}: lora") if lora else None,
             train_config=r.object("train_config", optional=True),
+            **_stored(r, version),
         )
         return cls(
             model=model,
@@ -380,6 +402,19 @@ class ClassifierConfig:
             lexical=lexical,
             surface=surface,
         )
+
+
+def _stored(r: _Fields, version: int) -> dict[str, Any]:
+    """Provenance's `stored` and `base` (a trained-only folder's base must be named and
+    checksummed)."""
+    if version < TRAINED_ONLY_LAYOUT_VERSION:
+        return {}
+    stored = r.choice("weights_stored", STORED, default="full")
+    if stored == "full":
+        return {}
+    base = r.string("base")
+    r.sha256("base_sha256")
+    return {"stored": stored, "base": base}
 
 
 def _lora_json(lora: LoraInfo | None) -> dict[str, Any] | None:

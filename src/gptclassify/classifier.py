@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from gptclassify import lora
 from gptclassify.config import LORA_TARGETS, POOLS
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, option
 from gptclassify.fastpath import packed_blocks, pooled_block
 from gptclassify.lexical import LexicalHead
 from gptclassify.model import GPTBody
@@ -45,9 +45,10 @@ HEAD_SEED = 123
 
 
 class GPTClassifier(nn.Module):
-    packed = False
+    skip_padding = False
     """Whether passes skip the padding (fastpath.packed_blocks) where that computes the same
-    function (`padding_free`). Set on the inference runtime's view (fastpath.fast_view)."""
+    function (`padding_free`). Set on the inference runtime's view
+    (fastpath.fast_view(skip_padding=True))."""
 
     def __init__(
         self,
@@ -58,7 +59,7 @@ class GPTClassifier(nn.Module):
     ) -> None:
         super().__init__()
         if pool not in POOLS:
-            raise GPTClassifyError(f"--pool: {pool!r} is not one of {', '.join(POOLS)}")
+            raise GPTClassifyError(f"{option('pool')}: {pool!r} is not one of {', '.join(POOLS)}")
         if num_classes < 2:
             raise GPTClassifyError(f"a classifier needs at least 2 classes, got {num_classes}")
         # A body of our own: the language-model head (tied to wte) is not part of it, so the
@@ -142,18 +143,22 @@ class GPTClassifier(nn.Module):
         single = self.single_position and start < n
         end = n - 1 if single else n
         blocks = self.gpt.h[start:end]
+        rotary = self.gpt.rotary(T, hidden.device)  # once for every block of the pass
         if (
-            self.packed
+            self.skip_padding
             and self.padding_free
             and len(blocks)
             and int(lengths.sum()) < lengths.numel() * T
         ):
-            x = packed_blocks(blocks, hidden, lengths)
+            x = packed_blocks(blocks, hidden, lengths, rotary)
         else:
-            x = self.gpt.run_blocks(hidden, start, end, attention_mask=mask, causal=self.causal)
+            x = self.gpt.run_blocks(
+                hidden, start, end, attention_mask=mask, causal=self.causal, rotary=rotary
+            )
         if single:
             pos = self.positions(lengths, T)
-            pooled = pooled_block(self.gpt.h[n - 1], x, pos, lengths, self.causal)  # (B, C)
+            last = self.gpt.h[n - 1]
+            pooled = pooled_block(last, x, pos, lengths, self.causal, rotary)  # (B, C)
             return self.head(self.gpt.ln_f(pooled))
         h = self.gpt.ln_f(x)  # (B, T, C)
         return self.head(self.pool_states(h, lengths))
@@ -258,11 +263,11 @@ def trainable_blocks(trainable: str, n_layers: int) -> int:
         n = int(m.group(1))
         if not 1 <= n <= n_layers:
             raise GPTClassifyError(
-                f"--trainable {trainable}: the model has {n_layers} blocks, choose 1..{n_layers}"
+                f"{option('trainable', trainable)}: the model has {n_layers} blocks, choose 1..{n_layers}"
             )
         return n
     raise GPTClassifyError(
-        f"--trainable: {trainable!r} is not one of head, last-block, last-N-blocks (e.g. "
+        f"{option('trainable')}: {trainable!r} is not one of head, last-block, last-N-blocks (e.g. "
         "last-2-blocks), all, lora"
     )
 

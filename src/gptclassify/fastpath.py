@@ -8,29 +8,44 @@ the same); tests compare each piece against the plain path.
 - `packed_blocks`: causal blocks evaluated at the real tokens only (no work on padding).
 - `FastMLP`: on CPU, with no gradient and under bf16 autocast, c_fc and GELU run as one
   oneDNN kernel (inference only: it has no backward); elsewhere the plain MLP.
-- `PackedLinear`: a bf16 Linear that also holds its weight in oneDNN's own blocked layout,
-  made once, for no-grad CPU passes of up to PACKED_MAX_ROWS rows (`prepack`).
+- `PackedLinear`: a bf16 Linear that also holds its weight prepacked in oneDNN's own
+  blocked layout (`blocked_weight`), made once, for no-grad CPU passes of up to
+  PACKED_MAX_ROWS rows (`fast_view(prepack=True)`).
 - `fast_view`: a classifier object sharing the model's parameters whose MLPs are FastMLPs
   and whose chosen Linear layers hold low-precision copies of their weights, made once. The
   model itself is never changed, so any number of threads can run views of one model.
+
+Two words, two meanings: a *padding-free* pass (`packed_blocks`, `skip_padding`) packs the
+real tokens of a batch into one matrix; a *prepacked* weight (`PackedLinear`, `prepack`) is
+a weight reordered once into oneDNN's layout. The oneDNN operators are private PyTorch API
+and are reached through torch_private.py only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from functools import cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gptclassify import torch_private
 from gptclassify.lora import LoRALinear, effective_weight
-from gptclassify.model import MLP, Block, apply_rope, shallow_copy
+from gptclassify.model import MLP, Block, Rotary, apply_rope, shallow_copy
 
 
-def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
+def pooled_block(
+    block: Block,
+    x: Tensor,
+    pos: Tensor,
+    lengths: Tensor,
+    causal: bool,
+    rotary: Rotary | None = None,
+) -> Tensor:
     """`block(x)` evaluated at one position per row: (B, T, C) -> (B, C). Same function, less work.
+
+    `rotary`: the pass's rotary tables (GPTBody.rotary), made here when not given.
 
     Only the pooled query matters, and a score is q . (Wk h_j + bk): the key projection can be
     applied to the query instead (u = Wk^T q; the bk term is the same for every key, so softmax
@@ -57,7 +72,14 @@ def pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: 
         and attn.scale is None
         and isinstance(block.post_attn_norm, nn.Identity)
     )
-    fn = _pooled_block if plain else _pooled_rotary_block
+    if plain:
+        fn = _pooled_block
+    else:
+        rope = attn.rope_of(rotary, x.shape[1], x.device)  # (T, hd) cos and sin, or None
+
+        def fn(block, x, pos, lengths, causal):
+            return _pooled_rotary_block(block, x, pos, lengths, causal, rope)
+
     if torch.is_autocast_enabled(x.device.type):
         with torch.autocast(x.device.type, enabled=False):
             return fn(block, x.float(), pos, lengths, causal)
@@ -80,7 +102,12 @@ def _visible_keys(
 
 
 def _pooled_rotary_block(
-    block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool
+    block: Block,
+    x: Tensor,
+    pos: Tensor,
+    lengths: Tensor,
+    causal: bool,
+    rope: tuple[Tensor, Tensor] | None,
 ) -> Tensor:
     B, T, C = x.shape
     attn = block.attn
@@ -93,7 +120,6 @@ def _pooled_rotary_block(
     b_q, b_kv = bias.split([nh * hd, 2 * nkv * hd]) if bias is not None else (None, None)
     q = F.linear(h[rows, pos], w_q, b_q)  # (B, nh * hd)
     k, v = F.linear(h, w_kv, b_kv).split(nkv * hd, dim=2)  # 2 x (B, T, nkv * hd)
-    rope = attn.rope(T, x.device)  # (T, hd) cos and sin, or None
     k, v = attn.expand_kv(attn.heads(k, attn.k_norm, rope), attn.heads(v))  # 2 x (B, nh, T, hd)
     # The query: the same norm, and the rotation of its own position.
     q = attn.q_norm(q.view(B, nh, hd))  # (B, nh, hd)
@@ -115,23 +141,23 @@ def _pooled_rotary_block(
 
 def _pooled_block(block: Block, x: Tensor, pos: Tensor, lengths: Tensor, causal: bool) -> Tensor:
     B, T, C = x.shape
-    nh = block.attn.n_heads
-    hd = C // nh
+    # The head width is the config's (head_size may differ from C / n_heads).
+    nh, hd = block.attn.n_heads, block.attn.head_dim
     rows = torch.arange(B, device=x.device)
     allowed = _visible_keys(pos, lengths, T, causal)  # (B, T)
     h = block.ln_1(x)  # (B, T, C)
     weight, bias = effective_weight(block.attn.c_attn)
     # split, not slicing: its backward is one concatenation instead of three zero-filled
     # full-size gradient buffers.
-    w_q, w_k, w_v = weight.split(C)  # 3 x (C, C)
-    b_q, _, b_v = bias.split(C) if bias is not None else (None, None, None)
+    w_q, w_k, w_v = weight.split(nh * hd)  # 3 x (nh * hd, C)
+    b_q, _, b_v = bias.split(nh * hd) if bias is not None else (None, None, None)
     q = F.linear(h[rows, pos], w_q, b_q).view(B, nh, hd)  # (B, nh, hd)
     u = torch.einsum("bhd,hdc->bhc", q, w_k.view(nh, hd, C))  # (B, nh, C)
     scores = torch.einsum("bhc,btc->bht", u, h) / math.sqrt(hd)  # (B, nh, T)
     attn = torch.softmax(scores.masked_fill(~allowed[:, None, :], float("-inf")), dim=-1)
     attn = F.dropout(attn, block.attn.dropout, block.training)
     z = torch.einsum("bht,btc->bhc", attn, h)  # (B, nh, C)
-    y = torch.einsum("bhc,hdc->bhd", z, w_v.view(nh, hd, C)).reshape(B, C)  # (B, C)
+    y = torch.einsum("bhc,hdc->bhd", z, w_v.view(nh, hd, C)).reshape(B, nh * hd)
     if b_v is not None:
         y = y + b_v
     out = x[rows, pos] + block.attn.resid_dropout(block.attn.c_proj(y))  # (B, C)
@@ -145,9 +171,12 @@ CPU_ROW_TILE = 512
 """On a CPU, packed passes run their matmuls on at most this many rows at a time."""
 
 
-def packed_blocks(blocks: Iterable[Block], x: Tensor, lengths: Tensor) -> Tensor:
+def packed_blocks(
+    blocks: Iterable[Block], x: Tensor, lengths: Tensor, rotary: Rotary | None = None
+) -> Tensor:
     """Causal `blocks` run on the real tokens only: (B, T, C) right-padded -> (B, T, C), the
     padding positions zero. The same function at every real position, less work.
+    `rotary`: the pass's rotary tables (GPTBody.rotary), made here when not given.
 
     Under the causal mask a real token never sees the padding after it, so the padding
     positions' work (most of a block's: its matmuls are per token) is waste. Here the real
@@ -179,7 +208,8 @@ def packed_blocks(blocks: Iterable[Block], x: Tensor, lengths: Tensor) -> Tensor
         attn = block.attn
         qkv = per_token(lambda z, b=block: b.attn.c_attn(b.ln_1(z)), h)  # (width, qkv_dim)
         padded = qkv.new_zeros(B * T, qkv.shape[1]).index_copy_(0, idx, qkv[:n])
-        y = attn.attend(padded.view(B, T, -1), is_causal=True)  # (B, T, nh * hd)
+        rope = attn.rope_of(rotary, T, x.device)
+        y = attn.attend(padded.view(B, T, -1), is_causal=True, rope=rope)  # (B, T, nh * hd)
         y = y.reshape(B * T, -1).index_select(0, rows)  # (width, nh * hd)
         h = h + per_token(
             lambda z, b=block: b.post_attn_norm(b.attn.resid_dropout(b.attn.c_proj(z))), y
@@ -198,19 +228,16 @@ class FastMLP(MLP):
 
     @classmethod
     def of(cls, mlp: MLP) -> FastMLP:
-        fast = shallow_copy(mlp)
-        fast.__class__ = cls
-        return fast  # type: ignore[return-value]
+        return shallow_copy(mlp, as_class=cls)  # type: ignore[return-value]
 
     def forward(self, x: Tensor) -> Tensor:
         if _can_fuse(x, self.c_fc):
             layer = self.c_fc
             weight = layer.weight.to(torch.bfloat16)
             if isinstance(layer, PackedLinear) and layer.takes(x):
-                weight = layer.packed
-            h = torch.ops.mkldnn._linear_pointwise(
-                x.to(torch.bfloat16), weight, layer.bias.to(torch.bfloat16), "gelu", [], "tanh"
-            )
+                weight = layer.blocked_weight
+            bias = layer.bias.to(torch.bfloat16)
+            h = torch_private.linear_gelu(x.to(torch.bfloat16), weight, bias)
             return self.dropout(self.c_proj(h))
         return super().forward(x)
 
@@ -222,22 +249,11 @@ def _can_fuse(x: Tensor, layer: nn.Module) -> bool:
         and type(layer) in (nn.Linear, PackedLinear)
         and layer.bias is not None
         and _autocast_bf16()
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and torch_private.has_fused_linear()
         # oneDNN has no bf16 kernel to fuse into on CPUs without bf16 support (AVX2 only:
         # "could not create a primitive descriptor"); the plain MLP runs there
-        and _onednn_bf16()
+        and torch_private.onednn_bf16()
     )
-
-
-@cache
-def _onednn_bf16() -> bool:
-    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 or AMX; not AVX2-only CPUs)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available()) and bool(
-            torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    except (AttributeError, RuntimeError):
-        return False
 
 
 PACKED_MAX_ROWS = 320
@@ -250,7 +266,8 @@ at 384 rows: 0.76x and other values; GPT-2's MLP projection at 512 rows: 0.58x).
 
 
 class PackedLinear(nn.Linear):
-    """A frozen bf16 Linear that also holds its weight packed in oneDNN's blocked layout.
+    """A frozen bf16 Linear that also holds its weight prepacked in oneDNN's blocked layout
+    (`blocked_weight`).
 
     `torch.nn.functional.linear` on a CPU hands oneDNN a plain (out, in) weight, which it
     reorders into its own layout on every call: for the few hundred rows of a small batch
@@ -260,15 +277,19 @@ class PackedLinear(nn.Linear):
     plain bf16 weight, which stays the layer's `weight`.
     """
 
-    packed: Tensor
+    blocked_weight: Tensor
+    """The weight reordered into oneDNN's blocked layout (an opaque mkldnn tensor)."""
 
     @classmethod
-    def of(cls, layer: nn.Linear) -> PackedLinear:
-        """`layer` (already holding bf16 weights) with its weight packed as well."""
-        packed = shallow_copy(layer)
-        packed.__class__ = cls
-        packed.packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach())
-        return packed  # type: ignore[return-value]
+    def of(cls, layer: nn.Linear) -> nn.Linear:
+        """`layer` (already holding bf16 weights) with its weight prepacked as well; `layer`
+        itself where this PyTorch cannot pack (torch_private.pack_linear_weight)."""
+        blocked = torch_private.pack_linear_weight(layer.weight.detach())
+        if blocked is None:
+            return layer
+        packed = shallow_copy(layer, as_class=cls)
+        packed.blocked_weight = blocked
+        return packed
 
     def takes(self, x: Tensor) -> bool:
         """Whether `x` goes through the packed weight."""
@@ -282,8 +303,8 @@ class PackedLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if not self.takes(x):
             return super().forward(x)
-        y = torch.ops.mkldnn._linear_pointwise(
-            x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.packed, self.bias, "none", [], ""
+        y = torch_private.packed_linear(
+            x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.blocked_weight, self.bias
         )
         return y.view(*x.shape[:-1], y.shape[-1])
 
@@ -300,10 +321,9 @@ def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
         dtype == torch.bfloat16
         and device.type == "cpu"
         and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-        # runtime.cpu_has_fast_bf16 asks the same first; fastpath sits below runtime and
-        # cannot import it (tests/test_architecture.py)
-        and _onednn_bf16()
+        and torch_private.has_weight_reorder()
+        # the same check runtime.cpu_has_fast_bf16 asks first
+        and torch_private.onednn_bf16()
     )
 
 
@@ -323,7 +343,7 @@ def fast_view(
     dtype: torch.dtype = torch.float32,
     blocks: Iterable[int] | None = None,
     cast_trainable: bool = False,
-    packed: bool = False,
+    skip_padding: bool = False,
     prepack: bool = False,
 ) -> nn.Module:
     """A classifier object sharing `model`'s parameters, set up for speed.
@@ -335,7 +355,7 @@ def fast_view(
     (for inference, where nothing trains: the copies would go stale if the model trained on).
     The final block of a single-position pool keeps fp32 weights: it runs in fp32
     (pooled_block). LayerNorms stay fp32, as autocast computes them in fp32 anyway.
-    `packed`: passes skip the padding where the model allows it (packed_blocks).
+    `skip_padding`: passes skip the padding where the model allows it (packed_blocks).
     `prepack`: bf16 Linear layers on a CPU also hold their weights in oneDNN's layout
     (PackedLinear; inference only, where nothing trains).
     """
@@ -345,7 +365,7 @@ def fast_view(
         cast.discard(n - 1)
     prepack = prepack and can_prepack(dtype, next(model.parameters()).device)
     view = shallow_copy(model)
-    view.packed = packed
+    view.skip_padding = skip_padding
     view.gpt = shallow_copy(model.gpt)
     new_blocks = []
     for i, block in enumerate(model.gpt.h):

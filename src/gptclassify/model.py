@@ -35,6 +35,11 @@ from torch import Tensor, nn
 
 from gptclassify.config import GPTConfig
 
+Rotary = dict[GPTConfig, tuple[Tensor, Tensor]]
+"""One pass's rotary tables: cos and sin, 2 x (T, head_dim), per rotary setting (Gemma 3's
+sliding and global layers have their own; GPT-2 has none). `GPTBody.rotary` makes them once
+per pass for every block, as transformers' and litgpt's models do."""
+
 LAYER_NORM_EPS = 1e-5
 
 
@@ -148,8 +153,9 @@ class CausalSelfAttention(nn.Module):
         else:
             # Identity marks "a query or key: rotate it" (values take no norm and no rotation).
             self.q_norm = self.k_norm = nn.Identity()
-        # Rotary angles are recomputed per call from the config (no buffer: nothing to load,
-        # nothing on the meta device, and an exported graph computes them for any length).
+        # Rotary angles are computed per pass from the config (GPTBody.rotary; no buffer:
+        # nothing to load, nothing on the meta device, and an exported graph computes them
+        # for any length).
         self.rope_config = config if config.positions == "rope" else None
         if self.rope_config is not None and self.window:
             # Gemma 3's sliding layers have their own base and no scaling.
@@ -159,16 +165,26 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.drop_rate
         self.resid_dropout = nn.Dropout(config.drop_rate)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True) -> Tensor:
-        y = self.attend(self.c_attn(x), attn_mask, is_causal)  # (B, T, nh * hd)
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = True,
+        rope: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        y = self.attend(self.c_attn(x), attn_mask, is_causal, rope)  # (B, T, nh * hd)
         return self.resid_dropout(self.c_proj(y))
 
-    def split_heads(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def split_heads(
+        self, qkv: Tensor, rope: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values from the fused projection (B, T, qkv_dim), normed and
-        rotated: (B, nh, T, hd), (B, n_kv, T, hd), (B, n_kv, T, hd)."""
+        rotated by `rope` (this attention's tables; made here when not given):
+        (B, nh, T, hd), (B, n_kv, T, hd), (B, n_kv, T, hd)."""
         nh, nkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=2)
-        rope = self.rope(qkv.shape[1], qkv.device)  # one table for queries and keys
+        if rope is None:
+            rope = self.rope(qkv.shape[1], qkv.device)  # one table for queries and keys
         return self.heads(q, self.q_norm, rope), self.heads(k, self.k_norm, rope), self.heads(v)
 
     def rope(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
@@ -176,6 +192,16 @@ class CausalSelfAttention(nn.Module):
         if self.rope_config is None:
             return None
         return rope_tables(rope_inv_freq(self.rope_config), seq_len, device)
+
+    def rope_of(
+        self, rotary: Rotary | None, seq_len: int, device: torch.device
+    ) -> tuple[Tensor, Tensor] | None:
+        """This attention's tables from a pass's `rotary` (made here when not given)."""
+        if self.rope_config is None:
+            return None
+        if rotary is not None and self.rope_config in rotary:
+            return rotary[self.rope_config]
+        return self.rope(seq_len, device)
 
     def heads(
         self,
@@ -201,12 +227,16 @@ class CausalSelfAttention(nn.Module):
         return k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
 
     def attend(
-        self, qkv: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True
+        self,
+        qkv: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = True,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Attention from the projected queries, keys and values: (B, T, qkv_dim) ->
         (B, T, nh * hd), before the output projection."""
         B, T, _ = qkv.shape
-        q, k, v = self.split_heads(qkv)
+        q, k, v = self.split_heads(qkv, rope)
         k, v = self.expand_kv(k, v)  # (B, nh, T, hd) each
         # Tracing first: comparing a symbolic length would pin the exported graph's length.
         if self.window and (_tracing() or T > self.window):
@@ -269,8 +299,16 @@ class Block(nn.Module):
         self.post_attn_norm = norm_layer(config) if config.post_norms else nn.Identity()
         self.post_mlp_norm = norm_layer(config) if config.post_norms else nn.Identity()
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = True) -> Tensor:
-        y = self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal)
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = True,
+        rotary: Rotary | None = None,
+    ) -> Tensor:
+        """(B, T, C) -> (B, T, C); `rotary`: the pass's tables (GPTBody.rotary)."""
+        rope = self.attn.rope_of(rotary, x.shape[1], x.device)
+        y = self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal, rope=rope)
         x = x + self.post_attn_norm(y)
         return x + self.post_mlp_norm(self.mlp(self.ln_2(x)))
 
@@ -368,6 +406,16 @@ class GPTBody(nn.Module):
         pos = torch.arange(T, device=input_ids.device)  # (T,)
         return self.drop(x + self.wpe(pos))  # (B, T, C)
 
+    def rotary(self, seq_len: int, device: torch.device) -> Rotary:
+        """The rotary tables of a pass over `seq_len` positions, one per rotary setting of
+        the blocks (empty for learned positions): made once, read by every block."""
+        tables: Rotary = {}
+        for block in self.h:
+            config = block.attn.rope_config
+            if config is not None and config not in tables:
+                tables[config] = block.attn.rope(seq_len, device)
+        return tables
+
     def run_blocks(
         self,
         x: Tensor,
@@ -375,11 +423,15 @@ class GPTBody(nn.Module):
         end: int | None = None,
         attention_mask: Tensor | None = None,
         causal: bool = True,
+        rotary: Rotary | None = None,
     ) -> Tensor:
-        """Run blocks `start..end-1` (Python slice semantics) on hidden states x (B, T, C)."""
+        """Run blocks `start..end-1` (Python slice semantics) on hidden states x (B, T, C);
+        `rotary`: the pass's tables (made here when not given)."""
         attn_mask = attention_bias(attention_mask, x.shape[1], causal)
+        if rotary is None:
+            rotary = self.rotary(x.shape[1], x.device)
         for block in self.h[start:end]:
-            x = block(x, attn_mask=attn_mask, is_causal=causal)
+            x = block(x, attn_mask=attn_mask, is_causal=causal, rotary=rotary)
         return x
 
     def hidden_states(
@@ -411,14 +463,17 @@ class GPTModel(GPTBody):
         return self.lm_head(self.hidden_states(input_ids, attention_mask))
 
 
-def shallow_copy(module: nn.Module) -> nn.Module:
+def shallow_copy(module: nn.Module, as_class: type[nn.Module] | None = None) -> nn.Module:
     """A new module object with the same parameters, buffers and submodules.
 
     Setting a submodule or parameter on the copy leaves the original untouched (the
     registries are copied; the tensors and child modules are shared). This is how LoRA and
     the fast path change a classifier's layers without changing the model it was built on.
+    `as_class`: the copy is of this subclass (a fast path's variant of the same layer, sharing
+    its state), built as such rather than re-classed after the fact.
     """
-    copy = module.__class__.__new__(module.__class__)
+    cls = as_class or module.__class__
+    copy = cls.__new__(cls)
     copy.__dict__ = dict(module.__dict__)
     for registry in ("_parameters", "_buffers", "_modules"):
         copy.__dict__[registry] = dict(module.__dict__[registry])

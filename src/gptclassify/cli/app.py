@@ -10,7 +10,7 @@ import sys
 import click
 
 from gptclassify import __version__
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, interface
 
 # Optional dependencies: the top-level module a command may need -> the extra that brings it.
 EXTRAS = {
@@ -54,11 +54,13 @@ def os_error_line(exc: OSError) -> str:
 class _Group(click.Group):
     """Turns GPTClassifyError into click's one-line `Error: ...` and exit status 1; so is a
     missing optional dependency (naming the extra that brings it), and an operating-system
-    error that no reader turned into a GPTClassifyError (naming its file)."""
+    error that no reader turned into a GPTClassifyError (naming its file). Errors raised
+    under it word their advice as flags (errors.interface)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
-            return super().invoke(ctx)
+            with interface("cli"):
+                return super().invoke(ctx)
         except GPTClassifyError as exc:
             raise click.ClickException(printable(str(exc))) from None
         except ModuleNotFoundError as exc:

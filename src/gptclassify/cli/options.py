@@ -13,13 +13,14 @@ from typing import Any
 
 import click
 
-from gptclassify.args import Option, options
+from gptclassify.args import LoadOptions, Option, option_map, options
 
 
 def _click_option(o: Option) -> Callable:
     kwargs: dict[str, Any] = {"help": o.help}
-    if "envvar" in o.extra:
-        kwargs["envvar"] = o.extra["envvar"]
+    for key in ("envvar", "metavar"):
+        if key in o.extra:
+            kwargs[key] = o.extra[key]
     if o.hint is bool:
         if o.default:
             return click.option(f"{o.flag}/--no-{o.flag[2:]}", o.name, default=True, **kwargs)
@@ -74,65 +75,8 @@ def build(cls: type, values: dict[str, Any]) -> Any:
 
 # ---- loading a model folder (predict, evaluate, serve, explain) ---------------------------
 
-DEVICE = click.option(
-    "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."
-)
-PRECISION = click.option(
-    "--precision",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "fp32", "bf16", "int8"]),
-    help="Matmul precision. PyTorch: auto is bf16 where the hardware has fast bf16 "
-    "(AMX, AVX512-BF16, recent GPUs), else fp32. ONNX: the graph's own (fp32 or int8).",
-)
-RUNTIME = click.option(
-    "--runtime",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "torch", "onnx"]),
-    help="auto: what RUN holds (PyTorch weights, or an ONNX graph from `gptclassify export`).",
-)
-BASE_MODEL = click.option(
-    "--base-model",
-    default=None,
-    metavar="DIR_OR_PRESET",
-    help="LoRA adapters saved alone on a local base: that base (its sha256 is checked). "
-    "Presets are found on their own.",
-)
-
-
-def model_options(func: Callable) -> Callable:
-    """--device, --precision, --runtime and --base-model: how `Classifier.load` loads RUN."""
-    for option in (BASE_MODEL, RUNTIME, PRECISION, DEVICE):
-        func = option(func)
-    return func
-
-
-LONG_TEXTS = click.option(
-    "--long-texts",
-    default="truncate",
-    show_default=True,
-    type=click.Choice(["truncate", "chunk"]),
-    help="A text longer than the model reads: cut it, or classify it in windows of the model's "
-    "context and aggregate them (--stride, --aggregate).",
-)
-STRIDE = click.option(
-    "--stride",
-    default=None,
-    type=click.IntRange(min=1),
-    help="--long-texts chunk: tokens between window starts (default: half a window).",
-)
-AGGREGATE = click.option(
-    "--aggregate",
-    default="mean",
-    show_default=True,
-    type=click.Choice(["mean", "max"]),
-    help="--long-texts chunk: mean of the windows' probabilities, or max (any window).",
-)
-
-
-def long_text_options(func: Callable) -> Callable:
-    """--long-texts, --stride and --aggregate: Classifier.load's long_texts settings."""
-    for option in (AGGREGATE, STRIDE, LONG_TEXTS):
-        func = option(func)
-    return func
+load_options = config_options(LoadOptions)
+"""--device, --precision, --runtime, --base-model, --long-texts, --stride and --aggregate:
+how `Classifier.load` loads RUN (`build(LoadOptions, values)` gives them back)."""
+DEVICE = _click_option(option_map(LoadOptions)["device"])
+BASE_MODEL = _click_option(option_map(LoadOptions)["base_model"])

@@ -6,14 +6,14 @@ import sys
 
 import click
 
+from gptclassify.args import LoadOptions
 from gptclassify.cli.app import cli
-from gptclassify.cli.options import long_text_options, model_options
+from gptclassify.cli.options import build, load_options
 from gptclassify.errors import GPTClassifyError
 
 
 def _classifier_options(func):
-    func = long_text_options(func)
-    func = model_options(func)
+    func = load_options(func)
     return click.option(
         "--batch-size",
         default=32,
@@ -48,13 +48,7 @@ def evaluate(
     label_columns,
     as_json,
     batch_size,
-    device,
-    precision,
-    runtime,
-    base_model,
-    long_texts,
-    stride,
-    aggregate,
+    **load,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix (and confusion.png), ROC AUC
     and PR AUC; multi-label: micro/macro/weighted F1, subset accuracy, Hamming loss, LRAP and
@@ -66,16 +60,7 @@ def evaluate(
     from gptclassify.plots import plot_confusion, plot_per_label
     from gptclassify.predict import Classifier
 
-    classifier = Classifier.load(
-        run_dir,
-        device=device,
-        precision=precision,
-        runtime=runtime,
-        base_model=base_model,
-        long_texts=long_texts,
-        stride=stride,
-        aggregate=aggregate,
-    )
+    classifier = Classifier.load(run_dir, build(LoadOptions, load))
     report = classifier.evaluate(
         data or run_dir, text_column, label_column, batch_size, label_columns=label_columns
     )
@@ -221,13 +206,7 @@ def predict(
     safe_csv,
     quiet,
     batch_size,
-    device,
-    precision,
-    runtime,
-    base_model,
-    long_texts,
-    stride,
-    aggregate,
+    **load,
 ) -> None:
     """Classify texts given as arguments, on stdin (one per line), or in a file.
 
@@ -260,16 +239,8 @@ def predict(
                 )
             texts = _stdin_lines()
         source = text_list(texts)
-    classifier = Classifier.load(
-        run_dir,
-        device=device,
-        precision=precision,
-        runtime=runtime,
-        base_model=base_model,
-        long_texts=long_texts,
-        stride=stride,
-        aggregate=aggregate,
-    )
+    options = build(LoadOptions, load)
+    classifier = Classifier.load(run_dir, options)
     with tqdm(unit=" texts", disable=quiet or None, leave=False, file=sys.stderr) as bar:
         done = predict_chunks(classifier, source, writer, batch_size, threshold, k, bar.update)
     _print_predictions(done.preview, done.rows, done.text_column, classifier.labels, k, output)
@@ -296,7 +267,7 @@ def predict(
         click.echo(
             f"Note: {done.chunked} text(s) were longer than the model reads and were "
             f"classified in windows of {classifier.policy.max_length} tokens (--aggregate "
-            f"{aggregate}; see the windows column)",
+            f"{options.aggregate}; see the windows column)",
             err=True,
         )
 

@@ -8,15 +8,9 @@ from typing import Any
 
 import click
 
+from gptclassify.args import LoadOptions
 from gptclassify.cli.app import cli
-from gptclassify.cli.options import (
-    BASE_MODEL,
-    DEVICE,
-    build,
-    config_options,
-    long_text_options,
-    model_options,
-)
+from gptclassify.cli.options import BASE_MODEL, DEVICE, build, config_options, load_options
 from gptclassify.errors import GPTClassifyError
 from gptclassify.serve.settings import ServeSettings
 
@@ -29,8 +23,7 @@ SERVE_EXTRA = (
 @cli.command()
 @click.argument("run_dir", metavar="RUN")
 @config_options(ServeSettings, exclude=("max_explain_waiting",))
-@model_options
-@long_text_options
+@load_options
 @click.option(
     "--log-level",
     default="info",
@@ -46,23 +39,15 @@ SERVE_EXTRA = (
 )
 def serve(
     run_dir: str,
-    device: str,
-    precision: str,
-    runtime: str,
-    base_model: str | None,
-    long_texts: str,
-    stride: int | None,
-    aggregate: str,
     log_level: str,
     access_log: bool,
     **values: Any,
 ) -> None:
     """Serve a trained classifier over HTTP: TEI's /predict (and POST /), vLLM's /classify,
     /explain, /info, /metrics, the OpenAPI schema at /openapi.json, and a web page at /."""
+    load = build(LoadOptions, values)
     settings: ServeSettings = build(ServeSettings, values)
-    model = dict(device=device, precision=precision, runtime=runtime, base_model=base_model)
-    texts = dict(long_texts=long_texts, stride=stride, aggregate=aggregate)
-    _run_server(run_dir, settings, {**model, **texts}, log_level, access_log)
+    _run_server(run_dir, settings, load, log_level, access_log)
 
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -77,8 +62,7 @@ def sagemaker() -> None:
 
 @sagemaker.command("serve")
 @config_options(ServeSettings, exclude=("max_explain_waiting", "host", "port"))
-@model_options
-@long_text_options
+@load_options
 @click.option(
     "--model-dir",
     default=None,
@@ -99,13 +83,6 @@ def sagemaker() -> None:
 )
 def sagemaker_serve(
     model_dir: str | None,
-    device: str,
-    precision: str,
-    runtime: str,
-    base_model: str | None,
-    long_texts: str,
-    stride: int | None,
-    aggregate: str,
     log_level: str,
     access_log: bool,
     **values: Any,
@@ -119,19 +96,18 @@ def sagemaker_serve(
     port = os.environ.get("SAGEMAKER_BIND_TO_PORT") or str(SAGEMAKER_PORT)
     if not port.isdigit():
         raise GPTClassifyError(f"SAGEMAKER_BIND_TO_PORT={port!r} is not a TCP port")
+    load = build(LoadOptions, values)
     settings: ServeSettings = build(ServeSettings, values)
     settings = dataclasses.replace(settings, host="0.0.0.0", port=int(port))
-    model = dict(device=device, precision=precision, runtime=runtime, base_model=base_model)
-    texts = dict(long_texts=long_texts, stride=stride, aggregate=aggregate)
     # SageMaker's endpoint is reached through AWS' own authenticated InvokeEndpoint: no key
     # needed in the container (--api-key still adds one).
-    _run_server(run_dir, settings, {**model, **texts}, log_level, access_log, warn_open=False)
+    _run_server(run_dir, settings, load, log_level, access_log, warn_open=False)
 
 
 def _run_server(
     run_dir: str,
     settings: ServeSettings,
-    load: dict[str, Any],
+    load: LoadOptions,
     log_level: str,
     access_log: bool,
     warn_open: bool = True,
@@ -148,7 +124,7 @@ def _run_server(
     check_port(host, port)  # before the model loads and before "Serving on"
     # The model loads on the thread that will run its passes (one thread pool for all the
     # model's work); starting here makes a bad model folder a one-line error.
-    app = create_app(lambda: Classifier.load(run_dir, **load), settings)
+    app = create_app(lambda: Classifier.load(run_dir, load), settings)
     service = app.state.service
     service.start()
     classifier = service.classifier

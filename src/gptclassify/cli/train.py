@@ -19,7 +19,8 @@ from gptclassify.cli.options import build, config_options
     default=None,
     metavar="RUN",
     help="Continue the run in RUN (or RUN.partial) from its newest checkpoint, with its own "
-    "settings; only --epochs (to train longer), --checkpoint-every, --keep-checkpoints and "
+    "settings; only --epochs (to train longer: a finished run needs --final-checkpoints "
+    "keep), --checkpoint-every, --keep-checkpoints, --final-checkpoints, --save, "
     "--prefix-cache-dir and --report-to may change. The result is the same as a run that was "
     "never stopped.",
 )
@@ -63,10 +64,13 @@ def train(
     once and cached).
 
     Writes a run folder (--out; default runs/<timestamp>) with model.safetensors,
-    config.json, metrics.json, history.csv, loss.png, accuracy.png, train.log, the exact
-    splits in data/ and the checkpoints. While it runs, everything is in OUT.partial; OUT
-    appears, complete, when the run is done. Ctrl-C (or SIGTERM) stops after the current
-    step with a checkpoint: `--resume OUT` continues.
+    config.json, metrics.json, history.csv, loss.png, accuracy.png, train.log and the exact
+    splits in data/. While it runs, everything is in OUT.partial, with its checkpoints; OUT
+    appears, complete, when the run is done, and the checkpoints then go (--final-checkpoints
+    keep keeps them). Ctrl-C (or SIGTERM) stops after the current step with a checkpoint:
+    `--resume OUT` continues. On a packaged or preset model, model.safetensors holds only the
+    trained tensors and names the base by sha256 (--save; full for a folder that needs
+    nothing else).
     """
     from gptclassify.progress import reporting
 

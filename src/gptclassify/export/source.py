@@ -68,6 +68,8 @@ def load_source(run_dir: str | Path) -> Source:
     if lora is not None and lora.adapters_only and lora.base:
         # load_classifier checked the base against this checksum before applying the adapters.
         sums["lora_base"] = lora.base_sha256 or sha256_file(weights_file(pretrained_dir(lora.base)))
+    if config.trained_only and config.provenance.base_sha256:
+        sums["base"] = config.provenance.base_sha256  # checked by load_classifier
     if has_lora(model):
         model.merge_lora()
     model = model.float().eval()

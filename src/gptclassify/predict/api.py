@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from gptclassify import tokenizer
+from gptclassify.args import LoadOptions
 from gptclassify.artifact import (
     FORMAT_BASELINE,
     FORMAT_CLASSIFIER,
@@ -50,7 +51,7 @@ from gptclassify.data.encode import (
 )
 from gptclassify.data.multilabel import MULTI, LabelFormat, label_matrix, read_label_sets
 from gptclassify.data.tables import LabelledTexts, read_labelled
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, option
 from gptclassify.files import inside, replace_folder, sha256_file
 from gptclassify.metrics import classification_report, multilabel_report, sigmoid, softmax
 from gptclassify.predict.long_texts import LongTexts, combine, windows
@@ -220,18 +221,14 @@ class Classifier:
 
     @classmethod
     def load(
-        cls,
-        run_dir: str | Path,
-        device: str = "auto",
-        precision: str = "auto",
-        runtime: str = "auto",
-        base_model: str | Path | None = None,
-        long_texts: str = "truncate",
-        stride: int | None = None,
-        aggregate: str = "mean",
+        cls, run_dir: str | Path, options: LoadOptions | None = None, **overrides: Any
     ) -> Classifier:
         """Load a model folder written by `train`, `save` or `export --format onnx`
         (checksum-verified, no pickle).
+
+        options: how to load it (args.LoadOptions, the fields below; the CLI's flags);
+        keywords of the same names override its fields, e.g.
+        `Classifier.load(run, precision="fp32")`.
 
         long_texts / stride / aggregate: texts longer than the model reads are cut
         ("truncate") or classified in windows `stride` tokens apart whose probabilities are
@@ -249,13 +246,21 @@ class Classifier:
                 f"Classifier.load: expected a model folder (a str or Path), got "
                 f"{type(run_dir).__name__}"
             )
+        if options is not None and not isinstance(options, LoadOptions):
+            raise TypeError(
+                f"Classifier.load: options must be a LoadOptions, got "
+                f"{type(options).__name__} (pass device=..., precision=... as keywords)"
+            )
+        load = dataclasses.replace(options or LoadOptions(), **overrides)
+        device, precision, runtime = load.device, load.precision, load.runtime
         if folder_kind(run_dir) == FORMAT_BASELINE:
             raise GPTClassifyError(
                 f"{run_dir} is a TF-IDF baseline folder, not a model folder: its scores are in "
                 "its metrics.json; in Python, gptclassify.baseline.Baseline.load(folder)"
                 ".predict_proba(texts) runs it"
             )
-        long = LongTexts(long_texts, stride, aggregate)  # checked before anything loads
+        # checked before anything loads
+        long = LongTexts(load.long_texts, load.stride, load.aggregate)
         config = read_classifier_config(run_dir)
         output = {
             "task": config.task,
@@ -288,7 +293,7 @@ class Classifier:
         else:
             if precision == "int8":
                 raise GPTClassifyError(
-                    f"--precision int8: {run_dir} holds PyTorch weights; int8 runs an ONNX "
+                    f"{option('precision', 'int8')}: {run_dir} holds PyTorch weights; int8 runs an ONNX "
                     f"export: gptclassify export {run_dir} --format onnx --quantize int8 --out DIR"
                 )
             with _Checksums(Path(run_dir), [config.weights_file]) as sums:
@@ -296,7 +301,7 @@ class Classifier:
 
                 digest = sums.result()[config.weights_file]
             model, config = load_classifier(
-                run_dir, config, base_model=base_model, weights_sha256=digest
+                run_dir, config, base_model=load.base_model, weights_sha256=digest
             )
             classifier = cls(
                 model,
@@ -564,7 +569,9 @@ class Classifier:
         """Multi-label: each label's threshold (`threshold` overrides them all)."""
         if threshold is not None:
             if not 0.0 <= threshold <= 1.0:
-                raise GPTClassifyError(f"--threshold must be between 0 and 1, got {threshold}")
+                raise GPTClassifyError(
+                    f"{option('threshold')} must be between 0 and 1, got {threshold}"
+                )
             return [float(threshold)] * len(self.labels)
         return list(self.thresholds) if self.thresholds else [0.5] * len(self.labels)
 
@@ -767,14 +774,16 @@ def _sha256_or_none(path: Path) -> str | None:
 def choose_runtime(config: ClassifierConfig, runtime: str, directory: Path) -> str:
     """torch or onnx for a folder: what it holds, checked against what was asked for."""
     if runtime not in RUNTIMES:
-        raise GPTClassifyError(f"--runtime: {runtime!r} is not one of {', '.join(RUNTIMES)}")
+        raise GPTClassifyError(
+            f"{option('runtime')}: {runtime!r} is not one of {', '.join(RUNTIMES)}"
+        )
     held = "torch" if config.has_torch_weights else "onnx"
     if runtime in ("auto", held):
         return held
     if held == "onnx":
         raise GPTClassifyError(
             f"{directory} holds an exported ONNX graph and no PyTorch weights: run it with "
-            "--runtime onnx (or auto), or use the training run it was exported from"
+            f"{option('runtime', 'onnx')} (or auto), or use the training run it was exported from"
             + (f" ({config.exported_from.path})" if config.exported_from else "")
         )
     raise GPTClassifyError(
@@ -788,8 +797,10 @@ def check_onnx_settings(config: ClassifierConfig, device: str, precision: str, w
     graph = config.onnx.precision if config.onnx else "fp32"
     if precision not in ("auto", graph):
         raise GPTClassifyError(
-            f"--precision {precision}: {where} holds a {graph} ONNX graph, which runs in "
-            f"{graph} (use --precision auto, or export again with the precision you want)"
+            f"{option('precision', precision)}: {where} holds a {graph} ONNX graph, which runs in "
+            f"{graph} (use {option('precision', 'auto')}, or export again with the precision you want)"
         )
     if device not in ("auto", "cpu"):
-        raise GPTClassifyError(f"--device {device}: the ONNX runtime runs on the CPU (use auto)")
+        raise GPTClassifyError(
+            f"{option('device', device)}: the ONNX runtime runs on the CPU (use auto)"
+        )

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 import torch
 
+from gptclassify import torch_private
 from gptclassify.classifier import GPTClassifier
 from gptclassify.config import GPTConfig
 from gptclassify.data.batches import TokenSource
@@ -49,7 +50,7 @@ class TorchRuntime:
             stamp = _stamp(self.model)
             if self._runner is None or stamp != self._stamp:
                 view = fast_view(
-                    self.model, self.dtype, cast_trainable=True, packed=True, prepack=True
+                    self.model, self.dtype, cast_trainable=True, skip_padding=True, prepack=True
                 )
                 self._runner, self._stamp = view.eval(), stamp
             return self._runner
@@ -110,4 +111,4 @@ def _stamp(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
     adapter or a replaced layer brings new parameter objects, an in-place edit (an optimizer
     step, `copy_`) bumps a tensor's version counter. The bf16 view copies weights, so either
     makes it stale. Cheap next to a pass (one tuple over the parameters)."""
-    return tuple((id(p), p._version) for p in model.parameters())
+    return tuple((id(p), torch_private.version(p)) for p in model.parameters())

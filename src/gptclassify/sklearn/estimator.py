@@ -184,7 +184,7 @@ class GPTTextClassifier(ClassifierMixin, BaseEstimator):
             fixed["model"] = self.model
         options.setdefault("baseline", False)  # the TF-IDF comparison: a `train` extra
         try:
-            return TrainConfig(train=(texts, labels), **fixed, **options)
+            return TrainConfig.from_data(train=(texts, labels), **fixed, **options)
         except TypeError as exc:
             raise GPTClassifyError(f"options: {exc}") from None
 

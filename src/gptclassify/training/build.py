@@ -12,7 +12,7 @@ import torch
 from gptclassify.args import TrainArgs, TrainConfig, lora_target_list
 from gptclassify.classifier import FromBlock, GPTClassifier
 from gptclassify.config import GPTConfig
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, option
 from gptclassify.fastpath import fast_view
 from gptclassify.files import read_json
 from gptclassify.model import GPTModel
@@ -85,7 +85,7 @@ def build_backbone(cfg: TrainConfig) -> Backbone:
         return Backbone(GPTModel(config), f"random init of {name}", tokenizer=tokenizer)
     if cfg.backbone.weights == "pretrained" or is_gguf(name):
         if cfg.backbone.weights != "pretrained":
-            raise GPTClassifyError(f"--model {name}: a GGUF file is pretrained weights")
+            raise GPTClassifyError(f"{option('model', name)}: a GGUF file is pretrained weights")
         got = load_pretrained_model(name)
         return Backbone(got.model, name, got.directory, got.tokenizer, got.file)
     if name in PRESETS:
@@ -95,7 +95,7 @@ def build_backbone(cfg: TrainConfig) -> Backbone:
         tokenizer = _random_tokenizer(config, folder, f"--model {name}")
         return Backbone(GPTModel(config), f"random init of the {name} shape", tokenizer=tokenizer)
     if not path.is_dir():
-        raise GPTClassifyError(f"--model {name}: not a preset, a folder or a .json config")
+        raise GPTClassifyError(f"{option('model', name)}: not a preset, a folder or a .json config")
     config = gpt_config_from_hf(read_json(path / "config.json"), str(path / "config.json"))
     check_config(config, str(path / "config.json"))
     tokenizer = _random_tokenizer(config, path, str(path))
@@ -128,7 +128,7 @@ def class_weight_tensor(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     if (counts == 0).any():
         missing = int((counts == 0).nonzero()[0])
         raise GPTClassifyError(
-            f"--class-weights balanced: class {missing} has no training examples"
+            f"{option('class_weights', 'balanced')}: class {missing} has no training examples"
         )
     return counts.sum() / (num_classes * counts)
 
@@ -140,7 +140,7 @@ def pos_weight_tensor(labels: torch.Tensor, names: list[str]) -> torch.Tensor:
     if (positives == 0).any():
         missing = names[int((positives == 0).nonzero()[0])]
         raise GPTClassifyError(
-            f"--class-weights balanced: label {missing!r} has no positive training example"
+            f"{option('class_weights', 'balanced')}: label {missing!r} has no positive training example"
         )
     return (len(labels) - positives) / positives
 
@@ -161,7 +161,7 @@ def loss_weights(spec: str, labels: torch.Tensor, names: list[str], multi_label:
     path = Path(spec)
     if not path.is_file():
         raise GPTClassifyError(
-            f"--class-weights {spec}: not none, balanced, or a JSON file of {{label: weight}}"
+            f"{option('class_weights', spec)}: not none, balanced, or a JSON file of {{label: weight}}"
         )
     data = read_json(path, unique_keys=True)  # a class weighed twice: which one counts?
     if not isinstance(data, dict):

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, advice
 from gptclassify.files import replace_folder
 from gptclassify.training import faults
 
@@ -102,7 +102,11 @@ def save_checkpoint(
             f"checkpoint {folder.name}; "
             + (
                 f"kept the previous checkpoint {kept.name}: free some space, then continue "
-                f"with: gptclassify train --resume {Path(run_dir)}"
+                "with: "
+                + advice(
+                    f"gptclassify train --resume {Path(run_dir)}",
+                    f"train(resume={str(Path(run_dir))!r})",
+                )
                 if kept is not None
                 else "no earlier checkpoint to keep: free some space and start the run again"
             )

@@ -2,9 +2,10 @@
 
 A run called RUN works in `RUN.partial/` (train.log, data/, checkpoints/, and at the end the
 model files). When everything is written, that folder is renamed to RUN (an old RUN, when
---overwrite allows it, is moved aside first and removed after). So RUN is always either the
-previous complete model folder or the new complete one, never a mix, and a killed run
-leaves its work in RUN.partial, where `--resume RUN` continues it.
+--overwrite allows it, is moved aside first and removed after), and then its checkpoints are
+removed (unless --final-checkpoints keep). So RUN is always either the previous complete
+model folder or the new complete one, never a mix, and a killed run leaves its work, with
+its checkpoints, in RUN.partial, where `--resume RUN` continues it.
 
 A run owns its folder while it lives: it holds an exclusive `flock` on `.RUN.lock` beside
 it (holding its pid, for messages), so a second run into the same --out, with or without
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gptclassify.artifact import FORMAT_CLASSIFIER, check_target, folder_kind
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, option
 from gptclassify.files import atomic_write, check_links, move_into_place
 from gptclassify.training.checkpoint import CHECKPOINTS, latest_checkpoint
 
@@ -70,17 +71,18 @@ class RunFolder:
             return cls._claim_default()
         final = Path(out)
         if final.exists() and not final.is_dir():
-            raise GPTClassifyError(f"--out {final}: exists and is not a folder")
+            raise GPTClassifyError(f"{option('out', final)}: exists and is not a folder")
         made = _missing_parents(_work_path(final))
-        lock = RunLock.take(final, "--out")  # before anything is looked at or removed
+        lock = RunLock.take(final, "out")  # before anything is looked at or removed
         try:
             _check_target(final, overwrite)
             work = _work_path(final)
             if work.exists():
                 if not overwrite:
                     raise GPTClassifyError(
-                        f"{work}: holds an unfinished run; continue it with --resume {final}, "
-                        "or start over with --overwrite"
+                        f"{work}: holds an unfinished run; continue it with "
+                        f"{option('resume', final)}, or start over with "
+                        f"{option('overwrite', True)}"
                     )
                 shutil.rmtree(work)
             _clean_leftovers(final)
@@ -103,7 +105,7 @@ class RunFolder:
                 _mkdir(_work_path(final), exist_ok=False)
             except FileExistsError:
                 continue
-            return cls(final, _work_path(final), made, RunLock.take(final, "--out"))
+            return cls(final, _work_path(final), made, RunLock.take(final, "out"))
         raise GPTClassifyError(f"runs/{stamp}: too many runs started this second")
 
     @classmethod
@@ -118,7 +120,7 @@ class RunFolder:
             raise GPTClassifyError(
                 f"{final}: no run to resume here (expected {work} or {final / CHECKPOINTS})"
             )
-        lock = RunLock.take(final, "--resume")
+        lock = RunLock.take(final, "resume")
         try:
             return cls._reopen(final, work, lock)
         except BaseException:
@@ -133,16 +135,22 @@ class RunFolder:
             if not (work / CHECKPOINTS / RUN_FILE).is_file():
                 raise GPTClassifyError(
                     f"{work}: no checkpoint to resume from (the run stopped before its first "
-                    "step); start it again with --overwrite"
+                    f"step); start it again with {option('overwrite', True)}"
                 )
             return cls(final, work, lock=lock)
         if not (final / CHECKPOINTS / RUN_FILE).is_file():
             raise GPTClassifyError(
                 f"{final}: no run to resume here (expected {work} or {final / CHECKPOINTS})"
             )
+        check_links(final)  # a longer run reads and appends only inside the folder
+        if latest_checkpoint(final) is None:
+            raise GPTClassifyError(
+                f"{final}: a finished run whose checkpoints were removed when it was published; "
+                "it cannot train longer (train it again with "
+                f"{option('final_checkpoints', 'keep')} to keep them)"
+            )
         # A finished run: continue in a copy, so the published folder stays as it is until
         # the longer run is published in its place.
-        check_links(final)
         staging = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
         shutil.copytree(final / CHECKPOINTS, staging / CHECKPOINTS)
         # The log, and what --report-to continues (the MLflow run, the TensorBoard events).
@@ -190,11 +198,17 @@ class RunFolder:
 
     # ---- publishing -------------------------------------------------------------------
 
-    def publish(self) -> Path:
-        """Rename the finished work folder to its final name (replacing an old one)."""
+    def publish(self, keep_checkpoints: bool = False) -> Path:
+        """Rename the finished work folder to its final name (replacing an old one); then,
+        unless `keep_checkpoints`, remove its checkpoints (the run record, run.json, stays).
+
+        They go only after the rename: until then a killed run resumes from them, and a
+        kill during the removal leaves a complete folder with fewer checkpoints."""
         if self.final.is_dir() and not any(self.final.iterdir()):
             self.final.rmdir()
         move_into_place(self.work, self.final)
+        if not keep_checkpoints:
+            remove_checkpoints(self.final)
         return self.final
 
     def discard(self) -> None:
@@ -213,6 +227,17 @@ class RunFolder:
             self.lock.release()
 
 
+def remove_checkpoints(run: Path) -> None:
+    """A published run's checkpoints go (each step-N folder, and leftovers of one being
+    written); checkpoints/run.json, the run's record, stays."""
+    root = run / CHECKPOINTS
+    if not root.is_dir():
+        return
+    for path in sorted(root.iterdir()):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class RunLock:
     """An exclusive `flock` on `.RUN.lock` beside a run folder, held while a run writes it."""
 
@@ -221,8 +246,10 @@ class RunLock:
         self.fd = fd
 
     @classmethod
-    def take(cls, final: Path, flag: str) -> RunLock:
-        """Own the run `final`, or a one-line refusal naming the live process that does."""
+    def take(cls, final: Path, name: str) -> RunLock:
+        """Own the run `final`, or a one-line refusal naming the live process that does.
+        `name`: the option that named it (out, resume), for the messages."""
+        flag = option(name, final)
         path = final.with_name(f".{final.name}.lock")
         if fcntl is None:
             return cls(path, None)
@@ -230,14 +257,14 @@ class RunLock:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GPTClassifyError(
-                f"{flag} {final}: cannot create {path.parent} ({exc.strerror or exc})"
+                f"{flag}: cannot create {path.parent} ({exc.strerror or exc})"
             ) from None
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as exc:
                 raise GPTClassifyError(
-                    f"{flag} {final}: cannot write in {path.parent.absolute()} (its lock file "
+                    f"{flag}: cannot write in {path.parent.absolute()} (its lock file "
                     f"{path.name}: {exc.strerror or exc})"
                 ) from None
             try:
@@ -247,11 +274,11 @@ class RunLock:
                 os.close(fd)
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                     raise GPTClassifyError(
-                        f"{flag} {final}: cannot lock {path} ({exc.strerror or exc})"
+                        f"{flag}: cannot lock {path} ({exc.strerror or exc})"
                     ) from None
                 who = f"process {holder}" if holder.isdigit() else "another process"
                 raise GPTClassifyError(
-                    f"{flag} {final}: a run is writing it now ({who}, still alive); wait for "
+                    f"{flag}: a run is writing it now ({who}, still alive); wait for "
                     "it to end or stop it first: a run folder is never replaced while its run "
                     "lives"
                 ) from None
@@ -309,24 +336,25 @@ def _mkdir(path: Path, exist_ok: bool) -> None:
 
 
 def _check_target(final: Path, overwrite: bool) -> None:
-    """`final` must be absent, an empty folder, or (with --overwrite) a run folder."""
+    """`final` must be absent, an empty folder, or (with overwrite) a run folder."""
+    out = option("out", final)
     if final.exists() and not final.is_dir():
-        raise GPTClassifyError(f"--out {final}: exists and is not a folder")
+        raise GPTClassifyError(f"{out}: exists and is not a folder")
     if not final.is_dir():
         parent = next((p for p in final.absolute().parents if p.exists()), None)
         if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
-            raise GPTClassifyError(f"--out {final}: cannot write in {parent}")
+            raise GPTClassifyError(f"{out}: cannot write in {parent}")
         return
     if not os.access(final.parent.absolute(), os.W_OK | os.X_OK):
-        raise GPTClassifyError(f"--out {final}: cannot write in {final.parent.absolute()}")
+        raise GPTClassifyError(f"{out}: cannot write in {final.parent.absolute()}")
     if not any(final.iterdir()):
         return
     if folder_kind(final) or not (final / CHECKPOINTS).is_dir():
         check_target(final, FORMAT_CLASSIFIER)  # not another kind of folder
     if not overwrite:
         raise GPTClassifyError(
-            f"--out {final}: already holds a run; pass --overwrite to replace it (it stays "
-            "until the new run is complete), or --resume to continue it"
+            f"{out}: already holds a run; pass {option('overwrite', True)} to replace it (it "
+            f"stays until the new run is complete), or {option('resume', final)} to continue it"
         )
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gptclassify import progress
+from gptclassify import progress, torch_private
 from gptclassify.classifier import GPTClassifier
 from gptclassify.data.batches import TOKENS_PER_BATCH, Batch, TokenSource, token_budget_batches
 from gptclassify.data.encode import Encoded
@@ -256,7 +256,7 @@ def _weights_key(model: GPTClassifier, end: int) -> str:
     if model.gpt.wpe is not None:  # rotary families have no position embeddings
         frozen.append(("wpe", model.gpt.wpe.weight))
     frozen += [(f"h.{i}.{n}", p) for i in range(end) for n, p in model.gpt.h[i].named_parameters()]
-    identity = (end, tuple((p.data_ptr(), p._version) for _, p in frozen))
+    identity = (end, tuple((p.data_ptr(), torch_private.version(p)) for _, p in frozen))
     known = _weight_keys.get(model)
     if known is not None and known[0] == identity:
         return known[1]

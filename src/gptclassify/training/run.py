@@ -22,6 +22,7 @@ from here too.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -56,8 +57,9 @@ from gptclassify.data.encode import Encoded, InputPolicy, encode_ids, tokenize
 from gptclassify.data.prepared import write_splits
 from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, advice, option
 from gptclassify.files import sha256_file
+from gptclassify.model_io import lora_base_name, stored_as
 from gptclassify.predict.api import Classifier
 from gptclassify.progress import make as make_progress
 from gptclassify.progress import reporting as report_progress
@@ -405,7 +407,11 @@ class Run:
                 raise TrainingInterrupted(
                     f"Stopped by {signal.Signals(signum).name} after step {state.step + 1} "
                     f"(epoch {state.epoch}); a checkpoint is in {self.folder.checkpoints}. "
-                    f"Continue with: gptclassify train --resume {self.folder.final}",
+                    "Continue with: "
+                    + advice(
+                        f"gptclassify train --resume {self.folder.final}",
+                        f"train(resume={str(self.folder.final)!r})",
+                    ),
                     signum,
                 )
         log.info(
@@ -473,7 +479,8 @@ class Run:
         done = state.epoch - 1
         if self.cfg.train.epochs < done:
             raise GPTClassifyError(
-                f"--epochs {self.cfg.train.epochs}: the run has already completed {done} epochs"
+                f"{option('epochs', self.cfg.train.epochs)}: the run has already completed "
+                f"{done} epochs"
             )
         if state.finished and self.cfg.train.epochs > done and not state.stopped_early:
             state.finished = False  # more epochs asked for: continue from the latest weights
@@ -509,17 +516,17 @@ class Run:
         labels = list(splits.label_names)
         if splits.multi_label and cfg.data.task == "single-label":
             raise GPTClassifyError(
-                "--task single-label: the data hold label sets (multi-label); drop --task or "
-                "use --task multi-label"
+                f"{option('task', 'single-label')}: the data hold label sets (multi-label); "
+                f"drop {option('task')} or use {option('task', 'multi-label')}"
             )
         if splits.multi_label and cfg.eval.calibrate:
             raise GPTClassifyError(
-                "--calibrate fits a softmax temperature (single-label); multi-label models "
+                f"{option('calibrate')} fits a softmax temperature (single-label); multi-label models "
                 "get per-label thresholds tuned on validation instead"
             )
         if splits.multi_label and cfg.eval.lexical != "off":
             raise GPTClassifyError(
-                "--lexical fits a single-label logistic regression; multi-label data are not "
+                f"{option('lexical')} fits a single-label logistic regression; multi-label data are not "
                 "supported by it"
             )
         if splits.multi_label:
@@ -531,7 +538,7 @@ class Run:
         parts = {name: part for name, part in splits.parts() if len(part.texts) > 0}
         if "validation" not in parts:
             raise GPTClassifyError(
-                "the validation split is empty; use more data or another --split"
+                f"the validation split is empty; use more data or another {option('split')}"
             )
         torch.manual_seed(cfg.train.seed)  # a random init depends on the seed only
         backbone = build_backbone(cfg)
@@ -567,14 +574,14 @@ class Run:
         n_train = len(encoded["train"])
         if cfg.train.batch_size % self.dist.world_size:
             raise GPTClassifyError(
-                f"--batch-size {cfg.train.batch_size} is the global batch: it must divide "
+                f"{option('batch_size', cfg.train.batch_size)} is the global batch: it must divide "
                 f"evenly over the {self.dist.world_size} processes"
             )
         if n_train < cfg.train.batch_size:
             raise GPTClassifyError(
-                f"--batch-size {cfg.train.batch_size} is larger than the {n_train} training "
-                f"texts: an epoch would have no full batch (the last, partial batch is "
-                f"dropped, as in the book); use --batch-size {n_train} or less"
+                f"{option('batch_size', cfg.train.batch_size)} is larger than the {n_train} "
+                f"training texts: an epoch would have no full batch (the last, partial batch "
+                f"is dropped, as in the book); use {option('batch_size', n_train)} or less"
             )
         for name, enc in encoded.items():
             counts = (
@@ -869,6 +876,10 @@ class Run:
                     ours["macro_f1"],
                 )
         model = prep.model
+        if lora is not None and lora.adapters_only and cfg.runtime.save == "full":
+            # A folder that needs nothing else: the base's weights and the adapters beside.
+            lora = dataclasses.replace(lora, adapters_only=False, base=None, base_sha256=None)
+        stored = stored_as(cfg.runtime.save, cfg.backbone.model, cfg.backbone.weights, lora)
         provenance = Provenance(
             base_model=prep.backbone.description,
             base_sha256=(lora.base_sha256 if lora is not None else None)
@@ -878,6 +889,8 @@ class Run:
             pad_to=cfg.inputs.pad_to,
             lora=lora,
             train_config=cfg.to_dict(),
+            stored=stored,
+            base=lora_base_name(cfg.backbone.model, location) if stored == "trained" else None,
         )
         classifier = Classifier(
             model,
@@ -925,6 +938,6 @@ class Run:
             write_run(self.run_dir, classifier, metrics, state.history)
             self.callbacks.on_finish(metrics.to_json())  # trackers take the finished folder
             log.info("Saved model, metrics, history and plots; publishing %s", self.folder.final)
-            self.folder.publish()
+            self.folder.publish(keep_checkpoints=cfg.runtime.final_checkpoints == "keep")
         classifier.path = self.folder.final
         return classifier
