@@ -24,6 +24,14 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+# The suite runs in two pytest-xdist workers (pyproject's addopts): each computes on one
+# thread (and so do the commands it starts, through OMP_NUM_THREADS), so two workers on a
+# 2-core machine share it without oversubscription (spinning OpenMP threads that wait on a
+# descheduled one made tiny-model steps 5x slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 TINY = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=4, n_layers=2)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,15 @@ def fetched(script: str, what: str) -> Path | str:
     FETCH = MODELS / script
     if not FETCH.is_file():
         return f"{FETCH} not found (the fetch script lives beside the repository)"
+    # The suite's two workers (pytest-xdist) may ask at once: one fetches, the other waits
+    # for it and then finds the file cached (the scripts write one `.tmp` name).
+    lock = Path(tempfile.gettempdir()) / f"gptclassify-tests-{script}.lock"
     try:
-        done = subprocess.run(
-            [str(FETCH)], capture_output=True, text=True, timeout=600, check=False
-        )
+        with open(lock, "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            done = subprocess.run(
+                [str(FETCH)], capture_output=True, text=True, timeout=600, check=False
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{FETCH} failed: {exc}"
     lines = done.stdout.strip().splitlines()
