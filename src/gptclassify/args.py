@@ -626,8 +626,8 @@ class RuntimeArgs:
         metadata=opt(
             "What model.safetensors holds. trained: only the tensors training changed (the "
             "trainable blocks, the head); the frozen rest is named by path and sha256 and "
-            "read from the base model when the folder loads (a SmolLM2 run: a few MB "
-            "instead of 514). full: the whole model, a folder that needs nothing else (to "
+            "read from the base model when the folder loads (SmolLM2 with its last block "
+            "trained: 14 MB instead of 514; the last 4 blocks: 57 MB). full: the whole model, a folder that needs nothing else (to "
             "copy to a machine without the base). auto: trained when the base is a packaged "
             "or preset model name (any machine fetches it again by name, and its sha256 is "
             "checked), full for a local file or folder and for random weights."
