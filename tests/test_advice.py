@@ -80,7 +80,9 @@ def test_option_values_checked_by_the_config(tmp_path):
         TrainConfig(epochs=0)
     line = _cli_error("train", "--model", tmp_path / "shape.json")
     assert "a config JSON has no weights; add --weights random" in line
-    with pytest.raises(GPTClassifyError, match="a config JSON has no weights; add weights='random'"):
+    with pytest.raises(
+        GPTClassifyError, match="a config JSON has no weights; add weights='random'"
+    ):
         TrainConfig(model=str(tmp_path / "shape.json"))
 
 

@@ -54,7 +54,9 @@ def ml_run(tmp_path_factory, tiny_json):
     write_sep(folder / "all.csv", rows(240, 0), sep="|")
     write_sep(folder / "test.csv", rows(60, 1), sep="|")
     cfg = TrainConfig(
-        data=DataConfig(train=str(folder / "all.csv"), test=str(folder / "test.csv"), label_sep="|"),
+        data=DataConfig(
+            train=str(folder / "all.csv"), test=str(folder / "test.csv"), label_sep="|"
+        ),
         model=str(tiny_json),
         weights="random",
         trainable="all",

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import random
 
-import datasets
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+import datasets
 from conftest import TINY, WORDS
 from gptclassify import Classifier, DataConfig, TrainConfig, train
 from gptclassify.artifact import ClassifierConfig, Provenance

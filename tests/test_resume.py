@@ -193,9 +193,7 @@ def test_a_resume_is_refused_when_its_settings_files_changed(job, tmp_path, monk
 def test_a_refused_resume_leaves_the_runs_split_as_it_was(job, tmp_path):
     data = tmp_path / "topics.csv"
     data.write_text((job / "topics.csv").read_text())
-    cfg = config(
-        job, tmp_path / "run", data=DataConfig(train=str(data)), final_checkpoints="keep"
-    )
+    cfg = config(job, tmp_path / "run", data=DataConfig(train=str(data)), final_checkpoints="keep")
     assert run_killed(cfg, "step:10") == -signal.SIGKILL
     saved = tmp_path / "run.partial" / "data" / "train.csv"
     before = saved.read_bytes()

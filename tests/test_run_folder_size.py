@@ -70,9 +70,10 @@ def test_a_trained_only_folder_is_small_and_gives_the_full_folders_logits(runs):
     assert "gpt.h.1.attn.c_attn.weight" in stored and "head.weight" in stored
     for name, tensor in stored.items():  # the same training: the same trained tensors
         assert (tensor == whole[name]).all(), name
-    small, large = (trained / "model.safetensors").stat().st_size, (
-        full / "model.safetensors"
-    ).stat().st_size
+    small, large = (
+        (trained / "model.safetensors").stat().st_size,
+        (full / "model.safetensors").stat().st_size,
+    )
     assert small * 20 < large, (small, large)
     assert _size(trained) * 10 < _size(full)  # the checkpoints went too
 

@@ -822,7 +822,11 @@ class TrainConfig:
                 f"{option('save', 'trained')}: random weights have no base model to read the "
                 f"frozen tensors from; use {option('save', 'full')}"
             )
-        if self.runtime.save == "trained" and self.backbone.trainable == "lora" and self.backbone.merge_lora:
+        if (
+            self.runtime.save == "trained"
+            and self.backbone.trainable == "lora"
+            and self.backbone.merge_lora
+        ):
             raise GPTClassifyError(
                 f"{option('save', 'trained')}: merged LoRA adapters change every weight they "
                 f"target; use {option('save', 'full')}, or leave the adapters unmerged (saved "

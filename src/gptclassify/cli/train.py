@@ -78,7 +78,9 @@ def train(
     # block, not a setting left behind: the CLI also runs in-process, under CliRunner).
     ctx.with_resource(reporting(not quiet))
     if recipe is not None and resume is not None:
-        raise click.UsageError(f"--recipe {recipe} and --resume: a run resumes with its own options")
+        raise click.UsageError(
+            f"--recipe {recipe} and --resume: a run resumes with its own options"
+        )
     if ctx.get_parameter_source("budget") is not click.core.ParameterSource.DEFAULT and (
         recipe != "auto"
     ):

@@ -274,9 +274,7 @@ QUICK_DEFAULTS: dict[str, Any] = {"epochs": 1}
 """Applied to quick entries that do not set these fields themselves."""
 
 
-QUICK_PRESETS = tuple(
-    name for name, c in PRESETS.items() if not family_of(c).tokenizer_json
-)
+QUICK_PRESETS = tuple(name for name, c in PRESETS.items() if not family_of(c).tokenizer_json)
 """The presets quick mode stands in for (the book's design space is GPT-2's; another
 family's random init would need that family's tokenizer from the Hub)."""
 

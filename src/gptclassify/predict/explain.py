@@ -327,9 +327,7 @@ def _integrated_gradients(
     rows = max(1, TOKENS_PER_PASS // T)
     for chunk in alphas.split(rows):
         path = (baseline + chunk[:, None, None] * (x - baseline)).requires_grad_(True)
-        score = _score(
-            model, path, pos, lengths, target, temperature, multi_label, input_ids, head
-        )
+        score = _score(model, path, pos, lengths, target, temperature, multi_label, input_ids, head)
         (grad,) = torch.autograd.grad(score.sum(), path, allow_unused=True)
         if grad is not None:  # None: the head alone decides, nothing flows to the embeddings
             grads += grad.sum(dim=0)

@@ -178,12 +178,7 @@ def loss_weights(spec: str, labels: torch.Tensor, names: list[str], multi_label:
     weights = []
     for name in names:
         w = data[name]
-        if (
-            not isinstance(w, int | float)
-            or isinstance(w, bool)
-            or not math.isfinite(w)
-            or w <= 0
-        ):
+        if not isinstance(w, int | float) or isinstance(w, bool) or not math.isfinite(w) or w <= 0:
             raise GPTClassifyError(f"{path}: weight of {name!r} must be a number > 0, got {w!r}")
         weights.append(float(w))
     return torch.tensor(weights)

@@ -107,8 +107,7 @@ def evaluate_label_sets(
     macro F1), then every split's metrics at those thresholds."""
     thresholds = tune_thresholds(sigmoid(logits["validation"]), labels_of["validation"])
     reports = {
-        k: multilabel_report(sigmoid(v), labels_of[k], names, thresholds)
-        for k, v in logits.items()
+        k: multilabel_report(sigmoid(v), labels_of[k], names, thresholds) for k, v in logits.items()
     }
     return Evaluation(reports, thresholds=thresholds)
 
