@@ -70,6 +70,12 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return value
 
 
+def resume_advice(run: str | Path) -> str:
+    """How to continue the run in `run`, as the caller's interface says it."""
+    final = Path(run)
+    return advice(f"gptclassify train --resume {final}", f"train(resume={str(final)!r})")
+
+
 def save_checkpoint(
     run_dir: Path, state: dict[str, Any], meta: dict[str, Any], keep: int = 1
 ) -> Path:
@@ -102,11 +108,7 @@ def save_checkpoint(
             f"checkpoint {folder.name}; "
             + (
                 f"kept the previous checkpoint {kept.name}: free some space, then continue "
-                "with: "
-                + advice(
-                    f"gptclassify train --resume {Path(run_dir)}",
-                    f"train(resume={str(Path(run_dir))!r})",
-                )
+                f"with: {resume_advice(run_dir)}"
                 if kept is not None
                 else "no earlier checkpoint to keep: free some space and start the run again"
             )

@@ -57,7 +57,7 @@ from gptclassify.data.encode import Encoded, InputPolicy, encode_ids, tokenize
 from gptclassify.data.prepared import write_splits
 from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
-from gptclassify.errors import GPTClassifyError, advice, option
+from gptclassify.errors import GPTClassifyError, option
 from gptclassify.files import sha256_file
 from gptclassify.model_io import lora_base_name, stored_as
 from gptclassify.predict.api import Classifier
@@ -79,7 +79,12 @@ from gptclassify.training.build import (
     training_net,
 )
 from gptclassify.training.callbacks import RunCallbacks
-from gptclassify.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from gptclassify.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    resume_advice,
+    save_checkpoint,
+)
 from gptclassify.training.distributed import Dist
 from gptclassify.training.folder import RunFolder
 from gptclassify.training.history import HISTORY_COLUMNS, write_history
@@ -407,11 +412,7 @@ class Run:
                 raise TrainingInterrupted(
                     f"Stopped by {signal.Signals(signum).name} after step {state.step + 1} "
                     f"(epoch {state.epoch}); a checkpoint is in {self.folder.checkpoints}. "
-                    "Continue with: "
-                    + advice(
-                        f"gptclassify train --resume {self.folder.final}",
-                        f"train(resume={str(self.folder.final)!r})",
-                    ),
+                    f"Continue with: {resume_advice(self.folder.final)}",
                     signum,
                 )
         log.info(
