@@ -203,13 +203,29 @@ def _lora_base(
     # Resolved once (a preset or Hub id is fetched here), then checked and loaded from disk.
     local = gguf_path(location) if is_gguf(location) else pretrained_dir(location)
     file = local if is_gguf(local) else weights_file(local)
-    if sha256_file(file) != lora.base_sha256:
-        raise GPTClassifyError(
-            f"{source}: the base model {base} ({file}) is not the one these "
-            "LoRA adapters were trained on (sha256 differs)"
-        )
+    not_it = (
+        f"{source}: the base model {base} ({file}) is not the one these "
+        "LoRA adapters were trained on (sha256 differs)"
+    )
+    return _checked_base(local, file, lora.base_sha256, not_it, gpt_config, source, base)
+
+
+def _checked_base(
+    local: Path,
+    file: Path,
+    sha256: str | None,
+    not_it: str,
+    config: GPTConfig,
+    source: Path,
+    base: str,
+) -> GPTBody:
+    """The base model at `local` (weights `file`), loaded once its sha256 is the recorded one
+    (else `not_it`) and its shape the folder's `config`: the frozen weights of an
+    adapters-only or trained-only folder."""
+    if sha256_file(file) != sha256:
+        raise GPTClassifyError(not_it)
     gpt = load_pretrained_model(local).model
-    if gpt.config != gpt_config:
+    if gpt.config != config:
         raise GPTClassifyError(
             f"{source}: base model {base} has another shape than config.json says"
         )
@@ -304,17 +320,11 @@ def _trained_base(config: ClassifierConfig, folder: Path, given: str | Path | No
             f"{local}: the base model of {folder} is missing or not a model file "
             f"(its weights file is not a regular file); {name_it}"
         )
-    if sha256_file(file) != p.base_sha256:
-        raise GPTClassifyError(
-            f"{file}: not the base model {folder} was trained on (sha256 differs from "
-            f"{p.base_sha256[:16]}... in {CONFIG}); {name_it}"
-        )
-    gpt = load_pretrained_model(local).model
-    if gpt.config != config.model:
-        raise GPTClassifyError(
-            f"{source}: base model {base} has another shape than config.json says"
-        )
-    return gpt
+    not_it = (
+        f"{file}: not the base model {folder} was trained on (sha256 differs from "
+        f"{p.base_sha256[:16]}... in {CONFIG}); {name_it}"
+    )
+    return _checked_base(local, file, p.base_sha256, not_it, config.model, source, base)
 
 
 def folder_tokenizer(directory: str | Path, config: ClassifierConfig) -> Tokenizer:
