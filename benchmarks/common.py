@@ -11,6 +11,7 @@ format, the data and tokenizer files come from the shared folder next to the rep
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,43 +80,66 @@ def child_env(threads: int) -> dict[str, str]:
 # ---- random GPT-2 small weights, written once ------------------------------------------
 
 
+def cached(
+    directory: Path, key: dict[str, Any], needed: str, marker_name: str = WEIGHTS_MARKER
+) -> bool:
+    """Whether `directory` holds a folder written by `write_folder` with `key` in its marker
+    (e.g. the same seed) and the file `needed`: then it is reused as it is."""
+    marker = directory / marker_name
+    if not (marker.is_file() and (directory / needed).is_file()):
+        return False
+    try:
+        recorded = json.loads(marker.read_text())
+    except ValueError:
+        return False
+    return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in key.items())
+
+
+def write_folder(
+    directory: Path,
+    marker: dict[str, Any],
+    write: Callable[[Path], None],
+    marker_name: str = WEIGHTS_MARKER,
+) -> Path:
+    """`write(tmp)` fills a temporary sibling folder, the marker file is added, and the folder
+    replaces `directory`: an interrupted run never leaves a half-written folder to reuse."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    write(tmp)  # it makes the folder
+    (tmp / marker_name).write_text(json.dumps(marker, indent=2, default=str) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"transformers": transformers.__version__, "torch": torch.__version__}
+
+
 def ensure_gpt2_weights(directory: Path, seed: int = 123) -> Path:
     """Random GPT-2 small (124M) in Hugging Face format (config.json + model.safetensors).
 
     Written once with `GPT2LMHeadModel(GPT2Config())` under `torch.manual_seed(seed)` and
     reused while the marker file says the same seed. The same folder feeds every variant.
     """
-    marker = directory / WEIGHTS_MARKER
-    if marker.is_file() and (directory / "model.safetensors").is_file():
-        try:
-            if json.loads(marker.read_text())["seed"] == seed:
-                return directory
-        except (ValueError, KeyError):
-            pass
+    if cached(directory, {"seed": seed}, "model.safetensors"):
+        return directory
     import torch
     import transformers
 
     print(f"Writing random GPT-2 small weights (seed {seed}) to {directory} ...", flush=True)
     torch.manual_seed(seed)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config())
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    (tmp / WEIGHTS_MARKER).write_text(
-        json.dumps(
-            {
-                "seed": seed,
-                "recipe": "torch.manual_seed(seed); GPT2LMHeadModel(GPT2Config()).save_pretrained()",
-                "transformers": transformers.__version__,
-                "torch": torch.__version__,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    return directory
+    marker = {
+        "seed": seed,
+        "recipe": "torch.manual_seed(seed); GPT2LMHeadModel(GPT2Config()).save_pretrained()",
+        **_versions(),
+    }
+    return write_folder(directory, marker, model.save_pretrained)
 
 
 LLAMA_SMALL = {
@@ -140,48 +164,70 @@ def ensure_llama_weights(directory: Path, seed: int = 123) -> Path:
     """Random GPT-2-small-sized Llama (LLAMA_SMALL) in Hugging Face format, with a
     tokenizer.json made from the shipped GPT-2 tokenizer files, so that this model and GPT-2
     see the same token ids. Written once (seeded) and reused, as `ensure_gpt2_weights`."""
-    marker = directory / WEIGHTS_MARKER
-    if marker.is_file() and (directory / "tokenizer.json").is_file():
-        try:
-            if json.loads(marker.read_text())["seed"] == seed:
-                return directory
-        except (ValueError, KeyError):
-            pass
+    if cached(directory, {"seed": seed}, "tokenizer.json"):
+        return directory
     import torch
     import transformers
 
     print(f"Writing random GPT-2-small-sized Llama weights (seed {seed}) to {directory} ...")
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA_SMALL))
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    # transformers 5 reads the two files by their Hugging Face names (its constructor's
-    # vocab_file/merges_file arguments gave an empty vocabulary here); the check below keeps
-    # a wrong tokenizer.json from reaching a benchmark.
-    shutil.copyfile(GPT2_FILES / "encoder.json", tmp / "vocab.json")
-    shutil.copyfile(GPT2_FILES / "vocab.bpe", tmp / "merges.txt")
-    tok = transformers.GPT2TokenizerFast.from_pretrained(tmp)
-    tok.model_max_length = LLAMA_SMALL["max_position_embeddings"]
-    tok.save_pretrained(tmp)
-    _check_same_ids(tmp)
-    (tmp / WEIGHTS_MARKER).write_text(
-        json.dumps(
-            {
-                "seed": seed,
-                "recipe": "torch.manual_seed(seed); LlamaForCausalLM(LlamaConfig(**LLAMA_SMALL))"
-                ".save_pretrained(); GPT2TokenizerFast(shipped files).save_pretrained()",
-                "config": LLAMA_SMALL,
-                "transformers": transformers.__version__,
-                "torch": torch.__version__,
-            },
-            indent=2,
-        )
-        + "\n"
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        # transformers 5 reads the two files by their Hugging Face names (its constructor's
+        # vocab_file/merges_file arguments gave an empty vocabulary here); the check below
+        # keeps a wrong tokenizer.json from reaching a benchmark.
+        shutil.copyfile(GPT2_FILES / "encoder.json", tmp / "vocab.json")
+        shutil.copyfile(GPT2_FILES / "vocab.bpe", tmp / "merges.txt")
+        tok = transformers.GPT2TokenizerFast.from_pretrained(tmp)
+        tok.model_max_length = LLAMA_SMALL["max_position_embeddings"]
+        tok.save_pretrained(tmp)
+        _check_same_ids(tmp)
+
+    marker = {
+        "seed": seed,
+        "recipe": "torch.manual_seed(seed); LlamaForCausalLM(LlamaConfig(**LLAMA_SMALL))"
+        ".save_pretrained(); GPT2TokenizerFast(shipped files).save_pretrained()",
+        "config": LLAMA_SMALL,
+        **_versions(),
+    }
+    return write_folder(directory, marker, write)
+
+
+def ensure_gemma3_weights(gguf: Path, directory: Path) -> Path:
+    """The real Gemma 3 270M GGUF file as transformers reads it (its own GGUF loading,
+    dequantized to fp32: `Gemma3ForCausalLM` and the file's tokenizer), saved once as a
+    Hugging Face folder for the transformers side of a benchmark, so that its runs load
+    plain safetensors rather than dequantizing the file each time. Reused while the marker
+    names the same file (path, size and modification time)."""
+    stat = gguf.stat()
+    key = {"gguf": str(gguf), "gguf_bytes": stat.st_size, "gguf_mtime_ns": stat.st_mtime_ns}
+    if cached(directory, key, "tokenizer.json"):
+        return directory
+    import torch
+    import transformers
+
+    print(f"Writing {gguf.name} as transformers loads it (fp32) to {directory} ...", flush=True)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    return directory
+    tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers refuses to save a model loaded from GGUF ("not serializable"): its tensors
+    # go into a plain model of the same config, which saves as any Hugging Face folder.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    recipe = "AutoModelForCausalLM / AutoTokenizer.from_pretrained(dir, gguf_file=...)"
+    return write_folder(directory, {**key, "recipe": recipe, **_versions()}, write)
 
 
 def _check_same_ids(directory: Path) -> None:
@@ -197,11 +243,67 @@ def _check_same_ids(directory: Path) -> None:
         raise SystemExit(f"{directory}/tokenizer.json does not give GPT-2's token ids")
 
 
-def ensure_weights(family: str, out: Path, seed: int = 123) -> Path:
-    """The random base model of `family` ("gpt2" or "llama") in `out`, written once."""
+FAMILIES = ("gpt2", "llama", "gemma3")
+MODEL_NAMES = {
+    "gpt2": "GPT-2 small",
+    "llama": "Llama, GPT-2 small's size",
+    "gemma3": "Gemma 3 270M",
+}
+
+
+def family_tag(family: str) -> str:
+    """File-name suffix of a family's outputs ("" for GPT-2: its names stay as they were)."""
+    return "" if family == "gpt2" else f"-{family}"
+
+
+def ensure_weights(family: str, out: Path, seed: int = 123, gguf: Path | None = None) -> Path:
+    """The base model of `family` in Hugging Face format in `out`, written once: random
+    ("gpt2", "llama") or the real GGUF file `gguf` as transformers reads it ("gemma3")."""
+    if family == "gemma3":
+        if gguf is None:
+            raise SystemExit("--family gemma3 needs --gguf FILE (the Gemma 3 270M .gguf)")
+        return ensure_gemma3_weights(gguf, out / f"{gguf.stem}-hf")
     if family == "llama":
         return ensure_llama_weights(out / f"llama-small-random-seed{seed}", seed)
     return ensure_gpt2_weights(out / f"gpt2-small-random-seed{seed}", seed)
+
+
+def add_family_args(p: argparse.ArgumentParser, family_help: str) -> None:
+    """--family and --gguf, as the speed benchmarks take them."""
+    p.add_argument("--family", choices=FAMILIES, default="gpt2", help=family_help)
+    p.add_argument(
+        "--gguf",
+        type=Path,
+        default=None,
+        help="With --family gemma3: the Gemma 3 270M GGUF file (e.g. the path that "
+        "../shared/models/fetch-gemma3 prints); ours reads the file, transformers its own "
+        "fp32 loading of it (saved once under --out).",
+    )
+
+
+def check_family_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.family == "gemma3") != (args.gguf is not None):
+        p.error("--gguf FILE goes with --family gemma3, and --family gemma3 needs it")
+    if args.gguf is not None:
+        args.gguf = args.gguf.expanduser().resolve()
+        if not args.gguf.is_file():
+            p.error(f"--gguf {args.gguf}: no such file")
+
+
+def add_sms_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sms-source",
+        type=Path,
+        default=DEFAULT_SMS_SOURCE,
+        help="SMSSpamCollection file or zip.",
+    )
+
+
+def gptclassify(*argv: str, ranks: int = 1) -> list[str]:
+    """The command line of `gptclassify ARGV...` in this interpreter (a child process); with
+    `ranks` > 1, that many processes started by torchrun (`torch.distributed.run`)."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
+    return [sys.executable, *(launcher if ranks > 1 else []), "-m", "gptclassify", *argv]
 
 
 def install_hf_tokenizer(directory: Path) -> None:
@@ -341,6 +443,17 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def publish(out: Path, stem: str, header: str, body: str, t0: float, data: dict[str, Any]) -> str:
+    """The benchmark's text (header, body, its total time since `t0`) printed and written to
+    OUT/STEM.txt, and `data` with that text as "table" to OUT/STEM.json; returns the text."""
+    text = f"{header}\n\n{body}\n\n(benchmark total {time.perf_counter() - t0:.0f} s)"
+    print("\n" + text)
+    write_json(out / f"{stem}.json", {**data, "table": text})
+    (out / f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
+    print(f"\nWrote {out}/{stem}.json and .txt")
+    return text
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -54,11 +54,11 @@ def _write_inputs(folder: Path, texts: int) -> tuple[Path, Path]:
 
 
 def _command(data: Path, shape: Path, out: Path, epochs: int) -> list[str]:
-    return [
-        sys.executable, "-m", "gptclassify", "train", "--train", str(data), "--model", str(shape),
+    return common.gptclassify(
+        "train", "--train", str(data), "--model", str(shape),
         "--weights", "random", "--trainable", "all", "--epochs", str(epochs), "--batch-size", "8",
         "--eval-freq", "0", "--no-baseline", "--lexical", "off", "--quiet", "--out", str(out),
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def _env(policy: str | None) -> dict[str, str]:

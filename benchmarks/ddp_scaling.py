@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import common
@@ -54,17 +53,13 @@ def main() -> None:
         threads = args.threads if args.device == "cuda" else max(1, args.threads // n)
         env = common.child_env(threads)
         run = args.out / f"run-{n}"
-        train = [
-            "-m", "gptclassify", "train", "--train", str(data), "--model", str(model),
+        cmd = common.gptclassify(
+            "train", "--train", str(data), "--model", str(model),
             "--weights", "random", "--trainable", "all", "--cache", "off", "--epochs", "1",
             "--batch-size", "16", "--eval-freq", "0", "--device", args.device,
             "--out", str(run), "--overwrite", "--quiet",
-        ]  # fmt: skip
-        if n == 1:
-            cmd = [sys.executable, *train]
-        else:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-            cmd += ["--nproc_per_node", str(n), *train]
+            ranks=n,
+        )  # fmt: skip
         result = common.run_child(cmd, env, args.out / f"run-{n}.log")
         common.check_child(result, f"{n} rank(s)")
         metrics = json.loads((run / "metrics.json").read_text())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import common
@@ -68,7 +67,7 @@ def main() -> None:
     for n in args.rows:
         source = make_input(args.out / f"in-{n}.csv", n)
         output = args.out / f"out-{n}.csv"
-        cmd = [sys.executable, "-m", "gptclassify", "predict", str(model), "--input", str(source)]
+        cmd = common.gptclassify("predict", str(model), "--input", str(source))
         cmd += ["--output", str(output), "--quiet", "--precision", "fp32"]
         result = common.run_child(cmd, env, args.out / f"predict-{n}.log")
         common.check_child(result, f"predict on {n} rows")

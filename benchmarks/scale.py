@@ -31,7 +31,6 @@ import random
 import re
 import shutil
 import string
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -153,10 +152,7 @@ def run_scale(args: argparse.Namespace, scale: int, train: Path, extra: list[str
     run_dir = args.out / "runs" / label.replace(" ", "").replace("--", "-")
     shutil.rmtree(run_dir, ignore_errors=True)
     data = args.out / "data"
-    cmd = [
-        sys.executable,
-        "-m",
-        "gptclassify",
+    cmd = common.gptclassify(
         "train",
         "--model",
         str(args.weights),
@@ -174,7 +170,7 @@ def run_scale(args: argparse.Namespace, scale: int, train: Path, extra: list[str
         str(run_dir),
         "--quiet",
         *extra,
-    ]
+    )
     print(f"[{label}] {' '.join(cmd[1:])}", flush=True)
     child = common.run_child(cmd, common.child_env(args.threads), args.out / f"{run_dir.name}.log")
     common.check_child(child, f"train at {label}")

@@ -41,9 +41,9 @@ import re
 import socket
 import statistics
 import subprocess
-import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,8 @@ MARKER = "serve-model.json"
 
 def ensure_model(directory: Path, weights: Path, seed: int) -> Path:
     """A gptclassify model folder: GPT-2 small (random) with a seeded 2-class head."""
-    marker = directory / MARKER
-    if marker.is_file() and (directory / "config.json").is_file():
-        try:
-            if json.loads(marker.read_text())["seed"] == seed:
-                return directory
-        except (ValueError, KeyError):
-            pass
-    import shutil
-
+    if common.cached(directory, {"seed": seed}, "config.json", MARKER):
+        return directory
     import torch
 
     from gptclassify.classifier import GPTClassifier
@@ -78,13 +71,7 @@ def ensure_model(directory: Path, weights: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     model = GPTClassifier(load_pretrained(str(weights)), len(LABELS))
     clf = Classifier(model, LABELS, InputPolicy(max_length=1024, pad_length=None))
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    clf.save(tmp)
-    (tmp / MARKER).write_text(json.dumps({"seed": seed, "base": str(weights)}) + "\n")
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    return directory
+    return common.write_folder(directory, {"seed": seed, "base": str(weights)}, clf.save, MARKER)
 
 
 # ---- offline, in this process ------------------------------------------------------------------
@@ -196,6 +183,26 @@ class Connection:
         self.reader = self.writer = None
 
 
+async def closed_loop(
+    host: str, port: int, clients: int, duration: float, send: Callable[..., Awaitable[bool]]
+) -> float:
+    """`clients` closed-loop clients, each on its own connection, call `await send(conn,
+    stop_at)` until it returns False or `duration` seconds are over; returns the wall time."""
+    start = time.perf_counter()
+    stop_at = start + duration
+
+    async def client() -> None:
+        conn = Connection(host, port)
+        try:
+            while time.perf_counter() < stop_at and await send(conn, stop_at):
+                pass
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.perf_counter() - start
+
+
 async def run_level(
     host: str, port: int, texts: list[str], clients: int, duration: float
 ) -> dict[str, Any]:
@@ -205,28 +212,23 @@ async def run_level(
     statuses: list[int | None] = [None] * len(bodies)
     failures: list[str] = []
     next_index = 0
-    start = time.perf_counter()
-    stop_at = start + duration
 
-    async def client() -> None:
+    async def send(conn: Connection, stop_at: float) -> bool:
         nonlocal next_index
-        conn = Connection(host, port)
-        try:
-            while next_index < len(bodies) and time.perf_counter() < stop_at:
-                i = next_index
-                next_index += 1
-                t = time.perf_counter()
-                got = await conn.try_post("/predict", bodies[i], failures)
-                if got is None:
-                    statuses[i] = -1
-                    continue
-                latencies[i] = time.perf_counter() - t
-                statuses[i] = got[0]
-        finally:
-            conn.close()
+        if next_index >= len(bodies):
+            return False
+        i = next_index
+        next_index += 1
+        t = time.perf_counter()
+        got = await conn.try_post("/predict", bodies[i], failures)
+        if got is None:
+            statuses[i] = -1
+            return True
+        latencies[i] = time.perf_counter() - t
+        statuses[i] = got[0]
+        return True
 
-    await asyncio.gather(*(client() for _ in range(clients)))
-    wall = time.perf_counter() - start
+    wall = await closed_loop(host, port, clients, duration, send)
     sent = [i for i, s in enumerate(statuses) if s is not None]
     ok = [i for i in sent if statuses[i] == 200]
     lat = sorted(latencies[i] for i in ok)  # type: ignore[type-var]
@@ -258,38 +260,31 @@ async def run_overload(
     refused_latency: list[float] = []
     failures: list[str] = []
     next_index = 0
-    start = time.perf_counter()
-    stop_at = start + duration
 
-    async def client() -> None:
+    async def send(conn: Connection, stop_at: float) -> bool:
         nonlocal next_index
-        conn = Connection(host, port)
-        try:
-            while time.perf_counter() < stop_at:
-                body = bodies[next_index % len(bodies)]
-                next_index += 1
-                t = time.perf_counter()
-                got = await conn.try_post("/predict", body, failures)
-                if got is None:
-                    counts["other"] += 1
-                    continue
-                status, data, headers = got
-                took = time.perf_counter() - t
-                key = str(status) if str(status) in counts else "other"
-                counts[key] += 1
-                if status == 200:
-                    ok_latency.append(took)
-                elif status == 429:
-                    refused_latency.append(took)
-                    retry = float(headers.get("retry-after", "1"))
-                    await asyncio.sleep(max(0.0, min(retry, stop_at - time.perf_counter())))
-                elif status != 503:
-                    failures.append(f"{status}: {data[:200]!r}")
-        finally:
-            conn.close()
+        body = bodies[next_index % len(bodies)]
+        next_index += 1
+        t = time.perf_counter()
+        got = await conn.try_post("/predict", body, failures)
+        if got is None:
+            counts["other"] += 1
+            return True
+        status, data, headers = got
+        took = time.perf_counter() - t
+        key = str(status) if str(status) in counts else "other"
+        counts[key] += 1
+        if status == 200:
+            ok_latency.append(took)
+        elif status == 429:
+            refused_latency.append(took)
+            retry = float(headers.get("retry-after", "1"))
+            await asyncio.sleep(max(0.0, min(retry, stop_at - time.perf_counter())))
+        elif status != 503:
+            failures.append(f"{status}: {data[:200]!r}")
+        return True
 
-    await asyncio.gather(*(client() for _ in range(clients)))
-    wall = time.perf_counter() - start
+    wall = await closed_loop(host, port, clients, duration, send)
     ok_latency.sort()
     refused_latency.sort()
     return {
@@ -347,8 +342,8 @@ def free_port() -> int:
 
 def start_server(args: argparse.Namespace, model: Path, out: Path) -> tuple[subprocess.Popen, str]:
     port = args.port or free_port()
-    cmd = [
-        sys.executable, "-m", "gptclassify", "serve", str(model),
+    cmd = common.gptclassify(
+        "serve", str(model),
         "--host", "127.0.0.1", "--port", str(port),
         "--precision", args.precision,
         "--max-batch", str(args.max_batch),
@@ -357,7 +352,7 @@ def start_server(args: argparse.Namespace, model: Path, out: Path) -> tuple[subp
         "--max-queue", str(args.max_queue),
         "--timeout", str(args.timeout),
         "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
+    )  # fmt: skip
     if args.pass_overhead_tokens is not None:
         cmd += ["--pass-overhead-tokens", str(args.pass_overhead_tokens)]
     log = open(out / "serve_load-server.log", "wb")  # noqa: SIM115 - lives as long as the server
@@ -669,21 +664,14 @@ def main(argv: list[str] | None = None) -> None:
     body = report(levels, singles, args.offline_batch_size)
     if overload is not None:
         body += "\n\n" + overload_report(overload, args)
-    text = f"{header}\n\n{body}\n\n(benchmark total {time.perf_counter() - t_start:.0f} s)"
-    print("\n" + text)
-    common.write_json(
-        out / "serve_load.json",
-        {
-            "args": vars(args),
-            "machine": info,
-            "single_s": singles,
-            "levels": levels,
-            "overload": overload,
-            "table": text,
-        },
-    )
-    (out / "serve_load.txt").write_text(text + "\n", encoding="utf-8")
-    print(f"\nWrote {out / 'serve_load.json'} and {out / 'serve_load.txt'}")
+    data = {
+        "args": vars(args),
+        "machine": info,
+        "single_s": singles,
+        "levels": levels,
+        "overload": overload,
+    }
+    common.publish(out, "serve_load", header, body, t_start, data)
 
 
 if __name__ == "__main__":
