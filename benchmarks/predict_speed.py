@@ -54,7 +54,8 @@ VARIANTS = {
     "ours-onnx-int8": ("ort", "int8", "sorted"),
 }
 LLAMA_VARIANTS = ("pipeline", "ours-fp32", "ours-bf16")
-"""The rows --family llama has: the ONNX exports and the int8 rows are issue 15's, for GPT-2."""
+"""The rows --family llama and gemma3 have: the ONNX exports and the int8 rows are issue 15's,
+for GPT-2."""
 REFERENCE = "ours-fp32"
 """The variant whose labels the others must agree with (>= 99%)."""
 PEER = "peer-onnx-int8"
@@ -74,38 +75,46 @@ STARTUP_TEXT = "WINNER!! You have been selected to receive a prize. Call now to 
 # = 8 C^2 weights, so a token costs 2 (C^2 + C 256 + C 256 + C^2 + 8 C^2) = 21.3 C^2 FLOPs per
 # block instead of 24 C^2; the attention term is the same.
 
+# Gemma 3 270M (--family gemma3): L = 18 blocks of width C = 640, 4 query heads of 256
+# (queries Q = 1,024 wide, the output projection Q x C), one key/value head of 256 (k + v
+# 512 wide), a gated GELU MLP of 3 x C x 2,048 weights; the attention term is 2 Q T(T+1).
+# Its sliding window (512) is longer than any SMS message, so every query meets all its keys.
+
 
 @dataclass(frozen=True)
 class Shape:
-    """What the FLOP count needs of a model: width, blocks, key+value width, MLP weights."""
+    """What the FLOP count needs of a model: width, blocks, query width, key+value width,
+    MLP weights."""
 
     c: int = 768
     layers: int = 12
     kv: int = 2 * 768
     mlp: int = 8 * 768 * 768
+    q: int = 768
 
     def token_weights(self) -> int:
         """Weights of a block's matmuls that every token meets: q, k+v, output projection, MLP."""
-        return self.c * self.c + self.c * self.kv + self.c * self.c + self.mlp
+        return self.c * self.q + self.c * self.kv + self.q * self.c + self.mlp
 
 
 SHAPES = {
     "gpt2": Shape(),
     "llama": Shape(kv=2 * 768 // 3, mlp=3 * 768 * 2048),
+    "gemma3": Shape(c=640, layers=18, kv=2 * 256, mlp=3 * 640 * 2048, q=4 * 256),
 }
 
 
 def block_flops(width: int, s: Shape) -> float:
     """One full block on one sequence padded to `width` positions."""
-    return 2 * s.token_weights() * width + 2 * s.c * width * (width + 1)
+    return 2 * s.token_weights() * width + 2 * s.q * width * (width + 1)
 
 
 def pooled_block_flops(width: int, real: int, s: Shape) -> float:
     """gptclassify's last block evaluated at the pooled position only (fastpath.pooled_block):
     keys and values for all `width` positions, then query, attention, projection and MLP for
     one position that sees `real` keys."""
-    c = s.c
-    return 2 * c * s.kv * width + 2 * c * c + 4 * c * real + 2 * c * c + 2 * s.mlp
+    c, q = s.c, s.q
+    return 2 * c * s.kv * width + 2 * c * q + 4 * q * real + 2 * q * c + 2 * s.mlp
 
 
 def useful_flops(lengths: list[int], s: Shape) -> float:
@@ -126,7 +135,7 @@ def executed_flops(
         for n in rows:
             block = block_flops(width, s)
             if packed:
-                block = 2 * s.token_weights() * n + 2 * s.c * width * (width + 1)
+                block = 2 * s.token_weights() * n + 2 * s.q * width * (width + 1)
             if pooled_last:
                 total += (s.layers - 1) * block + pooled_block_flops(width, n, s)
             else:
@@ -291,8 +300,8 @@ def _quantize_torch_int8(clf) -> None:
 
 def ensure_ours_run(directory: Path, weights: Path, hf_dir: Path) -> Path:
     """A gptclassify model folder: GPT-2 small with the pipeline model's head (bias 0)."""
-    marker = directory / common.WEIGHTS_MARKER
-    if marker.is_file() and (directory / "model.safetensors").is_file():
+    key = {"weights": str(weights), "head": str(hf_dir)}
+    if common.cached(directory, key, "model.safetensors"):
         return directory
     import torch
     from safetensors.torch import load_file
@@ -308,10 +317,7 @@ def ensure_ours_run(directory: Path, weights: Path, hf_dir: Path) -> Path:
         model.head.weight.copy_(score)
         model.head.bias.zero_()
     clf = Classifier(model, LABELS, InputPolicy(max_length=1024, pad_length=None), precision="fp32")
-    shutil.rmtree(directory, ignore_errors=True)
-    clf.save(directory)
-    marker.write_text(json.dumps({"weights": str(weights), "head": str(hf_dir)}) + "\n")
-    return directory
+    return common.write_folder(directory, key, clf.save)
 
 
 def ensure_ours_exports(run: Path, check_csv: Path) -> dict[str, Any]:
@@ -542,7 +548,7 @@ def measure_startup(
     for name, folder in folders.items():
         times = []
         for i in range(repeats):
-            cmd = [sys.executable, "-m", "gptclassify", "predict", str(folder), STARTUP_TEXT]
+            cmd = common.gptclassify("predict", str(folder), STARTUP_TEXT)
             child = common.run_child(cmd, env, out / f"startup-{name}-{i}.log")
             common.check_child(child, f"predict start-up ({name})")
             times.append(child.wall_s)
@@ -776,12 +782,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--sms-source",
-        type=Path,
-        default=common.DEFAULT_SMS_SOURCE,
-        help="SMSSpamCollection file or zip.",
-    )
+    common.add_sms_source(p)
     p.add_argument(
         "--batch-size",
         type=int,
@@ -794,7 +795,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=list(VARIANTS),
         default=None,
-        help="Which rows to run (default: all; with --family llama, those it has).",
+        help="Which rows to run (default: all; with --family llama or gemma3, those it has).",
     )
     p.add_argument("--skip-peak", action="store_true", help="Do not measure the matmul peaks.")
     p.add_argument("--skip-startup", action="store_true", help="Do not measure `predict` start-up.")
@@ -809,13 +810,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=common.default_threads(), help="Threads for every variant."
     )
     p.add_argument("--seed", type=int, default=123, help="Seed of the random weights and head.")
-    p.add_argument(
-        "--family",
-        choices=["gpt2", "llama"],
-        default="gpt2",
-        help="GPT-2 small, or a GPT-2-small-sized Llama (common.LLAMA_SMALL; the pipeline runs "
-        "`gptclassify export --format hf` of our folder; variants: "
-        f"{', '.join(LLAMA_VARIANTS)}).",
+    common.add_family_args(
+        p,
+        "GPT-2 small, a GPT-2-small-sized Llama (common.LLAMA_SMALL), random weights; or the "
+        "real Gemma 3 270M from --gguf FILE. Llama and Gemma 3: the pipeline runs `gptclassify "
+        f"export --format hf` of our folder; variants: {', '.join(LLAMA_VARIANTS)}.",
     )
     p.add_argument(
         "--out",
@@ -844,6 +843,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--repeats, --threads and --startup-repeats must be >= 1")
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be >= 1")
+    if args.worker in (None, "prepare"):
+        common.check_family_args(p, args)
     return args
 
 
@@ -877,6 +878,7 @@ def main(argv: list[str] | None = None) -> None:
         str(args.seed),
         "--family",
         args.family,
+        *(["--gguf", str(args.gguf)] if args.gguf else []),
         "--sms-source",
         str(args.sms_source),
         "--variants",
@@ -918,34 +920,26 @@ def main(argv: list[str] | None = None) -> None:
 
     info = common.machine_info()
     table = report(all_results, peaks, startup, export_checks, len(texts), args.family)
-    model = {"gpt2": "GPT-2 small", "llama": "Llama, GPT-2 small's size"}[args.family]
+    what = f"weights from {args.gguf.name}" if args.gguf else f"random weights, seed {args.seed}"
     header = (
-        f"Inference speed: {model} (random weights, seed {args.seed}), {len(texts):,} SMS "
+        f"Inference speed: {common.MODEL_NAMES[args.family]} ({what}), {len(texts):,} SMS "
         f"messages, batch size(s) {', '.join(map(str, args.batch_size))}, {args.threads} thread(s), "
         f"torch {info['torch']}, onnxruntime {info.get('onnxruntime', '-')}\nCPU: {info['cpu_line']}"
     )
-    text = f"{header}\n\n{table}\n\n(benchmark total {time.perf_counter() - t0:.0f} s)"
-    print("\n" + text)
-    for (
-        results
-    ) in all_results.values():  # keep the JSON small: per-message lists are only needed above
+    # Keep the JSON small: the per-message lists are only needed for the table.
+    for results in all_results.values():
         for r in results:
             for key in ("labels", "top_prob", "lengths", "batches"):
                 r.pop(key, None)
-    common.write_json(
-        out / f"predict_speed{tag}.json",
-        {
-            "args": vars(args),
-            "machine": info,
-            "results": {str(b): r for b, r in all_results.items()},
-            "matmul_peak": peaks,
-            "startup": startup,
-            "export_checks": export_checks,
-            "table": text,
-        },
-    )
-    (out / f"predict_speed{tag}.txt").write_text(text + "\n", encoding="utf-8")
-    print(f"\nWrote {out}/predict_speed{tag}.json and .txt")
+    data = {
+        "args": vars(args),
+        "machine": info,
+        "results": {str(b): r for b, r in all_results.items()},
+        "matmul_peak": peaks,
+        "startup": startup,
+        "export_checks": export_checks,
+    }
+    common.publish(out, f"predict_speed{tag}", header, table, t0, data)
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -953,8 +947,9 @@ def prepare(args: argparse.Namespace) -> None:
     from gptclassify.data.sms_spam import prepare_sms_spam
 
     out = args.out.resolve()
-    weights = common.ensure_weights(args.family, out, args.seed)
-    stem = weights.name
+    # Gemma 3: our folder is made from the GGUF file itself; the pipeline gets its export.
+    weights = args.gguf or common.ensure_weights(args.family, out, args.seed)
+    stem = weights.stem if args.gguf else weights.name
     splits = prepare_sms_spam(source=str(args.sms_source), seed=args.seed)
     if args.family != "gpt2":
         prepare_family(args, out, weights, splits)
@@ -984,9 +979,7 @@ def prepare(args: argparse.Namespace) -> None:
     )
 
 
-def _tag(family: str) -> str:
-    """File-name suffix of a family's outputs ("" for GPT-2: its names stay as they were)."""
-    return "" if family == "gpt2" else f"-{family}"
+_tag = common.family_tag
 
 
 def prepare_family(args: argparse.Namespace, out: Path, weights: Path, splits) -> None:
@@ -995,7 +988,7 @@ def prepare_family(args: argparse.Namespace, out: Path, weights: Path, splits) -
     checks that transformers gives our probabilities on the SMS test split."""
     from gptclassify.export import export
 
-    stem = weights.name
+    stem = weights.stem if args.gguf else weights.name
     texts = [t for _, part in splits.parts() for t in part.texts][: args.limit]
     (out / "predict-texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
     ours = ensure_family_run(out / f"{stem}-ours", weights)
@@ -1024,8 +1017,7 @@ def prepare_family(args: argparse.Namespace, out: Path, weights: Path, splits) -
 def ensure_family_run(directory: Path, weights: Path) -> Path:
     """A gptclassify model folder on a Hugging Face folder's weights and tokenizer, with the
     package's seeded new head (what `train` starts from)."""
-    marker = directory / common.WEIGHTS_MARKER
-    if marker.is_file() and (directory / "model.safetensors").is_file():
+    if common.cached(directory, {"weights": str(weights)}, "model.safetensors"):
         return directory
     from gptclassify.classifier import GPTClassifier
     from gptclassify.data.encode import InputPolicy
@@ -1036,21 +1028,15 @@ def ensure_family_run(directory: Path, weights: Path) -> Path:
     model = GPTClassifier(pretrained.model, len(LABELS))
     policy = InputPolicy(max_length=1024, pad_length=None, tokenizer=pretrained.tokenizer)
     clf = Classifier(model, LABELS, policy, precision="fp32")
-    shutil.rmtree(directory, ignore_errors=True)
-    clf.save(directory)
-    marker.write_text(json.dumps({"weights": str(weights), "head": "GPTClassifier's"}) + "\n")
-    return directory
+    return common.write_folder(
+        directory, {"weights": str(weights), "head": "GPTClassifier's"}, clf.save
+    )
 
 
 def ensure_hf_classifier(directory: Path, weights: Path, seed: int) -> Path:
     """GPT2ForSequenceClassification (seeded `score`) on `weights`, with a GPT-2 tokenizer."""
-    marker = directory / common.WEIGHTS_MARKER
-    if marker.is_file() and (directory / "tokenizer.json").is_file():
-        try:
-            if json.loads(marker.read_text())["seed"] == seed:
-                return directory
-        except (ValueError, KeyError):
-            pass
+    if common.cached(directory, {"seed": seed}, "tokenizer.json"):
+        return directory
     import torch
     import transformers
 
@@ -1064,16 +1050,12 @@ def ensure_hf_classifier(directory: Path, weights: Path, seed: int) -> Path:
         label2id={name: i for i, name in enumerate(LABELS)},
         dtype=torch.float32,
     )
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    common.install_hf_tokenizer(tmp)
-    (tmp / common.WEIGHTS_MARKER).write_text(
-        json.dumps({"seed": seed, "base": str(weights)}) + "\n"
-    )
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    return directory
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        common.install_hf_tokenizer(tmp)
+
+    return common.write_folder(directory, {"seed": seed, "base": str(weights)}, write)
 
 
 if __name__ == "__main__":

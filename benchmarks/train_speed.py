@@ -12,6 +12,11 @@ process:
 - ours: `python -m gptclassify train --model <the same folder> ...` with the defaults
   (bf16 where the CPU/GPU has it, frozen-prefix cache, last-real-token pooling).
 
+`--family llama` does the same with a GPT-2-small-sized random Llama (common.LLAMA_SMALL);
+`--family gemma3 --gguf FILE` with the real Gemma 3 270M: ours reads the GGUF file
+(`--model FILE`), the reference `Gemma3TextForSequenceClassification` on transformers' own
+fp32 loading of that file (saved once under --out) with its tokenizer (pad = <pad>).
+
 Run `python benchmarks/train_speed.py --help` for the flags; benchmarks/README.md explains
 the table. A full default run takes about 15-20 minutes on a 2-core CPU (the reference is
 most of it); `--subset 64 --epochs 1` checks the script in a minute or two.
@@ -30,36 +35,40 @@ from typing import Any
 
 import common
 
-# ---- the reference: the book's chapter-6 loop on transformers' GPT-2 ------------------------
-# Runs in its own process (`--worker reference`); everything below mirrors the book's
-# `SpamDataset`, `calc_loss_batch`, `calc_loss_loader`, `calc_accuracy_loader`,
-# `evaluate_model` and `train_classifier_simple`.
+# ---- the reference: the book's chapter-6 loop on transformers ---------------------------------
+# Runs in its own process (`--worker reference`); `BookLoop` mirrors the book's `SpamDataset`,
+# `calc_loss_batch`, `calc_loss_loader`, `calc_accuracy_loader`, `evaluate_model` and
+# `train_classifier_simple`; `reference_worker` runs its steps in the book's order.
 
 
-def reference_worker(args: argparse.Namespace) -> None:
-    import torch
-    import torch.nn.functional as F
-    import transformers
-    from torch.utils.data import DataLoader, Dataset
+def book_tokenizer(family: str, weights: str):
+    """(encode, pad id) of the reference: tiktoken's GPT-2 encoding, as the book, padded with
+    <|endoftext|> (GPT-2 and the Llama of GPT-2's ids); Gemma 3: its tokenizer as transformers
+    reads it (BOS first, as ours), padded with its <pad>."""
+    if family == "gemma3":
+        import transformers
 
-    from gptclassify.data import load_prepared
-
-    torch.set_num_threads(args.threads)
-    device = _device(args.device)
-    splits = load_prepared(args.data)
-    label_index = {name: i for i, name in enumerate(splits.label_names)}
-
-    t_start = time.perf_counter()
+        tok = transformers.AutoTokenizer.from_pretrained(weights)
+        return (lambda text: tok(text)["input_ids"]), tok.pad_token_id
     import tiktoken
 
-    tokenizer = tiktoken.get_encoding("gpt2")
+    return tiktoken.get_encoding("gpt2").encode, common.PAD_TOKEN_ID
+
+
+def book_loaders(splits, encode, pad_token_id: int, seed: int):
+    """The book's datasets (encode, cut to max_length, right-pad to the longest training text)
+    and loaders (batch 8; train shuffled with a seeded generator, drop_last)."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    label_index = {name: i for i, name in enumerate(splits.label_names)}
 
     class SpamDataset(Dataset):
-        """The book's dataset: encode, cut to max_length, right-pad with 50256."""
+        """The book's dataset: encode, cut to max_length, right-pad with the pad id."""
 
-        def __init__(self, part, max_length: int | None = None, pad_token_id: int = 50256):
+        def __init__(self, part, max_length: int | None = None):
             self.labels = [label_index[y] for y in part.labels]
-            self.encoded_texts = [tokenizer.encode(text) for text in part.texts]
+            self.encoded_texts = [encode(text) for text in part.texts]
             if max_length is None:
                 self.max_length = max(len(t) for t in self.encoded_texts)
             else:
@@ -81,138 +90,156 @@ def reference_worker(args: argparse.Namespace) -> None:
     train_ds = SpamDataset(splits.train)
     val_ds = SpamDataset(splits.validation, max_length=train_ds.max_length)
     test_ds = SpamDataset(splits.test, max_length=train_ds.max_length)
-    loader_gen = torch.Generator().manual_seed(args.seed)
+    loader_gen = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(
-        train_ds,
-        batch_size=8,
-        shuffle=True,
-        num_workers=0,
-        drop_last=True,
-        generator=loader_gen,
+        train_ds, batch_size=8, shuffle=True, num_workers=0, drop_last=True, generator=loader_gen
     )
     val_loader = DataLoader(val_ds, batch_size=8, shuffle=False, num_workers=0, drop_last=False)
     test_loader = DataLoader(test_ds, batch_size=8, shuffle=False, num_workers=0, drop_last=False)
+    return train_loader, val_loader, test_loader
 
-    t_load = time.perf_counter()
-    if args.family == "llama":
-        # LlamaConfig has no dropout but attention_dropout, 0.0 by default (as the book's).
-        model = transformers.LlamaForSequenceClassification.from_pretrained(
-            args.weights, num_labels=2, pad_token_id=common.PAD_TOKEN_ID, dtype=torch.float32
-        )
-        backbone, width = model.model, model.config.hidden_size
-        last_block, final_norm = backbone.layers[-1], backbone.norm
-    else:
+
+def load_reference_model(family: str, weights: str, pad_token_id: int):
+    """transformers' sequence classifier of `family` on `weights`, fp32; returns the model,
+    its backbone, width, last block and final norm."""
+    import torch
+    import transformers
+
+    if family == "gpt2":
         model = transformers.GPT2ForSequenceClassification.from_pretrained(
-            args.weights,
+            weights,
             num_labels=2,
-            pad_token_id=common.PAD_TOKEN_ID,
+            pad_token_id=pad_token_id,
             # The book fine-tunes with drop_rate 0.0; GPT2Config's defaults are 0.1.
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,
             dtype=torch.float32,
         )
-        backbone, width = model.transformer, model.config.n_embd
-        last_block, final_norm = backbone.h[-1], backbone.ln_f
-    load_s = time.perf_counter() - t_load
+        backbone = model.transformer
+        return model, backbone, model.config.n_embd, backbone.h[-1], backbone.ln_f
+    # LlamaForSequenceClassification, Gemma3TextForSequenceClassification: no dropout but
+    # attention_dropout, 0.0 by default (as the book's).
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        weights, num_labels=2, pad_token_id=pad_token_id, dtype=torch.float32
+    )
+    backbone = model.model
+    return model, backbone, model.config.hidden_size, backbone.layers[-1], backbone.norm
 
-    # The book: freeze everything, then a new seeded head (nn.Linear(768, 2), with bias:
-    # it replaces transformers' bias-free `score`), then unfreeze the last block and the
-    # final norm (ln_f; Llama's RMSNorm `norm`).
+
+def book_trainable(model, width: int, last_block, final_norm, seed: int) -> None:
+    """The book: freeze everything, then a new seeded head (nn.Linear(width, 2), with bias:
+    it replaces transformers' bias-free `score`), then unfreeze the last block and the final
+    norm (GPT-2's ln_f; Llama's and Gemma's RMSNorm `norm`)."""
+    import torch
+
     for p in model.parameters():
         p.requires_grad = False
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     model.score = torch.nn.Linear(width, 2)
     for p in last_block.parameters():
         p.requires_grad = True
     for p in final_norm.parameters():
         p.requires_grad = True
-    model.to(device)
 
-    # Timings of every training step and every no-grad batch, for --reference-steps (a
-    # perf_counter pair per batch: nothing the loop would notice).
-    step_times: list[float] = []
-    forward_times: list[tuple[int, float]] = []  # (rows, seconds)
 
-    def forward_last(input_batch):
+class BookLoop:
+    """The book's training and evaluation functions over one model and its three loaders.
+
+    Also records the time of every training step and every no-grad batch, for
+    --reference-steps (a perf_counter pair per batch: nothing the loop would notice)."""
+
+    def __init__(self, model, backbone, loaders, device):
+        self.model, self.backbone, self.device = model, backbone, device
+        self.train_loader, self.val_loader, self.test_loader = loaders
+        self.step_times: list[float] = []
+        self.forward_times: list[tuple[int, float]] = []  # (rows, seconds)
+        self.history: dict[str, list] = {"steps": [], "epochs": []}
+
+    def forward_last(self, input_batch):
         # The book's `model(input_batch)[:, -1, :]`: logits of the LAST position, padding or
         # not. XForSequenceClassification.forward would instead pool at the last token that
         # is not pad_token_id, so its own `.logits` are not the book's function; the
         # backbone + head are run directly. No attention mask, as in the book.
-        hidden = backbone(input_ids=input_batch, use_cache=False).last_hidden_state
-        return model.score(hidden)[:, -1, :]  # (B, T, 2) -> (B, 2)
+        hidden = self.backbone(input_ids=input_batch, use_cache=False).last_hidden_state
+        return self.model.score(hidden)[:, -1, :]  # (B, T, 2) -> (B, 2)
 
-    def timed_forward(input_batch):
+    def timed_forward(self, input_batch):
         t = time.perf_counter()
-        logits = forward_last(input_batch)
-        forward_times.append((input_batch.shape[0], time.perf_counter() - t))
+        logits = self.forward_last(input_batch)
+        self.forward_times.append((input_batch.shape[0], time.perf_counter() - t))
         return logits
 
-    def calc_loss_batch(input_batch, target_batch):
-        input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-        return F.cross_entropy(forward_last(input_batch), target_batch)
+    def calc_loss_batch(self, input_batch, target_batch):
+        import torch.nn.functional as F
 
-    def calc_loss_loader(data_loader, num_batches=None):
+        input_batch, target_batch = input_batch.to(self.device), target_batch.to(self.device)
+        return F.cross_entropy(self.forward_last(input_batch), target_batch)
+
+    def first_batches(self, data_loader, num_batches=None):
+        """The book's `num_batches = ...` and `for i, (input_batch, target_batch) in
+        enumerate(data_loader): if i < num_batches: <move to device> ... else: break`."""
+        num_batches = (
+            len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+        )
+        for i, (input_batch, target_batch) in enumerate(data_loader):
+            if i >= num_batches:
+                break
+            yield input_batch.to(self.device), target_batch.to(self.device)
+
+    def calc_loss_loader(self, data_loader, num_batches=None):
+        import torch.nn.functional as F
+
         total_loss = 0.0
         if len(data_loader) == 0:
             return float("nan")
-        num_batches = (
-            len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-        )
-        for i, (input_batch, target_batch) in enumerate(data_loader):
-            if i < num_batches:
-                input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-                total_loss += F.cross_entropy(timed_forward(input_batch), target_batch).item()
-            else:
-                break
-        return total_loss / num_batches
+        n = 0
+        for input_batch, target_batch in self.first_batches(data_loader, num_batches):
+            total_loss += F.cross_entropy(self.timed_forward(input_batch), target_batch).item()
+            n += 1
+        return total_loss / n
 
-    def calc_accuracy_loader(data_loader, num_batches=None):
-        model.eval()  # the book leaves eval mode on; train_classifier_simple re-enters train()
+    def calc_accuracy_loader(self, data_loader, num_batches=None):
+        import torch
+
+        self.model.eval()  # the book leaves eval mode on; train_classifier_simple re-enters train()
         correct, examples = 0, 0
-        num_batches = (
-            len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-        )
-        for i, (input_batch, target_batch) in enumerate(data_loader):
-            if i < num_batches:
-                input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-                with torch.no_grad():
-                    logits = timed_forward(input_batch)
-                predicted = torch.argmax(logits, dim=-1)
-                examples += predicted.shape[0]
-                correct += (predicted == target_batch).sum().item()
-            else:
-                break
+        for input_batch, target_batch in self.first_batches(data_loader, num_batches):
+            with torch.no_grad():
+                logits = self.timed_forward(input_batch)
+            predicted = torch.argmax(logits, dim=-1)
+            examples += predicted.shape[0]
+            correct += (predicted == target_batch).sum().item()
         return correct / examples
 
-    def evaluate_model(eval_iter):
-        model.eval()
+    def evaluate_model(self, eval_iter):
+        import torch
+
+        self.model.eval()
         with torch.no_grad():
-            train_loss = calc_loss_loader(train_loader, num_batches=eval_iter)
-            val_loss = calc_loss_loader(val_loader, num_batches=eval_iter)
-        model.train()
+            train_loss = self.calc_loss_loader(self.train_loader, num_batches=eval_iter)
+            val_loss = self.calc_loss_loader(self.val_loader, num_batches=eval_iter)
+        self.model.train()
         return train_loss, val_loss
 
-    history: dict[str, list] = {"steps": [], "epochs": []}
-
-    def train_classifier_simple(optimizer, num_epochs, eval_freq, eval_iter, max_steps=None):
+    def train_classifier_simple(self, optimizer, num_epochs, eval_freq, eval_iter, max_steps=None):
         examples_seen, global_step = 0, -1
         for epoch in range(num_epochs):
-            model.train()
-            for input_batch, target_batch in train_loader:
+            self.model.train()
+            for input_batch, target_batch in self.train_loader:
                 if max_steps is not None and global_step + 1 >= max_steps:
                     return examples_seen  # --reference-steps: the rest is priced
                 t_step = time.perf_counter()
                 optimizer.zero_grad()
-                loss = calc_loss_batch(input_batch, target_batch)
+                loss = self.calc_loss_batch(input_batch, target_batch)
                 loss.backward()
                 optimizer.step()
-                step_times.append(time.perf_counter() - t_step)
+                self.step_times.append(time.perf_counter() - t_step)
                 examples_seen += input_batch.shape[0]
                 global_step += 1
                 if global_step % eval_freq == 0:
-                    train_loss, val_loss = evaluate_model(eval_iter)
-                    history["steps"].append(
+                    train_loss, val_loss = self.evaluate_model(eval_iter)
+                    self.history["steps"].append(
                         {
                             "epoch": epoch + 1,
                             "step": global_step,
@@ -224,9 +251,9 @@ def reference_worker(args: argparse.Namespace) -> None:
                         f"Ep {epoch + 1} (Step {global_step:06d}): "
                         f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
                     )
-            train_acc = calc_accuracy_loader(train_loader, num_batches=eval_iter)
-            val_acc = calc_accuracy_loader(val_loader, num_batches=eval_iter)
-            history["epochs"].append(
+            train_acc = self.calc_accuracy_loader(self.train_loader, num_batches=eval_iter)
+            val_acc = self.calc_accuracy_loader(self.val_loader, num_batches=eval_iter)
+            self.history["epochs"].append(
                 {"epoch": epoch + 1, "train_accuracy": train_acc, "val_accuracy": val_acc}
             )
             _log(
@@ -234,80 +261,54 @@ def reference_worker(args: argparse.Namespace) -> None:
             )
         return examples_seen
 
+    def pooling_check(self, pad_token_id: int) -> str:
+        """Not part of the recipe: on the first validation batch, does transformers' own
+        pooling (last non-pad token) give the book's logits (last position)? Only rows
+        without padding can agree."""
+        import torch
+
+        with torch.no_grad():
+            input_batch = next(iter(self.val_loader))[0].to(self.device)
+            own = self.model(input_ids=input_batch, use_cache=False).logits  # (B, 2)
+            same = int(torch.isclose(own, self.forward_last(input_batch), atol=1e-4).all(-1).sum())
+            unpadded = int((input_batch[:, -1] != pad_token_id).sum())
+        return f"{same}/{input_batch.shape[0]} rows of the first validation batch ({unpadded} unpadded)"
+
+
+def reference_worker(args: argparse.Namespace) -> None:
+    import torch
+    import transformers
+
+    from gptclassify.data import load_prepared
+
+    torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    splits = load_prepared(args.data)
+
+    t_start = time.perf_counter()
+    encode, pad = book_tokenizer(args.family, args.weights)
+    loaders = book_loaders(splits, encode, pad, args.seed)
+    train_loader, val_loader, test_loader = loaders
+    t_load = time.perf_counter()
+    model, backbone, width, last_block, final_norm = load_reference_model(
+        args.family, args.weights, pad
+    )
+    load_s = time.perf_counter() - t_load
+    book_trainable(model, width, last_block, final_norm, args.seed)
+    model.to(device)
+    loop = BookLoop(model, backbone, loaders, device)
+
     t_train = time.perf_counter()
     setup_s = t_train - t_start
     torch.manual_seed(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1)
-    examples_seen = train_classifier_simple(
+    examples_seen = loop.train_classifier_simple(
         optimizer, args.epochs, eval_freq=50, eval_iter=5, max_steps=args.reference_steps
     )
     train_s = time.perf_counter() - t_train
     _log(f"Training completed in {train_s / 60:.2f} minutes.")
-    if args.reference_steps is not None:
-        priced = price_reference(
-            step_times,
-            forward_times,
-            steps=args.epochs * len(train_loader),
-            epochs=args.epochs,
-            eval_rows=_eval_rows(train_loader, val_loader, test_loader, args.epochs),
-        )
-        priced.update(measured_loop_s=train_s, setup_s=setup_s, load_s=load_s)
-        _log(
-            f"Priced from {len(step_times)} steps: training loop {priced['training_time_s']:.1f} s, "
-            f"final accuracies {priced['final_s']:.1f} s"
-        )
-        common.write_json(
-            Path(args.result),
-            {
-                "variant": "reference",
-                "family": args.family,
-                "device": str(device),
-                "dtype": "float32",
-                "threads": torch.get_num_threads(),
-                "attn_implementation": getattr(model.config, "_attn_implementation", None),
-                "pad_length": train_ds.max_length,
-                "rows": {"train": len(train_ds), "validation": len(val_ds), "test": len(test_ds)},
-                "split_digest": common.split_digest(splits),
-                "epochs": args.epochs,
-                "steps": args.epochs * len(train_loader),
-                "examples_seen": args.epochs * len(train_loader) * 8,
-                "training_time_s": priced["training_time_s"],
-                "total_time_s": setup_s + priced["training_time_s"] + priced["final_s"],
-                "train_accuracy": None,
-                "val_accuracy": None,
-                "test_accuracy": None,
-                "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "check_s": 0.0,
-                "priced": priced,
-                "history": history,
-                "peak_memory_mb": _peak_memory_mb(torch, device),
-                "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-            },
-        )
-        return
 
-    # The book's final numbers: its loaders (train: shuffled, drop_last), every batch.
-    train_accuracy = calc_accuracy_loader(train_loader)
-    val_accuracy = calc_accuracy_loader(val_loader)
-    test_accuracy = calc_accuracy_loader(test_loader)
-    total_s = time.perf_counter() - t_start
-    _log(
-        f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: "
-        f"{val_accuracy * 100:.2f}% | Test accuracy: {test_accuracy * 100:.2f}%"
-    )
-
-    # Not part of the recipe (its time is taken off the wall time): on the first validation
-    # batch, does transformers' own pooling (last non-pad token) give the book's logits (last
-    # position)? Only rows without padding can agree.
-    t_check = time.perf_counter()
-    with torch.no_grad():
-        input_batch = next(iter(val_loader))[0].to(device)
-        own = model(input_ids=input_batch, use_cache=False).logits  # (B, 2)
-        same = int(torch.isclose(own, forward_last(input_batch), atol=1e-4).all(-1).sum())
-        rows = input_batch.shape[0]
-        unpadded = int((input_batch[:, -1] != common.PAD_TOKEN_ID).sum())
-    check_s = time.perf_counter() - t_check
-
+    steps = args.epochs * len(train_loader)
     result = {
         "variant": "reference",
         "family": args.family,
@@ -315,27 +316,67 @@ def reference_worker(args: argparse.Namespace) -> None:
         "dtype": "float32",
         "threads": torch.get_num_threads(),
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
-        "pad_length": train_ds.max_length,
-        "rows": {"train": len(train_ds), "validation": len(val_ds), "test": len(test_ds)},
+        "pad_length": train_loader.dataset.max_length,
+        "rows": {"train": len(train_loader.dataset), "validation": len(val_loader.dataset),
+                 "test": len(test_loader.dataset)},
         "split_digest": common.split_digest(splits),
         "epochs": args.epochs,
-        "steps": args.epochs * len(train_loader),
-        "examples_seen": examples_seen,
-        "load_s": load_s,
-        "training_time_s": train_s,
-        "total_time_s": total_s,
-        "train_accuracy": train_accuracy,
-        "val_accuracy": val_accuracy,
-        "test_accuracy": test_accuracy,
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "hf_pooling_equals_last_position": (
-            f"{same}/{rows} rows of the first validation batch ({unpadded} unpadded)"
-        ),
-        "check_s": check_s,
-        "history": history,
-        "peak_memory_mb": _peak_memory_mb(torch, device),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-    }
+        "steps": steps,
+    }  # fmt: skip
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if args.reference_steps is not None:
+        priced = price_reference(
+            loop.step_times,
+            loop.forward_times,
+            steps=steps,
+            epochs=args.epochs,
+            eval_rows=_eval_rows(train_loader, val_loader, test_loader, args.epochs),
+        )
+        priced.update(measured_loop_s=train_s, setup_s=setup_s, load_s=load_s)
+        _log(
+            f"Priced from {len(loop.step_times)} steps: training loop "
+            f"{priced['training_time_s']:.1f} s, final accuracies {priced['final_s']:.1f} s"
+        )
+        result.update(
+            examples_seen=steps * 8,
+            training_time_s=priced["training_time_s"],
+            total_time_s=setup_s + priced["training_time_s"] + priced["final_s"],
+            train_accuracy=None,
+            val_accuracy=None,
+            test_accuracy=None,
+            trainable_params=trainable,
+            check_s=0.0,
+            priced=priced,
+        )
+    else:
+        # The book's final numbers: its loaders (train: shuffled, drop_last), every batch.
+        train_accuracy = loop.calc_accuracy_loader(train_loader)
+        val_accuracy = loop.calc_accuracy_loader(val_loader)
+        test_accuracy = loop.calc_accuracy_loader(test_loader)
+        total_s = time.perf_counter() - t_start
+        _log(
+            f"Training accuracy: {train_accuracy * 100:.2f}% | Validation accuracy: "
+            f"{val_accuracy * 100:.2f}% | Test accuracy: {test_accuracy * 100:.2f}%"
+        )
+        t_check = time.perf_counter()  # its time is taken off the wall time
+        pooling = loop.pooling_check(pad)
+        result.update(
+            examples_seen=examples_seen,
+            load_s=load_s,
+            training_time_s=train_s,
+            total_time_s=total_s,
+            train_accuracy=train_accuracy,
+            val_accuracy=val_accuracy,
+            test_accuracy=test_accuracy,
+            trainable_params=trainable,
+            hf_pooling_equals_last_position=pooling,
+            check_s=time.perf_counter() - t_check,
+        )
+    result.update(
+        history=loop.history,
+        peak_memory_mb=_peak_memory_mb(torch, device),
+        versions={"torch": torch.__version__, "transformers": transformers.__version__},
+    )
     common.write_json(Path(args.result), result)
 
 
@@ -424,8 +465,6 @@ def _log(line: str) -> None:
 # ---- the driver ------------------------------------------------------------------------------
 
 
-MODEL_NAMES = {"gpt2": "GPT-2 small", "llama": "Llama, GPT-2 small's size"}
-
 BOOK_POOLING = ("--pool", "last", "--pad-to", "longest")
 """The reference's choice of position (the last, padded one; every text padded to the longest
 training text). Ours' default (the last real token, per-batch padding) is a different function
@@ -465,8 +504,7 @@ def prepare_data(args: argparse.Namespace, out: Path):
 
 
 def _tag(args) -> str:
-    """File-name suffix of a family's outputs ("" for GPT-2: its names stay as they were)."""
-    return "" if args.family == "gpt2" else f"-{args.family}"
+    return common.family_tag(args.family)
 
 
 def run_reference(args, weights: Path, data_dir: Path, out: Path) -> dict[str, Any]:
@@ -519,7 +557,7 @@ def run_reference(args, weights: Path, data_dir: Path, out: Path) -> dict[str, A
 
 _SAME_RUN = (
     "seed", "epochs", "subset", "book_split", "threads", "device", "gpt2_dir", "family",
-    "reference_steps",
+    "reference_steps", "gguf",
 )  # fmt: skip
 
 
@@ -561,10 +599,7 @@ def run_ours(
     )
     run_dir = out / "runs" / slug
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "gptclassify",
+    cmd = common.gptclassify(
         "train",
         "--model",
         str(weights),
@@ -584,7 +619,7 @@ def run_ours(
         "--quiet",
         *flags,
         *(["--compile"] if args.compile else []),
-    ]
+    )
     if args.subset or seed is not None:
         cmd += ["--data", str(data_dir)]
     else:
@@ -746,12 +781,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--sms-source",
-        type=Path,
-        default=common.DEFAULT_SMS_SOURCE,
-        help="SMSSpamCollection file or zip.",
-    )
+    common.add_sms_source(p)
     p.add_argument(
         "--book-split", action="store_true", help="The book's parse and exact 1,045/149/300 rows."
     )
@@ -804,13 +834,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch threads for every variant.",
     )
     p.add_argument("--seed", type=int, default=123, help="Weights, head, data split and order.")
-    p.add_argument(
-        "--family",
-        choices=["gpt2", "llama"],
-        default="gpt2",
-        help="The model: GPT-2 small (GPT2ForSequenceClassification for the reference) or a "
+    common.add_family_args(
+        p,
+        "The model: GPT-2 small (GPT2ForSequenceClassification for the reference) or a "
         "GPT-2-small-sized Llama (common.LLAMA_SMALL, LlamaForSequenceClassification), random "
-        "weights either way.",
+        "weights either way; or the real Gemma 3 270M from --gguf FILE "
+        "(Gemma3TextForSequenceClassification).",
     )
     p.add_argument(
         "--reference-steps",
@@ -847,6 +876,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--reference-steps must be >= 2 (the steps after the first are averaged)")
     if args.gpt2_dir and args.family != "gpt2":
         p.error("--gpt2-dir is a GPT-2 folder: leave --family at gpt2")
+    if not args.worker:
+        common.check_family_args(p, args)
     return args
 
 
@@ -868,8 +899,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--gpt2-dir {weights}: no config.json (a Hugging Face GPT-2 folder)")
         what = f"weights from {weights}"
     else:
-        weights = common.ensure_weights(args.family, out, args.seed)
+        weights = common.ensure_weights(args.family, out, args.seed, args.gguf)
         what = f"random weights, seed {args.seed}"
+    # Ours reads the GGUF file itself; the reference its transformers-loaded copy (`weights`).
+    ours_weights = weights
+    if args.gguf:
+        ours_weights, what = args.gguf, f"weights from {args.gguf.name}"
     splits, data_dir = prepare_data(args, out)
     digest = common.split_digest(splits)
     print(
@@ -899,12 +934,12 @@ def main(argv: list[str] | None = None) -> None:
             else DEFAULT_VARIANTS
         )
         for name in names:
-            results.append(run_ours(args, name, weights, data_dir, out))
+            results.append(run_ours(args, name, ours_weights, data_dir, out))
     repeats = []
     if args.train_seeds and not args.only_reference:
         for seed in range(1, args.train_seeds + 1):
             for name in DEFAULT_VARIANTS:
-                repeats.append(run_ours(args, name, weights, data_dir, out, seed=seed))
+                repeats.append(run_ours(args, name, ours_weights, data_dir, out, seed=seed))
 
     table = report(results, reference, digest, repeats)
     if reference and not args.only_reference and (args.subset or args.epochs != 5):
@@ -914,25 +949,18 @@ def main(argv: list[str] | None = None) -> None:
         )
     info = common.machine_info()
     header = (
-        f"Training speed: {MODEL_NAMES[args.family]} ({what}), SMS spam "
+        f"Training speed: {common.MODEL_NAMES[args.family]} ({what}), SMS spam "
         f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)}, {args.epochs} epoch(s), "
         f"{info['cpu']}, {args.threads} thread(s), torch {info['torch']}\nCPU: {info['cpu_line']}"
     )
-    text = f"{header}\n\n{table}\n\n(benchmark total {time.perf_counter() - t0:.0f} s)"
-    print("\n" + text)
-    common.write_json(
-        out / f"train_speed{_tag(args)}.json",
-        {
-            "args": vars(args),
-            "machine": info,
-            "split_digest": digest,
-            "results": results,
-            "seed_repeats": repeats,
-            "table": text,
-        },
-    )
-    (out / f"train_speed{_tag(args)}.txt").write_text(text + "\n", encoding="utf-8")
-    print(f"\nWrote {out}/train_speed{_tag(args)}.json and .txt")
+    data = {
+        "args": vars(args),
+        "machine": info,
+        "split_digest": digest,
+        "results": results,
+        "seed_repeats": repeats,
+    }
+    common.publish(out, f"train_speed{_tag(args)}", header, table, t0, data)
 
 
 if __name__ == "__main__":
