@@ -1,5 +1,6 @@
-"""Build what a run trains: the backbone (any family) and its tokenizer, the classifier on
-it, the loss weights."""
+"""Build what a run trains: the data checked and encoded, the backbone (any family) and its
+tokenizer, the classifier on it, the loss weights. Each step returns what it made (Run.build
+calls them in order and logs)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from gptclassify.args import TrainArgs, TrainConfig, lora_target_list
+from gptclassify.args import EvalArgs, InputArgs, TrainArgs, TrainConfig, lora_target_list
 from gptclassify.classifier import FromBlock, GPTClassifier
 from gptclassify.config import GPTConfig
+from gptclassify.data.encode import Encoded, InputPolicy, Tokenized, encode_ids, tokenize
+from gptclassify.data.split import Splits
+from gptclassify.data.tables import LabelledTexts
 from gptclassify.errors import GPTClassifyError, option
 from gptclassify.fastpath import fast_view
 from gptclassify.files import read_json
@@ -27,6 +32,84 @@ from gptclassify.weights import (
     load_pretrained_model,
     preset_tokenizer_dir,
 )
+
+
+def check_task(splits: Splits, task: str, eval_args: EvalArgs) -> None:
+    """The options that single-label data alone support, refused on label sets."""
+    if not splits.multi_label:
+        return
+    if task == "single-label":
+        raise GPTClassifyError(
+            f"{option('task', 'single-label')}: the data hold label sets (multi-label); "
+            f"drop {option('task')} or use {option('task', 'multi-label')}"
+        )
+    if eval_args.calibrate:
+        raise GPTClassifyError(
+            f"{option('calibrate')} fits a softmax temperature (single-label); multi-label models "
+            "get per-label thresholds tuned on validation instead"
+        )
+    if eval_args.lexical != "off":
+        raise GPTClassifyError(
+            f"{option('lexical')} fits a single-label logistic regression; multi-label data are not "
+            "supported by it"
+        )
+
+
+def training_parts(splits: Splits) -> dict[str, LabelledTexts]:
+    """The splits that hold texts, by name; a run needs a validation split to choose on."""
+    parts = {name: part for name, part in splits.parts() if len(part.texts) > 0}
+    if "validation" not in parts:
+        raise GPTClassifyError(
+            f"the validation split is empty; use more data or another {option('split')}"
+        )
+    return parts
+
+
+def encode_splits(
+    parts: dict[str, LabelledTexts],
+    splits: Splits,
+    tokenizer: Tokenizer,
+    inputs: InputArgs,
+    context_length: int,
+) -> tuple[InputPolicy, dict[str, Encoded], dict[str, Tokenized]]:
+    """Tokenize every split, resolve the input policy on the training lengths, encode every
+    split under it; returns (policy, encoded splits, the tokenized splits for the log)."""
+    tokenized = {k: tokenize(v.texts, tokenizer.encode_batch) for k, v in parts.items()}
+    policy = InputPolicy.resolve(
+        inputs.pad_to,
+        inputs.max_length,
+        inputs.truncate,
+        context_length,
+        [len(r) for r in tokenized["train"].ids],
+        tokenizer,
+    )
+    encoded = {
+        name: encode_ids(tokenized[name].ids, policy, splits.label_ids(part), part.source)
+        for name, part in parts.items()
+    }
+    return policy, encoded, tokenized
+
+
+def check_batch_size(batch_size: int, n_train: int, world_size: int) -> None:
+    """The global batch divides over the processes and fits the training split."""
+    if batch_size % world_size:
+        raise GPTClassifyError(
+            f"{option('batch_size', batch_size)} is the global batch: it must divide "
+            f"evenly over the {world_size} processes"
+        )
+    if n_train < batch_size:
+        raise GPTClassifyError(
+            f"{option('batch_size', batch_size)} is larger than the {n_train} "
+            f"training texts: an epoch would have no full batch (the last, partial batch "
+            f"is dropped, as in the book); use {option('batch_size', n_train)} or less"
+        )
+
+
+def label_counts(encoded: Encoded, num_classes: int) -> np.ndarray:
+    """Texts per class (multi-label: per label) of an encoded split."""
+    if encoded.labels.ndim == 2:
+        return encoded.labels.sum(axis=0).astype(int)
+    return np.bincount(encoded.labels, minlength=num_classes)
 
 
 @dataclass

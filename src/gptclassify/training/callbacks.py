@@ -5,28 +5,47 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from gptclassify.training import faults
+from gptclassify.training.distributed import Dist
 from gptclassify.training.loop import Callbacks
 from gptclassify.training.state import TrainState
-
-if TYPE_CHECKING:
-    from gptclassify.training.run import Run
 
 log = logging.getLogger("gptclassify.training")
 
 
 class RunCallbacks(Callbacks):
     """The run's view of the loop: progress bar, the book's log lines, checkpoints, and
-    stopping on a signal."""
+    stopping on a signal.
 
-    def __init__(self, run: Run, bar: tqdm, elapsed: float) -> None:
-        self.run = run
+    checkpoint(state, fit_time, best): writes a checkpoint (the run's; a no-op off the main
+    process). stop_requested(): whether Ctrl-C / SIGTERM asked this process to stop.
+    checkpoint_every: --checkpoint-every (0: at epoch ends only). patience: --patience,
+    to say in the log why a run stopped early. elapsed: fit time already spent (a resumed run).
+    """
+
+    def __init__(
+        self,
+        bar: tqdm,
+        elapsed: float,
+        *,
+        checkpoint: Callable[[TrainState, float, bool], None],
+        stop_requested: Callable[[], bool],
+        dist: Dist,
+        checkpoint_every: int = 0,
+        patience: int | None = None,
+    ) -> None:
         self.bar = bar
         self.started = time.perf_counter() - elapsed
+        self.checkpoint = checkpoint
+        self.stop_requested = stop_requested
+        self.dist = dist
+        self.checkpoint_every = checkpoint_every
+        self.patience = patience
 
     def fit_time(self) -> float:
         return time.perf_counter() - self.started
@@ -35,9 +54,9 @@ class RunCallbacks(Callbacks):
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         faults.reached("step")
-        every = self.run.cfg.runtime.checkpoint_every
+        every = self.checkpoint_every
         if every and (state.step + 1) % every == 0:
-            self.run.checkpoint(state, self.fit_time())
+            self.checkpoint(state, self.fit_time(), False)
 
     def on_estimate(self, state: TrainState, row: dict[str, Any]) -> None:
         log.info(
@@ -61,16 +80,16 @@ class RunCallbacks(Callbacks):
             row["full_val_loss"],
         )
         if state.stopped_early:
-            patience = self.run.cfg.eval.patience
+            patience = self.patience
             if patience is not None and state.epochs_without_gain >= patience:
                 log.info("Stopping early: no validation improvement for %d epoch(s)", patience)
             else:  # a listener stopped it (--recipe auto's time budget)
                 log.info("Stopping after this epoch, as a callback asked")
         faults.reached("epoch")
-        self.run.checkpoint(state, self.fit_time(), best=state.best_epoch == row["epoch"])
+        self.checkpoint(state, self.fit_time(), state.best_epoch == row["epoch"])
 
     def should_stop(self) -> bool:
-        stop = self.run.stop_signal is not None
-        if self.run.dist.active:  # every rank stops at the same step, or none does
-            stop = self.run.dist.sum_floats(float(stop))[0] > 0
+        stop = self.stop_requested()
+        if self.dist.active:  # every rank stops at the same step, or none does
+            stop = self.dist.sum_floats(float(stop))[0] > 0
         return stop

@@ -1,20 +1,26 @@
-"""The end of a run, in three steps that each do one thing: describe the LoRA adapters as
-config.json records them, evaluate every split (with the calibration temperature fitted
-beside the metrics), and write the run folder. Run.finish calls them in that order, with
-the one change to the model (merging adapters, --merge-lora) made explicitly in between."""
+"""The end of a run, in steps that each do one thing and return what they made: describe the
+LoRA adapters as config.json records them, fit the surface head (a result the caller attaches,
+with each split's shipped logits), evaluate every split (with the calibration temperature or
+the label thresholds fitted beside the metrics), compare with the TF-IDF baseline, assemble
+the provenance and the metrics, and write the run folder (the only step that touches disk).
+Run.finish calls them in that order, with the one change to the model (merging adapters,
+--merge-lora) made explicitly in between."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from gptclassify.args import BackboneArgs, lora_target_list
-from gptclassify.artifact import LoraInfo, RunMetrics, write_metrics
+from gptclassify import surface
+from gptclassify.args import BackboneArgs, TrainConfig, lora_target_list
+from gptclassify.artifact import LoraInfo, Provenance, RunMetrics, write_metrics
 from gptclassify.baseline.tfidf import Baseline
 from gptclassify.files import sha256_file
 from gptclassify.metrics import (
@@ -26,12 +32,14 @@ from gptclassify.metrics import (
     softmax,
     tune_thresholds,
 )
-from gptclassify.model_io import lora_base_name
+from gptclassify.model_io import lora_base_name, stored_as
 from gptclassify.plots import plot_history
 from gptclassify.predict.api import Classifier
+from gptclassify.runtime import peak_memory_mb
 from gptclassify.training import faults
+from gptclassify.training.build import Backbone
 from gptclassify.training.history import write_history
-from gptclassify.training.state import History
+from gptclassify.training.state import History, TrainState
 from gptclassify.weights import weights_file
 
 
@@ -61,6 +69,49 @@ def describe_lora(
         base=lora_base_name(b.model, location),
         base_sha256=sha256_file(weights or weights_file(location)),
     )
+
+
+@dataclass
+class SurfaceFit:
+    """What the surface-head step chose: `choice.shipped` ("network", "network + head" or
+    "head alone") with the validation scores behind it, and every split's shipped logits."""
+
+    choice: surface.Choice
+    logits: dict[str, np.ndarray]
+    """Each split's logits as the shipped model gives them (the network's when it ships alone)."""
+
+    @property
+    def head(self) -> surface.SurfaceHead | None:
+        """The head the classifier carries (None: the network ships alone)."""
+        return self.choice.head
+
+
+def fit_surface(
+    texts: Mapping[str, Sequence[str]],
+    labels_of: Mapping[str, np.ndarray],
+    logits: Mapping[str, np.ndarray],
+    num_classes: int,
+    mode: str,
+    C: float | None = None,
+    class_weight: dict[int, float] | None = None,
+) -> SurfaceFit:
+    """Fit the TF-IDF word/character n-gram head on the training split and choose on
+    validation what ships: the network, the network plus the head, or the head alone
+    (surface.py); mode "on" always adds it. `logits`: the network's, per split (left as they
+    are: the result holds the shipped ones)."""
+    choice = surface.choose(
+        dict(texts),
+        dict(labels_of),
+        dict(logits),
+        num_classes,
+        mode=mode,
+        C=C,
+        class_weight=class_weight,
+    )
+    head = choice.head
+    if head is None:
+        return SurfaceFit(choice, dict(logits))
+    return SurfaceFit(choice, {k: head.combine(v, texts[k]) for k, v in logits.items()})
 
 
 @dataclass
@@ -110,6 +161,84 @@ def evaluate_label_sets(
         k: multilabel_report(sigmoid(v), labels_of[k], names, thresholds) for k, v in logits.items()
     }
     return Evaluation(reports, thresholds=thresholds)
+
+
+def evaluate_run(
+    logits: Mapping[str, np.ndarray],
+    labels_of: Mapping[str, np.ndarray],
+    names: list[str],
+    multi_label: bool,
+    calibrate: bool,
+) -> Evaluation:
+    """Every split's metrics: at per-label thresholds (multi-label) or at the calibrated
+    temperature (single-label)."""
+    if multi_label:
+        return evaluate_label_sets(logits, labels_of, names)
+    return evaluate_splits(logits, labels_of, names, calibrate)
+
+
+def run_provenance(cfg: TrainConfig, backbone: Backbone, lora: LoraInfo | None) -> Provenance:
+    """Where the model came from and how its folder stores it, as config.json records it."""
+    if lora is not None and lora.adapters_only and cfg.runtime.save == "full":
+        # A folder that needs nothing else: the base's weights and the adapters beside.
+        lora = dataclasses.replace(lora, adapters_only=False, base=None, base_sha256=None)
+    stored = stored_as(cfg.runtime.save, cfg.backbone.model, cfg.backbone.weights, lora)
+    location = backbone.pretrained_dir or backbone.weights_file
+    return Provenance(
+        base_model=backbone.description,
+        base_sha256=(lora.base_sha256 if lora is not None else None)
+        or (sha256_file(backbone.weights_file) if backbone.weights_file else None),
+        weights=cfg.backbone.weights,
+        trainable=cfg.backbone.trainable,
+        pad_to=cfg.inputs.pad_to,
+        lora=lora,
+        train_config=cfg.to_dict(),
+        stored=stored,
+        base=lora_base_name(cfg.backbone.model, location) if stored == "trained" else None,
+    )
+
+
+def run_metrics(
+    state: TrainState,
+    result: Evaluation,
+    model: torch.nn.Module,
+    truncated: dict[str, int],
+    baseline: dict[str, Any] | None,
+    *,
+    training_time_s: float,
+    total_time_s: float,
+    cached: bool,
+    device: torch.device,
+    precision: str,
+    world_size: int = 1,
+    backend: str | None = None,
+) -> RunMetrics:
+    """metrics.json of a finished run: the evaluation's reports and the run's facts."""
+    return RunMetrics(
+        splits=result.reports,
+        best_epoch=state.best_epoch,
+        stopped_early=state.stopped_early,
+        epochs_run=len(state.history.epochs),
+        examples_seen=state.examples_seen,
+        training_time_s=training_time_s,
+        total_time_s=total_time_s,
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        total_params=sum(p.numel() for p in model.parameters()),
+        frozen_prefix_cache=cached,
+        device=str(device),
+        precision=precision,
+        peak_memory_mb=peak_memory_mb(device),
+        truncated=truncated,
+        calibration=result.calibration,
+        world_size=world_size,
+        backend=backend,
+        baseline=baseline,
+    )
+
+
+def baseline_beats(baseline: Mapping[str, Any], reports: Mapping[str, Any]) -> bool:
+    """Whether the TF-IDF baseline's validation macro F1 is above the model's."""
+    return baseline["validation"]["macro_f1"] > reports["validation"]["macro_f1"]
 
 
 def write_run(

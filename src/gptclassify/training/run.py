@@ -22,7 +22,6 @@ from here too.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
@@ -50,21 +49,18 @@ from gptclassify.args import (
     TrainConfig,
     flat_dict,
 )
-from gptclassify.artifact import Provenance, RunMetrics
 from gptclassify.classifier import GPTClassifier, trainable_blocks
 from gptclassify.data.batches import TokenSource
-from gptclassify.data.encode import Encoded, InputPolicy, encode_ids, tokenize
+from gptclassify.data.encode import Encoded, InputPolicy
 from gptclassify.data.prepared import write_splits
 from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
 from gptclassify.errors import GPTClassifyError, option
 from gptclassify.files import sha256_file
-from gptclassify.model_io import lora_base_name, stored_as
 from gptclassify.predict.api import Classifier
 from gptclassify.progress import make as make_progress
 from gptclassify.progress import reporting as report_progress
 from gptclassify.runtime import (
-    peak_memory_mb,
     release_free_memory,
     resolve_device,
     resolve_precision,
@@ -74,9 +70,14 @@ from gptclassify.training.build import (
     Backbone,
     build_backbone,
     build_classifier,
+    check_batch_size,
+    check_task,
+    encode_splits,
+    label_counts,
     loss_weights,
     new_state,
     training_net,
+    training_parts,
 )
 from gptclassify.training.callbacks import RunCallbacks
 from gptclassify.training.checkpoint import (
@@ -101,10 +102,15 @@ from gptclassify.training.prefix_cache import (
 )
 from gptclassify.training.report import Fanout, open_reporters, reporting
 from gptclassify.training.results import (
+    Evaluation,
+    SurfaceFit,
+    baseline_beats,
     compare_with_baseline,
     describe_lora,
-    evaluate_label_sets,
-    evaluate_splits,
+    evaluate_run,
+    fit_surface,
+    run_metrics,
+    run_provenance,
     write_run,
 )
 from gptclassify.training.signals import TrainingInterrupted, stop_on_signals
@@ -508,6 +514,7 @@ class Run:
     # ---- build ------------------------------------------------------------------------
 
     def build(self) -> Prepared:
+        """Data, model and inputs, in that order (training/build.py's steps), said in the log."""
         cfg = self.cfg
         # The data first: reading them takes seconds, resolving a model may download
         # gigabytes, so a bad file or column fails before any download starts.
@@ -515,32 +522,14 @@ class Run:
         for warning in splits.warnings:
             log.warning("Warning: %s", warning)
         labels = list(splits.label_names)
-        if splits.multi_label and cfg.data.task == "single-label":
-            raise GPTClassifyError(
-                f"{option('task', 'single-label')}: the data hold label sets (multi-label); "
-                f"drop {option('task')} or use {option('task', 'multi-label')}"
-            )
-        if splits.multi_label and cfg.eval.calibrate:
-            raise GPTClassifyError(
-                f"{option('calibrate')} fits a softmax temperature (single-label); multi-label models "
-                "get per-label thresholds tuned on validation instead"
-            )
-        if splits.multi_label and cfg.eval.lexical != "off":
-            raise GPTClassifyError(
-                f"{option('lexical')} fits a single-label logistic regression; multi-label data are not "
-                "supported by it"
-            )
+        check_task(splits, cfg.data.task, cfg.eval)
         if splits.multi_label:
             log.info(
                 "Multi-label data: %d labels (%s); sigmoid per label, binary cross-entropy",
                 len(labels),
                 ", ".join(labels),
             )
-        parts = {name: part for name, part in splits.parts() if len(part.texts) > 0}
-        if "validation" not in parts:
-            raise GPTClassifyError(
-                f"the validation split is empty; use more data or another {option('split')}"
-            )
+        parts = training_parts(splits)
         torch.manual_seed(cfg.train.seed)  # a random init depends on the seed only
         backbone = build_backbone(cfg)
         release_free_memory()  # the file's tensors and transposed copies are garbage now
@@ -548,48 +537,21 @@ class Run:
 
         model, start = build_classifier(cfg, len(labels), backbone)
         model.to(self.device)
-        tok = backbone.tokenizer
-        tokenized = {k: tokenize(v.texts, tok.encode_batch) for k, v in parts.items()}
-        raw = {k: t.ids for k, t in tokenized.items()}
+        policy, encoded, tokenized = encode_splits(
+            parts, splits, backbone.tokenizer, cfg.inputs, model.gpt.config.context_length
+        )
         n_tokens = sum(t.tokens for t in tokenized.values())
         seconds = sum(t.seconds for t in tokenized.values())
         log.info(
             "Tokenized %s texts, %s tokens, in %.2f s (%.2f s per million tokens)",
-            f"{sum(len(r) for r in raw.values()):,}",
+            f"{sum(len(t.ids) for t in tokenized.values()):,}",
             f"{n_tokens:,}",
             seconds,
             seconds / max(n_tokens, 1) * 1e6,
         )
-        policy = InputPolicy.resolve(
-            cfg.inputs.pad_to,
-            cfg.inputs.max_length,
-            cfg.inputs.truncate,
-            model.gpt.config.context_length,
-            [len(r) for r in raw["train"]],
-            tok,
-        )
-        encoded = {
-            name: encode_ids(raw[name], policy, splits.label_ids(part), part.source)
-            for name, part in parts.items()
-        }
-        n_train = len(encoded["train"])
-        if cfg.train.batch_size % self.dist.world_size:
-            raise GPTClassifyError(
-                f"{option('batch_size', cfg.train.batch_size)} is the global batch: it must divide "
-                f"evenly over the {self.dist.world_size} processes"
-            )
-        if n_train < cfg.train.batch_size:
-            raise GPTClassifyError(
-                f"{option('batch_size', cfg.train.batch_size)} is larger than the {n_train} "
-                f"training texts: an epoch would have no full batch (the last, partial batch "
-                f"is dropped, as in the book); use {option('batch_size', n_train)} or less"
-            )
+        check_batch_size(cfg.train.batch_size, len(encoded["train"]), self.dist.world_size)
         for name, enc in encoded.items():
-            counts = (
-                enc.labels.sum(axis=0).astype(int)
-                if enc.labels.ndim == 2
-                else np.bincount(enc.labels, minlength=len(labels))
-            )
+            counts = label_counts(enc, len(labels))
             log.info(
                 "%-10s %5d texts (%s); %d truncated to %d tokens (%s kept)",
                 name,
@@ -754,36 +716,45 @@ class Run:
                 cfg.eval,
                 # Reporters hear a step or epoch before it is checkpointed (so what they
                 # sent never misses steps a resumed run does not redo).
-                Fanout([self.callbacks, RunCallbacks(self, bar, elapsed)]),
+                Fanout(
+                    [
+                        self.callbacks,
+                        RunCallbacks(
+                            bar,
+                            elapsed,
+                            checkpoint=self.checkpoint,
+                            stop_requested=lambda: self.stop_signal is not None,
+                            dist=self.dist,
+                            checkpoint_every=cfg.runtime.checkpoint_every,
+                            patience=cfg.eval.patience,
+                        ),
+                    ]
+                ),
             )
         bar.close()
 
     # ---- evaluate and write -----------------------------------------------------------
 
-    def add_surface(
+    def fit_surface(
         self, prep: Prepared, logits: dict[str, np.ndarray], labels_of: dict[str, Any]
-    ) -> surface.SurfaceHead | None:
-        """Fit the TF-IDF word/character n-gram head on the training split and choose on
-        validation what ships: the network, the network plus the head, or the head alone
-        (surface.py); `--lexical on` always adds it. Each split's logits (the network's,
-        computed before) become the shipped ones. Returns the head, or None when the network
-        ships alone."""
-        cfg = self.cfg.eval
+    ) -> SurfaceFit:
+        """The surface-head step (results.fit_surface) on the run's texts and class weights,
+        said in the log."""
         tok = prep.policy.tokenizer
         texts = {k: surface.read_texts(e.ids, e.lengths, tok) for k, e in prep.encoded.items()}
         train_labels = torch.as_tensor(labels_of["train"])
         weights = loss_weights(self.cfg.train.class_weights, train_labels, prep.labels, False)
-        choice = surface.choose(
+        fitted = fit_surface(
             texts,
             labels_of,
             logits,
             prep.model.num_classes,
-            mode=cfg.lexical,
-            C=cfg.lexical_c,
+            mode=self.cfg.eval.lexical,
+            C=self.cfg.eval.lexical_c,
             class_weight=None if weights is None else dict(enumerate(weights.tolist())),
         )
+        choice, head = fitted.choice, fitted.head
         sc = choice.scores
-        head = choice.head
         log.info(
             "Surface head (%s; %d fits in %.1f s): validation accuracy network %.2f%%, head "
             "alone %.2f%%%s -> ships %s (%.2f%%)",
@@ -798,43 +769,14 @@ class Run:
             else f"network + {head.weight:g} x head",
             sc["shipped"]["accuracy"] * 100,
         )
-        if head is None:
-            return None
-        for k in logits:
-            logits[k] = head.combine(logits[k], texts[k])
-        return head
+        return fitted
 
-    def finish(
-        self,
-        prep: Prepared,
-        state: TrainState,
-        engine: Engine,
-        sources: dict[str, Any],
-        cached: bool,
-        t0: float,
-        fit_time: float,
-    ) -> Classifier:
-        """Merge adapters if asked, evaluate every split, write the run folder, publish it."""
-        cfg, labels = self.cfg, prep.labels
-        backbone = prep.backbone
-        location = backbone.pretrained_dir or backbone.weights_file
-        lora = describe_lora(cfg.backbone, location, backbone.weights_file)
-        if lora is not None and lora.merged:
-            prep.model.merge_lora()  # the saved model is the merged one:
-            engine = self.engine(prep, sources)  # evaluate that
-        logits = {k: engine.logits(s) for k, s in sources.items()}
-        self.close_cache()  # before the work folder becomes RUN
-        labels_of = {k: e.labels for k, e in prep.encoded.items()}
-        head = self.add_surface(prep, logits, labels_of) if cfg.eval.lexical != "off" else None
-        multi = prep.splits.multi_label
+    def log_evaluation(self, result: Evaluation, labels: list[str], multi: bool) -> None:
         if multi:
-            result = evaluate_label_sets(logits, labels_of, labels)
             log.info(
                 "Per-label thresholds tuned on validation (macro F1): %s",
                 ", ".join(f"{n} {t:.3f}" for n, t in zip(labels, result.thresholds, strict=True)),
             )
-        else:
-            result = evaluate_splits(logits, labels_of, labels, cfg.eval.calibrate)
         if result.calibration is not None:
             log.info(
                 "Calibrated temperature %.3f: validation ECE %.4f -> %.4f",
@@ -849,58 +791,78 @@ class Run:
                 for k, r in result.reports.items()
             )
         )
-        baseline = None
-        if cfg.eval.baseline and self.is_main and multi:
+
+    def compare_baseline(
+        self, prep: Prepared, labels_of: dict[str, Any], result: Evaluation
+    ) -> dict[str, Any] | None:
+        """The TF-IDF baseline's scores on this run's split (results.compare_with_baseline),
+        beside the model's in the log; None for multi-label data (it is single-label)."""
+        if prep.splits.multi_label:
             log.info("No TF-IDF baseline for multi-label data (it is single-label)")
-        elif cfg.eval.baseline and self.is_main:
-            parts = {k: p for k, p in prep.splits.parts() if k in prep.encoded}
-            baseline = compare_with_baseline(parts, labels_of, labels)
-            log.info(
-                "TF-IDF baseline (same split, %.1f s), accuracy / macro F1: %s",
-                baseline["fit_time_s"],
-                " | ".join(
-                    f"{k} {baseline[k]['accuracy'] * 100:.2f}% / {baseline[k]['macro_f1']:.4f} "
-                    f"(this model {result.reports[k]['accuracy'] * 100:.2f}% / "
-                    f"{result.reports[k]['macro_f1']:.4f})"
-                    for k in ("validation", "test")
-                    if k in baseline and k in result.reports
-                ),
-            )
-            ours, theirs = result.reports["validation"], baseline["validation"]
-            if theirs["macro_f1"] > ours["macro_f1"]:
-                log.warning(
-                    "Warning: the TF-IDF + logistic regression baseline beats this model on "
-                    "validation (macro F1 %.4f vs %.4f): --lexical auto ships the better of "
-                    "the two in one model; or train longer, unfreeze more blocks, raise --lr, "
-                    "or try --recipe auto before shipping it",
-                    theirs["macro_f1"],
-                    ours["macro_f1"],
-                )
-        model = prep.model
-        if lora is not None and lora.adapters_only and cfg.runtime.save == "full":
-            # A folder that needs nothing else: the base's weights and the adapters beside.
-            lora = dataclasses.replace(lora, adapters_only=False, base=None, base_sha256=None)
-        stored = stored_as(cfg.runtime.save, cfg.backbone.model, cfg.backbone.weights, lora)
-        provenance = Provenance(
-            base_model=prep.backbone.description,
-            base_sha256=(lora.base_sha256 if lora is not None else None)
-            or (sha256_file(backbone.weights_file) if backbone.weights_file else None),
-            weights=cfg.backbone.weights,
-            trainable=cfg.backbone.trainable,
-            pad_to=cfg.inputs.pad_to,
-            lora=lora,
-            train_config=cfg.to_dict(),
-            stored=stored,
-            base=lora_base_name(cfg.backbone.model, location) if stored == "trained" else None,
+            return None
+        parts = {k: p for k, p in prep.splits.parts() if k in prep.encoded}
+        baseline = compare_with_baseline(parts, labels_of, prep.labels)
+        log.info(
+            "TF-IDF baseline (same split, %.1f s), accuracy / macro F1: %s",
+            baseline["fit_time_s"],
+            " | ".join(
+                f"{k} {baseline[k]['accuracy'] * 100:.2f}% / {baseline[k]['macro_f1']:.4f} "
+                f"(this model {result.reports[k]['accuracy'] * 100:.2f}% / "
+                f"{result.reports[k]['macro_f1']:.4f})"
+                for k in ("validation", "test")
+                if k in baseline and k in result.reports
+            ),
         )
+        if baseline_beats(baseline, result.reports):
+            log.warning(
+                "Warning: the TF-IDF + logistic regression baseline beats this model on "
+                "validation (macro F1 %.4f vs %.4f): --lexical auto ships the better of "
+                "the two in one model; or train longer, unfreeze more blocks, raise --lr, "
+                "or try --recipe auto before shipping it",
+                baseline["validation"]["macro_f1"],
+                result.reports["validation"]["macro_f1"],
+            )
+        return baseline
+
+    def finish(
+        self,
+        prep: Prepared,
+        state: TrainState,
+        engine: Engine,
+        sources: dict[str, Any],
+        cached: bool,
+        t0: float,
+        fit_time: float,
+    ) -> Classifier:
+        """Merge adapters if asked, evaluate every split, write the run folder, publish it:
+        results.py's steps, each returning what the next one takes."""
+        cfg, labels, backbone = self.cfg, prep.labels, prep.backbone
+        location = backbone.pretrained_dir or backbone.weights_file
+        lora = describe_lora(cfg.backbone, location, backbone.weights_file)
+        if lora is not None and lora.merged:
+            prep.model.merge_lora()  # the saved model is the merged one:
+            engine = self.engine(prep, sources)  # evaluate that
+        logits = {k: engine.logits(s) for k, s in sources.items()}
+        self.close_cache()  # before the work folder becomes RUN
+        labels_of = {k: e.labels for k, e in prep.encoded.items()}
+        head = None
+        if cfg.eval.lexical != "off":
+            fitted = self.fit_surface(prep, logits, labels_of)
+            head, logits = fitted.head, fitted.logits
+        multi = prep.splits.multi_label
+        result = evaluate_run(logits, labels_of, labels, multi, cfg.eval.calibrate)
+        self.log_evaluation(result, labels, multi)
+        baseline = None
+        if cfg.eval.baseline and self.is_main:
+            baseline = self.compare_baseline(prep, labels_of, result)
         classifier = Classifier(
-            model,
+            prep.model,
             labels,
             prep.policy,
             result.temperature,
             device=self.device,
             precision=cfg.runtime.precision,
-            provenance=provenance,
+            provenance=run_provenance(cfg, backbone, lora),
             surface=head,
             **(
                 {
@@ -912,25 +874,19 @@ class Run:
                 else {}
             ),
         )
-        metrics = RunMetrics(
-            splits=result.reports,
-            best_epoch=state.best_epoch,
-            stopped_early=state.stopped_early,
-            epochs_run=len(state.history.epochs),
-            examples_seen=state.examples_seen,
+        metrics = run_metrics(
+            state,
+            result,
+            prep.model,
+            {k: e.truncated for k, e in prep.encoded.items()},
+            baseline,
             training_time_s=fit_time,
             total_time_s=time.perf_counter() - t0,
-            trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-            total_params=sum(p.numel() for p in model.parameters()),
-            frozen_prefix_cache=cached,
-            device=str(self.device),
+            cached=cached,
+            device=self.device,
             precision=str(self.dtype).removeprefix("torch."),
-            peak_memory_mb=peak_memory_mb(self.device),
-            truncated={k: e.truncated for k, e in prep.encoded.items()},
-            calibration=result.calibration,
             world_size=self.dist.world_size,
             backend=self.dist.backend,
-            baseline=baseline,
         )
         classifier.metrics = metrics.to_json()
         if self.is_main:
