@@ -11,6 +11,13 @@ Batches are formed from texts of similar length (sorted, then chunked) so paddin
 and results are put back in input order. With the default last-real-token pooling a text
 gets the same prediction alone or next to longer texts. Any number of threads can call
 `logits` / `predict` on one Classifier at the same time: inference never changes the model.
+
+A Classifier is built once, from everything that describes it (`from_record`: config.json,
+a runtime and the load's long-text policy; a training run passes the same values); only
+`save` changes it afterwards (where it was written, the weights' checksum). Evaluation (predict/evaluation.py), explanation
+(predict/explain.py) and long-text windows (predict/long_texts.py) are functions over a
+Classifier, as scikit-learn keeps metrics outside its estimators; the methods of those names
+call them.
 """
 
 from __future__ import annotations
@@ -49,12 +56,17 @@ from gptclassify.data.encode import (
     not_text,
     not_unicode,
 )
-from gptclassify.data.multilabel import MULTI, LabelFormat, label_matrix, read_label_sets
-from gptclassify.data.tables import LabelledTexts, read_labelled
+from gptclassify.data.multilabel import MULTI
 from gptclassify.errors import GPTClassifyError, option
 from gptclassify.files import inside, replace_folder, sha256_file
-from gptclassify.metrics import classification_report, multilabel_report, sigmoid, softmax
-from gptclassify.predict.long_texts import LongTexts, combine, windows
+from gptclassify.metrics import sigmoid, softmax
+from gptclassify.predict import evaluation
+from gptclassify.predict.long_texts import (
+    LongTexts,
+    Windows,
+    classifier_windows,
+    combine_classifier_windows,
+)
 from gptclassify.surface import SurfaceHead, read_texts
 
 if TYPE_CHECKING:
@@ -118,14 +130,15 @@ class Classifier:
         device: str | torch.device = "auto",
         precision: str = "auto",
         provenance: Provenance | None = None,
-        **output: Any,
+        **record: Any,
     ) -> None:
-        """`output`: how logits become answers (`task`, `thresholds`, `label_sep`, `lexical`,
-        `surface`, `long_texts`): given here, once, as `load` and a training run do."""
+        """`record`: how logits become answers (`task`, `thresholds`, `label_sep`, `lexical`,
+        `surface`, `long_texts`) and what is known of the folder it was loaded from or written
+        to (`path`, `weights_sha256`, `metrics`): given here, once (see `from_record`)."""
         from gptclassify.predict.torch_runtime import TorchRuntime  # lazy: torch
 
         runtime = TorchRuntime(model, device, precision)
-        self._setup(runtime, labels, policy, temperature, provenance, **output)
+        self._setup(runtime, labels, policy, temperature, provenance, **record)
 
     @classmethod
     def with_runtime(
@@ -135,12 +148,44 @@ class Classifier:
         policy: InputPolicy,
         temperature: float = 1.0,
         provenance: Provenance | None = None,
-        **output: Any,
+        **record: Any,
     ) -> Classifier:
         """A Classifier around any runtime (e.g. ONNX Runtime for an exported folder)."""
         classifier = cls.__new__(cls)
-        classifier._setup(runtime, labels, policy, temperature, provenance, **output)
+        classifier._setup(runtime, labels, policy, temperature, provenance, **record)
         return classifier
+
+    @classmethod
+    def from_record(
+        cls,
+        runtime: Runtime,
+        config: ClassifierConfig,
+        tok: tokenizer.Tokenizer,
+        *,
+        long_texts: LongTexts | None = None,
+        surface: SurfaceHead | None = None,
+        path: Path | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> Classifier:
+        """The Classifier that a folder's config.json describes, around `runtime`, with its
+        tokenizer and the load's `long_texts` policy. `surface`: the head its record names,
+        read from the folder (`SurfaceHead.load`); `metrics`: its metrics.json."""
+        return cls.with_runtime(
+            runtime,
+            config.labels,
+            InputPolicy(config.max_length, config.pad_length, config.truncate, tok),
+            temperature=config.temperature,
+            provenance=config.provenance,
+            task=config.task,
+            thresholds=config.thresholds,
+            label_sep=config.label_sep,
+            lexical=config.lexical,
+            surface=surface,
+            long_texts=long_texts,
+            path=path,
+            weights_sha256=config.weights_sha256 or None,
+            metrics=metrics,
+        )
 
     def _setup(
         self,
@@ -156,6 +201,9 @@ class Classifier:
         lexical: dict[str, Any] | None = None,
         surface: SurfaceHead | None = None,
         long_texts: LongTexts | None = None,
+        path: Path | None = None,
+        weights_sha256: str | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> None:
         if len(labels) != runtime.num_classes:
             raise GPTClassifyError(
@@ -166,11 +214,11 @@ class Classifier:
         self.policy = policy
         self.temperature = float(temperature)
         self.provenance = provenance or Provenance()
-        self.path: Path | None = None
+        self.path: Path | None = path
         """The model folder this classifier was loaded from or last saved to."""
-        self.weights_sha256: str | None = None
+        self.weights_sha256: str | None = weights_sha256
         """sha256 of that folder's PyTorch weights file (checked when it loaded)."""
-        self.metrics: dict[str, Any] | None = None
+        self.metrics: dict[str, Any] | None = metrics
         """metrics.json of the training run, when known."""
         self.task = task
         """single-label (softmax, one class per text) or multi-label (a sigmoid per label,
@@ -262,34 +310,16 @@ class Classifier:
         # checked before anything loads
         long = LongTexts(load.long_texts, load.stride, load.aggregate)
         config = read_classifier_config(run_dir)
-        output = {
-            "task": config.task,
-            "thresholds": config.thresholds,
-            "label_sep": config.label_sep,
-            "lexical": config.lexical,
-            "surface": (
-                SurfaceHead.load(run_dir, config.surface) if config.surface is not None else None
-            ),
-            "long_texts": long,
-        }
+        surface = SurfaceHead.load(run_dir, config.surface) if config.surface is not None else None
         kind = choose_runtime(config, runtime, Path(run_dir))
         tok = tokenizer.load_tokenizer(config.tokenizer, Path(run_dir))
-        policy = InputPolicy(config.max_length, config.pad_length, config.truncate, tok)
         if kind == "onnx":
             check_onnx_settings(config, device, precision, Path(run_dir))
             files = [config.onnx.file, config.onnx.data_file] if config.onnx else []
             with _Checksums(Path(run_dir), files) as sums:
                 from gptclassify.predict.onnx_runtime import OnnxRuntime  # lazy: onnxruntime
 
-                runtime_ = OnnxRuntime(run_dir, config, digests=sums.result())
-            classifier = cls.with_runtime(
-                runtime_,
-                config.labels,
-                policy,
-                temperature=config.temperature,
-                provenance=config.provenance,
-                **output,
-            )
+                runtime_: Runtime = OnnxRuntime(run_dir, config, digests=sums.result())
         else:
             if precision == "int8":
                 raise GPTClassifyError(
@@ -298,26 +328,23 @@ class Classifier:
                 )
             with _Checksums(Path(run_dir), [config.weights_file]) as sums:
                 from gptclassify.model_io import load_classifier  # lazy: torch
+                from gptclassify.predict.torch_runtime import TorchRuntime  # lazy: torch
 
                 digest = sums.result()[config.weights_file]
             model, config = load_classifier(
                 run_dir, config, base_model=load.base_model, weights_sha256=digest
             )
-            classifier = cls(
-                model,
-                config.labels,
-                policy,
-                temperature=config.temperature,
-                device=device,
-                precision=precision,
-                provenance=config.provenance,
-                **output,
-            )
-        classifier.path = Path(run_dir)
-        classifier.weights_sha256 = config.weights_sha256 or None
+            runtime_ = TorchRuntime(model, device, precision)
         metrics = read_metrics(run_dir)
-        classifier.metrics = metrics.to_json() if metrics is not None else None
-        return classifier
+        return cls.from_record(
+            runtime_,
+            config,
+            tok,
+            long_texts=long,
+            surface=surface,
+            path=Path(run_dir),
+            metrics=metrics.to_json() if metrics is not None else None,
+        )
 
     @property
     def config(self) -> ClassifierConfig:
@@ -541,13 +568,13 @@ class Classifier:
         """Class names in column order of `predict_proba` (scikit-learn's name)."""
         return np.array(self.labels, dtype=object)
 
-    def windows(self, raw: Sequence[list[int]]):
+    def windows(self, raw: Sequence[list[int]]) -> Windows:
         """The windows of tokenized texts under this classifier's `long_texts` settings."""
-        return windows(raw, self.policy, self.long_texts.stride)
+        return classifier_windows(self, raw)
 
-    def combine_windows(self, logits: np.ndarray, win) -> np.ndarray:
+    def combine_windows(self, logits: np.ndarray, win: Windows) -> np.ndarray:
         """Per-text logits from the logits of `windows(...)`'s rows."""
-        return combine(logits, win, self.long_texts.aggregate, self.multi_label, self.temperature)
+        return combine_classifier_windows(self, logits, win)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Probabilities from logits: softmax at the temperature, or for multi-label a
@@ -628,20 +655,9 @@ class Classifier:
                 f"explanations need the PyTorch runtime; this classifier runs on "
                 f"{self.runtime.name} (load the model folder written by `train` instead)"
             )
-        from gptclassify.predict.explain import explain  # lazy: torch
+        from gptclassify.predict.explain import explain_classifier  # lazy: torch
 
-        return explain(
-            self.model,
-            text,
-            self.labels,
-            self.policy,
-            self.temperature,
-            method,
-            steps,
-            target,
-            multi_label=self.multi_label,
-            surface=self.surface,
-        )
+        return explain_classifier(self, text, method, steps, target)
 
     def evaluate(
         self,
@@ -660,83 +676,9 @@ class Classifier:
         `label_columns`, comma-separated, or JSON lists) and report multi-label metrics at
         their thresholds. With chunking, `chunked` says how many texts took several windows.
         """
-        if inputs.is_in_memory(data):
-            if self.multi_label:
-                raise GPTClassifyError(
-                    "evaluate: a multi-label model is evaluated on a file of label sets "
-                    "(tables in memory are single-label only)"
-                )
-            labelled = inputs.labelled(data, labels, text_column, label_column)
-            source = labelled.source
-        else:
-            if not isinstance(data, str | Path):
-                raise TypeError(f"evaluate: expected a file, folder or table, got {data!r}")
-            path = Path(data)
-            if path.is_dir():
-                candidates = [inside(path, "test.csv"), inside(path, "data", "test.csv")]
-                found = next((c for c in candidates if c.is_file()), None)
-                if found is None:
-                    raise GPTClassifyError(
-                        f"{path}: no test.csv in this folder (or its data/ subfolder)"
-                    )
-                path = found
-            if self.multi_label:
-                return self._evaluate_sets(
-                    path, text_column, label_column, batch_size, label_columns
-                )
-            labelled = read_labelled(path, text_column=text_column, label_column=label_column)
-            source = str(path)
-        return self._evaluate_labelled(labelled, source, batch_size)
-
-    def _evaluate_labelled(
-        self, labelled: LabelledTexts, source: str, batch_size: int
-    ) -> dict[str, Any]:
-        unknown = sorted(set(labelled.labels) - set(self.labels))
-        if unknown:
-            raise GPTClassifyError(
-                f"{source}: label(s) {', '.join(map(repr, unknown[:5]))} are not classes of this "
-                f"model ({', '.join(self.labels)})"
-            )
-        y = np.array([self.labels.index(label) for label in labelled.labels])
-        logits, cut, count = self.classify_texts(labelled.texts, batch_size)
-        report = classification_report(self.probabilities(logits), y, self.labels)
-        report["source"] = source
-        report.update(self._long_text_counts(cut, count))
-        return report
-
-    def _long_text_counts(self, cut: np.ndarray, count: np.ndarray) -> dict[str, Any]:
-        if self.long_texts.chunk:
-            return {
-                "long_texts": "chunk",
-                "chunked": int((count > 1).sum()),
-                "windows": int(count.sum()),
-                "aggregate": self.long_texts.aggregate,
-            }
-        return {"long_texts": "truncate", "truncated": int(cut.sum())}
-
-    def _evaluate_sets(
-        self,
-        path: Path,
-        text_column: str | None,
-        label_column: str | None,
-        batch_size: int,
-        label_columns: str | None,
-    ) -> dict[str, Any]:
-        columns = tuple(c.strip() for c in label_columns.split(",")) if label_columns else None
-        labelled = read_label_sets(
-            path,
-            text_column,
-            label_column,
-            labels=LabelFormat(MULTI, self.label_sep, columns),
+        return evaluation.evaluate(
+            self, data, text_column, label_column, batch_size, label_columns, labels
         )
-        y = label_matrix(labelled.label_sets or [], self.labels, str(path))
-        logits, cut, count = self.classify_texts(labelled.texts, batch_size)
-        report = multilabel_report(
-            self.probabilities(logits), y, self.labels, self.decision_thresholds()
-        )
-        report["source"] = str(path)
-        report.update(self._long_text_counts(cut, count))
-        return report
 
 
 RUNTIMES = ("auto", "torch", "onnx")

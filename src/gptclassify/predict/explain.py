@@ -30,7 +30,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,9 @@ from gptclassify.classifier import GPTClassifier
 from gptclassify.data.encode import InputPolicy, not_text, not_unicode
 from gptclassify.errors import GPTClassifyError
 from gptclassify.surface import SurfaceHead, read_texts
+
+if TYPE_CHECKING:
+    from gptclassify.predict.api import Classifier
 
 METHODS = ("integrated-gradients", "gradient-x-input")
 DEFAULT_STEPS = 32
@@ -191,6 +194,29 @@ def explain(
         completeness_gap=gap,
         padding_attribution=float(attr[n_real:].sum()),
         truncated_tokens=len(raw) - n_real,
+    )
+
+
+def explain_classifier(
+    classifier: Classifier,
+    text: str,
+    method: str = "integrated-gradients",
+    steps: int = DEFAULT_STEPS,
+    target: str | None = None,
+) -> Explanation:
+    """`explain` for a Classifier on the PyTorch runtime: its model, labels, input policy,
+    temperature, task and surface head (`Classifier.explain` calls this)."""
+    return explain(
+        classifier.model,
+        text,
+        classifier.labels,
+        classifier.policy,
+        classifier.temperature,
+        method,
+        steps,
+        target,
+        multi_label=classifier.multi_label,
+        surface=classifier.surface,
     )
 
 

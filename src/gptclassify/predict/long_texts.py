@@ -22,12 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gptclassify.data.encode import Encoded, InputPolicy, encode_ids
 from gptclassify.errors import GPTClassifyError
 from gptclassify.metrics import sigmoid, softmax
+
+if TYPE_CHECKING:
+    from gptclassify.predict.api import Classifier
 
 MODES = ("truncate", "chunk")
 AGGREGATES = ("mean", "max")
@@ -64,6 +68,18 @@ class LongTexts:
     @property
     def chunk(self) -> bool:
         return self.mode == "chunk"
+
+    def report(self, cut: np.ndarray, count: np.ndarray) -> dict[str, Any]:
+        """What an evaluation report says of long texts: how many were truncated (`cut`), or
+        how many took several windows and how many windows were read (`count`, per text)."""
+        if self.chunk:
+            return {
+                "long_texts": "chunk",
+                "chunked": int((count > 1).sum()),
+                "windows": int(count.sum()),
+                "aggregate": self.aggregate,
+            }
+        return {"long_texts": "truncate", "truncated": int(cut.sum())}
 
 
 @dataclass
@@ -155,3 +171,23 @@ def combine(
             p = np.clip(p / p.sum(), 1e-300, None)
             out[i] = np.log(p) * temperature  # softmax(out / T) == p
     return out.astype(logits.dtype, copy=False) if logits.dtype == np.float64 else out
+
+
+def classifier_windows(classifier: Classifier, raw: Sequence[list[int]]) -> Windows:
+    """The windows of tokenized texts under a classifier's input policy and `long_texts`
+    stride."""
+    return windows(raw, classifier.policy, classifier.long_texts.stride)
+
+
+def combine_classifier_windows(
+    classifier: Classifier, logits: np.ndarray, win: Windows
+) -> np.ndarray:
+    """Per-text logits from the logits of `classifier_windows(...)`'s rows, aggregated as the
+    classifier's `long_texts` says (at its temperature; a sigmoid per label for multi-label)."""
+    return combine(
+        logits,
+        win,
+        classifier.long_texts.aggregate,
+        classifier.multi_label,
+        classifier.temperature,
+    )

@@ -15,9 +15,11 @@ output for each text is computed once (training/prefix_cache.py) and every epoch
 evaluation runs only the trainable suffix. The result is the same as running the whole
 network every step (tests/test_training.py checks it); `--cache off` turns it off.
 
-Beside this module: callbacks.py (the run's view of the loop), results.py (evaluate, describe
-LoRA, write the folder), history.py, logs.py, signals.py; their public names are importable
-from here too.
+Beside this module: build.py (the build steps: data checked and encoded, backbone,
+classifier), callbacks.py (the run's view of the loop), results.py (the finish steps, each
+returning a value: LoRA record, surface head, evaluation, baseline, provenance, metrics; then
+the one write), history.py, logs.py, signals.py; their public names are importable from here
+too.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from gptclassify.data.split import Splits
 from gptclassify.errors import GPTClassifyError, option
 from gptclassify.files import sha256_file
 from gptclassify.predict.api import Classifier
+from gptclassify.predict.torch_runtime import TorchRuntime
 from gptclassify.progress import make as make_progress
 from gptclassify.progress import reporting as report_progress
 from gptclassify.runtime import (
@@ -855,25 +858,9 @@ class Run:
         baseline = None
         if cfg.eval.baseline and self.is_main:
             baseline = self.compare_baseline(prep, labels_of, result)
-        classifier = Classifier(
-            prep.model,
-            labels,
-            prep.policy,
-            result.temperature,
-            device=self.device,
-            precision=cfg.runtime.precision,
-            provenance=run_provenance(cfg, backbone, lora),
-            surface=head,
-            **(
-                {
-                    "task": "multi-label",
-                    "thresholds": result.thresholds,
-                    "label_sep": prep.splits.label_sep,
-                }
-                if multi
-                else {}
-            ),
-        )
+        provenance = run_provenance(cfg, backbone, lora)
+        # The runtime first: its weight casts count in the run's time and peak memory.
+        runtime = TorchRuntime(prep.model, self.device, cfg.runtime.precision)
         metrics = run_metrics(
             state,
             result,
@@ -888,7 +875,25 @@ class Run:
             world_size=self.dist.world_size,
             backend=self.dist.backend,
         )
-        classifier.metrics = metrics.to_json()
+        classifier = Classifier.with_runtime(
+            runtime,
+            labels,
+            prep.policy,
+            result.temperature,
+            provenance,
+            surface=head,
+            **(
+                {
+                    "task": "multi-label",
+                    "thresholds": result.thresholds,
+                    "label_sep": prep.splits.label_sep,
+                }
+                if multi
+                else {}
+            ),
+            metrics=metrics.to_json(),
+            path=self.folder.final,  # where the folder is published below
+        )
         if self.is_main:
             # Everything goes into the work folder, which then becomes RUN in one rename: a
             # kill between two of these files leaves RUN as it was (resume redoes them).
@@ -896,5 +901,4 @@ class Run:
             self.callbacks.on_finish(metrics.to_json())  # trackers take the finished folder
             log.info("Saved model, metrics, history and plots; publishing %s", self.folder.final)
             self.folder.publish(keep_checkpoints=cfg.runtime.final_checkpoints == "keep")
-        classifier.path = self.folder.final
         return classifier
