@@ -40,8 +40,6 @@ Rotary = dict[GPTConfig, tuple[Tensor, Tensor]]
 sliding and global layers have their own; GPT-2 has none). `GPTBody.rotary` makes them once
 per pass for every block, as transformers' and litgpt's models do."""
 
-LAYER_NORM_EPS = 1e-5
-
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm (Zhang & Sennrich 2019), computed in fp32 whatever the input's

@@ -42,11 +42,6 @@ from gptclassify.tokenizer import HFTokenizer, Tokenizer, gpt2
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-def gpt_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> GPTConfig:
-    """Our config for a transformers config.json (any implemented family)."""
-    return config_from_hf(hf, source)
-
-
 class CheckpointTensors:
     """Names, shapes and (on demand) tensors of a Hugging Face model folder.
 
@@ -221,7 +216,7 @@ def load_hf_directory(directory: str | Path) -> GPTModel:
             f"{', '.join(PRESETS)})"
         )
     config_path = directory / "config.json"
-    config = gpt_config_from_hf(read_json(config_path), source=str(config_path))
+    config = config_from_hf(read_json(config_path), source=str(config_path))
     tensors = CheckpointTensors(directory)
     plan = map_hf_names({n: tensors.shape(n) for n in tensors.names()}, config, str(directory))
     return load_state_dict(config, tensors, plan)

@@ -21,13 +21,12 @@ from gptclassify.errors import GPTClassifyError, option
 from gptclassify.fastpath import fast_view
 from gptclassify.files import read_json
 from gptclassify.model import GPTModel
-from gptclassify.models import PRESETS, family_of
+from gptclassify.models import PRESETS, config_from_hf, family_of
 from gptclassify.runtime import total_memory_bytes
 from gptclassify.tokenizer import HFTokenizer, Tokenizer, gpt2
 from gptclassify.training.state import TrainState
 from gptclassify.weights import (
     check_vocab,
-    gpt_config_from_hf,
     is_gguf,
     load_pretrained_model,
     preset_tokenizer_dir,
@@ -179,7 +178,7 @@ def build_backbone(cfg: TrainConfig) -> Backbone:
         return Backbone(GPTModel(config), f"random init of the {name} shape", tokenizer=tokenizer)
     if not path.is_dir():
         raise GPTClassifyError(f"{option('model', name)}: not a preset, a folder or a .json config")
-    config = gpt_config_from_hf(read_json(path / "config.json"), str(path / "config.json"))
+    config = config_from_hf(read_json(path / "config.json"), str(path / "config.json"))
     check_config(config, str(path / "config.json"))
     tokenizer = _random_tokenizer(config, path, str(path))
     return Backbone(GPTModel(config), f"random init of {name}", tokenizer=tokenizer)
