@@ -19,6 +19,13 @@ model inside the classifier, so what `train` ships is never the worse of the two
   validation accuracy, ties broken by the lower validation log-loss (`auto`); `on` always
   adds the head.
 
+Multi-label data (`task` "multi-label"): one logistic regression per label (scikit-learn's
+OneVsRestClassifier, `label_tables`), its logits added to the network's before the sigmoid;
+every choice above is made on validation macro F1 at per-label thresholds tuned on
+validation (`metrics.tune_thresholds`, as the run tunes the shipped model's), ties broken by
+the lower validation binary cross-entropy. Macro F1 is what the thresholds maximise and what
+the run compares with the TF-IDF baseline.
+
 It reads the text the network reads: the classified ids decoded back to text (byte-level BPE
 decodes to the exact text; a truncated text is read as cut, a long text's windows one by one),
 so it gives the same logits in every path that carries token ids (predict, the server's
@@ -26,7 +33,8 @@ batches, an ONNX folder, evaluation) and needs nothing else passed along.
 
 Stored without pickle: `surface.json` (settings, each vectorizer's vocabulary in feature
 order) and `surface.safetensors` (idf per block, coefficients, intercepts); config.json's
-`surface` record holds the settings and both files' sha256.
+`surface` record holds the settings and both files' sha256 (and `task`: "multi-label" for a
+head over label sets; a record without it is single-label).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from safetensors.numpy import load_file, save
 
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, sha256_file
+from gptclassify.metrics import binary_cross_entropy, sigmoid, tune_thresholds
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 """scikit-learn's default word pattern (as the TF-IDF baseline writes it down)."""
@@ -83,6 +92,11 @@ C_GRID = (3.0, 10.0, 30.0, 100.0)
 corpus's validation parts (benchmarks/RESULTS.md, issue 32): 1 was never picked."""
 WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 """Weights of the head's logits added to the network's."""
+SINGLE, MULTI = "single-label", "multi-label"
+CONSTANT_LOGIT = 30.0
+"""Multi-label: the logit of a label that every training text has (+) or none has (-), a
+constant-score column: scikit-learn's OneVsRestClassifier gives such a label probability
+1 / 0, and sigmoid(30) is within 1e-13 of 1."""
 
 
 def _vectorizer(settings: dict[str, Any]):
@@ -122,10 +136,17 @@ class SurfaceHead:
     """1: network + weight x head; 0: the head alone decides (the network is not run)."""
     info: dict[str, Any] = field(default_factory=dict)
     """How it was chosen (validation scores), for config.json."""
+    task: str = SINGLE
+    """"multi-label": one regression per label, its logits read through a sigmoid (the
+    combination is the same: logits added before the softmax or the sigmoid)."""
 
     @property
     def num_classes(self) -> int:
         return int(self.coef.shape[0])
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == MULTI
 
     def matrix(self, texts: Sequence[str]):
         from scipy import sparse  # lazy: scikit-learn's scipy
@@ -159,6 +180,7 @@ class SurfaceHead:
             "weight": self.weight,
             "network_weight": self.network_weight,
             "files": {"json": JSON_FILE, "tensors": TENSOR_FILE},
+            **({"task": MULTI} if self.multi_label else {}),  # absent: single-label, as before
             **self.info,
         }
 
@@ -180,6 +202,8 @@ class SurfaceHead:
             vocabularies.append(terms)
             tensors[f"idf.{i}"] = np.ascontiguousarray(v.idf_, dtype=np.float64)
         doc = {"format": FORMAT, "blocks": self.blocks, "vocabularies": vocabularies}
+        if self.multi_label:
+            doc["task"] = MULTI
         atomic_write(directory / JSON_FILE, json.dumps(doc, ensure_ascii=False) + "\n")
         atomic_write(directory / TENSOR_FILE, save(tensors, metadata={"format": FORMAT}))
         rec = self.record()
@@ -239,6 +263,11 @@ class SurfaceHead:
             )
         if intercept.shape != (coef.shape[0],):
             raise GPTClassifyError(f"{directory / TENSOR_FILE}: intercepts do not fit the classes")
+        task = record.get("task", SINGLE)
+        if doc.get("task", SINGLE) != task:
+            raise GPTClassifyError(
+                f"{where}: task {doc.get('task', SINGLE)!r} is not config.json's {task!r}"
+            )
         weight = float(record.get("weight", 1.0))
         network_weight = float(record.get("network_weight", 1.0))
         info = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
@@ -252,10 +281,11 @@ class SurfaceHead:
             weight,
             network_weight,
             info,
+            task,
         )
 
 
-_RECORD_KEYS = {"kind", "features", "C", "weight", "network_weight", "files", "sha256"}
+_RECORD_KEYS = {"kind", "features", "C", "weight", "network_weight", "files", "sha256", "task"}
 
 
 def check_record(record: dict[str, Any], source: str) -> None:
@@ -273,6 +303,8 @@ def check_record(record: dict[str, Any], source: str) -> None:
     network = number("network_weight", 0.0, allow_zero=True)
     if network not in (0.0, 1.0):
         raise GPTClassifyError(f"{source}: surface: 'network_weight' must be 0 or 1")
+    if record.get("task", SINGLE) not in (SINGLE, MULTI):
+        raise GPTClassifyError(f"{source}: surface: 'task' must be {SINGLE!r} or {MULTI!r}")
     sums = record.get("sha256")
     if not (isinstance(sums, dict) and {JSON_FILE, TENSOR_FILE} <= set(sums)):
         raise GPTClassifyError(
@@ -300,6 +332,30 @@ _TEMPERATURES = tuple(float(t) for t in np.logspace(-1, 2, 31))
 
 def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == y).mean()) if len(y) else 0.0
+
+
+def _class_scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Single-label: validation accuracy (what is maximised) and log-loss (ties)."""
+    return {"accuracy": _accuracy(logits, y), "log_loss": _log_loss(logits, y)}
+
+
+def tuned_macro_f1(logits: np.ndarray, y: np.ndarray) -> float:
+    """Multi-label: macro F1 over labels at per-label thresholds tuned on these same texts
+    (`metrics.tune_thresholds`: what the run does on validation), as
+    `metrics.multilabel_report` counts it (a label never predicted nor present scores 0)."""
+    probs = sigmoid(logits)
+    truth = np.asarray(y) > 0.5
+    pred = probs >= np.asarray(tune_thresholds(probs, truth), dtype=np.float64)[None, :]
+    tp = (pred & truth).sum(axis=0).astype(np.float64)
+    denominator = pred.sum(axis=0) + truth.sum(axis=0)
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return float(f1.mean())
+
+
+def _label_set_scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Multi-label: validation macro F1 at tuned thresholds (maximised) and the mean binary
+    cross-entropy of the sigmoid probabilities (ties)."""
+    return {"macro_f1": tuned_macro_f1(logits, y), "loss": binary_cross_entropy(sigmoid(logits), y)}
 
 
 def _fit_regression(x, y: np.ndarray, num_classes: int, C: float, class_weight) -> tuple:
@@ -334,6 +390,77 @@ def class_tables(model: Any, num_classes: int, width: int) -> tuple[np.ndarray, 
 
 
 @dataclass
+class LabelTables:
+    """One logistic regression per label as logits: what `label_tables` fitted."""
+
+    coef: np.ndarray
+    """(labels, features) float64."""
+    intercept: np.ndarray
+    """(labels,) float64."""
+    constant: list[int]
+    """Labels every training text has or none has: 0 coefficients, intercept
+    +-CONSTANT_LOGIT (the constant probability scikit-learn gives them)."""
+    converged: bool
+    n_iter: int
+
+
+def label_tables(
+    x,
+    y: np.ndarray,
+    C: float,
+    class_weight: str | dict[int, float] | None = None,
+    max_iter: int = 2000,
+    random_state: int | None = None,
+) -> LabelTables:
+    """Multi-label: one logistic regression per label on features `x` and 0/1 label sets `y`
+    (texts, labels), as logits per label. class_weight None or "balanced" (each label's own
+    regression balanced): scikit-learn's OneVsRestClassifier over LogisticRegression; a dict
+    {label: weight of its positives} (the run's pos_weight, negatives 1): the same
+    regression fitted per label with those weights."""
+    from sklearn.exceptions import ConvergenceWarning  # lazy: only when fitting
+    from sklearn.linear_model import LogisticRegression  # lazy: only when fitting
+    from sklearn.multiclass import OneVsRestClassifier  # lazy: only when fitting
+
+    y = (np.asarray(y) > 0.5).astype(np.int64)
+    k = y.shape[1]
+    coef, intercept = np.zeros((k, x.shape[1])), np.zeros(k)
+    positives = y.sum(axis=0)
+    constant = [j for j in range(k) if positives[j] in (0, len(y))]
+
+    def regression(weight) -> Any:
+        return LogisticRegression(
+            C=C, max_iter=max_iter, class_weight=weight, random_state=random_state
+        )
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
+        if class_weight is None or isinstance(class_weight, str):
+            fitted = OneVsRestClassifier(regression(class_weight)).fit(x, y).estimators_
+        else:
+            fitted = [
+                None
+                if j in constant
+                else regression({0: 1.0, 1: float(class_weight[j])}).fit(x, y[:, j])
+                for j in range(k)
+            ]
+    n_iter = 0
+    for j, model in enumerate(fitted):
+        if j in constant:  # OneVsRestClassifier's constant predictor: probability 0 or 1
+            intercept[j] = CONSTANT_LOGIT if positives[j] else -CONSTANT_LOGIT
+            continue
+        coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
+        n_iter = max(n_iter, int(np.max(model.n_iter_)))
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return LabelTables(coef, intercept, constant, converged, n_iter)
+
+
+def _fit_label_regressions(x, y: np.ndarray, C: float, class_weight) -> tuple:
+    tables = label_tables(x, y, C, class_weight)
+    return tables.coef.astype(np.float32), tables.intercept.astype(np.float32)
+
+
+@dataclass
 class Choice:
     """What `choose` decided, with the validation scores behind it."""
 
@@ -342,31 +469,21 @@ class Choice:
     shipped: str
     """'network', 'network + head' or 'head alone'."""
     scores: dict[str, dict[str, float]]
-    """Validation accuracy / log-loss of the network, the head alone and what shipped."""
+    """Validation scores of the network, the head alone and what shipped: accuracy and
+    log-loss (single-label), or macro F1 at tuned thresholds and binary cross-entropy
+    (multi-label)."""
     fit_time_s: float
     tried: int
     """Regressions fitted."""
+    metric: str = "accuracy"
+    """The score the choice maximised: 'accuracy' or (multi-label) 'macro_f1'."""
 
 
-def choose(
-    texts: dict[str, Sequence[str]],
-    labels: dict[str, np.ndarray],
-    network: dict[str, np.ndarray],
-    num_classes: int,
-    mode: str = "auto",
-    C: float | None = None,
-    class_weight: dict[int, float] | None = None,
-) -> Choice:
-    """Fit the head on texts['train'] and choose on texts['validation'] (see the module's
-    docstring). `network`: the network's validation logits under 'validation'. `C` given:
-    only that strength. mode 'on': the head is always added (weight chosen on validation);
-    'auto': the network alone, network + head, or the head alone, whichever validates best."""
-    t0 = time.perf_counter()
-    y_train = np.asarray(labels["train"], dtype=np.int64)
-    y_val = np.asarray(labels["validation"], dtype=np.int64)
-    grid = (float(C),) if C is not None else C_GRID
-    best: tuple | None = None  # (key, head-without-weights, val logits)
-    tried = 0
+def _feature_sets(texts: dict[str, Sequence[str]]):
+    """(name, blocks, vectorizers, train matrix, validation matrix) of each FEATURE_SETS
+    entry whose blocks all find features in the training texts (a block is fitted once)."""
+    from scipy import sparse  # lazy: scikit-learn's scipy, only when fitting
+
     fitted_blocks: dict[int, Any] = {}
     for name, blocks in FEATURE_SETS.items():
         vectorizers, train_parts, val_parts = [], [], []
@@ -390,17 +507,68 @@ def choose(
             val_parts.append(xv)
         if len(vectorizers) != len(blocks):
             continue
-        from scipy import sparse  # lazy: scikit-learn's scipy, only when fitting
+        yield (
+            name,
+            blocks,
+            vectorizers,
+            sparse.hstack(train_parts).tocsr(),
+            sparse.hstack(val_parts).tocsr(),
+        )
 
-        xt, xv = sparse.hstack(train_parts).tocsr(), sparse.hstack(val_parts).tocsr()
+
+def choose(
+    texts: dict[str, Sequence[str]],
+    labels: dict[str, np.ndarray],
+    network: dict[str, np.ndarray],
+    num_classes: int,
+    mode: str = "auto",
+    C: float | None = None,
+    class_weight: dict[int, float] | None = None,
+    multi_label: bool = False,
+) -> Choice:
+    """Fit the head on texts['train'] and choose on texts['validation'] (see the module's
+    docstring). `network`: the network's validation logits under 'validation'. `C` given:
+    only that strength. mode 'on': the head is always added (weight chosen on validation);
+    'auto': the network alone, network + head, or the head alone, whichever validates best.
+    multi_label: `labels` are 0/1 label sets (texts, labels), the head one regression per
+    label (class_weight: each label's weight of its positives), chosen on validation macro F1
+    at tuned thresholds."""
+    t0 = time.perf_counter()
+    if multi_label:
+        y_train = np.asarray(labels["train"], dtype=np.float64)
+        y_val = np.asarray(labels["validation"], dtype=np.float64)
+        metric, loss, score = "macro_f1", "loss", _label_set_scores
+    else:
+        y_train = np.asarray(labels["train"], dtype=np.int64)
+        y_val = np.asarray(labels["validation"], dtype=np.int64)
+        metric, loss, score = "accuracy", "log_loss", _class_scores
+
+    def key(scores: dict[str, float]) -> tuple[float, float]:
+        return scores[metric], -scores[loss]
+
+    grid = (float(C),) if C is not None else C_GRID
+    best: tuple | None = None  # (key, head-without-weights, val logits)
+    tried = 0
+    for name, blocks, vectorizers, xt, xv in _feature_sets(texts):
         for c in grid:
-            coef, intercept = _fit_regression(xt, y_train, num_classes, c, class_weight)
+            if multi_label:
+                coef, intercept = _fit_label_regressions(xt, y_train, c, class_weight)
+            else:
+                coef, intercept = _fit_regression(xt, y_train, num_classes, c, class_weight)
             tried += 1
             val = np.asarray(xv @ coef.T.astype(np.float64) + intercept, dtype=np.float32)
-            key = (_accuracy(val, y_val), -_log_loss(val, y_val))
-            if best is None or key > best[0]:
-                head = SurfaceHead(vectorizers, list(blocks), coef, intercept, c, name)
-                best = (key, head, val)
+            k = key(score(val, y_val))
+            if best is None or k > best[0]:
+                head = SurfaceHead(
+                    vectorizers,
+                    list(blocks),
+                    coef,
+                    intercept,
+                    c,
+                    name,
+                    task=MULTI if multi_label else SINGLE,
+                )
+                best = (k, head, val)
     if best is None:
         raise GPTClassifyError("--lexical: no word or character features in the training texts")
     _, head, head_val = best
@@ -411,22 +579,22 @@ def choose(
     options += [("network + head", 1.0, w, net_val + w * head_val) for w in WEIGHTS]
     if mode == "auto":
         options.append(("head alone", 0.0, 1.0, head_val))
-    # Highest accuracy; on a tie the network alone (the head is kept only where validation
-    # accuracy rises), then the network with the head over the head alone, then the lower
-    # log-loss (at its best temperature).
+    # Highest accuracy (multi-label: macro F1); on a tie the network alone (the head is kept
+    # only where validation rises), then the network with the head over the head alone, then
+    # the lower loss (single-label: log-loss at its best temperature).
     priority = {"network": 2, "network + head": 1, "head alone": 0}
-    shipped, net_w, head_w, logits = max(
-        options,
-        key=lambda o: (_accuracy(o[3], y_val), priority[o[0]], -_log_loss(o[3], y_val)),
+    scored = [(o, score(o[3], y_val)) for o in options]
+    (shipped, net_w, head_w, logits), _ = max(
+        scored, key=lambda s: (s[1][metric], priority[s[0][0]], -s[1][loss])
     )
     scores = {
-        "network": {"accuracy": _accuracy(net_val, y_val), "log_loss": _log_loss(net_val, y_val)},
-        "head": {"accuracy": _accuracy(head_val, y_val), "log_loss": _log_loss(head_val, y_val)},
-        "shipped": {"accuracy": _accuracy(logits, y_val), "log_loss": _log_loss(logits, y_val)},
+        "network": score(net_val, y_val),
+        "head": score(head_val, y_val),
+        "shipped": score(logits, y_val),
     }
     fit_time = time.perf_counter() - t0
     if shipped == "network":
-        return Choice(None, shipped, scores, fit_time, tried)
+        return Choice(None, shipped, scores, fit_time, tried, metric)
     head.weight, head.network_weight = head_w, net_w
     head.info = {
         "shipped": shipped,
@@ -434,7 +602,7 @@ def choose(
         "train_texts": len(y_train),
         "validation": scores,
     }
-    return Choice(head, shipped, scores, fit_time, tried)
+    return Choice(head, shipped, scores, fit_time, tried, metric)
 
 
 def read_texts(ids: Sequence[Sequence[int]], lengths: Sequence[int], tokenizer: Any) -> list[str]:

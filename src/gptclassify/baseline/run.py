@@ -6,6 +6,11 @@ fields): word unigrams + bigrams with sublinear tf and C = 10. scikit-learn's de
 small feature values, so C = 1 regularises too hard. Test accuracy is flat for C from 10 to
 100, so C is fixed rather than tuned on a 149-row validation split, where ties are common.
 (The measured figures are in benchmarks/RESULTS.md.)
+
+Multi-label data (label sets) get the same features and one regression per label; each
+label's threshold is tuned on the validation split as a GPT run tunes its own, and every
+split is reported by `multilabel_report` (micro / macro F1, subset accuracy), the layout of
+a multi-label GPT run's metrics.json.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import replace_folder
-from gptclassify.metrics import classification_report
+from gptclassify.metrics import classification_report, multilabel_report
 from gptclassify.runtime import peak_memory_mb
 
 log = logging.getLogger("gptclassify.baseline")
@@ -60,15 +65,28 @@ def train_baseline(cfg: BaselineConfig | None = None) -> Baseline:
     labels = list(splits.label_names)
 
     t_fit = time.perf_counter()
-    baseline = Baseline.fit(parts["train"].texts, parts["train"].labels, labels, cfg)
+    if splits.multi_label:
+        y = {name: np.asarray(splits.label_ids(part)) for name, part in parts.items()}
+        baseline = Baseline.fit_label_sets(parts["train"].texts, y["train"], labels, cfg)
+        baseline.tune_thresholds(parts["validation"].texts, y["validation"])
+    else:
+        baseline = Baseline.fit(parts["train"].texts, parts["train"].labels, labels, cfg)
     fit_time = time.perf_counter() - t_fit
 
-    reports = {
-        name: classification_report(
-            baseline.predict_proba(part.texts), np.asarray(splits.label_ids(part)), labels
-        )
-        for name, part in parts.items()
-    }
+    if splits.multi_label:
+        reports = {
+            name: multilabel_report(
+                baseline.predict_proba(part.texts), y[name], labels, baseline.thresholds
+            )
+            for name, part in parts.items()
+        }
+    else:
+        reports = {
+            name: classification_report(
+                baseline.predict_proba(part.texts), np.asarray(splits.label_ids(part)), labels
+            )
+            for name, part in parts.items()
+        }
     metrics = RunMetrics(
         splits=reports,
         # The GPT keys, so reports can read both; epochs do not apply to a one-shot fit.
@@ -89,7 +107,10 @@ def train_baseline(cfg: BaselineConfig | None = None) -> Baseline:
     # All files into a new folder that then takes the name: complete or absent.
     try:
         with replace_folder(run_dir) as tmp:
-            baseline.save(tmp, extra={"data": asdict(cfg.data), "seed": cfg.seed})
+            extra = {"data": asdict(cfg.data), "seed": cfg.seed}
+            if splits.multi_label:
+                extra["label_sep"] = splits.label_sep
+            baseline.save(tmp, extra=extra)
             write_metrics(tmp, metrics)
     except OSError as exc:
         raise GPTClassifyError(

@@ -4,6 +4,15 @@ The fitted model is stored without pickle: the vocabulary as a JSON list (featur
 idf weights, coefficients and intercepts as float64 tensors in a safetensors file, and the
 vectorizer settings in config.json together with the sha256 of both files. Loading rebuilds
 the scikit-learn vectorizer from those settings and computes probabilities with numpy.
+
+Multi-label data (label sets): the same features, one logistic regression per label
+(scikit-learn's OneVsRestClassifier; surface.label_tables), each label's probability its
+sigmoid, decided at a per-label threshold tuned on validation exactly as a GPT run tunes its
+own (`metrics.tune_thresholds`, `tune_thresholds` here). A label that every training text has,
+or none has, is a constant-score column (probability 1 or 0, as OneVsRestClassifier gives it)
+and the fit says so in one warning line. Such a folder records `task` "multi-label" and the
+thresholds, with format_version 2, so a reader of version 1 refuses it instead of reading its
+scores as a softmax.
 """
 
 from __future__ import annotations
@@ -29,10 +38,15 @@ from gptclassify.args import BaselineConfig
 from gptclassify.artifact import CONFIG, FORMAT_BASELINE
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, sha256_file
-from gptclassify.metrics import softmax
+from gptclassify.metrics import sigmoid, softmax
+from gptclassify.metrics import tune_thresholds as tuned_thresholds
+from gptclassify.surface import label_tables
 
 FORMAT = FORMAT_BASELINE
 FORMAT_VERSION = 1
+MULTI_LABEL_VERSION = 2
+"""format_version of a multi-label baseline folder (single-label folders keep 1)."""
+SINGLE, MULTI = "single-label", "multi-label"
 VOCABULARY = "vocabulary.json"
 WEIGHTS = "baseline.safetensors"
 
@@ -48,6 +62,8 @@ class Baseline:
 
     `coef` is (1, features) for two classes (scikit-learn's binary form: the score of the
     second class) and (classes, features) otherwise; `intercept` matches its first axis.
+    Multi-label (`task` "multi-label"): (labels, features), one regression per label, with
+    each label's decision `thresholds`.
     """
 
     def __init__(
@@ -57,23 +73,36 @@ class Baseline:
         intercept: np.ndarray,
         labels: list[str],
         settings: dict[str, Any],
+        task: str = SINGLE,
+        thresholds: list[float] | None = None,
     ) -> None:
-        rows = 1 if len(labels) == 2 else len(labels)
+        rows = len(labels) if task == MULTI or len(labels) != 2 else 1
         if coef.shape != (rows, len(vectorizer.vocabulary_)) or intercept.shape != (rows,):
             raise ValueError(
                 f"Baseline: coef {coef.shape} / intercept {intercept.shape} do not fit "
                 f"{len(labels)} classes and {len(vectorizer.vocabulary_)} features"
             )
+        if thresholds is not None and len(thresholds) != len(labels):
+            raise ValueError(f"Baseline: {len(thresholds)} thresholds for {len(labels)} labels")
         self.vectorizer = vectorizer
         self.coef = coef
         self.intercept = intercept
         self.labels = list(labels)
         self.settings = settings
         """Vectorizer and regression settings, as config.json records them."""
+        self.task = task
+        """"single-label" or "multi-label" (label sets)."""
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
+        """Multi-label: each label's decision threshold (tuned on validation by
+        `tune_thresholds`; None: 0.5 each)."""
         self.metrics: dict[str, Any] | None = None
         """metrics.json of the run that fitted it (None when loaded or fitted alone)."""
         self.path: Path | None = None
         """The folder it was saved to or loaded from."""
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == MULTI
 
     @property
     def num_params(self) -> int:
@@ -98,21 +127,7 @@ class Baseline:
                 f"class {missing[0]!r} has no training examples; the baseline needs every "
                 "class in the training split"
             )
-        vectorizer_settings = {
-            "analyzer": cfg.analyzer,
-            "ngram_range": [cfg.ngram_min, cfg.ngram_max],
-            "lowercase": True,
-            "token_pattern": TOKEN_PATTERN,
-            "sublinear_tf": cfg.sublinear_tf,
-            "norm": "l2",
-            "smooth_idf": True,
-        }
-        vectorizer = _vectorizer(vectorizer_settings)
-        vectorizer.set_params(min_df=cfg.min_df, max_features=cfg.max_features)
-        try:
-            x = vectorizer.fit_transform(texts)
-        except ValueError as exc:  # e.g. "empty vocabulary" when min_df removes everything
-            raise GPTClassifyError(f"baseline: cannot build TF-IDF features ({exc})") from None
+        vectorizer, x = _features(texts, cfg)
         model = LogisticRegression(
             C=cfg.c,
             class_weight="balanced" if cfg.class_weights == "auto" else None,
@@ -129,11 +144,7 @@ class Baseline:
                 cfg.max_iter,
             )
         settings = {
-            "vectorizer": {
-                **vectorizer_settings,
-                "min_df": cfg.min_df,
-                "max_features": cfg.max_features,
-            },
+            "vectorizer": _vectorizer_record(cfg),
             "logistic_regression": {
                 "C": cfg.c,
                 "class_weight": model.class_weight,
@@ -147,23 +158,91 @@ class Baseline:
         intercept = np.asarray(model.intercept_, dtype=np.float64)
         return cls(vectorizer, coef, intercept, label_names, settings)
 
+    @classmethod
+    def fit_label_sets(
+        cls,
+        texts: list[str],
+        y: np.ndarray,
+        label_names: list[str],
+        cfg: BaselineConfig | None = None,
+    ) -> Baseline:
+        """Multi-label: fit the vectorizer and one logistic regression per label (scikit-learn's
+        OneVsRestClassifier) on training texts and their 0/1 label sets `y` (texts, labels).
+        Thresholds are 0.5 until `tune_thresholds` sets them on validation."""
+        cfg = cfg or BaselineConfig()
+        y = np.asarray(y)
+        if y.ndim != 2 or y.shape != (len(texts), len(label_names)):
+            raise ValueError(
+                f"Baseline.fit_label_sets: label sets {y.shape} do not fit {len(texts)} texts "
+                f"and {len(label_names)} labels"
+            )
+        vectorizer, x = _features(texts, cfg)
+        class_weight = "balanced" if cfg.class_weights == "auto" else None
+        tables = label_tables(x, y, cfg.c, class_weight, cfg.max_iter, cfg.seed)
+        if not tables.converged:
+            log.warning(
+                "A logistic regression did not converge in %d iterations; raise --max-iter",
+                cfg.max_iter,
+            )
+        constant = [label_names[j] for j in tables.constant]
+        if constant:
+            log.warning(
+                "Warning: label(s) %s are on every training text or on none: the baseline "
+                "gives them a constant score (probability 1 or 0)",
+                ", ".join(map(repr, constant)),
+            )
+        settings = {
+            "vectorizer": _vectorizer_record(cfg),
+            "logistic_regression": {
+                "C": cfg.c,
+                "class_weight": class_weight,
+                "solver": "lbfgs",
+                "max_iter": cfg.max_iter,
+                "n_iter": tables.n_iter,
+                "converged": tables.converged,
+                "one_vs_rest": True,
+                "constant_labels": constant,
+            },
+        }
+        return cls(vectorizer, tables.coef, tables.intercept, label_names, settings, task=MULTI)
+
+    def tune_thresholds(self, texts: list[str], y: np.ndarray) -> list[float]:
+        """Multi-label: set each label's threshold to the one maximising its F1 on these
+        (validation) texts, as a GPT run tunes its own; returns them."""
+        if not self.multi_label:
+            raise ValueError("Baseline.tune_thresholds: a single-label baseline has no thresholds")
+        self.thresholds = tuned_thresholds(self.predict_proba(texts), y)
+        return self.thresholds
+
     def decision_function(self, texts: list[str]) -> np.ndarray:
-        """Scores (texts, 1) for two classes, (texts, classes) otherwise."""
+        """Scores (texts, 1) for two classes, (texts, classes) otherwise (multi-label: each
+        label's logit)."""
         x = self.vectorizer.transform(list(texts))
         return x @ self.coef.T + self.intercept
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities, (texts, classes), columns in `labels` order."""
+        """Class probabilities, (texts, classes), columns in `labels` order (multi-label: each
+        label's own probability, a sigmoid)."""
         scores = self.decision_function(texts)
+        if self.multi_label:
+            return sigmoid(scores)
         if len(self.labels) == 2:
             # scikit-learn's binary form: one score for the second class, through a sigmoid.
             p = expit(scores[:, 0])
             return np.stack([1.0 - p, p], axis=1)
         return softmax(scores)
 
-    def predict(self, texts: list[str]) -> list[str]:
-        """The most probable class name of each text."""
-        return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+    def predict(self, texts: list[str]) -> list[str] | list[tuple[str, ...]]:
+        """The most probable class name of each text (multi-label: the labels at or above
+        their thresholds, as a tuple)."""
+        probs = self.predict_proba(texts)
+        if self.multi_label:
+            cut = np.asarray(self.thresholds or [0.5] * len(self.labels))
+            return [
+                tuple(n for n, on in zip(self.labels, row, strict=True) if on)
+                for row in probs >= cut[None, :]
+            ]
+        return [self.labels[i] for i in probs.argmax(axis=1)]
 
     # ---- the model folder -------------------------------------------------------------
 
@@ -185,8 +264,13 @@ class Baseline:
 
         config = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": MULTI_LABEL_VERSION if self.multi_label else FORMAT_VERSION,
             "label_names": self.labels,
+            **(
+                {"task": MULTI, "thresholds": self.thresholds or [0.5] * len(self.labels)}
+                if self.multi_label
+                else {}
+            ),
             **self.settings,
             **(extra or {}),
             "files": {"vocabulary": VOCABULARY, "weights": WEIGHTS},
@@ -222,10 +306,16 @@ class Baseline:
             raise GPTClassifyError(
                 f"{config_path}: format {found!r} is not {FORMAT!r}; not a baseline run folder"
             )
-        if config.get("format_version") != FORMAT_VERSION:
+        version = config.get("format_version")
+        if version not in (FORMAT_VERSION, MULTI_LABEL_VERSION):
             raise GPTClassifyError(
-                f"{config_path}: format_version {config.get('format_version')!r} is not "
-                f"{FORMAT_VERSION}; written by another gptclassify version"
+                f"{config_path}: format_version {version!r} is not {FORMAT_VERSION} or "
+                f"{MULTI_LABEL_VERSION}; written by another gptclassify version"
+            )
+        task = config.get("task", SINGLE)
+        if task not in (SINGLE, MULTI) or (task == MULTI) != (version == MULTI_LABEL_VERSION):
+            raise GPTClassifyError(
+                f"{config_path}: task {task!r} does not fit format_version {version!r}"
             )
         for name in (VOCABULARY, WEIGHTS):
             path = directory / name
@@ -255,12 +345,57 @@ class Baseline:
         vectorizer.set_params(vocabulary={term: i for i, term in enumerate(terms)})
         vectorizer.idf_ = np.asarray(idf, dtype=np.float64)
         settings = {k: config[k] for k in ("vectorizer", "logistic_regression") if k in config}
+        thresholds = config.get("thresholds") if task == MULTI else None
+        if task == MULTI and not (
+            isinstance(thresholds, list)
+            and all(
+                isinstance(t, int | float) and not isinstance(t, bool) and 0.0 <= t <= 1.0
+                for t in thresholds
+            )
+        ):
+            raise GPTClassifyError(
+                f"{config_path}: 'thresholds' must be a list of numbers from 0 to 1"
+            )
         try:
-            baseline = cls(vectorizer, tensors["coef"], tensors["intercept"], labels, settings)
+            baseline = cls(
+                vectorizer,
+                tensors["coef"],
+                tensors["intercept"],
+                labels,
+                settings,
+                task=task,
+                thresholds=thresholds,
+            )
         except ValueError as exc:
             raise GPTClassifyError(f"{directory / WEIGHTS}: {exc}") from None
         baseline.path = directory
         return baseline
+
+
+def _vectorizer_record(cfg: BaselineConfig) -> dict[str, Any]:
+    """The vectorizer's settings as config.json records them."""
+    return {
+        "analyzer": cfg.analyzer,
+        "ngram_range": [cfg.ngram_min, cfg.ngram_max],
+        "lowercase": True,
+        "token_pattern": TOKEN_PATTERN,
+        "sublinear_tf": cfg.sublinear_tf,
+        "norm": "l2",
+        "smooth_idf": True,
+        "min_df": cfg.min_df,
+        "max_features": cfg.max_features,
+    }
+
+
+def _features(texts: list[str], cfg: BaselineConfig) -> tuple[TfidfVectorizer, Any]:
+    """The vectorizer fitted on the training texts and their TF-IDF rows."""
+    vectorizer = _vectorizer(_vectorizer_record(cfg))
+    vectorizer.set_params(min_df=cfg.min_df, max_features=cfg.max_features)
+    try:
+        x = vectorizer.fit_transform(texts)
+    except ValueError as exc:  # e.g. "empty vocabulary" when min_df removes everything
+        raise GPTClassifyError(f"baseline: cannot build TF-IDF features ({exc})") from None
+    return vectorizer, x
 
 
 def _vectorizer(settings: dict[str, Any]) -> TfidfVectorizer:
