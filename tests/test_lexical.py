@@ -151,27 +151,3 @@ def test_an_older_reader_refuses_a_table_folder(table_folder, tmp_path, monkeypa
 def test_a_folder_without_the_term_keeps_its_older_layout(tiny_run):
     config = json.loads((tiny_run.path / "config.json").read_text())
     assert "lexical" not in config and config["format_version"] < 5
-
-
-def test_multi_label_data_are_refused(tmp_path, tiny_json):
-    from gptclassify.args import DataConfig, TrainConfig
-    from gptclassify.training import train
-
-    rows = [("free prize now", "spam|promo"), ("lunch at noon", "ham")] * 12
-    for name in ("train", "test"):
-        with open(tmp_path / f"{name}.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["text", "labels"])
-            w.writerows(rows)
-    cfg = TrainConfig(
-        data=DataConfig(
-            train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"), label_sep="|"
-        ),
-        model=str(tiny_json),
-        weights="random",
-        lexical="on",
-        out=str(tmp_path / "run"),
-    )
-    with pytest.raises(GPTClassifyError, match="lexical fits a single-label"):
-        train(cfg, quiet=True)
-    assert not (tmp_path / "run").exists()

@@ -209,6 +209,11 @@ class Classifier:
             raise GPTClassifyError(
                 f"{len(labels)} label names for a {runtime.num_classes}-class head"
             )
+        if surface is not None and (surface.num_classes != len(labels) or surface.task != task):
+            raise GPTClassifyError(
+                f"the surface head ({surface.task}, {surface.num_classes} classes) does not fit "
+                f"this {task} model of {len(labels)} classes"
+            )
         self.runtime = runtime
         self.labels = list(labels)
         self.policy = policy

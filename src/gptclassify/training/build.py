@@ -47,11 +47,6 @@ def check_task(splits: Splits, task: str, eval_args: EvalArgs) -> None:
             f"{option('calibrate')} fits a softmax temperature (single-label); multi-label models "
             "get per-label thresholds tuned on validation instead"
         )
-    if eval_args.lexical != "off":
-        raise GPTClassifyError(
-            f"{option('lexical')} fits a single-label logistic regression; multi-label data are not "
-            "supported by it"
-        )
 
 
 def training_parts(splits: Splits) -> dict[str, LabelledTexts]:

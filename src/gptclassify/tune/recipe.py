@@ -188,8 +188,6 @@ def resolve_recipe(
     splits = load_data(cfg.data, cfg.train.seed)
     n_train = len(splits.train.texts)
     options = fitted_options(n_train, cfg.train.batch_size, cfg.train.grad_accum)
-    if splits.multi_label:
-        options.pop("lexical")  # the surface head is single-label
     kept = {k: v for k, v in options.items() if k not in given}
     new = _with(cfg, kept)
     said = ", ".join(f"{k} {v}" for k, v in kept.items())
