@@ -152,6 +152,52 @@ def test_data_split_command_writes_a_multi_label_folder(tmp_path):
     assert back.multi_label and sum(len(p) for _, p in back.parts()) == 60
 
 
+def test_a_hand_made_folder_is_read_as_the_task_option_says(tmp_path):
+    """CSVs without dataset.json (the corpus's goemotions folder): --task multi-label reads
+    'billing;tech' as two labels, not as a class of its own; an option that contradicts
+    dataset.json is refused in one line naming the file."""
+    from gptclassify.args import DataConfig
+    from gptclassify.data.prepared import load_prepared
+    from gptclassify.data.sources import load_data
+
+    folder = tmp_path / "hand"
+    folder.mkdir()
+    for part, n, seed in (("train", 40, 4), ("validation", 12, 5)):
+        with open(folder / f"{part}.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            for text, labels in rows(n, seed):
+                w.writerow([text, ";".join(labels or ("billing",))])
+    plain = load_prepared(folder)  # no option: single-label, as before
+    assert not plain.multi_label and any(";" in name for name in plain.label_names)
+    multi = load_data(DataConfig(data=str(folder), task="multi-label"), seed=1)
+    assert multi.multi_label and sorted(multi.label_names) == sorted(WORDS)
+    assert [sorted(s) for s in multi.train.label_sets] == [
+        sorted(label.split(";")) for label in plain.train.labels
+    ]
+
+    write_sep(tmp_path / "d.csv", rows(60, 3), sep="|")
+    made = CliRunner().invoke(
+        cli,
+        [
+            "data",
+            "split",
+            str(tmp_path / "d.csv"),
+            "--label-sep",
+            "|",
+            "--out",
+            str(tmp_path / "p"),
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    with pytest.raises(
+        GPTClassifyError, match=r"dataset\.json: the folder says task 'multi-label'"
+    ):
+        load_data(DataConfig(data=str(tmp_path / "p"), task="single-label"), seed=1)
+    with pytest.raises(GPTClassifyError, match=r"label_sep '\|'"):
+        load_data(DataConfig(data=str(tmp_path / "p"), label_sep=";"), seed=1)
+
+
 # ---- metrics ------------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from gptclassify.data.delimited import format_record
 from gptclassify.data.multilabel import MULTI, SINGLE, LabelFormat, read_label_sets
 from gptclassify.data.split import SPLIT_NAMES, Splits, rare_class_warnings
 from gptclassify.data.tables import LabelledTexts, decode_utf8, read_labelled, sort_labels
-from gptclassify.errors import GPTClassifyError
+from gptclassify.errors import GPTClassifyError, option
 from gptclassify.files import replace_folder
 
 META_FILE = "dataset.json"
@@ -28,11 +28,14 @@ PREPARED_FILES = {f"{name}.csv" for name in SPLIT_NAMES} | {META_FILE}
 _MAX_LISTED = 5  # file names quoted in an error before "..."
 
 
-def load_prepared(directory: str | Path) -> Splits:
+def load_prepared(directory: str | Path, labels: LabelFormat | None = None) -> Splits:
     """Splits from a folder written by `write_splits` (or `gptclassify data ...`).
 
     Needs train.csv and validation.csv (columns text, label); test.csv is optional. The
-    class order comes from dataset.json when present, else from the labels.
+    class order comes from dataset.json when present, else from the labels. The task and the
+    label separator come from dataset.json; a folder without them (CSVs made by hand) is read
+    as `labels` says (--task multi-label, --label-sep), else as single-label. An option that
+    contradicts dataset.json is refused.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -58,10 +61,7 @@ def load_prepared(directory: str | Path) -> Splits:
             ) from None
         if not isinstance(meta, dict):
             raise GPTClassifyError(f"{meta_path}: expected a JSON object")
-    task = meta.get("task", SINGLE)
-    sep = meta.get("label_sep", ";")
-    if task not in (SINGLE, MULTI) or not isinstance(sep, str) or not sep:
-        raise GPTClassifyError(f"{meta_path}: 'task' / 'label_sep' are not valid")
+    task, sep = _task_and_sep(meta, meta_path, labels or LabelFormat())
     parts = {}
     for name in SPLIT_NAMES:
         path = directory / f"{name}.csv"
@@ -104,6 +104,26 @@ def load_prepared(directory: str | Path) -> Splits:
     )
     splits.warnings += rare_class_warnings(splits, str(directory))
     return splits
+
+
+def _task_and_sep(meta: dict[str, Any], meta_path: Path, labels: LabelFormat) -> tuple[str, str]:
+    """The folder's task and label separator: dataset.json's, else the options'."""
+    if labels.label_columns:
+        raise GPTClassifyError(
+            f"{option('label_columns')} reads label columns of a raw file; a prepared folder "
+            f"({meta_path.parent}) has one label column"
+        )
+    task = meta.get("task", MULTI if labels.says_multi else SINGLE)
+    sep = meta.get("label_sep", labels.sep)
+    if task not in (SINGLE, MULTI) or not isinstance(sep, str) or not sep:
+        raise GPTClassifyError(f"{meta_path}: 'task' / 'label_sep' are not valid")
+    if labels.task not in ("auto", task) or (labels.label_sep and labels.label_sep != sep):
+        said = f"task {task!r}" + (f", label_sep {sep!r}" if task == MULTI else "")
+        raise GPTClassifyError(
+            f"{meta_path}: the folder says {said}; drop {option('task')} / "
+            f"{option('label_sep')} or edit {META_FILE}"
+        )
+    return task, sep
 
 
 def write_splits(splits: Splits, out_dir: str | Path, meta: dict[str, Any]) -> Path:

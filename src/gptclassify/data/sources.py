@@ -68,7 +68,7 @@ def _load(data: DataConfig, seed: int) -> Splits:
             balance=data.balance,
             dedupe=data.dedupe,
         )
-    return load_prepared(data.data)
+    return load_prepared(data.data, LabelFormat.of(data))
 
 
 def _split_parts_in_memory(data: DataConfig, seed: int) -> Splits:
