@@ -4,9 +4,8 @@ within a time budget.
 The book's recipe (last block, lr 5e-5, 5 epochs) was tuned on SMS spam with GPT-2; on other
 data or another backbone it can lose to a bag-of-words baseline. `auto_recipe` trains a short,
 fixed list of candidates (the data-fitted recipe, the default on a user's data, first; then
-the book's, the cheapest), on one split, and keeps the
-one with the best full-validation accuracy (ties: the lower validation loss, then the
-cheaper). Rules:
+the book's, the cheapest), on one split, and keeps the one with the best full-validation
+accuracy (macro F1 on label sets; ties: the lower validation loss, then the cheaper). Rules:
 
 - Every candidate is a normal training run (`train()`), in a work folder beside OUT. Candidates
   that share their frozen blocks share one frozen-prefix cache
@@ -220,6 +219,10 @@ class Tried:
     """done, stopped (budget ran out mid-run; best epoch kept), skipped (predicted not to fit)
     or failed."""
     val_accuracy: float | None = None
+    val_score: float | None = None
+    """What candidates are compared on: full-validation accuracy, or macro F1 on label sets
+    (what their thresholds maximise; subset accuracy would favour predicting few labels)."""
+    metric: str = "accuracy"
     val_loss: float | None = None
     test_accuracy: float | None = None
     epochs_run: int | None = None
@@ -437,6 +440,7 @@ def auto_recipe(
             epochs_run = int(metrics.get("epochs_run") or 0)
             row.state = "stopped" if stop.hit else "done"
             row.val_accuracy = float(metrics["validation"]["accuracy"])
+            row.metric, row.val_score = _selection_score(metrics["validation"])
             row.val_loss = float(metrics["validation"]["loss"])
             if "test" in metrics:
                 row.test_accuracy = float(metrics["test"]["accuracy"])
@@ -456,7 +460,7 @@ def auto_recipe(
             if key is not None:
                 measured.append(Measured(work_units, train_s, max(work_s - train_s, 0.0), cache_s))
             say(
-                f"recipe auto: {cand.name}: validation accuracy {row.val_accuracy:.4f}, "
+                f"recipe auto: {cand.name}: validation {row.metric} {row.val_score:.4f}, "
                 f"loss {row.val_loss:.4f} ({seconds:.0f} s, {work_s:.0f} s of work"
                 + (", stopped by the budget" if stop.hit else "")
                 + ")"
@@ -466,7 +470,7 @@ def auto_recipe(
         if not ran:
             reasons = "; ".join(f"{t.name}: {t.note}" for t in tried)
             raise GPTClassifyError(f"--recipe auto: no candidate finished ({reasons})")
-        best = min(ran, key=lambda t: (-t.val_accuracy, t.val_loss, t.seconds))
+        best = _best(ran)
         reason = _reason(best, ran)
         say(f"recipe auto: chose {best.name}: {reason}")
         result = RecipeResult(
@@ -500,18 +504,31 @@ def _n_layer(clf: Classifier) -> int | None:
         return None
 
 
+def _selection_score(report: dict[str, Any]) -> tuple[str, float]:
+    """(metric name, value) candidates are compared on, from a validation report."""
+    if report.get("task") == "multi-label":
+        return "macro F1", float(report["macro_f1"])
+    return "accuracy", float(report["accuracy"])
+
+
+def _best(ran: list[Tried]) -> Tried:
+    """The highest validation score; ties: the lower validation loss, then the faster run."""
+    return min(ran, key=lambda t: (-t.val_score, t.val_loss, t.seconds))
+
+
 def _reason(best: Tried, ran: list[Tried]) -> str:
     others = [t for t in ran if t is not best]
     if not others:
         return "the only candidate that ran within the budget"
-    runner = max(others, key=lambda t: (t.val_accuracy, -t.val_loss))
-    if best.val_accuracy > runner.val_accuracy:
+    runner = max(others, key=lambda t: (t.val_score, -t.val_loss))
+    metric = best.metric
+    if best.val_score > runner.val_score:
         return (
-            f"highest validation accuracy ({best.val_accuracy:.4f}; next {runner.name} "
-            f"{runner.val_accuracy:.4f})"
+            f"highest validation {metric} ({best.val_score:.4f}; next {runner.name} "
+            f"{runner.val_score:.4f})"
         )
     return (
-        f"validation accuracy tied at {best.val_accuracy:.4f} with {runner.name}; "
+        f"validation {metric} tied at {best.val_score:.4f} with {runner.name}; "
         f"lower validation loss ({best.val_loss:.4f} against {runner.val_loss:.4f})"
     )
 
@@ -524,7 +541,8 @@ def _record(result: RecipeResult, base: TrainConfig) -> dict[str, Any]:
         "budget_s": result.budget_s,
         "budget_counts": "work seconds: this process's CPU time over its torch threads",
         "wall_s": result.wall_s,
-        "selection": "full-validation accuracy, then validation loss, then time",
+        "selection": "full-validation accuracy (macro F1 on label sets), then validation "
+        "loss, then time",
         "tried": [asdict(t) for t in result.tried],
         "prefix_cache": result.prefix_cache,
         "data": asdict(base.data),
