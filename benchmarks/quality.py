@@ -266,7 +266,7 @@ def _manifest_sets() -> dict[str, Any]:
 def is_multi_label(folder: Path) -> bool:
     """A corpus set the manifest calls multi-label, or a folder whose dataset.json does."""
     info = _manifest_sets().get(folder.name)
-    if isinstance(info, dict) and folder.resolve().parent == DATASETS:
+    if isinstance(info, dict) and folder.parent.resolve() == DATASETS.resolve():
         return info.get("task") == "multi-label"
     meta = folder / "dataset.json"
     return meta.is_file() and json.loads(meta.read_text()).get("task") == "multi-label"
