@@ -102,7 +102,7 @@ def load_prepared(directory: str | Path, labels: LabelFormat | None = None) -> S
         task,
         sep,
     )
-    splits.warnings += rare_class_warnings(splits, str(directory))
+    splits.warnings += rare_class_warnings(splits, str(directory), given=True)
     return splits
 
 

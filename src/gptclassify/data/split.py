@@ -442,8 +442,11 @@ def _classes_of(part: LabelledTexts) -> set[str]:
     return set(part.labels)
 
 
-def rare_class_warnings(splits: Splits, source: str, stratified: bool = False) -> list[str]:
-    """A line for each class that is missing from some part, with its counts per part."""
+def rare_class_warnings(
+    splits: Splits, source: str, stratified: bool = False, given: bool = False
+) -> list[str]:
+    """A line for each class that is missing from some part, with its counts per part.
+    `given`: the parts came as files or a prepared folder (no split of ours to stratify)."""
     counts = splits.counts()
     out = []
     for label in splits.label_names:
@@ -453,11 +456,12 @@ def rare_class_warnings(splits: Splits, source: str, stratified: bool = False) -
             continue
         total = sum(per_part.values())
         shown = ", ".join(f"{name} {count}" for name, count in per_part.items())
-        advice = (
-            "use --stratify to put it in every part"
-            if not stratified and total >= len(per_part)
-            else "add more examples of it"
-        )
+        if given:
+            advice = "add examples of it to the files that lack it"
+        elif not stratified and total >= len(per_part):
+            advice = "use --stratify to put it in every part"
+        else:
+            advice = "add more examples of it"
         out.append(
             f"{source}: class {label!r} is too rare to appear in "
             f"every part: missing from {', '.join(missing)} ({shown}); {advice}"
@@ -514,6 +518,7 @@ def splits_from_parts(
     train = train_data.source
     warnings = list(train_data.warnings)
     meta: dict[str, Any] = {"train": train, "seed": seed}
+    rare = {"given": val_data is not None, "stratified": True}  # a held-out part: no --stratify
     if val_data is not None:
         warnings += val_data.warnings
         meta["validation"] = val_data.source
@@ -544,7 +549,7 @@ def splits_from_parts(
         splits = Splits(
             train_data, val_data, test_data, label_names, warnings, meta, MULTI, label_sep
         )
-        splits.warnings += rare_class_warnings(splits, str(train))
+        splits.warnings += rare_class_warnings(splits, str(train), **rare)
         return splits
     everything = [label for part in files for label in part.labels]
     label_names = sort_labels(everything)
@@ -553,7 +558,7 @@ def splits_from_parts(
             f"{train}: only one class ({label_names[0]!r}); a classifier needs at least two"
         )
     splits = Splits(train_data, val_data, test_data, label_names, warnings, meta)
-    splits.warnings += rare_class_warnings(splits, str(train))
+    splits.warnings += rare_class_warnings(splits, str(train), **rare)
     splits.warnings += splits.duplicate_warnings(str(train))
     return splits
 
