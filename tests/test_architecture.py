@@ -271,6 +271,7 @@ CORE_ORDER = (
     "torch_private",
     "files",
     "progress",
+    "metrics",
     "surface",
     "config",
     "packaged",
@@ -286,7 +287,6 @@ CORE_ORDER = (
     "artifact",
     "model_io",
     "generation",
-    "metrics",
     "runtime",
     "plots",
 )
