@@ -223,7 +223,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--pad-tokens", type=int, default=3000)
     parser.add_argument(
-        "--window", type=int, nargs="+", default=[256, 64],
+        "--window",
+        type=int,
+        nargs="+",
+        default=[256, 64],
         help="Context (window) lengths of the long-text models, one model each.",
     )
     parser.add_argument("--only", choices=["multi-label", "long-texts"], default=None)

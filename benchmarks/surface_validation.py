@@ -52,8 +52,11 @@ def main(argv=None) -> None:
         if info.get("task") != "multi-label" and (DATASETS / n / "train.csv").is_file()
     ]
     info = common.machine_info()
-    print(f"# {info.get('cpu_line', info.get('cpu'))}; load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    print(
+        f"# {info.get('cpu_line', info.get('cpu'))}; load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        flush=True,
+    )
     rows, out = [], {}
     for name in names:
         folder = DATASETS / name
@@ -74,8 +77,14 @@ def main(argv=None) -> None:
         head = choice.head
         h = head.raw_logits(va).argmax(1)
         out[name] = {
-            "baseline": {"accuracy": float((b == y_va).mean()), "macro_f1": macro_f1(b, y_va, len(labels))},
-            "head": {"accuracy": float((h == y_va).mean()), "macro_f1": macro_f1(h, y_va, len(labels))},
+            "baseline": {
+                "accuracy": float((b == y_va).mean()),
+                "macro_f1": macro_f1(b, y_va, len(labels)),
+            },
+            "head": {
+                "accuracy": float((h == y_va).mean()),
+                "macro_f1": macro_f1(h, y_va, len(labels)),
+            },
             "features": head.features,
             "C": head.C,
             "fits": choice.tried,
@@ -96,8 +105,16 @@ def main(argv=None) -> None:
             ]
         )
         print(" | ".join(str(c) for c in rows[-1]), flush=True)
-    headers = ["set", "train", "TF-IDF val %", "val macro F1", "head alone val %", "val macro F1",
-               "head chose", "fit s (10 fits)"]
+    headers = [
+        "set",
+        "train",
+        "TF-IDF val %",
+        "val macro F1",
+        "head alone val %",
+        "val macro F1",
+        "head chose",
+        "fit s (10 fits)",
+    ]
     print(common.format_table(headers, rows))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "surface_validation.json").write_text(json.dumps(out, indent=2))
