@@ -31,7 +31,6 @@ from gptclassify.data.sources import load_data
 from gptclassify.data.split import Splits
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import replace_folder
-from gptclassify.metrics import classification_report, multilabel_report
 from gptclassify.runtime import peak_memory_mb
 
 log = logging.getLogger("gptclassify.baseline")
@@ -64,29 +63,12 @@ def train_baseline(cfg: BaselineConfig | None = None) -> Baseline:
         raise GPTClassifyError("the validation split is empty; use more data or another --split")
     labels = list(splits.label_names)
 
+    y = {name: np.asarray(splits.label_ids(part)) for name, part in parts.items()}
     t_fit = time.perf_counter()
-    if splits.multi_label:
-        y = {name: np.asarray(splits.label_ids(part)) for name, part in parts.items()}
-        baseline = Baseline.fit_label_sets(parts["train"].texts, y["train"], labels, cfg)
-        baseline.tune_thresholds(parts["validation"].texts, y["validation"])
-    else:
-        baseline = Baseline.fit(parts["train"].texts, parts["train"].labels, labels, cfg)
+    baseline = Baseline.fit_parts(parts, y, labels, cfg, splits.multi_label)
     fit_time = time.perf_counter() - t_fit
 
-    if splits.multi_label:
-        reports = {
-            name: multilabel_report(
-                baseline.predict_proba(part.texts), y[name], labels, baseline.thresholds
-            )
-            for name, part in parts.items()
-        }
-    else:
-        reports = {
-            name: classification_report(
-                baseline.predict_proba(part.texts), np.asarray(splits.label_ids(part)), labels
-            )
-            for name, part in parts.items()
-        }
+    reports = {name: baseline.report(part.texts, y[name]) for name, part in parts.items()}
     metrics = RunMetrics(
         splits=reports,
         # The GPT keys, so reports can read both; epochs do not apply to a one-shot fit.

@@ -21,6 +21,7 @@ import json
 import logging
 import platform
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from gptclassify.args import BaselineConfig
 from gptclassify.artifact import CONFIG, FORMAT_BASELINE
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, sha256_file
-from gptclassify.metrics import sigmoid, softmax
+from gptclassify.metrics import classification_report, multilabel_report, sigmoid, softmax
 from gptclassify.metrics import tune_thresholds as tuned_thresholds
 from gptclassify.surface import label_tables
 
@@ -205,6 +206,32 @@ class Baseline:
             },
         }
         return cls(vectorizer, tables.coef, tables.intercept, label_names, settings, task=MULTI)
+
+    @classmethod
+    def fit_parts(
+        cls,
+        parts: Mapping[str, Any],
+        y: Mapping[str, np.ndarray],
+        label_names: list[str],
+        cfg: BaselineConfig | None = None,
+        multi_label: bool = False,
+    ) -> Baseline:
+        """Fit on a run's split: `parts` (texts and labels per split name) and their class
+        ids or 0/1 label sets `y`; multi-label: thresholds tuned on parts['validation']."""
+        train = parts["train"]
+        if not multi_label:
+            return cls.fit(train.texts, train.labels, label_names, cfg)
+        baseline = cls.fit_label_sets(train.texts, y["train"], label_names, cfg)
+        baseline.tune_thresholds(parts["validation"].texts, y["validation"])
+        return baseline
+
+    def report(self, texts: list[str], y: np.ndarray) -> dict[str, Any]:
+        """Metrics on labelled texts, as a GPT run reports its own: `classification_report`
+        on class ids, or (multi-label) `multilabel_report` at the tuned thresholds."""
+        probs = self.predict_proba(texts)
+        if self.multi_label:
+            return multilabel_report(probs, y, self.labels, self.thresholds)
+        return classification_report(probs, y, self.labels)
 
     def tune_thresholds(self, texts: list[str], y: np.ndarray) -> list[float]:
         """Multi-label: set each label's threshold to the one maximising its F1 on these

@@ -270,12 +270,7 @@ def compare_with_baseline(
     multi_label: one regression per label, thresholds tuned on validation as the model's
     are; `accuracy` is the subset accuracy (as in the model's report), micro F1 beside."""
     t0 = time.perf_counter()
-    train = splits["train"]
-    if multi_label:
-        baseline = Baseline.fit_label_sets(train.texts, label_ids["train"], labels)
-        baseline.tune_thresholds(splits["validation"].texts, label_ids["validation"])
-    else:
-        baseline = Baseline.fit(train.texts, train.labels, labels)
+    baseline = Baseline.fit_parts(splits, label_ids, labels, multi_label=multi_label)
     out: dict[str, Any] = {
         "model": "tfidf-logistic-regression",
         "fit_time_s": time.perf_counter() - t0,
@@ -285,15 +280,7 @@ def compare_with_baseline(
     for name, part in splits.items():
         if name == "train":
             continue
-        probs = baseline.predict_proba(part.texts)
-        if multi_label:
-            report = multilabel_report(probs, label_ids[name], labels, baseline.thresholds)
-            out[name] = {
-                "accuracy": report["accuracy"],
-                "macro_f1": report["macro_f1"],
-                "micro_f1": report["micro_f1"],
-            }
-        else:
-            report = classification_report(probs, label_ids[name], labels)
-            out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+        report = baseline.report(part.texts, label_ids[name])
+        kept = ("accuracy", "macro_f1", "micro_f1") if multi_label else ("accuracy", "macro_f1")
+        out[name] = {k: report[k] for k in kept}
     return out
