@@ -54,7 +54,12 @@ from safetensors.numpy import load_file, save
 
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write, sha256_file
-from gptclassify.metrics import binary_cross_entropy, sigmoid, tune_thresholds
+from gptclassify.metrics import (
+    binary_cross_entropy,
+    multilabel_report,
+    sigmoid,
+    tune_thresholds,
+)
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 """scikit-learn's default word pattern (as the TF-IDF baseline writes it down)."""
@@ -344,12 +349,8 @@ def tuned_macro_f1(logits: np.ndarray, y: np.ndarray) -> float:
     (`metrics.tune_thresholds`: what the run does on validation), as
     `metrics.multilabel_report` counts it (a label never predicted nor present scores 0)."""
     probs = sigmoid(logits)
-    truth = np.asarray(y) > 0.5
-    pred = probs >= np.asarray(tune_thresholds(probs, truth), dtype=np.float64)[None, :]
-    tp = (pred & truth).sum(axis=0).astype(np.float64)
-    denominator = pred.sum(axis=0) + truth.sum(axis=0)
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    return float(f1.mean())
+    names = [str(j) for j in range(probs.shape[1])]
+    return float(multilabel_report(probs, y, names, tune_thresholds(probs, y))["macro_f1"])
 
 
 def _label_set_scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
