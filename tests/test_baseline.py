@@ -113,6 +113,17 @@ SPAMMY = [
 SPAMMY_LABELS = ["spam"] * 12 + ["ham"] * 12
 
 
+def forbid_unpickling(monkeypatch) -> None:
+    """Any use of pickle from here on fails the test: baseline folders load without it."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Baseline.load must not unpickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+
+
 @pytest.mark.parametrize("classes", [2, 3])
 def test_save_load_round_trip_is_exact_and_unpickles_nothing(tmp_path, monkeypatch, classes):
     if classes == 2:
@@ -125,12 +136,7 @@ def test_save_load_round_trip_is_exact_and_unpickles_nothing(tmp_path, monkeypat
     probe = texts[:5] + ["a text with words never seen", "free pizza recipe, call now"]
     before = fitted.predict_proba(probe)
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("Baseline.load must not unpickle")
-
-    monkeypatch.setattr(pickle, "load", refuse)
-    monkeypatch.setattr(pickle, "loads", refuse)
-    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    forbid_unpickling(monkeypatch)
     loaded = Baseline.load(tmp_path)
     after = loaded.predict_proba(probe)
     np.testing.assert_array_equal(after, before)

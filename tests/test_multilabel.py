@@ -129,21 +129,17 @@ def test_iterative_stratification_keeps_label_shares_and_whole_sets(tmp_path):
         split_labelled(read, (0.7, 0.1), balance=True)
 
 
-def test_data_split_command_writes_a_multi_label_folder(tmp_path):
+def split_folder(tmp_path):
+    """`gptclassify data split` of 60 texts with '|'-joined label sets into tmp_path / 'p'."""
     write_sep(tmp_path / "d.csv", rows(60, 3), sep="|")
-    result = CliRunner().invoke(
-        cli,
-        [
-            "data",
-            "split",
-            str(tmp_path / "d.csv"),
-            "--label-sep",
-            "|",
-            "--out",
-            str(tmp_path / "p"),
-        ],
-    )
+    args = ["data", "split", str(tmp_path / "d.csv"), "--label-sep", "|"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
+    return tmp_path / "p"
+
+
+def test_data_split_command_writes_a_multi_label_folder(tmp_path):
+    split_folder(tmp_path)
     meta = json.loads((tmp_path / "p" / "dataset.json").read_text())
     assert meta["task"] == "multi-label" and meta["label_sep"] == "|"
     from gptclassify.data.prepared import load_prepared
@@ -176,20 +172,7 @@ def test_a_hand_made_folder_is_read_as_the_task_option_says(tmp_path):
         sorted(label.split(";")) for label in plain.train.labels
     ]
 
-    write_sep(tmp_path / "d.csv", rows(60, 3), sep="|")
-    made = CliRunner().invoke(
-        cli,
-        [
-            "data",
-            "split",
-            str(tmp_path / "d.csv"),
-            "--label-sep",
-            "|",
-            "--out",
-            str(tmp_path / "p"),
-        ],
-    )
-    assert made.exit_code == 0, made.output
+    split_folder(tmp_path)
     with pytest.raises(
         GPTClassifyError, match=r"dataset\.json: the folder says task 'multi-label'"
     ):

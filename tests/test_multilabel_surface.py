@@ -8,11 +8,8 @@ and `gptclassify baseline` runs on a multi-label folder."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import pickle
-import random
 
 import numpy as np
 import pytest
@@ -25,22 +22,11 @@ from gptclassify.cli import cli
 from gptclassify.errors import GPTClassifyError
 from gptclassify.metrics import multilabel_report, sigmoid, tune_thresholds
 from gptclassify.training.results import baseline_beats, compare_with_baseline, fit_surface
+from test_baseline import forbid_unpickling
+from test_multilabel import WORDS, rows, write_sep
+from test_surface import sklearn_features
 
-WORDS = {"billing": "invoice", "tech": "router", "urgent": "asap"}
 NAMES = list(WORDS)
-FILLER = ["hello", "please", "today", "thanks", "team", "again", "my", "the"]
-
-
-def rows(n: int, seed: int) -> list[tuple[str, tuple[str, ...]]]:
-    """Texts whose labels are the keywords they hold (any subset, the empty one included)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        labels = tuple(name for name in WORDS if rng.random() < 0.4)
-        words = [WORDS[name] for name in labels] + rng.sample(FILLER, 3)
-        rng.shuffle(words)
-        out.append((" ".join(words), labels))
-    return out
 
 
 def matrix(data, names=NAMES) -> np.ndarray:
@@ -51,14 +37,6 @@ def split(n_train: int = 60, n_val: int = 30):
     train, val = rows(n_train, 1), rows(n_val, 2)
     texts = {"train": [t for t, _ in train], "validation": [t for t, _ in val]}
     return texts, {"train": matrix(train), "validation": matrix(val)}
-
-
-def write_sep(path, data, sep="|") -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "labels"])
-        for text, labels in data:
-            w.writerow([text, sep.join(labels)])
 
 
 # ---- the baseline ---------------------------------------------------------------------------
@@ -101,12 +79,7 @@ def test_thresholds_are_tuned_as_the_networks_and_the_folder_round_trips(tmp_pat
     assert config["format_version"] == 2 and config["task"] == "multi-label"
     assert config["thresholds"] == thresholds
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("Baseline.load must not unpickle")
-
-    monkeypatch.setattr(pickle, "load", refuse)
-    monkeypatch.setattr(pickle, "loads", refuse)
-    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    forbid_unpickling(monkeypatch)
     loaded = Baseline.load(tmp_path)
     probe = texts["validation"] + ["nothing known here"]
     np.testing.assert_array_equal(loaded.predict_proba(probe), fitted.predict_proba(probe))
@@ -182,8 +155,6 @@ def test_the_network_ships_alone_when_it_is_right():
 
 
 def test_the_head_computes_one_scikit_learn_regression_per_label(tmp_path):
-    from scipy import sparse
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
@@ -191,20 +162,8 @@ def test_the_head_computes_one_scikit_learn_regression_per_label(tmp_path):
     zero = {"validation": np.zeros_like(y["validation"])}
     head = surface.choose(texts, y, zero, 3, mode="on", C=3.0, multi_label=True).head
     assert head is not None and head.task == "multi-label"
-    vecs = [
-        TfidfVectorizer(
-            analyzer=b["analyzer"],
-            ngram_range=tuple(b["ngram_range"]),
-            sublinear_tf=True,
-            min_df=b["min_df"],
-            max_features=b["max_features"],
-            **({"token_pattern": b["token_pattern"]} if b["token_pattern"] else {}),
-        )
-        for b in head.blocks
-    ]
-    x = sparse.hstack([v.fit_transform(texts["train"]) for v in vecs]).tocsr()
+    x, xv = sklearn_features(head, texts)
     ovr = OneVsRestClassifier(LogisticRegression(C=3.0, max_iter=2000)).fit(x, y["train"])
-    xv = sparse.hstack([v.transform(texts["validation"]) for v in vecs]).tocsr()
     logits = head.raw_logits(texts["validation"])
     np.testing.assert_allclose(logits, ovr.decision_function(xv), atol=1e-4)
 
@@ -232,8 +191,8 @@ def ml_surface_run(tmp_path_factory, tiny_json):
     from gptclassify.training import train
 
     folder = tmp_path_factory.mktemp("mlsurface")
-    write_sep(folder / "all.csv", rows(150, 0))
-    write_sep(folder / "test.csv", rows(40, 3))
+    write_sep(folder / "all.csv", rows(150, 0), sep="|")
+    write_sep(folder / "test.csv", rows(40, 3), sep="|")
     cfg = TrainConfig(
         data=DataConfig(
             train=str(folder / "all.csv"), test=str(folder / "test.csv"), label_sep="|"
@@ -349,7 +308,7 @@ def test_the_fitted_recipe_adds_the_head_on_multi_label_data_too(tmp_path):
     from gptclassify.args import TrainConfig
     from gptclassify.tune.recipe import resolve_recipe
 
-    write_sep(tmp_path / "all.csv", rows(80, 4))
+    write_sep(tmp_path / "all.csv", rows(80, 4), sep="|")
     mine = TrainConfig(
         data=DataConfig(train=str(tmp_path / "all.csv"), label_sep="|"),
         model="gpt2",

@@ -49,16 +49,12 @@ def _split(n_train=90, n_val=45):
     return {"train": tr, "validation": va}, {"train": ytr, "validation": yva}
 
 
-def test_the_head_computes_scikit_learns_regression():
+def sklearn_features(head, texts: dict[str, list[str]]):
+    """scikit-learn's own vectorizers for a head's feature blocks, fitted on texts['train']:
+    the (train, validation) matrices the head's regression should have been fitted on."""
     from scipy import sparse
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
 
-    texts, labels = _split()
-    random_net = {"validation": np.zeros((len(labels["validation"]), 3), np.float32)}
-    choice = surface.choose(texts, labels, random_net, 3, mode="on", C=3.0)
-    head = choice.head
-    assert head is not None and head.C == 3.0
     vecs = [
         TfidfVectorizer(
             analyzer=b["analyzer"],
@@ -71,8 +67,20 @@ def test_the_head_computes_scikit_learns_regression():
         for b in head.blocks
     ]
     x = sparse.hstack([v.fit_transform(texts["train"]) for v in vecs]).tocsr()
-    lr = LogisticRegression(C=3.0, max_iter=2000).fit(x, labels["train"])
     xv = sparse.hstack([v.transform(texts["validation"]) for v in vecs]).tocsr()
+    return x, xv
+
+
+def test_the_head_computes_scikit_learns_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    texts, labels = _split()
+    random_net = {"validation": np.zeros((len(labels["validation"]), 3), np.float32)}
+    choice = surface.choose(texts, labels, random_net, 3, mode="on", C=3.0)
+    head = choice.head
+    assert head is not None and head.C == 3.0
+    x, xv = sklearn_features(head, texts)
+    lr = LogisticRegression(C=3.0, max_iter=2000).fit(x, labels["train"])
     np.testing.assert_allclose(
         head.raw_logits(texts["validation"]), lr.decision_function(xv), atol=1e-4
     )
