@@ -20,7 +20,7 @@ Splits: the book's exact split (`data sms-spam --book-split`) and ours (70/10/20
 correct 5,574-row parse), or any prepared folders given with --data.
 
 Multi-label sets (the corpus's goemotions; a --data folder whose dataset.json says so) run
-with `--train/--validation/--test FILE --task multi-label`, the baseline with one regression
+with `--data FOLDER --task multi-label`, the baseline with one regression
 per label; their rows are marked * and their % columns are the subset accuracy (the whole
 label set right) beside macro F1, both at per-label thresholds tuned on validation. The peer
 is single-label and skips them.
@@ -273,15 +273,12 @@ def is_multi_label(folder: Path) -> bool:
 
 
 def data_flags(folder: Path) -> list[str]:
-    """How gptclassify reads a set: a prepared folder, or (a multi-label corpus set, whose
-    files hold labels joined by ';') its files with --task multi-label."""
+    """How gptclassify reads a set: a prepared folder, with --task multi-label for a
+    multi-label corpus set (its CSVs hold labels joined by ';' and no dataset.json)."""
+    flags = ["--data", str(folder)]
     if is_multi_label(folder) and not (folder / "dataset.json").is_file():
-        flags = []
-        for name in ("train", "validation", "test"):
-            if (folder / f"{name}.csv").is_file():
-                flags += [f"--{name}", str(folder / f"{name}.csv")]
-        return [*flags, "--task", "multi-label"]
-    return ["--data", str(folder)]
+        flags += ["--task", "multi-label"]
+    return flags
 
 
 def corpus_sets(names: list[str]) -> dict[str, Path]:
