@@ -14,7 +14,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -91,8 +91,23 @@ def _onednn_bf16() -> bool:
 
 
 def _cpu_has_amx() -> bool:
+    """Whether oneDNN may use AMX tiles here: the CPU has them and oneDNN's ISA cap
+    (ONEDNN_MAX_CPU_ISA, or the older DNNL_MAX_CPU_ISA, e.g. AVX512_CORE_BF16 to run an AMX
+    Xeon as an AVX-512 CPU) does not forbid them. Under such a cap the measurement decides."""
+    if not _isa_cap_allows_amx(os.environ):
+        return False
     amx = torch_private.cpu_has_amx()
     return "amx_bf16" in _cpu_flags() if amx is None else amx
+
+
+def _isa_cap(environ: Mapping[str, str] = os.environ) -> str:
+    """oneDNN's ISA cap from the environment ("" where none is set)."""
+    return (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+
+
+def _isa_cap_allows_amx(environ: Mapping[str, str]) -> bool:
+    cap = _isa_cap(environ)
+    return cap in ("", "ALL", "DEFAULT") or "AMX" in cap
 
 
 def _cpu_flags() -> set[str]:
@@ -128,9 +143,11 @@ def bf16_speedup(rows: int = 128, repeats: int = 3) -> float:
 def cached_bf16_speedup(cache_dir: Path | None = None) -> float:
     """`bf16_speedup`, measured once per CPU model, flags and PyTorch version and kept in
     the package's cache (~/.cache/gptclassify/cpu-bf16.json, or $GPTCLASSIFY_CACHE), so that every run on a machine
-    makes the same choice even when a busy moment would tip one measurement."""
+    makes the same choice even when a busy moment would tip one measurement. oneDNN's ISA
+    cap is part of the key: a capped process measures other kernels."""
     key = hashlib.sha256(
-        f"{platform.processor()}|{_cpu_model()}|{sorted(_cpu_flags())}|{torch.__version__}".encode()
+        f"{platform.processor()}|{_cpu_model()}|{sorted(_cpu_flags())}|{torch.__version__}"
+        f"|{_isa_cap()}".encode()
     ).hexdigest()[:16]
     path = (cache_dir or packaged.cache_dir()) / "cpu-bf16.json"
     try:
