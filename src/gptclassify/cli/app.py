@@ -79,14 +79,50 @@ def cli() -> None:
     classifier (spam / not spam by default)."""
 
 
+IDLE_SPINCOUNT = 10_000
+"""How long (GNU OpenMP's spin iterations) a waiting thread spins before it sleeps, on a
+machine that is not busy. Measured on the 2-core AMX Xeon (Gemma 3 predict, batch 8,
+RESULTS.md issue 35): alone 5.3 s at 10,000 against 9.9 s sleeping at once (PASSIVE) and
+8.2 s at 1,000; two processes at once 24 s at 10,000 against 10 s sleeping and 103 s at
+libgomp's default (300,000)."""
+
+
+def openmp_wait_settings(
+    environ: dict[str, str] | os._Environ, loadavg: float, runnable_others: int, cpus: int
+) -> dict[str, str]:
+    """The OpenMP waiting variables to set before torch loads OpenMP (which reads them once):
+    none where the user set either; sleeping threads (OMP_WAIT_POLICY=PASSIVE) on a busy
+    machine, whose CPUs other processes want (the 1-minute load average and the processes
+    runnable right now both at least half the CPUs); otherwise a short spin
+    (GOMP_SPINCOUNT=IDLE_SPINCOUNT). Spinning threads hold CPUs that other work needs
+    (5-10x slower on a busy machine); sleeping ones pay a wake-up per parallel region (about
+    1.9x slower on an idle one). RESULTS.md, issue 35."""
+    if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+        return {}
+    if min(loadavg, runnable_others) >= cpus / 2:
+        return {"OMP_WAIT_POLICY": "PASSIVE"}
+    return {"GOMP_SPINCOUNT": str(IDLE_SPINCOUNT)}
+
+
+def machine_load() -> tuple[float, int, int]:
+    """(1-minute load average, processes runnable now besides this one, CPUs this process
+    may use), from /proc/loadavg and the affinity mask; (0, 0, CPUs) where unknown."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            fields = f.read().split()
+        return float(fields[0]), max(int(fields[3].split("/")[0]) - 1, 0), cpus
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0, cpus
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    # OpenMP threads that wait by spinning hold their CPU while other processes (or this
-    # one's other threads) need it: on a busy 2-core machine a SmolLM2-width training step
-    # ran 5-10x slower than with threads that sleep (RESULTS.md, issue 35). Read once, when
-    # torch loads OpenMP, which no command has done yet here. OMP_WAIT_POLICY=ACTIVE restores
-    # spinning.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Before any command imports torch: how OpenMP's threads wait (openmp_wait_settings).
+    os.environ.update(openmp_wait_settings(os.environ, *machine_load()))
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="gptclassify")
 
 
