@@ -8,6 +8,8 @@ the same); tests compare each piece against the plain path.
 - `packed_blocks`: causal blocks evaluated at the real tokens only (no work on padding).
 - `FastMLP`: on CPU, with no gradient and under bf16 autocast, c_fc and GELU run as one
   oneDNN kernel (inference only: it has no backward); elsewhere the plain MLP.
+- `FastGLU`: the same for gated MLPs (SwiGLU, GeGLU): the activation and the gate x up
+  product inside the matmuls' epilogues.
 - `PackedLinear`: a bf16 Linear that also holds its weight prepacked in oneDNN's own
   blocked layout (`blocked_weight`), made once, for no-grad CPU passes of up to
   PACKED_MAX_ROWS rows (`fast_view(prepack=True)`).
@@ -32,7 +34,7 @@ from torch import Tensor, nn
 
 from gptclassify import torch_private
 from gptclassify.lora import LoRALinear, effective_weight
-from gptclassify.model import MLP, Block, Rotary, apply_rope, shallow_copy
+from gptclassify.model import MLP, Block, Rotary, SwiGLU, apply_rope, shallow_copy
 
 
 def pooled_block(
@@ -236,10 +238,53 @@ class FastMLP(MLP):
             weight = layer.weight.to(torch.bfloat16)
             if isinstance(layer, PackedLinear) and layer.takes(x):
                 weight = layer.blocked_weight
-            bias = layer.bias.to(torch.bfloat16)
+            bias = layer.bias.to(torch.bfloat16) if layer.bias is not None else None
             h = torch_private.linear_gelu(x.to(torch.bfloat16), weight, bias)
             return self.dropout(self.c_proj(h))
         return super().forward(x)
+
+
+class FastGLU(SwiGLU):
+    """Gated MLP (SwiGLU, GeGLU) whose gate activation and gate x up product run inside the
+    two matmuls' epilogues (oneDNN post-ops) when possible: c_fc's gate and up halves
+    become two products, act(x Wg) and then (x Wu) * that, instead of one product followed
+    by three passes over the (T, 2 x hidden) activations. On the AMX Xeon GELU-tanh alone
+    took as long as a third of the product (RESULTS.md, issue 33). The same conditions as
+    FastMLP (no-grad CPU passes under bf16 autocast, plain or packed Linear); otherwise the
+    plain gated MLP. bf16 rounding differs from the plain bf16 path (the activation and the
+    product are taken before the cast to bf16, so closer to fp32)."""
+
+    halves: tuple[Tensor, Tensor] | None = None
+    """c_fc's gate and up weights packed apart (PackedLinear's layout), made once."""
+
+    @classmethod
+    def of(cls, mlp: SwiGLU) -> FastGLU:
+        fast = shallow_copy(mlp, as_class=cls)
+        if isinstance(mlp.c_fc, PackedLinear):
+            gate, up = mlp.c_fc.weight.detach().chunk(2)
+            fast.halves = (
+                torch_private.pack_linear_weight(gate.contiguous()),
+                torch_private.pack_linear_weight(up.contiguous()),
+            )
+        return fast  # type: ignore[return-value]
+
+    def forward(self, x: Tensor) -> Tensor:
+        layer = self.c_fc
+        if not (_can_fuse(x, layer) and torch_private.has_fused_linear_mul()):
+            return super().forward(x)
+        if self.halves is not None and isinstance(layer, PackedLinear) and layer.takes(x):
+            gate, up = self.halves
+        else:
+            gate, up = layer.weight.to(torch.bfloat16).chunk(2)
+        biases = layer.bias.to(torch.bfloat16).chunk(2) if layer.bias is not None else (None, None)
+        h = torch_private.linear_gated(
+            x.reshape(-1, x.shape[-1]).to(torch.bfloat16),
+            gate,
+            up,
+            *biases,
+            "gelu_tanh" if self.gelu else "silu",
+        )
+        return self.dropout(self.c_proj(h.view(*x.shape[:-1], h.shape[-1])))
 
 
 def _can_fuse(x: Tensor, layer: nn.Module) -> bool:
@@ -247,7 +292,6 @@ def _can_fuse(x: Tensor, layer: nn.Module) -> bool:
         not torch.is_grad_enabled()
         and x.device.type == "cpu"
         and type(layer) in (nn.Linear, PackedLinear)
-        and layer.bias is not None
         and _autocast_bf16()
         and torch_private.has_fused_linear()
         # oneDNN has no bf16 kernel to fuse into on CPUs without bf16 support (AVX2 only:
@@ -348,7 +392,7 @@ def fast_view(
 ) -> nn.Module:
     """A classifier object sharing `model`'s parameters, set up for speed.
 
-    Every block's MLP becomes a FastMLP. When `dtype` is not fp32, the Linear layers of
+    Every block's MLP becomes a FastMLP (gated ones a FastGLU). When `dtype` is not fp32, the Linear layers of
     `blocks` (default: all) hold dtype copies of their weights, made here once: under autocast
     a fp32 weight is cast on every call, and casting once gives the same numbers without
     re-reading every weight per batch. Only frozen weights are copied unless `cast_trainable`
@@ -378,6 +422,8 @@ def fast_view(
             for parent in (block.attn, block.mlp):
                 for attr, layer in list(parent.named_children()):
                     setattr(parent, attr, _cast_layer(layer, dtype, cast_trainable, prepack))
+        if type(block.mlp) is SwiGLU:  # after the cast: it packs the cast c_fc's halves
+            block.mlp = FastGLU.of(block.mlp)
         new_blocks.append(block)
     view.gpt.h = nn.ModuleList(new_blocks)
     return view  # type: ignore[return-value]

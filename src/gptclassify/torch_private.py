@@ -56,13 +56,40 @@ def has_weight_reorder() -> bool:
     return hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
-def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """gelu_tanh(x @ weight.T + bias) as one oneDNN kernel (the GELU in the matmul's
     epilogue); bf16 `x`, `weight` (plain, or packed by `pack_linear_weight`) and `bias`. No
     backward. Fallback (the operator missing): F.linear then GELU on a plain weight."""
     if has_fused_linear():
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "tanh")
     return F.gelu(F.linear(x, weight, bias), approximate="tanh")
+
+
+def has_fused_linear_mul() -> bool:
+    """Whether oneDNN's linear with a multiplied epilogue (`_linear_pointwise.binary`)
+    exists in this PyTorch."""
+    return has_fused_linear() and hasattr(torch.ops.mkldnn._linear_pointwise, "binary")
+
+
+GATE_ATTRS = {"gelu_tanh": ("gelu", "tanh"), "silu": ("swish", "")}
+"""A gated MLP's activation (model.SwiGLU) as oneDNN's post-op name and algorithm."""
+
+
+def linear_gated(
+    x: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    gate_bias: Tensor | None,
+    up_bias: Tensor | None,
+    activation: str,
+) -> Tensor:
+    """act(x @ gate.T + gate_bias) * (x @ up.T + up_bias) as two oneDNN kernels: the
+    activation in the first matmul's epilogue, the product in the second's. 2-D bf16 `x`,
+    weights plain or packed by `pack_linear_weight`. No backward; only called where
+    `has_fused_linear_mul()`."""
+    attr, algorithm = GATE_ATTRS[activation]
+    gated = torch.ops.mkldnn._linear_pointwise(x, gate, gate_bias, attr, [], algorithm)
+    return torch.ops.mkldnn._linear_pointwise.binary(x, gated, up, up_bias, "mul")
 
 
 def packed_linear(x: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
