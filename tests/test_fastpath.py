@@ -166,6 +166,55 @@ def test_a_packed_linear_computes_the_plain_bf16_product_and_falls_back_where_it
     assert used == [True] and x.grad is not None
 
 
+@pytest.mark.skipif(
+    not fastpath.can_prepack(torch.bfloat16, torch.device("cpu"))
+    or not fastpath.torch_private.has_fused_linear_mul(),
+    reason="this CPU's oneDNN has no fast bf16 kernels (the gated MLP is not fused)",
+)
+@pytest.mark.parametrize("mlp", ["swiglu", "geglu"])
+@pytest.mark.parametrize("prepack", [False, True])
+def test_a_gated_mlp_fuses_its_activation_and_product_into_the_matmuls(
+    tiny_config, monkeypatch, mlp, prepack
+):
+    """FastGLU: act(x Wg) and (x Wu) * that inside oneDNN's matmuls, with the weights
+    packed or plain; values as close to fp32 as the plain bf16 MLP's; the plain gated MLP
+    wherever gradients are on."""
+    import dataclasses
+
+    from gptclassify.model import SwiGLU
+
+    config = dataclasses.replace(
+        tiny_config, family="llama", positions="rope", norm="rmsnorm", mlp=mlp, mlp_bias=False
+    )
+    torch.manual_seed(0)
+    clf = GPTClassifier(GPTModel(config), 2).eval()
+    view = fast_view(clf, torch.bfloat16, cast_trainable=True, prepack=prepack)
+    fused = view.gpt.h[0].mlp
+    assert isinstance(fused, fastpath.FastGLU) and type(clf.gpt.h[0].mlp) is SwiGLU
+    assert (fused.halves is not None) == prepack
+    calls = []
+    kernel = fastpath.torch_private.linear_gated
+    monkeypatch.setattr(
+        fastpath.torch_private, "linear_gated", lambda *a: calls.append(a[-1]) or kernel(*a)
+    )
+    x = torch.randn(3, 40, config.emb_dim)
+    plain_mlp = clf.gpt.h[0].mlp
+    with torch.no_grad():
+        want = plain_mlp(x)  # fp32
+        with autocast(torch.device("cpu"), torch.bfloat16):
+            got = fused(x)
+            plain_bf16 = plain_mlp(x)
+    assert calls == ["gelu_tanh" if mlp == "geglu" else "silu"]
+    assert got.shape == want.shape
+    err, plain_err = (got.float() - want).abs().max(), (plain_bf16.float() - want).abs().max()
+    assert err <= 2 * plain_err + 1e-3
+    # with gradients (training, explanations): the plain gated MLP, differentiable
+    x.requires_grad_(True)
+    with autocast(torch.device("cpu"), torch.bfloat16):
+        fused(x).float().sum().backward()
+    assert len(calls) == 1 and x.grad is not None
+
+
 @needs_packing
 def test_the_runtime_packs_its_bf16_weights_and_predicts_what_the_unpacked_view_does(gpt):
     clf = GPTClassifier(gpt, 2).eval()

@@ -148,3 +148,32 @@ def test_loading_a_model_folder_does_not_import_torch_dynamo():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("offset", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_without_a_graph_gives_the_same_bits_and_keeps_its_input(offset, dtype):
+    """RMSNorm works in place where nothing records the pass (inference, frozen-prefix
+    passes); the values are the graph-keeping path's, bit for bit, and the input is never
+    changed (an fp32 input is its own fp32 copy)."""
+    from gptclassify.model import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(48, 1e-6, offset=offset)
+    with torch.no_grad():
+        norm.weight.add_(torch.randn(48) * 0.3)
+    x = (torch.randn(3, 5, 48) * 4).to(dtype)
+    before = x.clone()
+    graph = norm(x)  # the weight requires grad: the graph-keeping path
+    assert graph.requires_grad
+    with torch.no_grad():
+        fast = norm(x)
+    assert not fast.requires_grad and fast.dtype == graph.dtype
+    assert torch.equal(fast, graph.detach()) and torch.equal(x, before)
+    # a frozen norm on an input that needs no gradient takes the in-place path too
+    norm.weight.requires_grad_(False)
+    assert torch.equal(norm(x), graph.detach()) and torch.equal(x, before)
+    # and gradients still reach an input that asks for them
+    x32 = x.float().requires_grad_(True)
+    norm(x32).sum().backward()
+    assert x32.grad is not None and torch.isfinite(x32.grad).all()

@@ -111,6 +111,44 @@ def test_bf16_speedup_is_measured_once_per_machine(tmp_path, monkeypatch):
     assert runtime.cached_bf16_speedup(tmp_path) == 0.37 and len(calls) == 2
 
 
+@pytest.mark.parametrize(
+    ("cap", "allows"),
+    [
+        (None, True),
+        ("ALL", True),
+        ("avx512_core_amx", True),
+        ("AVX512_CORE_BF16", False),
+        ("AVX2", False),
+    ],
+)
+def test_an_isa_cap_below_amx_makes_auto_measure(monkeypatch, fresh_bf16_check, cap, allows):
+    """An AMX Xeon run as an AVX-512 CPU (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16) is measured
+    like one, and that measurement is cached apart from the uncapped one."""
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    monkeypatch.setattr(runtime.torch_private, "cpu_has_amx", lambda: True)
+    assert runtime._cpu_has_amx() is allows
+    monkeypatch.setattr(runtime, "_onednn_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cached_bf16_speedup", lambda: 0.6)
+    want = torch.bfloat16 if allows else torch.float32
+    assert runtime.resolve_precision("auto", torch.device("cpu")) == want
+
+
+def test_the_bf16_measurement_is_kept_per_isa_cap(tmp_path, monkeypatch):
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(runtime, "bf16_speedup", lambda: 3.0)
+    assert runtime.cached_bf16_speedup(tmp_path) == 3.0
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    monkeypatch.setattr(runtime, "bf16_speedup", lambda: 0.6)
+    assert runtime.cached_bf16_speedup(tmp_path) == 0.6
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert runtime.cached_bf16_speedup(tmp_path) == 3.0
+
+
 def test_bf16_speedup_measures_a_real_matmul():
     ratio = runtime.bf16_speedup(rows=8, repeats=1)
     assert 0 < ratio < float("inf")
@@ -133,27 +171,57 @@ def test_cap_threads_lowers_torch_threads_to_the_quota_unless_omp_num_threads(mo
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize(("given", "want"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_the_cli_makes_openmp_threads_sleep_while_they_wait(given, want):
+@pytest.mark.parametrize(
+    ("given", "want"), [({}, None), ({"OMP_WAIT_POLICY": "ACTIVE"}, ("ACTIVE", None))]
+)
+def test_the_cli_sets_how_openmp_threads_wait_before_torch_loads(given, want):
     """Set before torch loads OpenMP (which reads it once), unless the user set it."""
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given:
-        env["OMP_WAIT_POLICY"] = given
+    from gptclassify.cli.app import machine_load, openmp_wait_settings
+
+    names = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    env = {k: v for k, v in os.environ.items() if k not in names} | given
     code = (
         "import os, sys\n"
         "from gptclassify.cli.app import main\n"
         "assert 'torch' not in sys.modules\n"
         "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
-        "print(os.environ['OMP_WAIT_POLICY'])\n"
+        f"print([os.environ.get(n) for n in {names!r}])\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == want
+    got = tuple(eval(done.stdout.strip().splitlines()[-1]))  # a printed list of two
+    if want is None:  # one of the two, as this machine's load decides
+        assert got in {("PASSIVE", None), (None, "10000")}
+        load, others, cpus = machine_load()
+        assert cpus >= 1 and load >= 0 and others >= 0
+    else:
+        assert got == want
+    assert openmp_wait_settings(given, 0.0, 0, 2) == ({} if given else {"GOMP_SPINCOUNT": "10000"})
+
+
+@pytest.mark.parametrize(
+    ("loadavg", "others", "cpus", "want"),
+    [
+        (0.1, 0, 2, {"GOMP_SPINCOUNT": "10000"}),  # idle: spin briefly
+        (13.0, 12, 2, {"OMP_WAIT_POLICY": "PASSIVE"}),  # the issue's busy machine
+        (1.0, 1, 2, {"OMP_WAIT_POLICY": "PASSIVE"}),  # one other job on 2 CPUs
+        (2.0, 0, 2, {"GOMP_SPINCOUNT": "10000"}),  # a job that just ended: nothing runs now
+        (0.2, 3, 2, {"GOMP_SPINCOUNT": "10000"}),  # a burst, not a busy minute
+        (3.0, 3, 64, {"GOMP_SPINCOUNT": "10000"}),  # a big machine, mostly free
+    ],
+)
+def test_openmp_threads_sleep_on_a_busy_machine_and_spin_briefly_on_an_idle_one(
+    loadavg, others, cpus, want
+):
+    from gptclassify.cli.app import openmp_wait_settings
+
+    assert openmp_wait_settings({}, loadavg, others, cpus) == want
+    assert openmp_wait_settings({"GOMP_SPINCOUNT": "0"}, loadavg, others, cpus) == {}
 
 
 def test_bf16_passes_run_on_cpus_without_onednn_bf16():
