@@ -174,7 +174,9 @@ class Engine:
         rows = self.dist.rows(len(source))
         seq_lens = torch.tensor([len(source.encoded.ids[i]) for i in rows.tolist()])
         out = torch.zeros((len(source), self.num_classes), dtype=torch.float32)
-        bar = progress.make(desc, len(source), "text", enabled=None if self.dist.is_main else False)
+        # In tokens, as the frozen-prefix pass: the longest texts come first.
+        total = int(seq_lens.sum()) * self.dist.world_size
+        bar = progress.make(desc, total, "token", enabled=None if self.dist.is_main else False)
         try:
             for part in token_budget_batches(seq_lens, tokens_per_batch, max_batch=256):
                 idx = rows[part]
@@ -182,7 +184,7 @@ class Engine:
                 with self.amp():
                     logits = net(*batch.args)
                 out[idx] = logits.float().cpu()
-                bar.update(len(idx) * self.dist.world_size)  # the other ranks move alike
+                bar.update(int(seq_lens[part].sum()) * self.dist.world_size)  # ranks alike
         finally:
             bar.close()
             net.train(was_training)
