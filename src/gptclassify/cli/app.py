@@ -5,7 +5,10 @@ runs, so `gptclassify --help` never pays for importing torch."""
 from __future__ import annotations
 
 import os
+import statistics
 import sys
+import time
+from collections.abc import Mapping
 
 import click
 
@@ -86,37 +89,44 @@ RESULTS.md issue 35): alone 5.3 s at 10,000 against 9.9 s sleeping at once (PASS
 8.2 s at 1,000; two processes at once 24 s at 10,000 against 10 s sleeping and 103 s at
 libgomp's default (300,000)."""
 
+LOAD_SAMPLES = 5
+LOAD_SAMPLE_S = 0.01
 
-def openmp_wait_settings(
-    environ: dict[str, str] | os._Environ, loadavg: float, runnable_others: int, cpus: int
-) -> dict[str, str]:
+
+def openmp_wait_settings(environ: Mapping[str, str], others: int, cpus: int) -> dict[str, str]:
     """The OpenMP waiting variables to set before torch loads OpenMP (which reads them once):
-    none where the user set either; sleeping threads (OMP_WAIT_POLICY=PASSIVE) on a busy
-    machine, whose CPUs other processes want (the 1-minute load average and the processes
-    runnable right now both at least half the CPUs); otherwise a short spin
-    (GOMP_SPINCOUNT=IDLE_SPINCOUNT). Spinning threads hold CPUs that other work needs
-    (5-10x slower on a busy machine); sleeping ones pay a wake-up per parallel region (about
-    1.9x slower on an idle one). RESULTS.md, issue 35."""
+    none where the user set either; sleeping threads (OMP_WAIT_POLICY=PASSIVE) where other
+    work wants the CPUs (`others`, the processes runnable besides this one, at least half
+    of `cpus`, and at least one); otherwise a short spin (GOMP_SPINCOUNT=IDLE_SPINCOUNT).
+    Spinning threads hold CPUs that other work needs (5-10x slower on a busy machine);
+    sleeping ones pay a wake-up per parallel region (1.6-1.9x slower on an idle one).
+    RESULTS.md, issue 35."""
     if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
         return {}
-    if min(loadavg, runnable_others) >= cpus / 2:
+    if others >= max(1, cpus / 2):
         return {"OMP_WAIT_POLICY": "PASSIVE"}
     return {"GOMP_SPINCOUNT": str(IDLE_SPINCOUNT)}
 
 
-def machine_load() -> tuple[float, int, int]:
-    """(1-minute load average, processes runnable now besides this one, CPUs this process
-    may use), from /proc/loadavg and the affinity mask; (0, 0, CPUs) where unknown."""
+def machine_load(samples: int = LOAD_SAMPLES, every_s: float = LOAD_SAMPLE_S) -> tuple[int, int]:
+    """(processes runnable besides this one, CPUs this process may use): the median of a
+    few readings of /proc/loadavg's running count over ~50 ms (the load right now: a
+    1-minute average still counts a job that has just ended and misses two started
+    together), and the affinity mask; (0, CPUs) where unknown."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            fields = f.read().split()
-        return float(fields[0]), max(int(fields[3].split("/")[0]) - 1, 0), cpus
-    except (OSError, ValueError, IndexError):
-        return 0.0, 0, cpus
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(every_s)
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return 0, cpus
+    return max(int(statistics.median(counts)), 0), cpus
 
 
 def main(argv: list[str] | None = None) -> None:
