@@ -10,7 +10,8 @@ concurrent run's wall time against its fair share: N x the solo time (each of N 
 1/N of the CPUs the solo run had). Target: every run within 1.3x of that.
 
 `--omp-wait-policy active` (or passive) sets OMP_WAIT_POLICY in the children, to compare
-with the default gptclassify sets (PASSIVE: measured in RESULTS.md, issue 35).
+with what gptclassify decides by itself (it spins briefly on an idle machine and sleeps on a
+busy one: cli/app.py openmp_wait_settings; measured in RESULTS.md, issue 35).
 
 The table's header names the CPU and the load average before and after: the machine is
 shared, and a run under load says so.
@@ -67,7 +68,7 @@ def _env(policy: str | None) -> dict[str, str]:
     env["PYTHONPATH"] = str(common.REPO_ROOT / "src") + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
     )
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         env.pop(name, None)  # what gptclassify chooses by itself
     if policy:
         env["OMP_WAIT_POLICY"] = policy.upper()
