@@ -188,11 +188,11 @@ def packed_blocks(
     mixed lengths then costs what its real tokens cost.
 
     The matrix has a multiple of ROW_ALIGN rows, and on a CPU its per-token work runs
-    CPU_ROW_TILE rows at a time: oneDNN builds a kernel for every new matmul shape (on an
-    AMX Xeon about 10 ms, several times the matmul), so a server whose passes hold any number
-    of tokens would build kernels all the time; with these shapes it builds 8 per matmul,
-    once. Tiles of 512 rows also avoid a band where that CPU's bf16 kernels are slow (768 to
-    1,280 rows ran about 1.4x slower per row than 512; measured on the AMX Xeon only).
+    CPU_ROW_TILE rows at a time: oneDNN builds a kernel for every new matmul shape (several
+    times the cost of the matmul), so a server whose passes hold any number of tokens would
+    build kernels all the time; with these shapes it builds 8 per matmul, once. Tiles of 512
+    rows also avoid a band of row counts where the AMX Xeon's bf16 kernels run slower per
+    row (figures: RESULTS.md, "Figures that left the docstrings").
     """
     B, T, C = x.shape
     real = (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).reshape(-1)
@@ -248,8 +248,8 @@ class FastGLU(SwiGLU):
     """Gated MLP (SwiGLU, GeGLU) whose gate activation and gate x up product run inside the
     two matmuls' epilogues (oneDNN post-ops) when possible: c_fc's gate and up halves
     become two products, act(x Wg) and then (x Wu) * that, instead of one product followed
-    by three passes over the (T, 2 x hidden) activations. On the AMX Xeon GELU-tanh alone
-    took as long as a third of the product (RESULTS.md, issue 33). The same conditions as
+    by three passes over the (T, 2 x hidden) activations, of which GELU-tanh's is slow on
+    CPUs (RESULTS.md, issues 33 and 35, round 4 session 5). The same conditions as
     FastMLP (no-grad CPU passes under bf16 autocast, plain or packed Linear); otherwise the
     plain gated MLP. bf16 rounding differs from the plain bf16 path (the activation and the
     product are taken before the cast to bf16, so closer to fp32)."""
@@ -302,11 +302,10 @@ def _can_fuse(x: Tensor, layer: nn.Module) -> bool:
 
 PACKED_MAX_ROWS = 320
 """PackedLinear uses its packed weight for passes of at most this many rows (a batch of 8
-SMS messages is ~256); larger ones take the plain kernel. Measured on the AMX Xeon
-(benchmarks/packed_linear.py, RESULTS.md issue 26) for GPT-2 small's and SmolLM2-135M's
-shapes: packed, 64- to 320-row products ran 1.2-2x faster with the plain kernel's values bit
-for bit; from 384 rows oneDNN picks other kernels for some shapes (SmolLM2's down projection
-at 384 rows: 0.76x and other values; GPT-2's MLP projection at 512 rows: 0.58x)."""
+SMS messages is ~256); larger ones take the plain kernel. Up to here packed products ran
+faster with the plain kernel's values bit for bit; above it oneDNN picks other kernels for
+some shapes, slower and with other values (benchmarks/packed_linear.py; RESULTS.md issue
+26 and "Figures that left the docstrings")."""
 
 
 class PackedLinear(nn.Linear):

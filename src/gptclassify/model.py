@@ -68,8 +68,7 @@ class RMSNorm(nn.Module):
     def _inplace(self, x: Tensor) -> Tensor:
         """The same operations on the same values (bit for bit), working in place on the fp32
         copy where there is one: no autograd graph to keep, and two to three fewer passes
-        over the activations (bf16 q/k norms of a 4,096-token batch of Gemma 3: 2.8x faster
-        on the AMX Xeon)."""
+        over the activations (RESULTS.md, issue 33, round 4 session 5)."""
         dtype = x.dtype
         xf = x.float()
         scale = xf.square().mean(-1, keepdim=True).add_(self.eps).rsqrt_()

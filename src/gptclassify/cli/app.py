@@ -84,10 +84,9 @@ def cli() -> None:
 
 IDLE_SPINCOUNT = 10_000
 """How long (GNU OpenMP's spin iterations) a waiting thread spins before it sleeps, on a
-machine that is not busy. Measured on the 2-core AMX Xeon (Gemma 3 predict, batch 8,
-RESULTS.md issue 35): alone 5.3 s at 10,000 against 9.9 s sleeping at once (PASSIVE) and
-8.2 s at 1,000; two processes at once 24 s at 10,000 against 10 s sleeping and 103 s at
-libgomp's default (300,000)."""
+machine that is not busy: as fast as spinning for good alone, far less held from others
+than libgomp's default (300,000); chosen with benchmarks/omp_wait.py (RESULTS.md, issue 35,
+round 4 session 5)."""
 
 LOAD_SAMPLES = 5
 LOAD_SAMPLE_S = 0.01
@@ -98,9 +97,8 @@ def openmp_wait_settings(environ: Mapping[str, str], others: int, cpus: int) -> 
     none where the user set either; sleeping threads (OMP_WAIT_POLICY=PASSIVE) where other
     work wants the CPUs (`others`, the processes runnable besides this one, at least half
     of `cpus`, and at least one); otherwise a short spin (GOMP_SPINCOUNT=IDLE_SPINCOUNT).
-    Spinning threads hold CPUs that other work needs (5-10x slower on a busy machine);
-    sleeping ones pay a wake-up per parallel region (1.6-1.9x slower on an idle one).
-    RESULTS.md, issue 35."""
+    Spinning threads hold CPUs that other work needs; sleeping ones pay a wake-up per
+    parallel region, which costs an idle machine most of a second CPU (RESULTS.md, issue 35)."""
     if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
         return {}
     if others >= max(1, cpus / 2):

@@ -10,11 +10,9 @@ Embeddings, LayerNorms, softmax and the attention products between activations s
 Why not `onnxruntime.quantization.quantize_dynamic`: it quantizes each product's input with
 one scale for the whole batch, so one token with large activations (a model's outlier
 dimensions, or another text in the batch) coarsens every other token's levels, and a text's
-answer depends on its neighbours. Measured on SmolLM2-135M fine-tuned on SMS spam (RESULTS.md,
-issue 20; the SMS test split, 300 texts, batches of 8): every layer int8 with the batch scale
-changed 3 labels (99.00% agreement with fp32), keeping the MLP output projections and the
-first and last two blocks in fp32 changed 2 (99.33%, 1.9x fp32's speed); every layer int8
-with the row scale changed 1 (99.67%, 2.1x).
+answer depends on its neighbours. On SmolLM2-135M fine-tuned on SMS spam the row scale
+changed fewer labels than the batch scale, with or without layers kept in fp32, and ran
+faster (RESULTS.md: issue 20's int8 sections, and "Figures that left the docstrings").
 
 What this costs is measured, not assumed: the export compares labels with the fp32 graph
 (and accuracy on labelled texts); below MIN_AGREEMENT it quantizes again with the layers

@@ -359,8 +359,8 @@ def compute_prefix_source(
     if dist.active and disk is None:
         states.zero_()  # rows of other ranks stay 0 until the sum
     # One bar for the whole pass (every rank's share), shown by rank 0, in tokens: the
-    # batches run longest texts first, so a count of texts would start with an ETA hours
-    # too long (newsgroups20 on the AMX Xeon: "about 2h50m left" for a pass of 3m39s).
+    # batches run the longest texts first, so a count of texts starts with an ETA many
+    # times too long.
     bar = progress.make(
         f"frozen-prefix pass (blocks 0-{end - 1})",
         total=int(seq_lens.sum()),
