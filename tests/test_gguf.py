@@ -23,7 +23,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from gptclassify.errors import GPTClassifyError
 from gptclassify.models.gguf import QUANT_TYPES, read_gguf
-from smollm2 import smollm2_gguf
+from smollm2 import fetched, smollm2_gguf
 
 # Text a classifier meets: emoji, CJK, whitespace runs, accents, digits, code, and the
 # control-token strings a user can type.
@@ -520,6 +520,33 @@ def test_refuses_truncated_and_corrupt_files(bpe, tmp_path):
         assert "not a readable GGUF file, truncated or corrupt" in _refusal(path), name
     with pytest.raises(GPTClassifyError, match="file not found"):
         read_gguf(tmp_path / "absent.gguf")
+
+
+def test_the_plain_view_reader_reads_what_gguf_reads(bpe, tmp_path):
+    """models/gguf.py's reader slices a plain view of the memory map (faster on large
+    vocabularies); every field's contents and every tensor are gguf's own reader's."""
+    from gptclassify.models import gguf as ours
+
+    path = tmp_path / "tiny.gguf"
+    _write_gguf(path, "llama", _hf_model("llama", len(bpe["tokens"])), bpe)
+    real = fetched("fetch-smollm2", "SmolLM2-135M-Instruct")  # a reason string when absent
+    files = [path] + ([] if isinstance(real, str) else [real])
+    for file in files:
+        stock, plain = gguf.GGUFReader(file), ours._open(file)
+        assert type(plain) is ours._PlainViewReader
+        assert list(stock.fields) == list(plain.fields)
+        for key, field in stock.fields.items():
+            assert field.contents() == plain.fields[key].contents(), key
+            assert field.types == plain.fields[key].types, key
+        assert len(stock.tensors) == len(plain.tensors)
+        for a, b in zip(stock.tensors, plain.tensors, strict=True):
+            assert (a.name, a.tensor_type, a.n_bytes, a.data_offset) == (
+                b.name,
+                b.tensor_type,
+                b.n_bytes,
+                b.data_offset,
+            )
+            assert np.array_equal(a.shape, b.shape) and np.array_equal(a.data, b.data)
 
 
 # ---------------------------------------------------------------- our model on the real file

@@ -195,12 +195,33 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheck
     )
 
 
+class _PlainViewReader(GGUFReader):
+    """gguf's reader, slicing the file through a plain ndarray view of its memory map
+    instead of the `np.memmap` itself. The reader reads every metadata value (each of a
+    vocabulary's strings, scores and types) with its own slice, and a memmap slice pays for
+    numpy's subclass hooks: Gemma 3's 262,144-token vocabulary took 8.9 s to parse, 2.5 s
+    this way, with the same fields and tensors (tests/test_gguf.py checks both readers
+    agree). The values are the same bytes, still not copied."""
+
+    def _get(self, offset, dtype, count=1, override_order=None):  # type: ignore[override]
+        plain = self.__dict__.get("_plain")
+        if plain is None:
+            plain = self.__dict__["_plain"] = self.data.view(np.ndarray)
+        count = int(count)
+        arr = plain[offset : offset + np.dtype(dtype).itemsize * count].view(dtype=dtype)[:count]
+        order = self.byte_order if override_order is None else override_order
+        return arr.view(arr.dtype.newbyteorder(order))
+
+
 def _open(path: Path) -> GGUFReader:
     """The gguf reader over a memory map, or one line saying why the file is not readable."""
     if not path.is_file():
         raise GPTClassifyError(f"{path}: file not found")
     try:
-        reader = GGUFReader(path)
+        try:
+            reader: GGUFReader = _PlainViewReader(path)
+        except TypeError:  # a gguf release whose _get takes other arguments: the stock reader
+            reader = GGUFReader(path)
     except Exception as exc:  # gguf raises ValueError, IndexError, struct/numpy errors alike
         raise GPTClassifyError(
             f"{path}: not a readable GGUF file, truncated or corrupt ({_one_line(exc)})"
