@@ -277,8 +277,13 @@ def test_the_model_is_an_mlflow_pyfunc_model_with_its_data_and_a_registered_vers
         "a spicy pizza from the oven",
         "python code on a server",
     ]
-    want_labels = [str(v) for v in clf.predict(texts)]
-    want = clf.predict_proba(texts)
+    # gptclassify's own answer for the folder: Classifier.load, as the pyfunc model loads it
+    # (precision auto: bf16 on an AMX CPU, so not the fp32 of the classifier train returned)
+    from gptclassify.predict import Classifier
+
+    own = Classifier.load(out)
+    want_labels = [str(v) for v in own.predict(texts)]
+    want = own.predict_proba(texts)
     columns = [f"p({name})" for name in clf.labels]
     client = mlflow.MlflowClient(tracking_uri=uri)
     for model_uri in (f"runs:/{run_id}/model", "models:/topics/1"):
