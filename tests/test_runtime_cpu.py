@@ -197,7 +197,7 @@ def test_the_cli_sets_how_openmp_threads_wait_before_torch_loads(given, want):
     got = tuple(eval(done.stdout.strip().splitlines()[-1]))  # a printed list of two
     if want is None:  # one of the two, as this machine's load decides
         assert got in {("PASSIVE", None), (None, "10000")}
-        others, cpus = machine_load(samples=2, every_s=0.0)
+        others, cpus = machine_load(window_s=0.0, min_reads=2)
         assert cpus >= 1 and others >= 0
     else:
         assert got == want
@@ -239,7 +239,7 @@ def test_the_load_is_read_as_processes_runnable_now(monkeypatch, tmp_path):
         return real_open(path, *a, **k)
 
     monkeypatch.setattr(builtins, "open", fake_open)
-    others, cpus = app.machine_load(samples=3, every_s=0.0)
+    others, cpus = app.machine_load(window_s=0.0, min_reads=3)
     assert others == 2 and cpus >= 1  # median of 2, 0, 3
 
 

@@ -88,8 +88,9 @@ machine that is not busy: as fast as spinning for good alone, far less held from
 than libgomp's default (300,000); chosen with benchmarks/omp_wait.py (RESULTS.md, issue 35,
 round 4 session 5)."""
 
-LOAD_SAMPLES = 5
-LOAD_SAMPLE_S = 0.01
+LOAD_WINDOW_S = 0.05
+"""How long `machine_load` watches the running count: reading, not sleeping, so that two
+runs started together see each other (a sleeping reader is not running)."""
 
 
 def openmp_wait_settings(environ: Mapping[str, str], others: int, cpus: int) -> dict[str, str]:
@@ -106,19 +107,20 @@ def openmp_wait_settings(environ: Mapping[str, str], others: int, cpus: int) -> 
     return {"GOMP_SPINCOUNT": str(IDLE_SPINCOUNT)}
 
 
-def machine_load(samples: int = LOAD_SAMPLES, every_s: float = LOAD_SAMPLE_S) -> tuple[int, int]:
-    """(processes runnable besides this one, CPUs this process may use): the median of a
-    few readings of /proc/loadavg's running count over ~50 ms (the load right now: a
-    1-minute average still counts a job that has just ended and misses two started
-    together), and the affinity mask; (0, CPUs) where unknown."""
+def machine_load(window_s: float = LOAD_WINDOW_S, min_reads: int = 5) -> tuple[int, int]:
+    """(processes runnable besides this one, CPUs this process may use): the median of
+    /proc/loadavg's running count read over `window_s` (at least `min_reads` times; the
+    load right now: a 1-minute average still counts a job that has just ended and misses two
+    started together), and the affinity mask; (0, CPUs) where unknown. It keeps reading
+    rather than sleeping between reads: a reader that sleeps is not running, so two runs
+    started together, each sleeping while it looked, would not see each other."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    counts = []
-    for i in range(samples):
-        if i:
-            time.sleep(every_s)
+    counts: list[int] = []
+    deadline = time.monotonic() + window_s
+    while len(counts) < min_reads or time.monotonic() < deadline:
         try:
             with open("/proc/loadavg", encoding="ascii") as f:
                 counts.append(int(f.read().split()[3].split("/")[0]) - 1)
