@@ -131,6 +131,50 @@ def test_grad_accumulation_equals_one_big_batch():
     assert moved
 
 
+def test_batches_over_the_token_budget_train_in_passes_to_the_same_weights(monkeypatch):
+    """A batch with more padded tokens than TRAIN_TOKENS_PER_PASS runs as several passes of
+    one optimizer step (bounded activation memory): the same weights as one pass."""
+    from gptclassify.training import loop
+
+    train, val = sources()
+    a, _ = make_model(trainable="all")
+    b, _ = make_model(trainable="all")
+    cfg = TrainConfig(epochs=1, batch_size=8, eval_freq=0, lr=1e-3)
+    fit_with(a, train, val, cfg, 9)
+    passes = []
+    pieces = loop.token_pieces
+
+    def recorded(*args, **kwargs):
+        out = pieces(*args, **kwargs)
+        passes.extend(len(p) for p in out)
+        return out
+
+    monkeypatch.setattr(loop, "token_pieces", recorded)
+    monkeypatch.setattr(loop, "TRAIN_TOKENS_PER_PASS", 40)  # 2-3 SMS texts a pass
+    fit_with(b, train, val, cfg, 9)
+    assert len(passes) > 5 * 3 and sum(passes) == 40 and max(passes) < 8  # 5 steps, split
+    C = CFG.emb_dim
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        if n.endswith("attn.c_attn.bias"):  # see test_grad_accumulation_equals_one_big_batch
+            p, q = torch.cat([p[:C], p[2 * C :]]), torch.cat([q[:C], q[2 * C :]])
+        assert torch.allclose(p, q, atol=1e-5), n
+
+
+def test_token_pieces_cut_a_batch_in_order_within_the_budget():
+    from gptclassify.data.batches import token_pieces
+
+    lengths = torch.tensor([10, 3, 3, 8, 2, 2, 2, 50])
+    idx = torch.tensor([0, 1, 2, 3, 4, 5, 6])
+    assert [t.tolist() for t in token_pieces(idx, lengths, 100)] == [idx.tolist()]  # fits
+    pieces = token_pieces(idx, lengths, 20)
+    assert torch.equal(torch.cat(pieces), idx)  # every text once, in order
+    assert all(len(p) * int(lengths[p].max()) <= 20 for p in pieces)
+    assert [t.tolist() for t in token_pieces(torch.tensor([7, 0]), lengths, 20)] == [[7], [0]]
+    # at least min_size texts a piece (DDP: one per rank), the short tail joining the last
+    paired = token_pieces(idx, lengths, 20, min_size=2)
+    assert torch.equal(torch.cat(paired), idx) and all(len(p) >= 2 for p in paired)
+
+
 def test_uneven_micro_batches_average_like_one_batch():
     train, _ = sources()
     idx = torch.arange(8)

@@ -114,6 +114,36 @@ def shuffled_batches(
     return batches
 
 
+TRAIN_TOKENS_PER_PASS = 8192
+"""Padded tokens one training forward/backward pass may hold: a training batch (an optimizer
+step's texts) with more is run as several passes whose gradients add up to the same step
+(`token_pieces`). Activations kept for the backward grow with the tokens of a pass, and
+batches of 8 long posts through 4 trainable blocks took most of a 24 GB machine (RESULTS.md,
+issue 32, round 4 session 5)."""
+
+
+def token_pieces(idx: Tensor, lengths: Tensor, max_tokens: int, min_size: int = 1) -> list[Tensor]:
+    """`idx` (one batch, in its order) cut into consecutive pieces of at most `max_tokens`
+    padded tokens (size x longest text), each of at least `min_size` texts (a piece of one
+    text may exceed the budget: a text is never cut). The batch itself when it fits."""
+    n = len(idx)
+    if n == 0 or n * int(lengths[idx].max()) <= max_tokens:
+        return [idx]
+    pieces: list[Tensor] = []
+    start, width = 0, 0
+    for i in range(n):
+        w = max(width, int(lengths[idx[i]]))
+        size = i - start + 1
+        if size > min_size and w * size > max_tokens:
+            pieces.append(idx[start:i])
+            start, w = i, int(lengths[idx[i]])
+        width = w
+    pieces.append(idx[start:])
+    if len(pieces) > 1 and len(pieces[-1]) < min_size:  # the tail joins the piece before it
+        pieces[-2:] = [torch.cat(pieces[-2:])]
+    return pieces
+
+
 def token_budget_batches(
     lengths: Tensor, max_tokens: int, max_batch: int | None = None
 ) -> list[Tensor]:

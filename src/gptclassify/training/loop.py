@@ -25,9 +25,11 @@ from gptclassify import progress
 from gptclassify.args import EvalArgs, TrainArgs
 from gptclassify.data.batches import (
     TOKENS_PER_BATCH,
+    TRAIN_TOKENS_PER_PASS,
     TokenSource,
     shuffled_batches,
     token_budget_batches,
+    token_pieces,
 )
 from gptclassify.errors import GPTClassifyError
 from gptclassify.runtime import autocast
@@ -266,9 +268,18 @@ def _step(state: TrainState, engine: Engine, train: Source, group: list[Tensor])
     # per rank makes that average the gradient of the whole global step (one process: the
     # loss sum over the step's weight, exactly).
     norm = total_weight / engine.dist.world_size
+    # Batches of long texts run as several passes (the same gradient; bounded memory). The
+    # pieces come from the global batch, so every rank runs as many passes.
+    passes = [
+        piece
+        for idx in group
+        for piece in token_pieces(
+            idx, train.lengths, TRAIN_TOKENS_PER_PASS, min_size=engine.dist.world_size
+        )
+    ]
     step_loss = 0.0
-    for m, idx in enumerate(group):
-        with grad_sync(engine.net, last=m == len(group) - 1):
+    for m, idx in enumerate(passes):
+        with grad_sync(engine.net, last=m == len(passes) - 1):
             loss, _, _ = engine.loss_sum(train, engine.dist.shard(idx))
             (loss / norm).backward()
         step_loss += float(loss.detach())
