@@ -126,22 +126,40 @@ def token_pieces(idx: Tensor, lengths: Tensor, max_tokens: int, min_size: int = 
     """`idx` (one batch, in its order) cut into consecutive pieces of at most `max_tokens`
     padded tokens (size x longest text), each of at least `min_size` texts (a piece of one
     text may exceed the budget: a text is never cut). The batch itself when it fits."""
-    n = len(idx)
-    if n == 0 or n * int(lengths[idx].max()) <= max_tokens:
+    if len(idx) == 0 or len(idx) * int(lengths[idx].max()) <= max_tokens:
         return [idx]
-    pieces: list[Tensor] = []
-    start, width = 0, 0
-    for i in range(n):
-        w = max(width, int(lengths[idx[i]]))
-        size = i - start + 1
-        if size > min_size and w * size > max_tokens:
-            pieces.append(idx[start:i])
-            start, w = i, int(lengths[idx[i]])
-        width = w
-    pieces.append(idx[start:])
+    pieces = _cut(idx.tolist(), lengths, max_tokens, min_size=min_size)
     if len(pieces) > 1 and len(pieces[-1]) < min_size:  # the tail joins the piece before it
-        pieces[-2:] = [torch.cat(pieces[-2:])]
-    return pieces
+        pieces[-2:] = [pieces[-2] + pieces[-1]]
+    return [torch.tensor(p, dtype=torch.long) for p in pieces]
+
+
+def _cut(
+    order: list[int],
+    lengths: Tensor,
+    max_tokens: int,
+    max_batch: int | None = None,
+    min_size: int = 1,
+) -> list[list[int]]:
+    """`order` cut greedily into consecutive runs of at most `max_tokens` padded tokens
+    (run size x its longest text) and `max_batch` texts; a run is cut only once it holds
+    `min_size` texts."""
+    runs: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        n = int(lengths[i])
+        new_width = max(width, n)
+        if len(current) >= min_size and (
+            new_width * (len(current) + 1) > max_tokens or (max_batch and len(current) >= max_batch)
+        ):
+            runs.append(current)
+            current, new_width = [], n
+        current.append(i)
+        width = new_width
+    if current:
+        runs.append(current)
+    return runs
 
 
 def token_budget_batches(
@@ -151,20 +169,7 @@ def token_budget_batches(
 
     The order inside the data is lost; callers index results back by the returned indices.
     """
-    order = torch.argsort(lengths, descending=True, stable=True)
-    batches: list[Tensor] = []
-    current: list[int] = []
-    width = 0
-    for i in order.tolist():
-        n = int(lengths[i])
-        new_width = max(width, n)
-        if current and (
-            new_width * (len(current) + 1) > max_tokens or (max_batch and len(current) >= max_batch)
-        ):
-            batches.append(torch.tensor(current, dtype=torch.long))
-            current, new_width = [], n
-        current.append(i)
-        width = new_width
-    if current:
-        batches.append(torch.tensor(current, dtype=torch.long))
-    return batches
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    return [
+        torch.tensor(run, dtype=torch.long) for run in _cut(order, lengths, max_tokens, max_batch)
+    ]
