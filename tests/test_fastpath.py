@@ -192,6 +192,11 @@ def test_a_gated_mlp_fuses_its_activation_and_product_into_the_matmuls(
     fused = view.gpt.h[0].mlp
     assert isinstance(fused, fastpath.FastGLU) and type(clf.gpt.h[0].mlp) is SwiGLU
     assert (fused.halves is not None) == prepack
+    # packed apart, c_fc keeps no whole packed copy besides (it would never be read)
+    assert (
+        isinstance(fused.c_fc, fastpath.PackedLinear) is False
+        and fused.c_fc.weight.dtype == torch.bfloat16
+    )
     calls = []
     kernel = fastpath.torch_private.linear_gated
     monkeypatch.setattr(

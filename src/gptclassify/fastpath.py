@@ -255,24 +255,29 @@ class FastGLU(SwiGLU):
     product are taken before the cast to bf16, so closer to fp32)."""
 
     halves: tuple[Tensor, Tensor] | None = None
-    """c_fc's gate and up weights packed apart (PackedLinear's layout), made once."""
+    """c_fc's gate and up weights packed apart (PackedLinear's layout), made once; c_fc then
+    keeps only its plain bf16 weight (its whole packed copy would never be read)."""
 
     @classmethod
     def of(cls, mlp: SwiGLU) -> FastGLU:
         fast = shallow_copy(mlp, as_class=cls)
-        if isinstance(mlp.c_fc, PackedLinear):
-            gate, up = mlp.c_fc.weight.detach().chunk(2)
+        layer = mlp.c_fc
+        if isinstance(layer, PackedLinear) and torch_private.has_fused_linear_mul():
+            gate, up = layer.weight.detach().chunk(2)
             fast.halves = (
                 torch_private.pack_linear_weight(gate.contiguous()),
                 torch_private.pack_linear_weight(up.contiguous()),
             )
+            plain = shallow_copy(layer, as_class=nn.Linear)
+            del plain.__dict__["blocked_weight"]
+            fast.c_fc = plain
         return fast  # type: ignore[return-value]
 
     def forward(self, x: Tensor) -> Tensor:
         layer = self.c_fc
         if not (_can_fuse(x, layer) and torch_private.has_fused_linear_mul()):
             return super().forward(x)
-        if self.halves is not None and isinstance(layer, PackedLinear) and layer.takes(x):
+        if self.halves is not None and _packed_pass(x):
             gate, up = self.halves
         else:
             gate, up = layer.weight.to(torch.bfloat16).chunk(2)
@@ -336,12 +341,7 @@ class PackedLinear(nn.Linear):
 
     def takes(self, x: Tensor) -> bool:
         """Whether `x` goes through the packed weight."""
-        return (
-            not torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and (x.dtype == torch.bfloat16 or _autocast_bf16())
-            and x.numel() // x.shape[-1] <= PACKED_MAX_ROWS
-        )
+        return _packed_pass(x)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.takes(x):
@@ -350,6 +350,17 @@ class PackedLinear(nn.Linear):
             x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.blocked_weight, self.bias
         )
         return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def _packed_pass(x: Tensor) -> bool:
+    """Whether a product on `x` takes packed weights: a no-grad bf16 CPU pass of at most
+    PACKED_MAX_ROWS rows."""
+    return (
+        not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and (x.dtype == torch.bfloat16 or _autocast_bf16())
+        and x.numel() // x.shape[-1] <= PACKED_MAX_ROWS
+    )
 
 
 def _autocast_bf16() -> bool:
