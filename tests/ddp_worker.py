@@ -66,6 +66,7 @@ def main() -> None:
     params.update(initial)
     out.mkdir(parents=True, exist_ok=True)
     save_file(params, out / f"rank{dist.rank}.safetensors")
+    del engine
     dist.close()
 
 

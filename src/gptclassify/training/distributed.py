@@ -18,6 +18,7 @@ so the reduced result is exact.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -138,6 +139,17 @@ class Dist:
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(net, device_ids=ids)
 
-    def close(self) -> None:
-        if self.active and dist.is_initialized():
-            dist.destroy_process_group()
+    def close(self, finished: bool = True) -> None:
+        """Leave the process group. After a run that `finished` on this rank, every rank
+        first meets at a barrier, so none shuts its connections down while a peer still
+        reads the last collective from them (gloo's threads then abort the peer:
+        "terminate called without an active exception"). After a failure, leave at once:
+        the others fail on their next collective instead of waiting here."""
+        if not (self.active and dist.is_initialized()):
+            return
+        if finished:
+            dist.barrier()
+        dist.destroy_process_group()
+        # DDP's reducer keeps the group alive; free it now, while the interpreter is
+        # whole, not from a garbage cycle at exit.
+        gc.collect()

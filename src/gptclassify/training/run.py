@@ -169,8 +169,9 @@ def train(
     else:
         device = RunFolder.peek_config(resume).get("runtime", {}).get("device", "auto")
     dist, target = Dist.from_env(device)
+    finished = False
     try:
-        return _train(
+        result = _train(
             cfg,
             dist,
             target,
@@ -183,8 +184,10 @@ def train(
             note,
             prefix_memo,
         )
+        finished = True
+        return result
     finally:
-        dist.close()
+        dist.close(finished)
 
 
 def _train(
