@@ -16,7 +16,7 @@ from gptclassify.cli.app import cli
     "fmt",
     required=True,
     type=click.Choice(["hf", "onnx"]),
-    help="hf: a Hugging Face XForSequenceClassification folder (GPT2, Llama, Mistral, Qwen2, Qwen3) for transformers; onnx: a gptclassify "
+    help="hf: a Hugging Face XForSequenceClassification folder (GPT2, Llama, Mistral, Qwen2, Qwen3, Gemma 3) for transformers; onnx: a gptclassify "
     "folder holding an ONNX graph, run by ONNX Runtime without torch.",
 )
 @click.option(

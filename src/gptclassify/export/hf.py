@@ -1,5 +1,5 @@
 """The classifier as a Hugging Face `XForSequenceClassification` folder (GPT2, Llama,
-Mistral, Qwen2, Qwen3).
+Mistral, Qwen2, Qwen3, Gemma 3).
 
 What transformers' `pipeline("text-classification")`, `from_pretrained`, Optimum and vLLM
 load: config.json (the family's fields, `id2label` / `label2id`, `pad_token_id`),
