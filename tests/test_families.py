@@ -156,6 +156,22 @@ def test_tokenizer_equals_transformers_on_ordinary_text(tmp_path):
     assert [ours.decode(ours.encode(t)[1:]) for t in CORPUS] == CORPUS
 
 
+def test_a_recorded_prefix_skips_the_second_parse_and_changes_nothing(tmp_path):
+    # A run folder records the prefix its model was trained with: loading it parses the
+    # tokenizer file once (a second for Gemma 3's vocabulary), the whole tokenizer only
+    # when something needs it (decoding, chat, the vocabulary size).
+    write_tokenizer(tmp_path, bos=True)
+    probed = HFTokenizer.from_folder(tmp_path)
+    recorded = HFTokenizer.from_folder(
+        tmp_path, {"prefix": list(probed.prefix), "suffix": list(probed.suffix)}
+    )
+    assert "full" in vars(probed) and "full" not in vars(recorded)
+    assert recorded.encode_batch(CORPUS) == probed.encode_batch(CORPUS)
+    assert "full" not in vars(recorded)
+    assert recorded.vocab_size == probed.vocab_size
+    assert recorded.decode(recorded.encode(CORPUS[0])[1:]) == CORPUS[0]
+
+
 def test_typed_special_strings_stay_text(tmp_path):
     import transformers
 

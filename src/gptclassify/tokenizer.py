@@ -14,7 +14,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -216,15 +216,15 @@ class HFTokenizer(Tokenizer):
 
     def __init__(self, text: str, source: str = TOKENIZER_JSON, settings: dict | None = None):
         settings = settings or {}
+        self.text = text
+        self._source = source
         try:
             data = json.loads(text)
-            self.full = RustTokenizer.from_str(text)
             ordinary = dict(data, added_tokens=[], post_processor=None, truncation=None)
             ordinary["padding"] = None
             self.ordinary = RustTokenizer.from_str(json.dumps(ordinary))
         except Exception as exc:  # tokenizers raises its own exception type
             raise GPTClassifyError(f"{source}: not a usable tokenizer.json ({exc})") from None
-        self.text = text
         self.sha256 = hashlib.sha256(text.encode()).hexdigest()
         # Byte-level BPE (GPT-2's scheme, used by Llama 3, Qwen, SmolLM2): each token's
         # string spells its bytes in GPT-2's byte alphabet.
@@ -234,21 +234,35 @@ class HFTokenizer(Tokenizer):
         self._byte_fallback = "ByteFallback" in decoder
         self._added = {t["id"] for t in data.get("added_tokens", [])}
         self.name = settings.get("name", "tokenizer.json")
-        probe_with = self.full.encode("a", add_special_tokens=True).ids
-        probe = self.ordinary.encode("a", add_special_tokens=False).ids
-        start = _find(probe_with, probe)
-        if start < 0:  # a post-processor that rewrites the text's own ids: not implemented
-            raise GPTClassifyError(f"{source}: its post-processor changes the text's tokens")
-        self.prefix = tuple(probe_with[:start])
-        self.suffix = tuple(probe_with[start + len(probe) :])
-        if "prefix" in settings:  # what the model was trained with wins over the probe
+        if "prefix" in settings:  # what the model was trained with (a run folder's record)
             self.prefix = tuple(settings["prefix"])
             self.suffix = tuple(settings.get("suffix", ()))
-        self.vocab_size = self.full.get_vocab_size(with_added_tokens=True)
+        else:  # what the post-processor puts around a text, found by a probe
+            probe_with = self.full.encode("a", add_special_tokens=True).ids
+            probe = self.ordinary.encode("a", add_special_tokens=False).ids
+            start = _find(probe_with, probe)
+            if start < 0:  # a post-processor that rewrites the text's own ids: not implemented
+                raise GPTClassifyError(f"{source}: its post-processor changes the text's tokens")
+            self.prefix = tuple(probe_with[:start])
+            self.suffix = tuple(probe_with[start + len(probe) :])
         self.chat_template = settings.get("chat_template")
         self.eos_id = settings.get("eos_id", self._id(data, "eos", settings.get("eos_token")))
         pad = settings.get("pad_id", self._id(data, "pad", settings.get("pad_token")))
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
+
+    @cached_property
+    def full(self) -> RustTokenizer:
+        """The whole tokenizer (added tokens, post-processor), for chat, decoding and the
+        probe of a new tokenizer. Built on first use: classifying texts needs only
+        `ordinary`, and each parse of Gemma 3's 262,144-token file takes about a second."""
+        try:
+            return RustTokenizer.from_str(self.text)
+        except Exception as exc:  # tokenizers raises its own exception type
+            raise GPTClassifyError(f"{self._source}: not a usable tokenizer.json ({exc})") from None
+
+    @cached_property
+    def vocab_size(self) -> int:  # type: ignore[override]
+        return self.full.get_vocab_size(with_added_tokens=True)
 
     @staticmethod
     def _id(data: dict, kind: str, named: str | None = None) -> int | None:
