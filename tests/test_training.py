@@ -363,6 +363,34 @@ def test_best_by_accuracy_breaks_ties_with_loss():
     assert result.best_epoch == best["epoch"] != 1
 
 
+def test_a_tie_broken_by_loss_keeps_the_epoch_but_does_not_reset_patience():
+    from gptclassify.args import TrainArgs
+    from gptclassify.training.state import selection_score
+
+    model, _ = make_model(trainable="last-block")
+    state = new_state(model, TrainArgs(), CPU)
+    head = dict(model.named_parameters())["head.weight"]
+    # reuters_r8's curve (seed 123): accuracy plateaus while the loss edges down.
+    curve = [(0.80, 0.57), (0.87, 0.42), (0.87, 0.40), (0.87, 0.40), (0.87, 0.39), (0.86, 0.30)]
+    gains, waits = [], []
+    for epoch, (acc, loss) in enumerate(curve, start=1):
+        state.epoch = epoch
+        with torch.no_grad():
+            head.fill_(epoch)  # which epoch's weights are kept
+        gains.append(state.keep_if_best(selection_score("val_accuracy", acc, loss)))
+        waits.append(state.epochs_without_gain)
+    assert gains == [True, True, False, False, False, False]
+    assert waits == [0, 0, 1, 2, 3, 4]  # patience 3 stops after epoch 5, not never
+    # The kept weights are the last tie's (lowest loss at the best accuracy), not epoch 2's
+    # and not epoch 6's lower loss at a lower accuracy.
+    assert state.best_epoch == 5
+    assert torch.all(state.best_weights["head.weight"] == 5)
+    # By loss alone, the loss is the metric: every lower loss is a gain.
+    state = new_state(model, TrainArgs(), CPU)
+    got = [state.keep_if_best(selection_score("val_loss", a, loss)) for a, loss in curve]
+    assert got == [True, True, True, False, True, True]
+
+
 def test_peak_memory_is_this_process_peak_in_mb():
     # A fresh interpreter: in the suite's own process the peak is whatever an earlier test
     # reached (5 GB after the real-model tests), which says nothing about the units.

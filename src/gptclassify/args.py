@@ -521,7 +521,11 @@ class EvalArgs:
         ),
     )
     patience: int | None = field(
-        default=None, metadata=opt("Stop after N epochs without validation improvement.")
+        default=None,
+        metadata=opt(
+            "Stop after N epochs without a gain in the --best-by metric (an accuracy tie "
+            "broken by a lower loss keeps the newer epoch but does not count as a gain)."
+        ),
     )
     calibrate: bool = field(
         default=False,

@@ -32,6 +32,7 @@ from gptclassify.data.batches import (
     token_pieces,
 )
 from gptclassify.errors import GPTClassifyError
+from gptclassify.metrics import sigmoid, tuned_macro_f1
 from gptclassify.runtime import autocast
 from gptclassify.training.distributed import Dist
 from gptclassify.training.prefix_cache import PrefixSource
@@ -129,6 +130,20 @@ class Engine:
         Under torchrun each rank evaluates its share of every batch and the sums are added.
         `desc`: show this pass's progress under that name (progress.stage), for long ones.
         """
+        loss, accuracy, _ = self.evaluate(source, batches, desc)
+        return loss, accuracy
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        source: Source,
+        batches: list[Tensor],
+        desc: str | None = None,
+        keep_logits: bool = False,
+    ) -> tuple[float, float, np.ndarray | None]:
+        """estimate(), plus with `keep_logits` the logits of every row of `source` the batches
+        hold, in source order (float32; rows not in any batch stay 0), on every rank."""
+        out = torch.zeros((len(source), self.num_classes)) if keep_logits else None
         net = self.eval_net
         was_training = net.training
         net.eval()
@@ -148,6 +163,8 @@ class Engine:
                 total_weight += weight
                 correct += self.correct(logits, labels)
                 count += len(idx)
+                if out is not None:
+                    out[idx] = logits.float().cpu()
                 bar.update(len(batch))  # every rank's share
         finally:
             bar.close()
@@ -156,9 +173,11 @@ class Engine:
             total_loss, total_weight, correct, count = self.dist.sum_floats(
                 total_loss, total_weight, correct, count
             )
+        # Each row is written by one rank: the sum over ranks is every rank's whole table.
+        kept = self.dist.sum(out).numpy() if out is not None else None
         if count == 0:
-            return float("nan"), float("nan")
-        return total_loss / total_weight, correct / count
+            return float("nan"), float("nan"), kept
+        return total_loss / total_weight, correct / count, kept
 
     @torch.no_grad()
     def logits(
@@ -344,11 +363,12 @@ def _end_epoch(
     _, val_acc = engine.estimate(
         sources.validation, _sample(state, sources.validation, train, eval)
     )
-    full_val_loss, full_val_acc = engine.estimate(
+    full_val_loss, full_val_acc, logits = engine.evaluate(
         sources.validation,
         # Length-sorted: a batch of 256 in data order pads every text to its longest.
         token_budget_batches(sources.validation.lengths, TOKENS_PER_BATCH, max_batch=256),
         desc=f"epoch {state.epoch} validation",
+        keep_logits=engine.multi_label,
     )
     row = {
         "epoch": state.epoch,
@@ -359,9 +379,16 @@ def _end_epoch(
         "full_val_loss": full_val_loss,
         "full_val_accuracy": full_val_acc,
     }
+    score = full_val_acc
+    if logits is not None:
+        # Multi-label: the epoch is chosen by what ships, macro F1 at per-label thresholds
+        # tuned on validation, not by the subset accuracy at 0.5 (near zero on many labels).
+        score = row["full_val_macro_f1"] = tuned_macro_f1(
+            sigmoid(logits), sources.validation.labels.numpy()
+        )
     state.history.epochs.append(row)
-    improved = state.keep_if_best(selection_score(eval.best_by, full_val_acc, full_val_loss))
-    if not improved and eval.patience is not None and state.epochs_without_gain >= eval.patience:
+    gained = state.keep_if_best(selection_score(eval.best_by, score, full_val_loss))
+    if not gained and eval.patience is not None and state.epochs_without_gain >= eval.patience:
         state.stopped_early = True
     state.epoch += 1
     state.epoch_steps = 0
