@@ -18,7 +18,7 @@ from gptclassify.cli import cli
 from gptclassify.data.multilabel import LabelFormat, read_examples
 from gptclassify.data.split import split_labelled
 from gptclassify.errors import GPTClassifyError
-from gptclassify.metrics import multilabel_report, sigmoid, tune_thresholds
+from gptclassify.metrics import multilabel_report, sigmoid, tune_thresholds, tuned_macro_f1
 from gptclassify.predict import Classifier
 
 WORDS = {"billing": "invoice", "tech": "router", "urgent": "asap"}
@@ -194,6 +194,57 @@ def test_tuned_thresholds_maximise_macro_f1_on_their_data():
     for cut in itertools.product(grid, repeat=3):  # no grid point beats the tuned ones
         assert multilabel_report(probs, y, ["a", "b", "c"], list(cut))["macro_f1"] <= best + 1e-12
     assert best > multilabel_report(probs, y, ["a", "b", "c"])["macro_f1"]  # 0.5 everywhere
+
+
+def test_tuned_macro_f1_is_the_reports_macro_f1_at_the_tuned_thresholds():
+    rng = np.random.default_rng(1)
+    y = (rng.random((80, 4)) < 0.3).astype(int)
+    y[:, 3] = 0  # a label with no positive example scores 0 (its threshold stays 0.5)
+    probs = np.clip(0.3 * y + rng.random((80, 4)) * 0.7, 0, 1)
+    names = ["a", "b", "c", "d"]
+    expected = multilabel_report(probs, y, names, tune_thresholds(probs, y))["macro_f1"]
+    assert tuned_macro_f1(probs, y) == pytest.approx(expected, abs=1e-12)
+    assert tuned_macro_f1(probs, y) > multilabel_report(probs, y, names)["macro_f1"]
+
+
+def test_epochs_are_chosen_and_stopped_by_validation_macro_f1(tmp_path, tiny_json, monkeypatch):
+    """A multi-label run keeps the epoch of the best macro F1 at tuned thresholds (what it
+    ships), not the best subset accuracy or loss, and its patience counts that metric."""
+    from gptclassify.args import DataConfig, TrainConfig
+    from gptclassify.training import loop, train
+
+    scores = iter([0.5, 0.9, 0.7, 0.6, 0.95])  # the keyword task's loss falls every epoch
+    seen = []
+
+    def scripted(probs, y):
+        seen.append(loop_real(probs, y))
+        return next(scores)
+
+    loop_real = loop.tuned_macro_f1
+    monkeypatch.setattr(loop, "tuned_macro_f1", scripted)
+    write_sep(tmp_path / "all.csv", rows(240, 0), sep="|")
+    cfg = TrainConfig(
+        data=DataConfig(train=str(tmp_path / "all.csv"), label_sep="|"),
+        model=str(tiny_json),
+        weights="random",
+        trainable="all",
+        lr=2e-3,
+        epochs=5,
+        patience=1,
+        eval_freq=0,
+        precision="fp32",
+        baseline=False,
+        out=str(tmp_path / "run"),
+    )
+    train(cfg, quiet=True)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 2 and metrics["stopped_early"]
+    with open(tmp_path / "run" / "history.csv", newline="") as f:
+        epochs = [r for r in csv.DictReader(f) if r["full_val_macro_f1"]]
+    assert [float(r["full_val_macro_f1"]) for r in epochs] == [0.5, 0.9, 0.7]
+    losses = [float(r["full_val_loss"]) for r in epochs]
+    assert losses[2] < losses[1]  # by loss (or a tie-break) epoch 3 would have been kept
+    assert len(seen) == 3 and all(0.0 <= f <= 1.0 for f in seen)  # real scores were computed
 
 
 def test_report_matches_scikit_learn_definitions():

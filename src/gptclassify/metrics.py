@@ -152,6 +152,20 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> list[float]:
     return out
 
 
+def tuned_macro_f1(probs: np.ndarray, y: np.ndarray) -> float:
+    """Macro F1 at per-label thresholds tuned on these same rows (tune_thresholds): what a
+    multi-label run ships is judged by, so what its epochs are chosen by. A label with no
+    positive and no predicted positive scores 0, as in multilabel_report."""
+    probs = np.asarray(probs, dtype=np.float64)
+    cut = np.asarray(tune_thresholds(probs, y))
+    truth = np.asarray(y) > 0.5
+    pred = probs >= cut[None, :]
+    tp = (pred & truth).sum(axis=0)
+    denominator = pred.sum(axis=0) + truth.sum(axis=0)
+    f1 = np.where(denominator > 0, 2.0 * tp / np.maximum(denominator, 1), 0.0)
+    return float(f1.mean())
+
+
 def multilabel_report(
     probs: np.ndarray,
     y: np.ndarray,

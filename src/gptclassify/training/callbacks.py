@@ -71,13 +71,15 @@ class RunCallbacks(Callbacks):
     def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
         # The book's line (estimates on eval_iter batches), then the full-validation figures
         # that choose the kept epoch, so the log shows why an epoch was kept.
+        f1 = row.get("full_val_macro_f1")
         log.info(
             "Training accuracy: %.2f%% | Validation accuracy: %.2f%% | Full validation: "
-            "accuracy %.2f%%, loss %.3f",
+            "accuracy %.2f%%, loss %.3f%s",
             row["train_accuracy"] * 100,
             row["val_accuracy"] * 100,
             row["full_val_accuracy"] * 100,
             row["full_val_loss"],
+            "" if f1 is None else f", macro F1 at tuned thresholds {f1:.4f} (chooses the epoch)",
         )
         if state.stopped_early:
             patience = self.patience

@@ -17,6 +17,7 @@ HISTORY_COLUMNS = (
     "val_accuracy",
     "full_val_accuracy",
     "full_val_loss",
+    "full_val_macro_f1",
 )
 
 

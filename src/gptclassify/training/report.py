@@ -223,7 +223,13 @@ def step_scalars(state: TrainState, loss: float, speed: Throughput) -> dict[str,
 
 
 ESTIMATES = {"train_loss": "estimate_train_loss", "val_loss": "estimate_val_loss"}
-EPOCH_METRICS = ("train_accuracy", "val_accuracy", "full_val_accuracy", "full_val_loss")
+EPOCH_METRICS = (
+    "train_accuracy",
+    "val_accuracy",
+    "full_val_accuracy",
+    "full_val_loss",
+    "full_val_macro_f1",  # multi-label runs only
+)
 
 
 def final_scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -304,7 +310,7 @@ class TensorBoardReporter(Reporter):
         self._scalars(state, "estimate", {ESTIMATES[k]: row[k] for k in ESTIMATES})
 
     def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
-        self._scalars(state, "epoch", {k: row[k] for k in EPOCH_METRICS})
+        self._scalars(state, "epoch", {k: row[k] for k in EPOCH_METRICS if k in row})
         self.writer.flush()  # on disk before the epoch's checkpoint, for a resumed run
 
     def on_finish(self, metrics: dict[str, Any]) -> None:
@@ -402,7 +408,7 @@ class MLflowReporter(Reporter):
         self._metrics(state, {ESTIMATES[k]: row[k] for k in ESTIMATES})
 
     def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
-        self._metrics(state, {k: row[k] for k in EPOCH_METRICS})
+        self._metrics(state, {k: row[k] for k in EPOCH_METRICS if k in row})
         # Before the epoch's checkpoint, give the epoch's reports a moment to reach the
         # server: a run killed later then loses none of them (a resumed run does not redo
         # the steps before its checkpoint).
