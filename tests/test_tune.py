@@ -145,6 +145,20 @@ def test_a_search_keeps_the_best_run_reproduces_it_and_continues(job, tmp_path):
         search(base(job), space, out=out, trials=6, metric="val_loss")
 
 
+def test_a_multi_label_search_ranks_trials_by_validation_macro_f1(job, tmp_path):
+    from test_multilabel import rows, write_sep
+
+    write_sep(tmp_path / "sets.csv", rows(120, 0), sep="|")
+    cfg = base(job, data=DataConfig(train=str(tmp_path / "sets.csv"), label_sep="|"))
+    result = search(cfg, build_space(["lr=loguniform(1e-4,1e-2)"]), out=tmp_path / "s", trials=2)
+    complete = [r for r in result.rows if r.state == "COMPLETE"]
+    assert complete
+    for r in complete:  # what the run chose its epochs by, not the subset accuracy
+        report = json.loads((Path(r.run) / "metrics.json").read_text())["validation"]
+        assert report["task"] == "multi-label"
+        assert r.value == report["macro_f1"] != report["accuracy"]
+
+
 def test_a_trial_stopped_by_ctrl_c_resumes_from_its_checkpoint(job, tmp_path, monkeypatch):
     out = tmp_path / "search"
     space = build_space(["lr=loguniform(1e-4,1e-2)"])

@@ -107,7 +107,9 @@ class PruneOnEpoch(Callbacks):
     def on_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
         import optuna  # lazy: track (optuna)
 
-        value = float(row[self.key])
+        # Multi-label runs choose their epochs by macro F1 (training/loop.py): so does this.
+        key = "full_val_macro_f1" if self.key == "full_val_accuracy" else self.key
+        value = float(row.get(key, row[self.key]))
         if math.isfinite(value):
             self.trial.report(value, step=int(row["epoch"]))
         if self.trial.should_prune():
@@ -464,11 +466,20 @@ def _run_trial(
         say(f"trial {trial.number}: {shown}: failed: {exc}")
         raise TrialFailed(str(exc)) from None
     metrics = clf.metrics or {}
-    value = float(metrics["validation"]["accuracy" if metric == "val_accuracy" else "loss"])
+    value = validation_value(metrics["validation"], metric)
     if "test" in metrics:
         trial.set_user_attr("test_accuracy", float(metrics["test"]["accuracy"]))
     say(f"trial {trial.number}: {shown}: {metric} {value:.4f} ({time.perf_counter() - t0:.1f} s)")
     return value
+
+
+def validation_value(report: dict[str, Any], metric: str) -> float:
+    """A trial's value from its validation report: the loss, or the score its run chose
+    epochs by (accuracy; on multi-label data macro F1 at the tuned thresholds, which the
+    subset accuracy, near zero on many labels, does not track)."""
+    if metric == "val_loss":
+        return float(report["loss"])
+    return float(report["macro_f1" if report.get("task") == "multi-label" else "accuracy"])
 
 
 def _row(t: Any) -> TrialRow:
