@@ -45,28 +45,29 @@ def write_sep(path, data, sep=";") -> None:
             w.writerow([text, sep.join(labels)])
 
 
+def ml_config(tiny_json, folder, test: bool = True, **kw):
+    """The tiny model on the keyword task in `folder` (all.csv, test.csv), into folder/run."""
+    from gptclassify.args import DataConfig, TrainConfig
+
+    data = DataConfig(
+        train=str(folder / "all.csv"),
+        test=str(folder / "test.csv") if test else None,
+        label_sep="|",
+    )
+    options = dict(model=str(tiny_json), weights="random", trainable="all", lr=2e-3, epochs=4)
+    return TrainConfig(
+        data=data, eval_freq=0, precision="fp32", out=str(folder / "run"), **{**options, **kw}
+    )
+
+
 @pytest.fixture(scope="module")
 def ml_run(tmp_path_factory, tiny_json):
-    from gptclassify.args import DataConfig, TrainConfig
     from gptclassify.training import train
 
     folder = tmp_path_factory.mktemp("ml")
     write_sep(folder / "all.csv", rows(240, 0), sep="|")
     write_sep(folder / "test.csv", rows(60, 1), sep="|")
-    cfg = TrainConfig(
-        data=DataConfig(
-            train=str(folder / "all.csv"), test=str(folder / "test.csv"), label_sep="|"
-        ),
-        model=str(tiny_json),
-        weights="random",
-        trainable="all",
-        lr=2e-3,
-        epochs=4,
-        eval_freq=0,
-        precision="fp32",
-        out=str(folder / "run"),
-    )
-    return train(cfg, quiet=True)
+    return train(ml_config(tiny_json, folder), quiet=True)
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -210,7 +211,6 @@ def test_tuned_macro_f1_is_the_reports_macro_f1_at_the_tuned_thresholds():
 def test_epochs_are_chosen_and_stopped_by_validation_macro_f1(tmp_path, tiny_json, monkeypatch):
     """A multi-label run keeps the epoch of the best macro F1 at tuned thresholds (what it
     ships), not the best subset accuracy or loss, and its patience counts that metric."""
-    from gptclassify.args import DataConfig, TrainConfig
     from gptclassify.training import loop, train
 
     scores = iter([0.5, 0.9, 0.7, 0.6, 0.95])  # the keyword task's loss falls every epoch
@@ -223,20 +223,7 @@ def test_epochs_are_chosen_and_stopped_by_validation_macro_f1(tmp_path, tiny_jso
     loop_real = loop.tuned_macro_f1
     monkeypatch.setattr(loop, "tuned_macro_f1", scripted)
     write_sep(tmp_path / "all.csv", rows(240, 0), sep="|")
-    cfg = TrainConfig(
-        data=DataConfig(train=str(tmp_path / "all.csv"), label_sep="|"),
-        model=str(tiny_json),
-        weights="random",
-        trainable="all",
-        lr=2e-3,
-        epochs=5,
-        patience=1,
-        eval_freq=0,
-        precision="fp32",
-        baseline=False,
-        out=str(tmp_path / "run"),
-    )
-    train(cfg, quiet=True)
+    train(ml_config(tiny_json, tmp_path, test=False, epochs=5, patience=1), quiet=True)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["best_epoch"] == 2 and metrics["stopped_early"]
     with open(tmp_path / "run" / "history.csv", newline="") as f:
