@@ -232,6 +232,9 @@ def test_epochs_are_chosen_and_stopped_by_validation_macro_f1(tmp_path, tiny_jso
     losses = [float(r["full_val_loss"]) for r in epochs]
     assert losses[2] < losses[1]  # by loss (or a tie-break) epoch 3 would have been kept
     assert len(seen) == 3 and all(0.0 <= f <= 1.0 for f in seen)  # real scores were computed
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "macro F1 at tuned thresholds 0.9000 (chooses the epoch)" in log
+    assert "kept epoch 2 (best full-validation macro F1 at tuned thresholds)" in log
 
 
 def test_report_matches_scikit_learn_definitions():

@@ -436,7 +436,11 @@ class Run:
             "Training completed in %.2f minutes; kept epoch %d (best full-validation %s)",
             fit_time / 60,
             state.best_epoch,
-            "loss" if cfg.eval.best_by == "val_loss" else "accuracy",
+            "loss"
+            if cfg.eval.best_by == "val_loss"
+            else "macro F1 at tuned thresholds"
+            if engine.multi_label
+            else "accuracy",
         )
         return self.finish(prep, state, engine, sources, cached, t0, fit_time)
 
