@@ -72,6 +72,8 @@ VARIANTS: dict[str, list[str]] = {
     "recipe auto 3m": ["--recipe", "auto", "--budget", "3m"],
     "recipe auto 10m": ["--recipe", "auto", "--budget", "10m"],
     "default without the surface head": ["--lexical", "off"],
+    # The fitted recipe with more epochs than its floor gives a large set (goemotions: 3).
+    "default 6 ep": ["--epochs", "6"],
     # A bag-of-tokens logistic regression fitted after the network, its logits added.
     "book lexical": ["--lexical", "on"],
     "last-4-blocks lr 2e-4 lexical": [
