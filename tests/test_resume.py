@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,21 +55,26 @@ def config(job: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**{**options, **kw})
 
 
-def _child(cfg: TrainConfig, kill_at: str, env: dict[str, str]) -> None:
+def _child(cfg: TrainConfig, kill_at: str, env: dict[str, str], setup: Any = None) -> None:
     os.environ.update(env)
     os.environ["GPTCLASSIFY_KILL_AT"] = kill_at
+    if setup is not None:
+        setup()
     try:
         train(cfg, quiet=True)
     except TrainingInterrupted as exc:
         sys.exit(exc.exit_code)
 
 
-def run_killed(cfg: TrainConfig, kill_at: str, env: dict[str, str] | None = None) -> int:
+def run_killed(
+    cfg: TrainConfig, kill_at: str, env: dict[str, str] | None = None, setup: Any = None
+) -> int:
     """Run `cfg` in a child process stopped at `kill_at`; returns its exit code. `env` is set
-    in the child (the forkserver's environment is the one it started with)."""
+    in the child (the forkserver's environment is the one it started with); `setup`, a
+    module-level function, runs there before training."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["gptclassify.training.run", "torch._dynamo"])
-    child = ctx.Process(target=_child, args=(cfg, kill_at, env or {}))
+    child = ctx.Process(target=_child, args=(cfg, kill_at, env or {}, setup))
     child.start()
     child.join(timeout=120)
     assert child.exitcode is not None, "the child hung"
