@@ -235,13 +235,14 @@ def test_label_sets_are_compared_on_macro_f1_not_subset_accuracy():
     """On multi-label data subset accuracy rewards predicting few labels; candidates are
     compared on macro F1, what their thresholds maximise (and the surface head and the
     baseline comparison use)."""
-    from gptclassify.tune.recipe import Tried, _best, _reason, _selection_score
+    from gptclassify.metrics import selection_metric
+    from gptclassify.tune.recipe import Tried, _best, _reason
 
     few = {"task": "multi-label", "accuracy": 0.30, "macro_f1": 0.20, "loss": 0.2}
     many = {"task": "multi-label", "accuracy": 0.10, "macro_f1": 0.45, "loss": 0.3}
     rows = []
     for name, report in (("few", few), ("many", many)):
-        metric, score = _selection_score(report)
+        metric, score = selection_metric(report)
         rows.append(
             Tried(
                 name,
@@ -260,4 +261,4 @@ def test_label_sets_are_compared_on_macro_f1_not_subset_accuracy():
     best = _best(rows)
     assert best.name == "many" and best.metric == "macro F1"
     assert _reason(best, rows) == "highest validation macro F1 (0.4500; next few 0.2000)"
-    assert _selection_score({"accuracy": 0.9, "macro_f1": 0.5}) == ("accuracy", 0.9)
+    assert selection_metric({"accuracy": 0.9, "macro_f1": 0.5}) == ("accuracy", 0.9)

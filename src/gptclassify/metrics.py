@@ -131,13 +131,25 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> list[float]:
     consecutive distinct probabilities (and 0.5); ties go to the threshold nearest 0.5. A
     label with no positive example keeps 0.5.
     """
+    return [cut for cut, _ in _tuned(probs, y)]
+
+
+def tuned_macro_f1(probs: np.ndarray, y: np.ndarray) -> float:
+    """Macro F1 at per-label thresholds tuned on these same rows (tune_thresholds): what a
+    multi-label run ships is judged by, so what its epochs are chosen by. A label with no
+    positive example scores 0, as in multilabel_report."""
+    return float(np.mean([f1 for _, f1 in _tuned(probs, y)]))
+
+
+def _tuned(probs: np.ndarray, y: np.ndarray) -> list[tuple[float, float]]:
+    """(threshold, F1 at it) per label: tune_thresholds' search."""
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y) > 0.5
     out = []
     for j in range(probs.shape[1]):
         p, t = probs[:, j], y[:, j]
         if not t.any():
-            out.append(0.5)
+            out.append((0.5, 0.0))  # no positive: F1 is 0 at any threshold
             continue
         distinct = np.unique(p)
         candidates = np.concatenate([[0.5], (distinct[:-1] + distinct[1:]) / 2, distinct[:1]])
@@ -148,22 +160,17 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray) -> list[float]:
             f1 = 2 * tp / (float(pred.sum()) + float(t.sum()))
             if f1 > best_f1 + 1e-12:
                 best, best_f1 = float(c), f1
-        out.append(best)
+        out.append((best, best_f1))
     return out
 
 
-def tuned_macro_f1(probs: np.ndarray, y: np.ndarray) -> float:
-    """Macro F1 at per-label thresholds tuned on these same rows (tune_thresholds): what a
-    multi-label run ships is judged by, so what its epochs are chosen by. A label with no
-    positive and no predicted positive scores 0, as in multilabel_report."""
-    probs = np.asarray(probs, dtype=np.float64)
-    cut = np.asarray(tune_thresholds(probs, y))
-    truth = np.asarray(y) > 0.5
-    pred = probs >= cut[None, :]
-    tp = (pred & truth).sum(axis=0)
-    denominator = pred.sum(axis=0) + truth.sum(axis=0)
-    f1 = np.where(denominator > 0, 2.0 * tp / np.maximum(denominator, 1), 0.0)
-    return float(f1.mean())
+def selection_metric(report: dict[str, Any]) -> tuple[str, float]:
+    """(name, value) of what a run is judged by in a validation report: accuracy, or on
+    multi-label data macro F1 at the tuned thresholds (the subset accuracy, near zero on
+    many labels, does not track it)."""
+    if report.get("task") == "multi-label":
+        return "macro F1", float(report["macro_f1"])
+    return "accuracy", float(report["accuracy"])
 
 
 def multilabel_report(

@@ -44,6 +44,7 @@ from gptclassify.args import TrainConfig
 from gptclassify.data.sources import load_data
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write
+from gptclassify.metrics import selection_metric
 from gptclassify.predict.api import Classifier
 from gptclassify.training import train
 from gptclassify.training.folder import PARTIAL
@@ -440,7 +441,7 @@ def auto_recipe(
             epochs_run = int(metrics.get("epochs_run") or 0)
             row.state = "stopped" if stop.hit else "done"
             row.val_accuracy = float(metrics["validation"]["accuracy"])
-            row.metric, row.val_score = _selection_score(metrics["validation"])
+            row.metric, row.val_score = selection_metric(metrics["validation"])
             row.val_loss = float(metrics["validation"]["loss"])
             if "test" in metrics:
                 row.test_accuracy = float(metrics["test"]["accuracy"])
@@ -502,13 +503,6 @@ def _n_layer(clf: Classifier) -> int | None:
         return int(clf.gpt_config.n_layer)
     except Exception:  # noqa: BLE001 - only a cost estimate
         return None
-
-
-def _selection_score(report: dict[str, Any]) -> tuple[str, float]:
-    """(metric name, value) candidates are compared on, from a validation report."""
-    if report.get("task") == "multi-label":
-        return "macro F1", float(report["macro_f1"])
-    return "accuracy", float(report["accuracy"])
 
 
 def _best(ran: list[Tried]) -> Tried:

@@ -47,6 +47,7 @@ from gptclassify.data.prepared import write_splits
 from gptclassify.data.sources import load_data
 from gptclassify.errors import GPTClassifyError
 from gptclassify.files import atomic_write
+from gptclassify.metrics import selection_metric
 from gptclassify.plots import plt
 from gptclassify.training import train
 from gptclassify.training.folder import PARTIAL
@@ -474,12 +475,11 @@ def _run_trial(
 
 
 def validation_value(report: dict[str, Any], metric: str) -> float:
-    """A trial's value from its validation report: the loss, or the score its run chose
-    epochs by (accuracy; on multi-label data macro F1 at the tuned thresholds, which the
-    subset accuracy, near zero on many labels, does not track)."""
+    """A trial's value from its validation report: the loss, or what its run is judged by
+    (metrics.selection_metric: accuracy, or macro F1 on multi-label data)."""
     if metric == "val_loss":
         return float(report["loss"])
-    return float(report["macro_f1" if report.get("task") == "multi-label" else "accuracy"])
+    return selection_metric(report)[1]
 
 
 def _row(t: Any) -> TrialRow:
